@@ -1,0 +1,263 @@
+//! The command line: flags as clap parses them, and one function per subcommand.
+//!
+//! Doc comments on the argument structs are the `--help` text.
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+
+use crate::client::Client;
+use crate::config::{ServerConfig, DEFAULT_LISTEN};
+use crate::protocol::{Command, Reply, TubeName};
+
+/// larder: a durable job broker that speaks the beanstalkd protocol.
+#[derive(Debug, Parser)]
+#[command(name = "larder", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Cmd,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Run the broker.
+    Serve(ServeArgs),
+    /// Show a running server's statistics.
+    Stats(StatsArgs),
+    /// Put one job (body from the argument, or standard input) and print its id.
+    Put(PutArgs),
+    /// Reserve one job, print its body to standard output, and delete it.
+    Reserve(ReserveArgs),
+}
+
+/// `larder serve`. beanstalkd's flags `-l`, `-p`, `-z` and `-b` are accepted too, so larder
+/// can replace beanstalkd in an existing service definition.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address and port to listen on.
+    #[arg(long, env = "LARDER_LISTEN", default_value = DEFAULT_LISTEN)]
+    pub listen: SocketAddr,
+    /// Listen on this address instead of the one in --listen (beanstalkd's -l).
+    #[arg(short = 'l', long = "host", env = "LARDER_HOST")]
+    pub host: Option<IpAddr>,
+    /// Listen on this port instead of the one in --listen (beanstalkd's -p).
+    #[arg(short = 'p', long = "port", env = "LARDER_PORT")]
+    pub port: Option<u16>,
+    /// Largest job body accepted, in bytes; larger puts get JOB_TOO_BIG (beanstalkd's -z).
+    #[arg(short = 'z', long, env = "LARDER_MAX_JOB_SIZE", default_value_t = crate::config::DEFAULT_MAX_JOB_SIZE)]
+    pub max_job_size: u32,
+    /// Directory for the server's data (beanstalkd's -b). Created if missing.
+    #[arg(short = 'b', long, env = "LARDER_DATA_DIR", default_value = crate::config::DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+}
+
+impl ServeArgs {
+    /// Validates the flags into a server configuration.
+    pub fn config(&self) -> anyhow::Result<ServerConfig> {
+        let mut listen = self.listen;
+        if let Some(host) = self.host {
+            listen.set_ip(host);
+        }
+        if let Some(port) = self.port {
+            listen.set_port(port);
+        }
+        if self.max_job_size == 0 {
+            bail!("--max-job-size must be at least 1");
+        }
+        Ok(ServerConfig {
+            listen,
+            max_job_size: self.max_job_size,
+            data_dir: self.data_dir.clone(),
+        })
+    }
+}
+
+/// `larder stats`.
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    /// Server address.
+    #[arg(long, env = "LARDER_ADDR", default_value = DEFAULT_LISTEN)]
+    pub addr: String,
+    /// Show this tube's statistics instead of the server's.
+    #[arg(long)]
+    pub tube: Option<String>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `larder put`.
+#[derive(Debug, Args)]
+pub struct PutArgs {
+    /// Server address.
+    #[arg(long, env = "LARDER_ADDR", default_value = DEFAULT_LISTEN)]
+    pub addr: String,
+    /// Tube to put into.
+    #[arg(long, default_value = "default")]
+    pub tube: String,
+    /// Priority (lower is more urgent).
+    #[arg(long, default_value_t = 1024)]
+    pub pri: u32,
+    /// Seconds before the job becomes ready.
+    #[arg(long, default_value_t = 0)]
+    pub delay: u32,
+    /// Seconds a worker may hold the job.
+    #[arg(long, default_value_t = 60)]
+    pub ttr: u32,
+    /// The job body; read from standard input when absent.
+    pub body: Option<String>,
+}
+
+/// `larder reserve`.
+#[derive(Debug, Args)]
+pub struct ReserveArgs {
+    /// Server address.
+    #[arg(long, env = "LARDER_ADDR", default_value = DEFAULT_LISTEN)]
+    pub addr: String,
+    /// Tube to take from (watched instead of `default`).
+    #[arg(long, default_value = "default")]
+    pub tube: String,
+    /// Give up after this many seconds (exit status 3); wait forever when absent.
+    #[arg(long)]
+    pub timeout: Option<u32>,
+    /// Leave the job reserved-then-released instead of deleting it.
+    #[arg(long)]
+    pub keep: bool,
+}
+
+/// Exit status of `larder reserve` when its timeout expired.
+pub const EXIT_TIMED_OUT: i32 = 3;
+
+/// `larder serve`: runs until SIGTERM or SIGINT.
+pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = args.config()?;
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+    let listener = crate::server::bind(config.listen)?;
+    let shutdown = async {
+        let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
+        match term {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => tracing::info!("SIGTERM received"),
+                    _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "no SIGTERM handler; stopping on SIGINT only");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    };
+    crate::server::run(listener, config, shutdown).await
+}
+
+/// `larder stats`.
+pub async fn stats(args: StatsArgs, out: &mut impl Write) -> anyhow::Result<()> {
+    let mut client = Client::connect(&args.addr).await?;
+    let fields = match client.stats(args.tube.as_deref()).await {
+        Err(crate::client::ClientError::Unexpected(Reply::NotFound)) => {
+            bail!("no tube named {:?}", args.tube.unwrap_or_default())
+        }
+        other => other?,
+    };
+    if args.json {
+        let map: serde_json::Map<String, serde_json::Value> = fields
+            .into_iter()
+            .map(|(k, v)| (k, yaml_scalar_to_json(&v)))
+            .collect();
+        writeln!(out, "{}", serde_json::to_string_pretty(&map)?)?;
+    } else {
+        let mut table = comfy_table::Table::new();
+        table.load_preset(comfy_table::presets::NOTHING);
+        table.set_header(["field", "value"]);
+        for (k, v) in fields {
+            table.add_row([k, v]);
+        }
+        writeln!(out, "{table}")?;
+    }
+    Ok(())
+}
+
+/// A YAML scalar from beanstalkd's stats as the JSON value it denotes.
+fn yaml_scalar_to_json(v: &str) -> serde_json::Value {
+    if let Ok(n) = v.parse::<i64>() {
+        return n.into();
+    }
+    if let Ok(n) = v.parse::<u64>() {
+        return n.into();
+    }
+    match v {
+        "true" => true.into(),
+        "false" => false.into(),
+        _ => match v.parse::<f64>() {
+            Ok(f) if v.contains('.') => f.into(),
+            _ => v.into(),
+        },
+    }
+}
+
+/// `larder put`.
+pub async fn put(args: PutArgs, out: &mut impl Write) -> anyhow::Result<()> {
+    let body = match args.body {
+        Some(b) => b.into_bytes(),
+        None => {
+            let mut buf = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut buf)
+                .context("reading the job body from standard input")?;
+            buf
+        }
+    };
+    let mut client = Client::connect(&args.addr).await?;
+    client.use_tube(&args.tube).await?;
+    let reply = client
+        .call(&Command::Put {
+            pri: args.pri,
+            delay: args.delay,
+            ttr: args.ttr,
+            body: body.into(),
+        })
+        .await?;
+    match reply {
+        Reply::Inserted(id) => writeln!(out, "{id}")?,
+        Reply::JobTooBig => bail!("the job body is larger than the server's maximum job size"),
+        Reply::Draining => bail!("the server is draining and accepts no new jobs"),
+        other => bail!("the server refused the job: {other:?}"),
+    }
+    Ok(())
+}
+
+/// `larder reserve`. Returns the process exit status.
+pub async fn reserve(args: ReserveArgs, out: &mut impl Write) -> anyhow::Result<i32> {
+    let tube = TubeName::new(args.tube.as_bytes())
+        .with_context(|| format!("invalid tube name {:?}", args.tube))?;
+    let mut client = Client::connect(&args.addr).await?;
+    client.watch(tube.as_str()).await?;
+    if tube.as_str() != "default" {
+        client.ignore("default").await?;
+    }
+    let Some((id, body)) = client.reserve(args.timeout).await? else {
+        eprintln!("no job within {} s", args.timeout.unwrap_or(0));
+        return Ok(EXIT_TIMED_OUT);
+    };
+    out.write_all(&body)?;
+    out.flush()?;
+    if args.keep {
+        client
+            .call(&Command::Release {
+                id,
+                pri: 1024,
+                delay: 0,
+            })
+            .await?;
+    } else {
+        client.delete(id).await?;
+    }
+    Ok(0)
+}

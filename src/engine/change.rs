@@ -1,0 +1,79 @@
+//! State changes as values: what the write-ahead log will store.
+//!
+//! Every command or timer event that changes durable state emits one [`Change`]. Together
+//! with the order they were emitted in, they are enough to rebuild every job and tube
+//! setting. Nothing persists them yet; the server collects and drops them.
+
+use bytes::Bytes;
+
+use super::time::Timestamp;
+use crate::protocol::{JobId, TubeName};
+
+/// One durable state change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// A job was created.
+    Put {
+        /// Its id.
+        id: JobId,
+        /// Its tube.
+        tube: TubeName,
+        /// Priority.
+        pri: u32,
+        /// Delay in seconds as given.
+        delay: u32,
+        /// Time to run in seconds (after raising 0 to 1).
+        ttr: u32,
+        /// When it was put.
+        created_at: Timestamp,
+        /// When it becomes ready, if delayed.
+        ready_at: Option<Timestamp>,
+        /// The body.
+        body: Bytes,
+    },
+    /// A job was reserved (its `reserves` counter grew).
+    Reserve {
+        /// The job.
+        id: JobId,
+    },
+    /// A job was deleted.
+    Delete {
+        /// The job.
+        id: JobId,
+    },
+    /// A reserved job was released.
+    Release {
+        /// The job.
+        id: JobId,
+        /// New priority.
+        pri: u32,
+        /// Delay in seconds as given.
+        delay: u32,
+        /// When it becomes ready, if delayed.
+        ready_at: Option<Timestamp>,
+    },
+    /// A reserved job was buried.
+    Bury {
+        /// The job.
+        id: JobId,
+        /// New priority.
+        pri: u32,
+    },
+    /// A buried or delayed job was kicked to ready.
+    Kick {
+        /// The job.
+        id: JobId,
+    },
+    /// A reservation ran past its TTR.
+    Timeout {
+        /// The job.
+        id: JobId,
+    },
+    /// A tube was paused.
+    PauseTube {
+        /// The tube.
+        tube: TubeName,
+        /// When the pause ends.
+        until: Timestamp,
+    },
+}

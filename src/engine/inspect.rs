@@ -1,0 +1,205 @@
+//! Inspection commands: peek, peek-ready, peek-delayed, peek-buried, stats-job, stats-tube,
+//! stats. None of them changes state.
+
+use std::fmt::Write;
+
+use super::job::JobState;
+use super::session::SessionId;
+use super::time::{Timestamp, NANOS_PER_SEC};
+use super::tube::TubeId;
+use super::Engine;
+use crate::protocol::{CommandKind as K, JobId, Reply, TubeName};
+
+impl Engine {
+    fn found(&self, id: Option<JobId>) -> Reply {
+        match id.and_then(|id| self.jobs.get(&id)) {
+            Some(job) => Reply::Found {
+                id: job.id,
+                body: job.body.clone(),
+            },
+            None => Reply::NotFound,
+        }
+    }
+
+    fn used_tube(&self, sid: SessionId) -> Option<TubeId> {
+        self.sessions.get(&sid).map(|s| s.using)
+    }
+
+    pub(super) fn peek(&self, id: JobId) -> Reply {
+        self.found(Some(id))
+    }
+
+    pub(super) fn peek_ready(&self, sid: SessionId) -> Reply {
+        let id = self
+            .used_tube(sid)
+            .and_then(|t| self.tubes.get(t).ready.first().map(|&(_, id)| id));
+        self.found(id)
+    }
+
+    pub(super) fn peek_delayed(&self, sid: SessionId) -> Reply {
+        let id = self
+            .used_tube(sid)
+            .and_then(|t| self.tubes.get(t).delayed.first().map(|&(_, id)| id));
+        self.found(id)
+    }
+
+    pub(super) fn peek_buried(&self, sid: SessionId) -> Reply {
+        let id = self.used_tube(sid).and_then(|t| {
+            self.tubes
+                .get(t)
+                .buried
+                .first_key_value()
+                .map(|(_, &id)| id)
+        });
+        self.found(id)
+    }
+
+    pub(super) fn stats_job(&self, id: JobId, now: Timestamp) -> Reply {
+        let Some(job) = self.jobs.get(&id) else {
+            return Reply::NotFound;
+        };
+        let time_left = match job.state {
+            JobState::Reserved { deadline, .. } => now.secs_until(deadline),
+            JobState::Delayed { until } => now.secs_until(until),
+            JobState::Ready | JobState::Buried { .. } => 0,
+        };
+        let c = job.counters;
+        let mut y = String::with_capacity(256);
+        let _ = write!(
+            y,
+            "---\nid: {}\ntube: \"{}\"\nstate: {}\npri: {}\nage: {}\ndelay: {}\nttr: {}\n\
+             time-left: {}\nfile: 0\nreserves: {}\ntimeouts: {}\nreleases: {}\nburies: {}\n\
+             kicks: {}\n",
+            job.id,
+            self.tubes.get(job.tube).name,
+            job.state.name(),
+            job.pri,
+            job.created_at.secs_until(now),
+            job.delay,
+            job.ttr,
+            time_left,
+            c.reserves,
+            c.timeouts,
+            c.releases,
+            c.buries,
+            c.kicks,
+        );
+        Reply::Ok(y.into())
+    }
+
+    pub(super) fn stats_tube(&self, name: &TubeName, now: Timestamp) -> Reply {
+        let Some(id) = self.tubes.find(name) else {
+            return Reply::NotFound;
+        };
+        let t = self.tubes.get(id);
+        let (pause, left) = match t.pause {
+            Some(p) => (p.nanos / NANOS_PER_SEC, now.secs_until(p.until)),
+            None => (0, 0),
+        };
+        let mut y = String::with_capacity(384);
+        let _ = write!(
+            y,
+            "---\nname: \"{}\"\ncurrent-jobs-urgent: {}\ncurrent-jobs-ready: {}\n\
+             current-jobs-reserved: {}\ncurrent-jobs-delayed: {}\ncurrent-jobs-buried: {}\n\
+             total-jobs: {}\ncurrent-using: {}\ncurrent-watching: {}\ncurrent-waiting: {}\n\
+             cmd-delete: {}\ncmd-pause-tube: {}\npause: {}\npause-time-left: {}\n",
+            t.name,
+            t.urgent,
+            t.ready.len(),
+            t.reserved,
+            t.delayed.len(),
+            t.buried.len(),
+            t.counters.total_jobs,
+            t.using,
+            t.watching,
+            t.waiting.len(),
+            t.counters.deletes,
+            t.counters.pauses,
+            pause,
+            left,
+        );
+        Reply::Ok(y.into())
+    }
+
+    pub(super) fn stats(&self, now: Timestamp) -> Reply {
+        let (mut urgent, mut ready, mut reserved, mut delayed, mut buried) = (0, 0, 0, 0, 0);
+        for (_, t) in self.tubes.iter() {
+            urgent += t.urgent;
+            ready += t.ready.len();
+            reserved += t.reserved;
+            delayed += t.delayed.len();
+            buried += t.buried.len();
+        }
+        let sessions = self.sessions.values();
+        let producers = sessions.clone().filter(|s| s.producer).count();
+        let workers = sessions.clone().filter(|s| s.worker).count();
+        let waiting = sessions.filter(|s| s.wait.is_some()).count();
+        let cmd = |k: K| self.counters.commands[k.index()];
+        let p = &self.process;
+        let cpu = (p.cpu_times)();
+        let mut y = String::with_capacity(1536);
+        let _ = write!(
+            y,
+            "---\ncurrent-jobs-urgent: {urgent}\ncurrent-jobs-ready: {ready}\n\
+             current-jobs-reserved: {reserved}\ncurrent-jobs-delayed: {delayed}\n\
+             current-jobs-buried: {buried}\n"
+        );
+        let counted = [
+            ("put", K::Put),
+            ("peek", K::Peek),
+            ("peek-ready", K::PeekReady),
+            ("peek-delayed", K::PeekDelayed),
+            ("peek-buried", K::PeekBuried),
+            ("reserve", K::Reserve),
+            ("reserve-with-timeout", K::ReserveWithTimeout),
+            ("delete", K::Delete),
+            ("release", K::Release),
+            ("use", K::Use),
+            ("watch", K::Watch),
+            ("ignore", K::Ignore),
+            ("bury", K::Bury),
+            ("kick", K::Kick),
+            ("touch", K::Touch),
+            ("stats", K::Stats),
+            ("stats-job", K::StatsJob),
+            ("stats-tube", K::StatsTube),
+            ("list-tubes", K::ListTubes),
+            ("list-tube-used", K::ListTubeUsed),
+            ("list-tubes-watched", K::ListTubesWatched),
+            ("pause-tube", K::PauseTube),
+        ];
+        for (name, kind) in counted {
+            let _ = writeln!(y, "cmd-{name}: {}", cmd(kind));
+        }
+        let _ = write!(
+            y,
+            "job-timeouts: {}\ntotal-jobs: {}\nmax-job-size: {}\ncurrent-tubes: {}\n\
+             current-connections: {}\ncurrent-producers: {producers}\n\
+             current-workers: {workers}\ncurrent-waiting: {waiting}\n\
+             total-connections: {}\npid: {}\nversion: \"{}\"\n\
+             rusage-utime: {}.{:06}\nrusage-stime: {}.{:06}\nuptime: {}\n\
+             binlog-oldest-index: 0\nbinlog-current-index: 0\nbinlog-records-migrated: 0\n\
+             binlog-records-written: 0\nbinlog-max-size: 0\ndraining: {}\nid: {}\n\
+             hostname: \"{}\"\nos: \"{}\"\nplatform: \"{}\"\n",
+            self.counters.timeouts,
+            self.counters.total_jobs,
+            self.config.max_job_size,
+            self.tubes.len(),
+            self.sessions.len(),
+            self.counters.total_connections,
+            p.pid,
+            p.version,
+            cpu.user_micros / 1_000_000,
+            cpu.user_micros % 1_000_000,
+            cpu.system_micros / 1_000_000,
+            cpu.system_micros % 1_000_000,
+            self.started_at.secs_until(now).max(0),
+            self.draining,
+            p.instance_id,
+            p.hostname,
+            p.os,
+            p.platform,
+        );
+        Reply::Ok(y.into())
+    }
+}

@@ -1,0 +1,242 @@
+//! Job commands: put, reserve, reserve-job, delete, release, bury, touch, kick, kick-job.
+
+use bytes::Bytes;
+
+use super::job::{Job, JobCounters, JobState};
+use super::session::SessionId;
+use super::time::Timestamp;
+use super::{Change, Engine, Outcome};
+use crate::protocol::{JobId, Reply};
+
+impl Engine {
+    pub(super) fn put(
+        &mut self,
+        sid: SessionId,
+        pri: u32,
+        delay: u32,
+        ttr: u32,
+        body: Bytes,
+        now: Timestamp,
+    ) -> Reply {
+        let Some(session) = self.sessions.get_mut(&sid) else {
+            return Reply::InternalError;
+        };
+        session.producer = true;
+        let tube_id = session.using;
+        let id = JobId(self.next_job_id);
+        self.next_job_id += 1;
+        if self.draining {
+            return Reply::Draining;
+        }
+        let ttr = ttr.max(1);
+        let ready_at = (delay > 0).then(|| now.plus_secs(delay));
+        let tube = self.tubes.get_mut(tube_id);
+        tube.counters.total_jobs += 1;
+        self.counters.total_jobs += 1;
+        self.changes.push(Change::Put {
+            id,
+            tube: tube.name.clone(),
+            pri,
+            delay,
+            ttr,
+            created_at: now,
+            ready_at,
+            body: body.clone(),
+        });
+        self.jobs.insert(
+            id,
+            Job {
+                id,
+                tube: tube_id,
+                pri,
+                delay,
+                ttr,
+                created_at: now,
+                state: JobState::Ready,
+                counters: JobCounters::default(),
+                body,
+            },
+        );
+        match ready_at {
+            Some(until) => self.make_delayed(id, until),
+            None => self.make_ready(id, now),
+        }
+        Reply::Inserted(id)
+    }
+
+    pub(super) fn reserve(
+        &mut self,
+        sid: SessionId,
+        timeout: Option<u32>,
+        now: Timestamp,
+    ) -> Outcome {
+        if let Some(s) = self.sessions.get_mut(&sid) {
+            s.worker = true;
+        }
+        if self.deadline_soon(sid, now) && !self.any_watched_ready(sid) {
+            return Outcome::Reply(Reply::DeadlineSoon);
+        }
+        self.start_wait(sid, timeout.map(|t| now.plus_secs(t)));
+        self.process_queue(now);
+        if let Some(pos) = self.wakeups.iter().rposition(|(s, _)| *s == sid) {
+            return Outcome::Reply(self.wakeups.remove(pos).1);
+        }
+        if timeout == Some(0) {
+            self.wake_waiter(sid, now);
+            if let Some(pos) = self.wakeups.iter().rposition(|(s, _)| *s == sid) {
+                return Outcome::Reply(self.wakeups.remove(pos).1);
+            }
+        }
+        Outcome::Blocked
+    }
+
+    /// Whether any tube `sid` watches has a ready job, paused or not (beanstalkd's test for
+    /// answering `DEADLINE_SOON` at once).
+    fn any_watched_ready(&self, sid: SessionId) -> bool {
+        self.sessions.get(&sid).is_some_and(|s| {
+            s.watching
+                .iter()
+                .any(|&t| !self.tubes.get(t).ready.is_empty())
+        })
+    }
+
+    pub(super) fn reserve_job(&mut self, sid: SessionId, id: JobId, now: Timestamp) -> Reply {
+        match self.jobs.get(&id).map(|j| j.state) {
+            None | Some(JobState::Reserved { .. }) => Reply::NotFound,
+            Some(_) => {
+                self.detach(id);
+                self.reserve_for(sid, id, now)
+            }
+        }
+    }
+
+    /// Whether `id` is reserved by `sid`.
+    fn reserved_by(&self, sid: SessionId, id: JobId) -> bool {
+        matches!(
+            self.jobs.get(&id).map(|j| j.state),
+            Some(JobState::Reserved { by, .. }) if by == sid
+        )
+    }
+
+    pub(super) fn delete(&mut self, sid: SessionId, id: JobId) -> Reply {
+        let Some(job) = self.jobs.get(&id) else {
+            return Reply::NotFound;
+        };
+        if matches!(job.state, JobState::Reserved { by, .. } if by != sid) {
+            return Reply::NotFound;
+        }
+        self.detach(id);
+        let Some(job) = self.jobs.remove(&id) else {
+            return Reply::InternalError;
+        };
+        self.tubes.get_mut(job.tube).counters.deletes += 1;
+        self.drop_tube_if_unused(job.tube);
+        self.changes.push(Change::Delete { id });
+        Reply::Deleted
+    }
+
+    pub(super) fn release(
+        &mut self,
+        sid: SessionId,
+        id: JobId,
+        pri: u32,
+        delay: u32,
+        now: Timestamp,
+    ) -> Reply {
+        if !self.reserved_by(sid, id) {
+            return Reply::NotFound;
+        }
+        self.detach(id);
+        let Some(job) = self.jobs.get_mut(&id) else {
+            return Reply::InternalError;
+        };
+        job.pri = pri;
+        job.delay = delay;
+        job.counters.releases += 1;
+        let ready_at = (delay > 0).then(|| now.plus_secs(delay));
+        self.changes.push(Change::Release {
+            id,
+            pri,
+            delay,
+            ready_at,
+        });
+        match ready_at {
+            Some(until) => self.make_delayed(id, until),
+            None => self.make_ready(id, now),
+        }
+        Reply::Released
+    }
+
+    pub(super) fn bury(&mut self, sid: SessionId, id: JobId, pri: u32) -> Reply {
+        if !self.reserved_by(sid, id) {
+            return Reply::NotFound;
+        }
+        self.detach(id);
+        if let Some(job) = self.jobs.get_mut(&id) {
+            job.pri = pri;
+        }
+        self.make_buried(id);
+        self.changes.push(Change::Bury { id, pri });
+        Reply::Buried
+    }
+
+    pub(super) fn touch(&mut self, sid: SessionId, id: JobId, now: Timestamp) -> Reply {
+        if !self.reserved_by(sid, id) {
+            return Reply::NotFound;
+        }
+        self.detach(id);
+        let Some(job) = self.jobs.get_mut(&id) else {
+            return Reply::InternalError;
+        };
+        // Re-reserving would count a reserve; set the new deadline directly instead.
+        let deadline = now.plus_secs(job.ttr);
+        job.state = JobState::Reserved { by: sid, deadline };
+        self.tubes.get_mut(job.tube).reserved += 1;
+        self.reserved.insert((deadline, id));
+        if let Some(s) = self.sessions.get_mut(&sid) {
+            s.reserved.insert((deadline, id));
+        }
+        Reply::Touched
+    }
+
+    pub(super) fn kick(&mut self, sid: SessionId, bound: u32, now: Timestamp) -> Reply {
+        let Some(tube_id) = self.sessions.get(&sid).map(|s| s.using) else {
+            return Reply::InternalError;
+        };
+        let from_buried = !self.tubes.get(tube_id).buried.is_empty();
+        let mut kicked = 0;
+        while kicked < bound {
+            let tube = self.tubes.get(tube_id);
+            let next = if from_buried {
+                tube.buried.first_key_value().map(|(_, &id)| id)
+            } else {
+                tube.delayed.first().map(|&(_, id)| id)
+            };
+            let Some(id) = next else {
+                break;
+            };
+            self.kick_one(id, now);
+            kicked += 1;
+        }
+        Reply::Kicked(kicked)
+    }
+
+    pub(super) fn kick_job(&mut self, id: JobId, now: Timestamp) -> Reply {
+        match self.jobs.get(&id).map(|j| j.state) {
+            Some(JobState::Buried { .. } | JobState::Delayed { .. }) => {
+                self.kick_one(id, now);
+                Reply::KickedJob
+            }
+            _ => Reply::NotFound,
+        }
+    }
+
+    fn kick_one(&mut self, id: JobId, now: Timestamp) {
+        self.detach(id);
+        if let Some(job) = self.jobs.get_mut(&id) {
+            job.counters.kicks += 1;
+        }
+        self.changes.push(Change::Kick { id });
+        self.make_ready(id, now);
+    }
+}

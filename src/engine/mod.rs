@@ -1,0 +1,360 @@
+//! The broker state machine: tubes, jobs, reservations and waiting workers. No I/O.
+//!
+//! [`Engine::apply`] executes one command for one session at a time `now` passed in and
+//! returns an [`Outcome`]. Side effects on other sessions (a blocked reserve being served,
+//! a `DEADLINE_SOON`, a `TIMED_OUT`) are queued as wake-ups that the caller collects with
+//! [`Engine::take_wakeups`]; durable state changes are queued as [`Change`]s
+//! ([`Engine::take_changes`]). [`Engine::tick`] runs timers (delays, TTR expiry, reserve
+//! timeouts, pauses) and [`Engine::next_deadline`] says when it next has work.
+//!
+//! Invariants: every job is in exactly one of its tube's ready, delayed or buried sets, or in
+//! its reserving session's set, matching its [`JobState`]; the global `delayed` and
+//! `reserved` sets mirror the per-tube and per-session ones; a session with a `wait` is in
+//! the `waiting` list of every tube it watches and in no other.
+
+mod change;
+mod inspect;
+mod job;
+mod jobs;
+mod queue;
+mod session;
+mod stats;
+mod time;
+mod tube;
+mod tubes;
+
+use std::collections::{BTreeSet, HashMap};
+
+pub use change::Change;
+pub use job::{Job, JobCounters, JobState, URGENT_THRESHOLD};
+pub use session::SessionId;
+pub use stats::{CpuTimes, ProcessInfo};
+pub use time::{Timestamp, NANOS_PER_SEC};
+pub use tube::TubeId;
+
+use crate::protocol::{Command, CommandKind, JobId, ProtocolError, Reply, TubeName};
+use session::Session;
+use tube::Tubes;
+
+/// A reserved job within this long of its TTR deadline makes `reserve` answer
+/// `DEADLINE_SOON` (beanstalkd's safety margin).
+pub const SAFETY_MARGIN: u64 = NANOS_PER_SEC;
+
+/// Engine settings.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// Largest job body accepted, in bytes (reported in `stats`).
+    pub max_job_size: u32,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            max_job_size: 65_535,
+        }
+    }
+}
+
+/// What the calling session gets for a command.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Send this reply.
+    Reply(Reply),
+    /// The session is blocked in reserve; its reply comes later as a wake-up.
+    Blocked,
+    /// Close the connection without a reply (`quit`).
+    Close,
+}
+
+/// Server-wide counters for `stats`.
+#[derive(Clone, Debug, Default)]
+pub struct Counters {
+    /// `cmd-*` counts, indexed by [`CommandKind::index`].
+    pub commands: [u64; CommandKind::COUNT],
+    /// Reservations that ran past their TTR.
+    pub timeouts: u64,
+    /// Jobs ever created.
+    pub total_jobs: u64,
+    /// Sessions ever opened.
+    pub total_connections: u64,
+}
+
+/// The broker.
+pub struct Engine {
+    config: EngineConfig,
+    process: ProcessInfo,
+    started_at: Timestamp,
+    jobs: HashMap<JobId, Job>,
+    tubes: Tubes,
+    default_tube: TubeId,
+    sessions: HashMap<SessionId, Session>,
+    next_job_id: u64,
+    next_session_id: u64,
+    next_bury_seq: u64,
+    /// All delayed jobs, soonest first.
+    delayed: BTreeSet<(Timestamp, JobId)>,
+    /// All reserved jobs, by TTR deadline.
+    reserved: BTreeSet<(Timestamp, JobId)>,
+    /// Blocked sessions with a timer (timeout or safety margin), soonest first.
+    wakes: BTreeSet<(Timestamp, SessionId)>,
+    /// Paused tubes by pause end.
+    pauses: BTreeSet<(Timestamp, TubeId)>,
+    /// Tubes with at least one waiting session.
+    tubes_with_waiters: BTreeSet<TubeId>,
+    counters: Counters,
+    draining: bool,
+    wakeups: Vec<(SessionId, Reply)>,
+    changes: Vec<Change>,
+}
+
+impl Engine {
+    /// A fresh engine with only the `default` tube, started at `now`.
+    pub fn new(config: EngineConfig, process: ProcessInfo, now: Timestamp) -> Engine {
+        let mut tubes = Tubes::default();
+        let default_tube = tubes.find_or_create(&TubeName::default_tube());
+        Engine {
+            config,
+            process,
+            started_at: now,
+            jobs: HashMap::new(),
+            tubes,
+            default_tube,
+            sessions: HashMap::new(),
+            next_job_id: 1,
+            next_session_id: 1,
+            next_bury_seq: 0,
+            delayed: BTreeSet::new(),
+            reserved: BTreeSet::new(),
+            wakes: BTreeSet::new(),
+            pauses: BTreeSet::new(),
+            tubes_with_waiters: BTreeSet::new(),
+            counters: Counters::default(),
+            draining: false,
+            wakeups: Vec::new(),
+            changes: Vec::new(),
+        }
+    }
+
+    /// Opens a session for a new connection, using and watching `default`.
+    pub fn open_session(&mut self) -> SessionId {
+        let id = SessionId(self.next_session_id);
+        self.next_session_id += 1;
+        self.counters.total_connections += 1;
+        let default = self.default_tube;
+        let tube = self.tubes.get_mut(default);
+        tube.using += 1;
+        tube.watching += 1;
+        self.sessions.insert(id, Session::new(default));
+        id
+    }
+
+    /// Closes a session: its blocked reserve ends, its reserved jobs return to ready at once,
+    /// and tubes it alone kept alive are dropped.
+    pub fn close_session(&mut self, sid: SessionId, now: Timestamp) {
+        if !self.sessions.contains_key(&sid) {
+            return;
+        }
+        self.stop_wait(sid);
+        let reserved: Vec<JobId> = self.sessions[&sid]
+            .reserved
+            .iter()
+            .map(|&(_, id)| id)
+            .collect();
+        for id in reserved {
+            self.detach(id);
+            self.make_ready(id, now);
+        }
+        let Some(session) = self.sessions.remove(&sid) else {
+            return;
+        };
+        self.tubes.get_mut(session.using).using -= 1;
+        self.drop_tube_if_unused(session.using);
+        for &t in &session.watching {
+            self.tubes.get_mut(t).watching -= 1;
+            self.drop_tube_if_unused(t);
+        }
+    }
+
+    /// Drops tube `id` if nothing keeps it alive, forgetting its pause.
+    fn drop_tube_if_unused(&mut self, id: TubeId) {
+        if let Some(pause) = self.tubes.drop_if_unused(id).and_then(|t| t.pause) {
+            self.pauses.remove(&(pause.until, id));
+        }
+    }
+
+    /// Executes `cmd` for session `sid` at time `now`.
+    pub fn apply(&mut self, sid: SessionId, cmd: Command, now: Timestamp) -> Outcome {
+        if !self.sessions.contains_key(&sid) {
+            return Outcome::Reply(Reply::InternalError);
+        }
+        if cmd != Command::Quit {
+            self.counters.commands[cmd.kind().index()] += 1;
+        }
+        let reply = match cmd {
+            Command::Put {
+                pri,
+                delay,
+                ttr,
+                body,
+            } => self.put(sid, pri, delay, ttr, body, now),
+            Command::Reserve => return self.reserve(sid, None, now),
+            Command::ReserveWithTimeout(t) => return self.reserve(sid, Some(t), now),
+            Command::ReserveJob(id) => self.reserve_job(sid, id, now),
+            Command::Delete(id) => self.delete(sid, id),
+            Command::Release { id, pri, delay } => self.release(sid, id, pri, delay, now),
+            Command::Bury { id, pri } => self.bury(sid, id, pri),
+            Command::Touch(id) => self.touch(sid, id, now),
+            Command::Kick(bound) => self.kick(sid, bound, now),
+            Command::KickJob(id) => self.kick_job(id, now),
+            Command::Use(name) => self.use_tube(sid, &name),
+            Command::Watch(name) => self.watch(sid, &name),
+            Command::Ignore(name) => self.ignore(sid, &name),
+            Command::PauseTube { tube, delay } => self.pause_tube(&tube, delay, now),
+            Command::ListTubes => self.list_tubes(),
+            Command::ListTubeUsed => self.list_tube_used(sid),
+            Command::ListTubesWatched => self.list_tubes_watched(sid),
+            Command::Peek(id) => self.peek(id),
+            Command::PeekReady => self.peek_ready(sid),
+            Command::PeekDelayed => self.peek_delayed(sid),
+            Command::PeekBuried => self.peek_buried(sid),
+            Command::StatsJob(id) => self.stats_job(id, now),
+            Command::StatsTube(name) => self.stats_tube(&name, now),
+            Command::Stats => self.stats(now),
+            Command::Quit => return Outcome::Close,
+        };
+        Outcome::Reply(reply)
+    }
+
+    /// Accounts for input the decoder rejected and returns its reply. Rejections change no
+    /// job or tube; like beanstalkd, a put whose header was valid still counts as a put
+    /// (`cmd-put`), and one whose body lacked its `\r\n` consumes a job id.
+    pub fn reject(&mut self, sid: SessionId, error: ProtocolError) -> Reply {
+        match error {
+            ProtocolError::JobTooBig => {
+                self.counters.commands[CommandKind::Put.index()] += 1;
+            }
+            ProtocolError::ExpectedCrlf => {
+                self.counters.commands[CommandKind::Put.index()] += 1;
+                self.next_job_id += 1;
+                if let Some(s) = self.sessions.get_mut(&sid) {
+                    s.producer = true;
+                }
+            }
+            ProtocolError::BadFormat | ProtocolError::UnknownCommand => {}
+        }
+        error.reply()
+    }
+
+    /// Ends `sid`'s blocked reserve without a job. Returns whether it was blocked.
+    pub fn cancel_wait(&mut self, sid: SessionId) -> bool {
+        let waiting = self.sessions.get(&sid).is_some_and(|s| s.wait.is_some());
+        self.stop_wait(sid);
+        waiting
+    }
+
+    /// Stops accepting new jobs: every later put gets `DRAINING`.
+    pub fn set_draining(&mut self, draining: bool) {
+        self.draining = draining;
+    }
+
+    /// Whether the engine is draining.
+    pub fn draining(&self) -> bool {
+        self.draining
+    }
+
+    /// Replies for sessions other than the caller (blocked reserves served, timeouts),
+    /// in the order they happened.
+    pub fn take_wakeups(&mut self) -> Vec<(SessionId, Reply)> {
+        std::mem::take(&mut self.wakeups)
+    }
+
+    /// Whether wake-ups are waiting to be collected.
+    pub fn has_wakeups(&self) -> bool {
+        !self.wakeups.is_empty()
+    }
+
+    /// Durable changes made since the last call, in order.
+    pub fn take_changes(&mut self) -> Vec<Change> {
+        std::mem::take(&mut self.changes)
+    }
+
+    /// Drops the queued changes without returning them (nothing persists them yet).
+    pub fn discard_changes(&mut self) {
+        self.changes.clear();
+    }
+
+    /// The job with `id`, if it exists.
+    pub fn job(&self, id: JobId) -> Option<&Job> {
+        self.jobs.get(&id)
+    }
+
+    /// Number of jobs in any state.
+    pub fn job_count(&self) -> usize {
+        self.jobs.len()
+    }
+
+    /// Number of open sessions.
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Names of live tubes in creation order.
+    pub fn tube_names(&self) -> Vec<TubeName> {
+        self.tubes
+            .in_creation_order()
+            .into_iter()
+            .map(|t| self.tubes.get(t).name.clone())
+            .collect()
+    }
+
+    /// The earliest time at which [`Engine::tick`] has something to do.
+    pub fn next_deadline(&self) -> Option<Timestamp> {
+        [
+            self.delayed.first().map(|&(t, _)| t),
+            self.reserved.first().map(|&(t, _)| t),
+            self.wakes.first().map(|&(t, _)| t),
+            self.pauses.first().map(|&(t, _)| t),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Runs every timer due at `now`: delayed jobs become ready, pauses end, blocked reserves
+    /// answer `DEADLINE_SOON` or `TIMED_OUT`, and reservations past their TTR return to ready.
+    pub fn tick(&mut self, now: Timestamp) {
+        while let Some(&(until, id)) = self.delayed.first() {
+            if until > now {
+                break;
+            }
+            self.detach(id);
+            self.make_ready(id, now);
+        }
+        while let Some(&(until, tube)) = self.pauses.first() {
+            if until > now {
+                break;
+            }
+            self.pauses.remove(&(until, tube));
+            self.tubes.get_mut(tube).pause = None;
+            self.process_queue(now);
+        }
+        while let Some(&(at, sid)) = self.wakes.first() {
+            if at > now {
+                break;
+            }
+            self.wake_waiter(sid, now);
+        }
+        while let Some(&(deadline, id)) = self.reserved.first() {
+            if deadline > now {
+                break;
+            }
+            self.counters.timeouts += 1;
+            self.detach(id);
+            if let Some(job) = self.jobs.get_mut(&id) {
+                job.counters.timeouts += 1;
+            }
+            self.changes.push(Change::Timeout { id });
+            self.make_ready(id, now);
+        }
+    }
+}

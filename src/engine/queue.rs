@@ -1,0 +1,201 @@
+//! Moving jobs between states, and handing ready jobs to waiting sessions. Every state
+//! transition goes through [`Engine::detach`] and one of the `make_*`/`reserve_for`
+//! functions, which keep the per-tube, per-session and global sets in step.
+
+use super::job::{JobState, URGENT_THRESHOLD};
+use super::session::{SessionId, Wait};
+use super::time::Timestamp;
+use super::{Change, Engine, SAFETY_MARGIN};
+use crate::protocol::{JobId, Reply};
+
+impl Engine {
+    /// Takes job `id` out of whatever set holds it, leaving its state stale until the caller
+    /// sets a new one. Returns the state it was in.
+    pub(super) fn detach(&mut self, id: JobId) -> Option<JobState> {
+        let job = self.jobs.get(&id)?;
+        let (state, tube_id, pri) = (job.state, job.tube, job.pri);
+        let tube = self.tubes.get_mut(tube_id);
+        match state {
+            JobState::Ready => {
+                tube.ready.remove(&(pri, id));
+                if pri < URGENT_THRESHOLD {
+                    tube.urgent -= 1;
+                }
+            }
+            JobState::Delayed { until } => {
+                tube.delayed.remove(&(until, id));
+                self.delayed.remove(&(until, id));
+            }
+            JobState::Buried { seq } => {
+                tube.buried.remove(&seq);
+            }
+            JobState::Reserved { by, deadline } => {
+                tube.reserved -= 1;
+                self.reserved.remove(&(deadline, id));
+                if let Some(s) = self.sessions.get_mut(&by) {
+                    s.reserved.remove(&(deadline, id));
+                }
+            }
+        }
+        Some(state)
+    }
+
+    /// Puts a detached or new job in its tube's ready set, without serving waiters.
+    pub(super) fn insert_ready(&mut self, id: JobId) {
+        let Some(job) = self.jobs.get_mut(&id) else {
+            return;
+        };
+        job.state = JobState::Ready;
+        let tube = self.tubes.get_mut(job.tube);
+        tube.ready.insert((job.pri, id));
+        if job.pri < URGENT_THRESHOLD {
+            tube.urgent += 1;
+        }
+    }
+
+    /// Makes a detached or new job ready and serves any session waiting for it.
+    pub(super) fn make_ready(&mut self, id: JobId, now: Timestamp) {
+        self.insert_ready(id);
+        self.process_queue(now);
+    }
+
+    /// Makes a detached or new job delayed until `until`.
+    pub(super) fn make_delayed(&mut self, id: JobId, until: Timestamp) {
+        let Some(job) = self.jobs.get_mut(&id) else {
+            return;
+        };
+        job.state = JobState::Delayed { until };
+        self.tubes.get_mut(job.tube).delayed.insert((until, id));
+        self.delayed.insert((until, id));
+    }
+
+    /// Buries a detached job at the end of its tube's buried list.
+    pub(super) fn make_buried(&mut self, id: JobId) {
+        let seq = self.next_bury_seq;
+        self.next_bury_seq += 1;
+        let Some(job) = self.jobs.get_mut(&id) else {
+            return;
+        };
+        job.state = JobState::Buried { seq };
+        job.counters.buries += 1;
+        self.tubes.get_mut(job.tube).buried.insert(seq, id);
+    }
+
+    /// Reserves a detached job for `sid` until now + its TTR. Returns the reply carrying it.
+    pub(super) fn reserve_for(&mut self, sid: SessionId, id: JobId, now: Timestamp) -> Reply {
+        let Some(job) = self.jobs.get_mut(&id) else {
+            return Reply::InternalError;
+        };
+        let deadline = now.plus_secs(job.ttr);
+        job.state = JobState::Reserved { by: sid, deadline };
+        job.counters.reserves += 1;
+        let body = job.body.clone();
+        self.tubes.get_mut(job.tube).reserved += 1;
+        self.reserved.insert((deadline, id));
+        if let Some(s) = self.sessions.get_mut(&sid) {
+            s.reserved.insert((deadline, id));
+            s.worker = true;
+        }
+        self.changes.push(Change::Reserve { id });
+        Reply::Reserved { id, body }
+    }
+
+    /// Whether `sid` holds a reservation within the safety margin of its deadline.
+    pub(super) fn deadline_soon(&self, sid: SessionId, now: Timestamp) -> bool {
+        self.sessions
+            .get(&sid)
+            .and_then(|s| s.soonest_deadline())
+            .is_some_and(|d| now >= d - SAFETY_MARGIN)
+    }
+
+    /// Blocks `sid` in reserve until a job, its timeout or its safety margin.
+    pub(super) fn start_wait(&mut self, sid: SessionId, timeout_at: Option<Timestamp>) {
+        let Some(session) = self.sessions.get_mut(&sid) else {
+            return;
+        };
+        let margin_at = session.soonest_deadline().map(|d| d - SAFETY_MARGIN);
+        let wake_at = match (timeout_at, margin_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        session.wait = Some(Wait {
+            timeout_at,
+            wake_at: wake_at.unwrap_or(Timestamp(u64::MAX)),
+        });
+        for &t in &session.watching {
+            self.tubes.get_mut(t).waiting.push_back(sid);
+            self.tubes_with_waiters.insert(t);
+        }
+        if let Some(at) = wake_at {
+            self.wakes.insert((at, sid));
+        }
+    }
+
+    /// Ends `sid`'s blocked reserve, if any, without replying.
+    pub(super) fn stop_wait(&mut self, sid: SessionId) {
+        let Some(session) = self.sessions.get_mut(&sid) else {
+            return;
+        };
+        let Some(wait) = session.wait.take() else {
+            return;
+        };
+        self.wakes.remove(&(wait.wake_at, sid));
+        for &t in &session.watching {
+            let tube = self.tubes.get_mut(t);
+            tube.waiting.retain(|&w| w != sid);
+            if tube.waiting.is_empty() {
+                self.tubes_with_waiters.remove(&t);
+            }
+        }
+    }
+
+    /// A waiting session's timer fired: answer `DEADLINE_SOON` or `TIMED_OUT`.
+    pub(super) fn wake_waiter(&mut self, sid: SessionId, now: Timestamp) {
+        let timeout_at = self
+            .sessions
+            .get(&sid)
+            .and_then(|s| s.wait)
+            .and_then(|w| w.timeout_at);
+        let reply = if self.deadline_soon(sid, now) {
+            Reply::DeadlineSoon
+        } else if timeout_at.is_some_and(|t| t <= now) {
+            Reply::TimedOut
+        } else {
+            // The reservation that set this timer is gone; wait on with a fresh timer.
+            self.stop_wait(sid);
+            self.start_wait(sid, timeout_at);
+            return;
+        };
+        self.stop_wait(sid);
+        self.wakeups.push((sid, reply));
+    }
+
+    /// Serves waiting sessions: while some non-paused tube has both a waiter and a ready job,
+    /// the most urgent such job goes to the longest-waiting session of its tube.
+    pub(super) fn process_queue(&mut self, now: Timestamp) {
+        while !self.tubes_with_waiters.is_empty() {
+            let mut best: Option<((u32, JobId), super::TubeId)> = None;
+            for &t in &self.tubes_with_waiters {
+                let tube = self.tubes.get(t);
+                if tube.is_paused(now) {
+                    continue;
+                }
+                if let Some(&top) = tube.ready.first() {
+                    if best.is_none_or(|(b, _)| top < b) {
+                        best = Some((top, t));
+                    }
+                }
+            }
+            let Some(((_, id), t)) = best else {
+                return;
+            };
+            let Some(&sid) = self.tubes.get(t).waiting.front() else {
+                return;
+            };
+            self.stop_wait(sid);
+            self.detach(id);
+            let reply = self.reserve_for(sid, id, now);
+            self.wakeups.push((sid, reply));
+        }
+    }
+}

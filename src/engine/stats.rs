@@ -1,0 +1,56 @@
+//! Facts about the process and host that `stats` reports. The engine never reads them from
+//! the system itself: the server supplies them.
+
+use std::sync::Arc;
+
+/// CPU time used by the process, in microseconds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CpuTimes {
+    /// User time.
+    pub user_micros: u64,
+    /// System time.
+    pub system_micros: u64,
+}
+
+/// Process and host facts for `stats`.
+#[derive(Clone)]
+pub struct ProcessInfo {
+    /// Process id.
+    pub pid: u32,
+    /// Version string.
+    pub version: String,
+    /// Random per-process instance id, hex.
+    pub instance_id: String,
+    /// Host name.
+    pub hostname: String,
+    /// Operating system version (uname's version).
+    pub os: String,
+    /// Machine architecture (uname's machine).
+    pub platform: String,
+    /// Reads the process's CPU times when `stats` is asked for.
+    pub cpu_times: Arc<dyn Fn() -> CpuTimes + Send + Sync>,
+}
+
+impl ProcessInfo {
+    /// Fixed values, for tests.
+    pub fn fixed() -> ProcessInfo {
+        ProcessInfo {
+            pid: 1,
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            instance_id: "0000000000000000".to_owned(),
+            hostname: "localhost".to_owned(),
+            os: "test".to_owned(),
+            platform: "test".to_owned(),
+            cpu_times: Arc::new(CpuTimes::default),
+        }
+    }
+}
+
+impl std::fmt::Debug for ProcessInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProcessInfo")
+            .field("pid", &self.pid)
+            .field("version", &self.version)
+            .finish_non_exhaustive()
+    }
+}

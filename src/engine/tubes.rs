@@ -1,0 +1,110 @@
+//! Tube commands: use, watch, ignore, pause-tube, list-tubes, list-tube-used,
+//! list-tubes-watched.
+
+use std::fmt::Write;
+
+use super::session::SessionId;
+use super::time::Timestamp;
+use super::tube::{Pause, TubeId};
+use super::{Change, Engine};
+use crate::protocol::{Reply, TubeName};
+
+impl Engine {
+    pub(super) fn use_tube(&mut self, sid: SessionId, name: &TubeName) -> Reply {
+        let new = self.tubes.find_or_create(name);
+        let Some(session) = self.sessions.get_mut(&sid) else {
+            return Reply::InternalError;
+        };
+        let old = std::mem::replace(&mut session.using, new);
+        self.tubes.get_mut(new).using += 1;
+        self.tubes.get_mut(old).using -= 1;
+        self.drop_tube_if_unused(old);
+        Reply::Using(name.clone())
+    }
+
+    pub(super) fn watch(&mut self, sid: SessionId, name: &TubeName) -> Reply {
+        let tube = self.tubes.find_or_create(name);
+        let Some(session) = self.sessions.get_mut(&sid) else {
+            return Reply::InternalError;
+        };
+        if !session.watching.contains(&tube) {
+            session.watching.push(tube);
+            self.tubes.get_mut(tube).watching += 1;
+        }
+        Reply::Watching(session.watching.len())
+    }
+
+    pub(super) fn ignore(&mut self, sid: SessionId, name: &TubeName) -> Reply {
+        let tube = self.tubes.find(name);
+        let Some(session) = self.sessions.get_mut(&sid) else {
+            return Reply::InternalError;
+        };
+        let Some(pos) = tube.and_then(|t| session.watching.iter().position(|&w| w == t)) else {
+            return Reply::Watching(session.watching.len());
+        };
+        if session.watching.len() < 2 {
+            return Reply::NotIgnored;
+        }
+        let tube = session.watching.remove(pos);
+        let count = session.watching.len();
+        self.tubes.get_mut(tube).watching -= 1;
+        self.drop_tube_if_unused(tube);
+        Reply::Watching(count)
+    }
+
+    pub(super) fn pause_tube(&mut self, name: &TubeName, delay: u32, now: Timestamp) -> Reply {
+        let Some(id) = self.tubes.find(name) else {
+            return Reply::NotFound;
+        };
+        // A zero delay still pauses for an instant, so waiters are woken when it ends.
+        let nanos = (u64::from(delay) * super::NANOS_PER_SEC).max(1);
+        let until = now + nanos;
+        let tube = self.tubes.get_mut(id);
+        if let Some(old) = tube.pause.replace(Pause { nanos, until }) {
+            self.pauses.remove(&(old.until, id));
+        }
+        tube.counters.pauses += 1;
+        self.pauses.insert((until, id));
+        self.changes.push(Change::PauseTube {
+            tube: name.clone(),
+            until,
+        });
+        Reply::Paused
+    }
+
+    pub(super) fn list_tubes(&self) -> Reply {
+        yaml_list(
+            self.tubes
+                .in_creation_order()
+                .into_iter()
+                .map(|t| self.tube_name(t)),
+        )
+    }
+
+    pub(super) fn list_tube_used(&self, sid: SessionId) -> Reply {
+        match self.sessions.get(&sid) {
+            Some(s) => Reply::Using(self.tubes.get(s.using).name.clone()),
+            None => Reply::InternalError,
+        }
+    }
+
+    pub(super) fn list_tubes_watched(&self, sid: SessionId) -> Reply {
+        match self.sessions.get(&sid) {
+            Some(s) => yaml_list(s.watching.iter().map(|&t| self.tube_name(t))),
+            None => Reply::InternalError,
+        }
+    }
+
+    fn tube_name(&self, id: TubeId) -> &str {
+        self.tubes.get(id).name.as_str()
+    }
+}
+
+/// A YAML sequence of names, as beanstalkd formats tube lists.
+fn yaml_list<'a>(names: impl Iterator<Item = &'a str>) -> Reply {
+    let mut out = String::from("---\n");
+    for name in names {
+        let _ = writeln!(out, "- {name}");
+    }
+    Reply::Ok(out.into())
+}

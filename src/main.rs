@@ -1,0 +1,39 @@
+//! The `larder` binary: parse the command line, start logging, run one subcommand, and map
+//! its error to a non-zero exit status.
+
+use clap::Parser;
+use larder::cli::{self, Cli, Cmd};
+
+fn main() {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("LARDER_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("larder: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let mut stdout = std::io::stdout();
+    let result = runtime.block_on(async {
+        match cli.command {
+            Cmd::Serve(args) => cli::serve(args).await.map(|()| 0),
+            Cmd::Stats(args) => cli::stats(args, &mut stdout).await.map(|()| 0),
+            Cmd::Put(args) => cli::put(args, &mut stdout).await.map(|()| 0),
+            Cmd::Reserve(args) => cli::reserve(args, &mut stdout).await,
+        }
+    });
+    match result {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("larder: {e:#}");
+            std::process::exit(1);
+        }
+    }
+}

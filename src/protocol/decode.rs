@@ -1,0 +1,489 @@
+//! Decoders: command lines and job bodies on the server side, replies on the client side.
+//!
+//! Framing follows beanstalkd 1.12: a command line ends at the first `\r\n` and may be at
+//! most [`MAX_LINE_LEN`] bytes including it; a longer line is discarded up to its `\r\n` and
+//! answered `BAD_FORMAT`. A `put` body is exactly the announced size plus `\r\n`; a body over
+//! the limit is read and thrown away in pieces, never buffered whole.
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio_util::codec::Decoder;
+
+use super::command::is_name_char;
+use super::{Command, JobId, ProtocolError, Reply, TubeName};
+
+/// Longest command line, including its `\r\n`, as in beanstalkd (11 + 201 + 12).
+pub const MAX_LINE_LEN: usize = 224;
+
+/// What the command decoder is in the middle of.
+#[derive(Debug)]
+enum State {
+    /// Waiting for a command line.
+    Line,
+    /// Waiting for a put body of `len` bytes plus `\r\n`.
+    Body {
+        pri: u32,
+        delay: u32,
+        ttr: u32,
+        len: usize,
+    },
+    /// Throwing away the body of a put that was too big.
+    Skip { remaining: u64 },
+    /// Throwing away an over-long line up to its end.
+    DiscardLine,
+}
+
+/// Decodes client bytes into commands. Malformed input decodes to a [`ProtocolError`]
+/// (the item is a `Result`); the codec's own error is only ever an I/O error.
+#[derive(Debug)]
+pub struct CommandDecoder {
+    max_job_size: u32,
+    state: State,
+}
+
+impl CommandDecoder {
+    /// A decoder that refuses bodies over `max_job_size` bytes with `JOB_TOO_BIG`.
+    pub fn new(max_job_size: u32) -> CommandDecoder {
+        CommandDecoder {
+            max_job_size,
+            state: State::Line,
+        }
+    }
+}
+
+/// Position of the first `\r\n` in `buf`, if any.
+fn find_crlf(buf: &[u8]) -> Option<usize> {
+    let mut from = 0;
+    while let Some(off) = buf
+        .get(from..)
+        .and_then(|b| b.iter().position(|&c| c == b'\n'))
+    {
+        let nl = from + off;
+        if nl > 0 && buf[nl - 1] == b'\r' {
+            return Some(nl - 1);
+        }
+        from = nl + 1;
+    }
+    None
+}
+
+impl Decoder for CommandDecoder {
+    type Item = Result<Command, ProtocolError>;
+    type Error = std::io::Error;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Self::Item>, Self::Error> {
+        loop {
+            match self.state {
+                State::Line => {
+                    let window = &src[..src.len().min(MAX_LINE_LEN)];
+                    let Some(end) = find_crlf(window) else {
+                        if src.len() >= MAX_LINE_LEN {
+                            src.advance(MAX_LINE_LEN);
+                            self.state = State::DiscardLine;
+                            continue;
+                        }
+                        return Ok(None);
+                    };
+                    let line = src.split_to(end + 2);
+                    match parse_line(&line[..end], self.max_job_size) {
+                        Parsed::Done(item) => return Ok(Some(item)),
+                        Parsed::TooBig(len) => {
+                            self.state = State::Skip {
+                                remaining: u64::from(len) + 2,
+                            };
+                        }
+                        Parsed::Put {
+                            pri,
+                            delay,
+                            ttr,
+                            len,
+                        } => {
+                            self.state = State::Body {
+                                pri,
+                                delay,
+                                ttr,
+                                len: len as usize,
+                            };
+                        }
+                    }
+                }
+                State::Body {
+                    pri,
+                    delay,
+                    ttr,
+                    len,
+                } => {
+                    if src.len() < len + 2 {
+                        src.reserve(len + 2 - src.len());
+                        return Ok(None);
+                    }
+                    self.state = State::Line;
+                    let mut body = src.split_to(len + 2);
+                    if &body[len..] != b"\r\n" {
+                        return Ok(Some(Err(ProtocolError::ExpectedCrlf)));
+                    }
+                    body.truncate(len);
+                    let body = body.freeze();
+                    return Ok(Some(Ok(Command::Put {
+                        pri,
+                        delay,
+                        ttr,
+                        body,
+                    })));
+                }
+                State::Skip { remaining } => {
+                    let take = remaining.min(src.len() as u64);
+                    src.advance(take as usize);
+                    let remaining = remaining - take;
+                    if remaining > 0 {
+                        self.state = State::Skip { remaining };
+                        return Ok(None);
+                    }
+                    self.state = State::Line;
+                    return Ok(Some(Err(ProtocolError::JobTooBig)));
+                }
+                State::DiscardLine => match find_crlf(src) {
+                    Some(end) => {
+                        src.advance(end + 2);
+                        self.state = State::Line;
+                        return Ok(Some(Err(ProtocolError::BadFormat)));
+                    }
+                    None => {
+                        // Keep a trailing '\r': its '\n' may be in the next read.
+                        let keep = usize::from(src.last() == Some(&b'\r'));
+                        src.advance(src.len() - keep);
+                        return Ok(None);
+                    }
+                },
+            }
+        }
+    }
+
+    fn decode_eof(&mut self, buf: &mut BytesMut) -> Result<Option<Self::Item>, Self::Error> {
+        // A partial command or body at end of stream is dropped, as beanstalkd does.
+        match self.decode(buf)? {
+            Some(item) => Ok(Some(item)),
+            None => {
+                buf.clear();
+                Ok(None)
+            }
+        }
+    }
+}
+
+/// The outcome of parsing one command line.
+enum Parsed {
+    Done(Result<Command, ProtocolError>),
+    /// A valid put header; the body follows.
+    Put {
+        pri: u32,
+        delay: u32,
+        ttr: u32,
+        len: u32,
+    },
+    /// A put header announcing a body over the limit.
+    TooBig(u32),
+}
+
+/// Command names in beanstalkd's matching order: a line selects the first name it starts
+/// with. Names without a trailing space take no argument (or, for `pause-tube`, parse their
+/// own).
+const NAMES: [&[u8]; 25] = [
+    b"put ",
+    b"peek ",
+    b"peek-ready",
+    b"peek-delayed",
+    b"peek-buried",
+    b"reserve-with-timeout ",
+    b"reserve-job ",
+    b"reserve",
+    b"delete ",
+    b"release ",
+    b"bury ",
+    b"kick ",
+    b"kick-job ",
+    b"touch ",
+    b"stats-job ",
+    b"stats-tube ",
+    b"stats",
+    b"use ",
+    b"watch ",
+    b"ignore ",
+    b"list-tubes-watched",
+    b"list-tube-used",
+    b"list-tubes",
+    b"quit",
+    b"pause-tube",
+];
+
+fn parse_line(line: &[u8], max_job_size: u32) -> Parsed {
+    use Command as C;
+    if line.contains(&0) {
+        return Parsed::Done(Err(ProtocolError::BadFormat));
+    }
+    let Some(name) = NAMES.iter().find(|n| line.starts_with(n)) else {
+        return Parsed::Done(Err(ProtocolError::UnknownCommand));
+    };
+    let args = &line[name.len()..];
+    let bad = ProtocolError::BadFormat;
+    let exact = |c: Command| if args.is_empty() { Ok(c) } else { Err(bad) };
+    let id = |make: fn(JobId) -> Command| read_u64_all(args).map(|n| make(JobId(n))).ok_or(bad);
+    let tube = |make: fn(TubeName) -> Command| TubeName::new(args).map(make).ok_or(bad);
+    let result = match *name {
+        b"put " => return parse_put(args, max_job_size),
+        b"peek " => id(C::Peek),
+        b"peek-ready" => exact(C::PeekReady),
+        b"peek-delayed" => exact(C::PeekDelayed),
+        b"peek-buried" => exact(C::PeekBuried),
+        b"reserve-with-timeout " => match read_u32(args) {
+            // Trailing bytes after the timeout are ignored, as in beanstalkd.
+            Some((t, _)) if t <= i32::MAX as u32 => Ok(C::ReserveWithTimeout(t)),
+            _ => Err(bad),
+        },
+        b"reserve-job " => id(C::ReserveJob),
+        b"reserve" => exact(C::Reserve),
+        b"delete " => id(C::Delete),
+        b"release " => (|| {
+            let (id, rest) = read_u64(args)?;
+            let (pri, rest) = read_u32(rest)?;
+            let delay = read_u32_all(rest)?;
+            Some(C::Release {
+                id: JobId(id),
+                pri,
+                delay,
+            })
+        })()
+        .ok_or(bad),
+        b"bury " => (|| {
+            let (id, rest) = read_u64(args)?;
+            let pri = read_u32_all(rest)?;
+            Some(C::Bury { id: JobId(id), pri })
+        })()
+        .ok_or(bad),
+        b"kick " => strtoul(args).map(|n| C::Kick(n as u32)).ok_or(bad),
+        b"kick-job " => id(C::KickJob),
+        b"touch " => id(C::Touch),
+        b"stats-job " => id(C::StatsJob),
+        b"stats-tube " => tube(C::StatsTube),
+        b"stats" => exact(C::Stats),
+        b"use " => tube(C::Use),
+        b"watch " => tube(C::Watch),
+        b"ignore " => tube(C::Ignore),
+        b"list-tubes-watched" => exact(C::ListTubesWatched),
+        b"list-tube-used" => exact(C::ListTubeUsed),
+        b"list-tubes" => exact(C::ListTubes),
+        // beanstalkd closes on any line starting with "quit".
+        b"quit" => Ok(C::Quit),
+        b"pause-tube" => parse_pause(args).ok_or(bad),
+        _ => Err(ProtocolError::UnknownCommand),
+    };
+    Parsed::Done(result)
+}
+
+fn parse_put(args: &[u8], max_job_size: u32) -> Parsed {
+    let header = (|| {
+        let (pri, rest) = read_u32(args)?;
+        let (delay, rest) = read_u32(rest)?;
+        let (ttr, rest) = read_u32(rest)?;
+        let (len, rest) = read_u32(rest)?;
+        Some((pri, delay, ttr, len, rest))
+    })();
+    match header {
+        None => Parsed::Done(Err(ProtocolError::BadFormat)),
+        // The size is checked before trailing bytes, as beanstalkd does.
+        Some((_, _, _, len, _)) if len > max_job_size => Parsed::TooBig(len),
+        Some((_, _, _, _, rest)) if !rest.is_empty() => Parsed::Done(Err(ProtocolError::BadFormat)),
+        Some((pri, delay, ttr, len, _)) => Parsed::Put {
+            pri,
+            delay,
+            ttr,
+            len,
+        },
+    }
+}
+
+/// `pause-tube`'s arguments: optional spaces, a run of name characters, a duration. The
+/// name is then checked in full (length, leading `-`).
+fn parse_pause(args: &[u8]) -> Option<Command> {
+    let args = skip_spaces(args);
+    let name_len = args.iter().take_while(|&&b| is_name_char(b)).count();
+    if name_len == 0 {
+        return None;
+    }
+    let (name, rest) = args.split_at(name_len);
+    let delay = read_u32_all(rest)?;
+    let tube = TubeName::new(name)?;
+    Some(Command::PauseTube { tube, delay })
+}
+
+fn skip_spaces(s: &[u8]) -> &[u8] {
+    let n = s.iter().take_while(|&&b| b == b' ').count();
+    &s[n..]
+}
+
+/// Reads an unsigned decimal after optional spaces, like beanstalkd's `read_u64`: at least
+/// one digit, no sign, no overflow. Returns the value and the bytes after its digits.
+fn read_u64(s: &[u8]) -> Option<(u64, &[u8])> {
+    let s = skip_spaces(s);
+    let digits = s.iter().take_while(|b| b.is_ascii_digit()).count();
+    if digits == 0 {
+        return None;
+    }
+    let mut n: u64 = 0;
+    for &d in &s[..digits] {
+        n = n.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
+    }
+    Some((n, &s[digits..]))
+}
+
+fn read_u32(s: &[u8]) -> Option<(u32, &[u8])> {
+    let (n, rest) = read_u64(s)?;
+    Some((u32::try_from(n).ok()?, rest))
+}
+
+fn read_u64_all(s: &[u8]) -> Option<u64> {
+    match read_u64(s)? {
+        (n, []) => Some(n),
+        _ => None,
+    }
+}
+
+fn read_u32_all(s: &[u8]) -> Option<u32> {
+    match read_u32(s)? {
+        (n, []) => Some(n),
+        _ => None,
+    }
+}
+
+/// C's `strtoul(s, &end, 10)` on a 64-bit platform, as beanstalkd uses for `kick`: leading
+/// whitespace, an optional sign (a minus negates modulo 2^64), digits; bytes after the
+/// digits are ignored. `None` when there are no digits or the value overflows.
+fn strtoul(s: &[u8]) -> Option<u64> {
+    let ws = s
+        .iter()
+        .take_while(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\x0b' | b'\x0c' | b'\r'))
+        .count();
+    let mut s = &s[ws..];
+    let negative = s.first() == Some(&b'-');
+    if matches!(s.first(), Some(b'-' | b'+')) {
+        s = &s[1..];
+    }
+    let (n, _) = read_u64_unspaced(s)?;
+    Some(if negative { n.wrapping_neg() } else { n })
+}
+
+fn read_u64_unspaced(s: &[u8]) -> Option<(u64, &[u8])> {
+    if !s.first()?.is_ascii_digit() {
+        return None;
+    }
+    read_u64(s)
+}
+
+/// Decodes server replies on the client side.
+#[derive(Debug, Default)]
+pub struct ReplyDecoder {
+    /// A reply line announcing a body: the line's word and id, and the body length.
+    pending: Option<(BodyKind, u64, usize)>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum BodyKind {
+    Reserved,
+    Found,
+    Ok,
+}
+
+/// Longest reply line the client accepts before calling the stream broken.
+const MAX_REPLY_LINE: usize = 1024;
+
+impl Decoder for ReplyDecoder {
+    type Item = Reply;
+    type Error = std::io::Error;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Reply>, std::io::Error> {
+        if let Some((kind, id, len)) = self.pending {
+            if src.len() < len + 2 {
+                src.reserve(len + 2 - src.len());
+                return Ok(None);
+            }
+            self.pending = None;
+            let mut body = src.split_to(len + 2);
+            if &body[len..] != b"\r\n" {
+                return Err(invalid("reply body not followed by CRLF"));
+            }
+            body.truncate(len);
+            let body: Bytes = body.freeze();
+            let id = JobId(id);
+            return Ok(Some(match kind {
+                BodyKind::Reserved => Reply::Reserved { id, body },
+                BodyKind::Found => Reply::Found { id, body },
+                BodyKind::Ok => Reply::Ok(body),
+            }));
+        }
+        let Some(end) = find_crlf(src) else {
+            if src.len() > MAX_REPLY_LINE {
+                return Err(invalid("reply line too long"));
+            }
+            return Ok(None);
+        };
+        let line = src.split_to(end + 2);
+        let line = std::str::from_utf8(&line[..end]).map_err(|_| invalid("reply not UTF-8"))?;
+        let mut words = line.split(' ');
+        let word = words.next().unwrap_or_default();
+        let mut num = || -> Result<u64, std::io::Error> {
+            words
+                .next()
+                .and_then(|w| w.parse().ok())
+                .ok_or_else(|| invalid(&format!("malformed reply {line:?}")))
+        };
+        let reply = match word {
+            "RESERVED" | "FOUND" | "OK" => {
+                let kind = match word {
+                    "RESERVED" => BodyKind::Reserved,
+                    "FOUND" => BodyKind::Found,
+                    _ => BodyKind::Ok,
+                };
+                let id = if matches!(kind, BodyKind::Ok) {
+                    0
+                } else {
+                    num()?
+                };
+                let len = usize::try_from(num()?).map_err(|_| invalid("body too long"))?;
+                self.pending = Some((kind, id, len));
+                return self.decode(src);
+            }
+            "INSERTED" => Reply::Inserted(JobId(num()?)),
+            "BURIED" if line.len() > 6 => Reply::BuriedId(JobId(num()?)),
+            "BURIED" => Reply::Buried,
+            "USING" => {
+                let name = line.get(6..).unwrap_or_default();
+                Reply::Using(
+                    TubeName::new(name.as_bytes()).ok_or_else(|| invalid("bad tube name"))?,
+                )
+            }
+            "WATCHING" => Reply::Watching(num()? as usize),
+            "KICKED" if line.len() > 6 => Reply::Kicked(num()? as u32),
+            "KICKED" => Reply::KickedJob,
+            "DEADLINE_SOON" => Reply::DeadlineSoon,
+            "TIMED_OUT" => Reply::TimedOut,
+            "DELETED" => Reply::Deleted,
+            "RELEASED" => Reply::Released,
+            "TOUCHED" => Reply::Touched,
+            "NOT_IGNORED" => Reply::NotIgnored,
+            "NOT_FOUND" => Reply::NotFound,
+            "PAUSED" => Reply::Paused,
+            "DRAINING" => Reply::Draining,
+            "OUT_OF_MEMORY" => Reply::OutOfMemory,
+            "INTERNAL_ERROR" => Reply::InternalError,
+            "BAD_FORMAT" => Reply::BadFormat,
+            "UNKNOWN_COMMAND" => Reply::UnknownCommand,
+            "EXPECTED_CRLF" => Reply::ExpectedCrlf,
+            "JOB_TOO_BIG" => Reply::JobTooBig,
+            _ => return Err(invalid(&format!("unknown reply {line:?}"))),
+        };
+        Ok(Some(reply))
+    }
+}
+
+fn invalid(msg: &str) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, msg.to_owned())
+}

@@ -1,0 +1,21 @@
+//! The beanstalkd wire protocol: bytes to [`Command`]s and [`Reply`]s to bytes, and back.
+//!
+//! This layer does no I/O and holds no broker state. Parsing is total: every byte sequence
+//! decodes to a command or to a [`ProtocolError`] that has a wire reply of its own. The line
+//! limit ([`MAX_LINE_LEN`]) and the job body limit (given to [`CommandDecoder::new`]) are
+//! enforced here, before anything is allocated for an oversized body.
+//!
+//! The same types are used in both directions: the server decodes commands and encodes
+//! replies, the client encodes commands and decodes replies.
+
+mod command;
+mod decode;
+mod encode;
+mod error;
+mod reply;
+
+pub use command::{Command, CommandKind, JobId, TubeName, MAX_TUBE_NAME_LEN};
+pub use decode::{CommandDecoder, ReplyDecoder, MAX_LINE_LEN};
+pub use encode::CommandEncoder;
+pub use error::ProtocolError;
+pub use reply::Reply;

@@ -1,0 +1,117 @@
+//! One client connection: decode, execute in order, reply.
+//!
+//! Replies are buffered and written when no further command is already waiting in the
+//! input, so pipelined commands are answered in one write. Commands that arrive while a
+//! reserve is blocked are held (at most [`MAX_PENDING`]) and run after it answers, as
+//! beanstalkd does; reading on while blocked is also how a hang-up is noticed at once.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use futures_util::{FutureExt, StreamExt};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio_util::codec::FramedRead;
+
+use super::Broker;
+use crate::engine::Outcome;
+use crate::protocol::{Command, CommandDecoder, ProtocolError};
+
+/// Most decoded commands held while a reserve is blocked, or run under one lock.
+pub const MAX_PENDING: usize = 64;
+
+/// Buffered reply bytes that force a write even while more commands are waiting.
+const FLUSH_AT: usize = 64 * 1024;
+
+type Item = Result<Command, ProtocolError>;
+
+/// Serves one connection until the client leaves, sends `quit`, or the server shuts down.
+pub async fn serve(
+    stream: TcpStream,
+    broker: Arc<Broker>,
+    max_job_size: u32,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let _ = stream.set_nodelay(true);
+    let (sid, mut inbox) = broker.open_session();
+    let (reader, mut writer) = stream.into_split();
+    let mut frames = FramedRead::with_capacity(reader, CommandDecoder::new(max_job_size), 8192);
+    let mut out = BytesMut::with_capacity(4096);
+    let mut pending: VecDeque<Item> = VecDeque::new();
+
+    'conn: loop {
+        // Gather what is already decodable, without waiting.
+        while pending.len() < MAX_PENDING {
+            match frames.next().now_or_never() {
+                Some(Some(Ok(item))) => pending.push_back(item),
+                Some(Some(Err(_)) | None) if pending.is_empty() => break 'conn,
+                Some(Some(Err(_)) | None) => break,
+                None => break,
+            }
+        }
+        if pending.is_empty() {
+            if write_out(&mut writer, &mut out).await.is_err() {
+                break;
+            }
+            tokio::select! {
+                item = frames.next() => match item {
+                    Some(Ok(item)) => pending.push_back(item),
+                    _ => break,
+                },
+                _ = shutdown.changed() => break,
+            }
+            continue;
+        }
+        let stop = broker.execute(sid, &mut pending, |reply| reply.encode(&mut out));
+        match stop {
+            None | Some(Outcome::Reply(_)) => {}
+            Some(Outcome::Close) => break,
+            Some(Outcome::Blocked) => {
+                if write_out(&mut writer, &mut out).await.is_err() {
+                    break;
+                }
+                let mut hung_up = false;
+                let reply = loop {
+                    tokio::select! {
+                        reply = inbox.recv() => break reply,
+                        item = frames.next(), if pending.len() < MAX_PENDING => match item {
+                            Some(Ok(item)) => pending.push_back(item),
+                            // The client hung up: like beanstalkd, answer TIMED_OUT (it may
+                            // only have half-closed) and close, returning its jobs at once.
+                            _ => {
+                                hung_up = true;
+                                break broker.cancel_wait(sid).or_else(|| inbox.try_recv().ok());
+                            }
+                        },
+                        _ = shutdown.changed() => break None,
+                    }
+                };
+                match reply {
+                    Some(reply) => reply.encode(&mut out),
+                    None => break,
+                }
+                if hung_up {
+                    break;
+                }
+            }
+        }
+        if out.len() >= FLUSH_AT && write_out(&mut writer, &mut out).await.is_err() {
+            break;
+        }
+    }
+    let _ = write_out(&mut writer, &mut out).await;
+    broker.close_session(sid);
+}
+
+async fn write_out(
+    writer: &mut tokio::net::tcp::OwnedWriteHalf,
+    out: &mut BytesMut,
+) -> std::io::Result<()> {
+    if !out.is_empty() {
+        writer.write_all(out).await?;
+        out.clear();
+    }
+    Ok(())
+}
