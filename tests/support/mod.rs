@@ -1,0 +1,289 @@
+//! Helpers shared by the integration tests: servers on ephemeral ports and a raw client.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use larder::config::ServerConfig;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+
+/// A larder server running inside the test process on an ephemeral port.
+pub struct InProcess {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl InProcess {
+    /// Starts a server with default settings.
+    pub async fn start() -> InProcess {
+        InProcess::with_config(ServerConfig::default()).await
+    }
+
+    /// Starts a server with `config` (its listen address is replaced by an ephemeral port).
+    pub async fn with_config(mut config: ServerConfig) -> InProcess {
+        let listener = larder::server::bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
+        let addr = listener.local_addr().expect("local addr");
+        config.listen = addr;
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(larder::server::run(listener, config, async move {
+            let _ = rx.await;
+        }));
+        InProcess {
+            addr,
+            stop: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    /// A raw connection to the server.
+    pub async fn connect(&self) -> Raw {
+        Raw::connect(self.addr).await
+    }
+
+    /// Asks the server to shut down and waits until it has.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        match self.task.take() {
+            Some(task) => task.await.expect("server task panicked"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for InProcess {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// A connection that sends raw bytes and reads raw replies, for transcript tests.
+pub struct Raw {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+/// How long a test waits for a reply before failing.
+pub const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Raw {
+    /// Connects to `addr`.
+    pub async fn connect(addr: SocketAddr) -> Raw {
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        stream.set_nodelay(true).expect("nodelay");
+        Raw {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    /// Sends bytes.
+    pub async fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.expect("send");
+    }
+
+    /// Reads until `n` bytes are buffered or the timeout passes; returns them.
+    pub async fn read_exact(&mut self, n: usize) -> Vec<u8> {
+        let deadline = tokio::time::Instant::now() + REPLY_TIMEOUT;
+        while self.buf.len() < n {
+            let mut chunk = [0u8; 65536];
+            let read = tokio::time::timeout_at(deadline, self.stream.read(&mut chunk))
+                .await
+                .unwrap_or_else(|_| {
+                    panic!(
+                        "timed out waiting for {n} bytes; have {:?}",
+                        String::from_utf8_lossy(&self.buf)
+                    )
+                })
+                .expect("read");
+            assert!(read > 0, "connection closed; have {:?}", String::from_utf8_lossy(&self.buf));
+            self.buf.extend_from_slice(&chunk[..read]);
+        }
+        self.buf.drain(..n).collect()
+    }
+
+    /// Reads one reply: a line, plus a body if the line announces one.
+    pub async fn reply(&mut self) -> String {
+        let line = self.line().await;
+        let body_len = body_len(&line);
+        match body_len {
+            Some(n) => {
+                let body = self.read_exact(n + 2).await;
+                format!("{line}{}", String::from_utf8_lossy(&body))
+            }
+            None => line,
+        }
+    }
+
+    /// Reads one `\r\n`-terminated line, including the terminator.
+    pub async fn line(&mut self) -> String {
+        let deadline = tokio::time::Instant::now() + REPLY_TIMEOUT;
+        loop {
+            if let Some(pos) = self.buf.windows(2).position(|w| w == b"\r\n") {
+                let line: Vec<u8> = self.buf.drain(..pos + 2).collect();
+                return String::from_utf8_lossy(&line).into_owned();
+            }
+            let mut chunk = [0u8; 65536];
+            let read = tokio::time::timeout_at(deadline, self.stream.read(&mut chunk))
+                .await
+                .unwrap_or_else(|_| {
+                    panic!(
+                        "timed out waiting for a line; have {:?}",
+                        String::from_utf8_lossy(&self.buf)
+                    )
+                })
+                .expect("read");
+            assert!(read > 0, "connection closed; have {:?}", String::from_utf8_lossy(&self.buf));
+            self.buf.extend_from_slice(&chunk[..read]);
+        }
+    }
+
+    /// Sends `cmd` and returns the reply.
+    pub async fn cmd(&mut self, cmd: &str) -> String {
+        self.send(cmd.as_bytes()).await;
+        self.reply().await
+    }
+
+    /// Whether the server closed the connection (reads EOF within the timeout).
+    pub async fn closed(&mut self) -> bool {
+        let mut chunk = [0u8; 1024];
+        matches!(
+            tokio::time::timeout(REPLY_TIMEOUT, self.stream.read(&mut chunk)).await,
+            Ok(Ok(0)) | Ok(Err(_))
+        )
+    }
+
+    /// Whether nothing arrives within `wait` (for asserting a reserve is still blocked).
+    pub async fn silent_for(&mut self, wait: Duration) -> bool {
+        if !self.buf.is_empty() {
+            return false;
+        }
+        let mut chunk = [0u8; 1024];
+        match tokio::time::timeout(wait, self.stream.read(&mut chunk)).await {
+            Err(_) => true,
+            Ok(Ok(n)) => {
+                self.buf.extend_from_slice(&chunk[..n]);
+                false
+            }
+            Ok(Err(_)) => false,
+        }
+    }
+
+    /// Closes the connection.
+    pub async fn close(mut self) {
+        let _ = self.stream.shutdown().await;
+    }
+}
+
+/// The body length a reply line announces (`RESERVED id n`, `FOUND id n`, `OK n`).
+pub fn body_len(line: &str) -> Option<usize> {
+    let words: Vec<&str> = line.trim_end().split(' ').collect();
+    match words.as_slice() {
+        ["RESERVED" | "FOUND", _, n] | ["OK", n] => n.parse().ok(),
+        _ => None,
+    }
+}
+
+/// Path of the built `larder` binary.
+pub fn larder_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_larder")
+}
+
+/// A free TCP port on 127.0.0.1 (bound then released; small race accepted).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// A server running as a child process, killed when dropped.
+pub struct ChildServer {
+    /// The child.
+    pub child: Child,
+    /// Where it listens.
+    pub addr: SocketAddr,
+}
+
+impl ChildServer {
+    /// Spawns `program args…` and waits until `addr` accepts connections.
+    pub fn spawn(program: &str, args: &[String], addr: SocketAddr) -> ChildServer {
+        let child = Command::new(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
+        let server = ChildServer { child, addr };
+        server.wait_listening();
+        server
+    }
+
+    /// Starts the larder binary on a free port with extra arguments.
+    pub fn larder(extra: &[&str]) -> ChildServer {
+        let port = free_port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+        let dir = std::env::temp_dir().join(format!("larder-test-{port}-{}", std::process::id()));
+        let mut args = vec![
+            "serve".to_owned(),
+            "--listen".to_owned(),
+            addr.to_string(),
+            "--data-dir".to_owned(),
+            dir.display().to_string(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        ChildServer::spawn(larder_bin(), &args, addr)
+    }
+
+    /// Starts beanstalkd (in-memory) on a free port. Panics when it is not installed.
+    pub fn beanstalkd(extra: &[&str]) -> ChildServer {
+        let port = free_port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+        let mut args = vec![
+            "-l".to_owned(),
+            "127.0.0.1".to_owned(),
+            "-p".to_owned(),
+            port.to_string(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        ChildServer::spawn(beanstalkd_bin(), &args, addr)
+    }
+
+    fn wait_listening(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(self.addr).is_err() {
+            assert!(Instant::now() < deadline, "server at {} never listened", self.addr);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Sends a signal to the child.
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        let rc = unsafe { libc::kill(self.child.id() as i32, sig) };
+        assert_eq!(rc, 0, "kill failed");
+    }
+}
+
+impl Drop for ChildServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The beanstalkd binary: `$BEANSTALKD` or `beanstalkd` on the PATH.
+pub fn beanstalkd_bin() -> &'static str {
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| std::env::var("BEANSTALKD").unwrap_or_else(|_| "beanstalkd".to_owned()))
+}

@@ -1,0 +1,14 @@
+//! All integration tests, in one binary so they share one build and one set of helpers.
+//!
+//! - `conformance`: protocol transcripts over real TCP against an in-process server,
+//!   grouped by the sections of protocol.md.
+//! - `server`: connection-level behaviour (pipelining, disconnects, blocking, shutdown).
+//! - `cli`: the `larder` binary's subcommands.
+//! - `differential`: the same command sequences against beanstalkd 1.12 and larder.
+//! - `model`: the engine against a small reference model, with proptest.
+
+mod support;
+
+mod cli;
+mod conformance;
+mod server;
