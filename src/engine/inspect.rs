@@ -67,7 +67,7 @@ impl Engine {
         let mut y = String::with_capacity(256);
         let _ = write!(
             y,
-            "---\nid: {}\ntube: \"{}\"\nstate: {}\npri: {}\nage: {}\ndelay: {}\nttr: {}\n\
+            "---\nid: {}\ntube: {}\nstate: {}\npri: {}\nage: {}\ndelay: {}\nttr: {}\n\
              time-left: {}\nfile: 0\nreserves: {}\ntimeouts: {}\nreleases: {}\nburies: {}\n\
              kicks: {}\n",
             job.id,
@@ -99,7 +99,7 @@ impl Engine {
         let mut y = String::with_capacity(384);
         let _ = write!(
             y,
-            "---\nname: \"{}\"\ncurrent-jobs-urgent: {}\ncurrent-jobs-ready: {}\n\
+            "---\nname: {}\ncurrent-jobs-urgent: {}\ncurrent-jobs-ready: {}\n\
              current-jobs-reserved: {}\ncurrent-jobs-delayed: {}\ncurrent-jobs-buried: {}\n\
              total-jobs: {}\ncurrent-using: {}\ncurrent-watching: {}\ncurrent-waiting: {}\n\
              cmd-delete: {}\ncmd-pause-tube: {}\npause: {}\npause-time-left: {}\n",
@@ -180,7 +180,7 @@ impl Engine {
              rusage-utime: {}.{:06}\nrusage-stime: {}.{:06}\nuptime: {}\n\
              binlog-oldest-index: 0\nbinlog-current-index: 0\nbinlog-records-migrated: 0\n\
              binlog-records-written: 0\nbinlog-max-size: 0\ndraining: {}\nid: {}\n\
-             hostname: \"{}\"\nos: \"{}\"\nplatform: \"{}\"\n",
+             hostname: {}\nos: {}\nplatform: {}\n",
             self.counters.timeouts,
             self.counters.total_jobs,
             self.config.max_job_size,

@@ -198,7 +198,11 @@ impl Engine {
                 body,
             } => self.put(sid, pri, delay, ttr, body, now),
             Command::Reserve => return self.reserve(sid, None, now),
-            Command::ReserveWithTimeout(t) => return self.reserve(sid, Some(t), now),
+            // A timeout that is negative as a 32-bit signed number means no timeout.
+            Command::ReserveWithTimeout(t) => {
+                let timeout = (t <= i32::MAX as u32).then_some(t);
+                return self.reserve(sid, timeout, now);
+            }
             Command::ReserveJob(id) => self.reserve_job(sid, id, now),
             Command::Delete(id) => self.delete(sid, id),
             Command::Release { id, pri, delay } => self.release(sid, id, pri, delay, now),
@@ -230,7 +234,7 @@ impl Engine {
     /// (`cmd-put`), and one whose body lacked its `\r\n` consumes a job id.
     pub fn reject(&mut self, sid: SessionId, error: ProtocolError) -> Reply {
         match error {
-            ProtocolError::JobTooBig => {
+            ProtocolError::JobTooBig | ProtocolError::PutTrailingBytes => {
                 self.counters.commands[CommandKind::Put.index()] += 1;
             }
             ProtocolError::ExpectedCrlf => {
@@ -298,12 +302,12 @@ impl Engine {
         self.sessions.len()
     }
 
-    /// Names of live tubes in creation order.
+    /// Names of live tubes in `list-tubes` order.
     pub fn tube_names(&self) -> Vec<TubeName> {
         self.tubes
-            .in_creation_order()
-            .into_iter()
-            .map(|t| self.tubes.get(t).name.clone())
+            .listing_order()
+            .iter()
+            .map(|&t| self.tubes.get(t).name.clone())
             .collect()
     }
 

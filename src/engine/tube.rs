@@ -58,12 +58,10 @@ pub struct Tube {
     pub pause: Option<Pause>,
     /// Counters.
     pub counters: TubeCounters,
-    /// Creation order, for listing.
-    pub created_seq: u64,
 }
 
 impl Tube {
-    fn new(name: TubeName, created_seq: u64) -> Tube {
+    fn new(name: TubeName) -> Tube {
         Tube {
             name,
             ready: BTreeSet::new(),
@@ -76,7 +74,6 @@ impl Tube {
             waiting: VecDeque::new(),
             pause: None,
             counters: TubeCounters::default(),
-            created_seq,
         }
     }
 
@@ -104,7 +101,9 @@ pub struct Tubes {
     slots: Vec<Option<Tube>>,
     free: Vec<TubeId>,
     by_name: HashMap<TubeName, TubeId>,
-    next_seq: u64,
+    /// Listing order. A dropped tube's place is taken by the last tube, as in beanstalkd,
+    /// so `list-tubes` answers in the same order.
+    order: Vec<TubeId>,
 }
 
 impl Tubes {
@@ -128,8 +127,7 @@ impl Tubes {
         if let Some(id) = self.find(name) {
             return id;
         }
-        let tube = Tube::new(name.clone(), self.next_seq);
-        self.next_seq += 1;
+        let tube = Tube::new(name.clone());
         let id = match self.free.pop() {
             Some(id) => {
                 self.slots[id.0 as usize] = Some(tube);
@@ -141,6 +139,7 @@ impl Tubes {
             }
         };
         self.by_name.insert(name.clone(), id);
+        self.order.push(id);
         id
     }
 
@@ -153,16 +152,16 @@ impl Tubes {
         }
         let name = tube.name.clone();
         self.by_name.remove(&name);
+        if let Some(pos) = self.order.iter().position(|&t| t == id) {
+            self.order.swap_remove(pos);
+        }
         self.free.push(id);
         self.slots[id.0 as usize].take()
     }
 
-    /// Live tubes in creation order.
-    pub fn in_creation_order(&self) -> Vec<TubeId> {
-        let mut tubes: Vec<(u64, TubeId)> =
-            self.iter().map(|(id, t)| (t.created_seq, id)).collect();
-        tubes.sort_unstable();
-        tubes.into_iter().map(|(_, id)| id).collect()
+    /// Live tubes in listing order (see `order`).
+    pub fn listing_order(&self) -> &[TubeId] {
+        &self.order
     }
 
     /// Number of live tubes.

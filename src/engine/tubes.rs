@@ -45,7 +45,8 @@ impl Engine {
         if session.watching.len() < 2 {
             return Reply::NotIgnored;
         }
-        let tube = session.watching.remove(pos);
+        // The last watched tube takes the ignored one's place, as in beanstalkd.
+        let tube = session.watching.swap_remove(pos);
         let count = session.watching.len();
         self.tubes.get_mut(tube).watching -= 1;
         self.drop_tube_if_unused(tube);
@@ -75,9 +76,9 @@ impl Engine {
     pub(super) fn list_tubes(&self) -> Reply {
         yaml_list(
             self.tubes
-                .in_creation_order()
-                .into_iter()
-                .map(|t| self.tube_name(t)),
+                .listing_order()
+                .iter()
+                .map(|&t| self.tube_name(t)),
         )
     }
 

@@ -234,11 +234,10 @@ fn parse_line(line: &[u8], max_job_size: u32) -> Parsed {
         b"peek-ready" => exact(C::PeekReady),
         b"peek-delayed" => exact(C::PeekDelayed),
         b"peek-buried" => exact(C::PeekBuried),
-        b"reserve-with-timeout " => match read_u32(args) {
-            // Trailing bytes after the timeout are ignored, as in beanstalkd.
-            Some((t, _)) if t <= i32::MAX as u32 => Ok(C::ReserveWithTimeout(t)),
-            _ => Err(bad),
-        },
+        // beanstalkd 1.12 reads the timeout with strtol and keeps its low 32 bits.
+        b"reserve-with-timeout " => strtol(args)
+            .map(|t| C::ReserveWithTimeout(t as u32))
+            .ok_or(bad),
         b"reserve-job " => id(C::ReserveJob),
         b"reserve" => exact(C::Reserve),
         b"delete " => id(C::Delete),
@@ -354,10 +353,10 @@ fn read_u32_all(s: &[u8]) -> Option<u32> {
     }
 }
 
-/// C's `strtoul(s, &end, 10)` on a 64-bit platform, as beanstalkd uses for `kick`: leading
-/// whitespace, an optional sign (a minus negates modulo 2^64), digits; bytes after the
-/// digits are ignored. `None` when there are no digits or the value overflows.
-fn strtoul(s: &[u8]) -> Option<u64> {
+/// The parts of a C `strtol`/`strtoul` conversion: leading whitespace, an optional sign,
+/// then digits (bytes after them are ignored). Returns the sign, the magnitude (`None` if
+/// it overflows 64 bits) and whether any digit was seen.
+fn c_number(s: &[u8]) -> (bool, Option<u64>, bool) {
     let ws = s
         .iter()
         .take_while(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\x0b' | b'\x0c' | b'\r'))
@@ -367,15 +366,34 @@ fn strtoul(s: &[u8]) -> Option<u64> {
     if matches!(s.first(), Some(b'-' | b'+')) {
         s = &s[1..];
     }
-    let (n, _) = read_u64_unspaced(s)?;
-    Some(if negative { n.wrapping_neg() } else { n })
+    let digits = s.iter().take_while(|b| b.is_ascii_digit()).count();
+    let mut n: Option<u64> = Some(0);
+    for &d in &s[..digits] {
+        n = n
+            .and_then(|n| n.checked_mul(10))
+            .and_then(|n| n.checked_add(u64::from(d - b'0')));
+    }
+    (negative, n, digits > 0)
 }
 
-fn read_u64_unspaced(s: &[u8]) -> Option<(u64, &[u8])> {
-    if !s.first()?.is_ascii_digit() {
-        return None;
+/// C's `strtoul(s, &end, 10)` on a 64-bit platform, as beanstalkd uses for `kick`: a minus
+/// sign negates modulo 2^64. `None` when there are no digits or the value overflows.
+fn strtoul(s: &[u8]) -> Option<u64> {
+    match c_number(s) {
+        (_, _, false) | (_, None, _) => None,
+        (negative, Some(n), true) => Some(if negative { n.wrapping_neg() } else { n }),
     }
-    read_u64(s)
+}
+
+/// C's `strtol(s, &end, 10)` on a 64-bit platform, as beanstalkd 1.12 uses for
+/// `reserve-with-timeout`: no digits gives 0; `None` only when the value overflows.
+fn strtol(s: &[u8]) -> Option<i64> {
+    match c_number(s) {
+        (_, _, false) => Some(0),
+        (false, Some(n), true) => i64::try_from(n).ok(),
+        (true, Some(n), true) if n <= 1 << 63 => Some((n as i64).wrapping_neg()),
+        _ => None,
+    }
 }
 
 /// Decodes server replies on the client side.

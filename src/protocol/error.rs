@@ -9,6 +9,10 @@ pub enum ProtocolError {
     /// [`super::MAX_LINE_LEN`] bytes, or contains a NUL byte.
     #[error("malformed command line")]
     BadFormat,
+    /// A `put` line with valid numbers followed by extra bytes. Answered `BAD_FORMAT`, but
+    /// beanstalkd counts it in `cmd-put`, so it is kept apart from other malformed lines.
+    #[error("extra bytes after a put header")]
+    PutTrailingBytes,
     /// The line names no known command.
     #[error("unknown command")]
     UnknownCommand,
@@ -25,7 +29,7 @@ impl ProtocolError {
     /// The reply the client gets for this error.
     pub fn reply(self) -> Reply {
         match self {
-            ProtocolError::BadFormat => Reply::BadFormat,
+            ProtocolError::BadFormat | ProtocolError::PutTrailingBytes => Reply::BadFormat,
             ProtocolError::UnknownCommand => Reply::UnknownCommand,
             ProtocolError::ExpectedCrlf => Reply::ExpectedCrlf,
             ProtocolError::JobTooBig => Reply::JobTooBig,

@@ -105,7 +105,11 @@ impl Raw {
                     )
                 })
                 .expect("read");
-            assert!(read > 0, "connection closed; have {:?}", String::from_utf8_lossy(&self.buf));
+            assert!(
+                read > 0,
+                "connection closed; have {:?}",
+                String::from_utf8_lossy(&self.buf)
+            );
             self.buf.extend_from_slice(&chunk[..read]);
         }
         self.buf.drain(..n).collect()
@@ -142,7 +146,11 @@ impl Raw {
                     )
                 })
                 .expect("read");
-            assert!(read > 0, "connection closed; have {:?}", String::from_utf8_lossy(&self.buf));
+            assert!(
+                read > 0,
+                "connection closed; have {:?}",
+                String::from_utf8_lossy(&self.buf)
+            );
             self.buf.extend_from_slice(&chunk[..read]);
         }
     }
@@ -262,7 +270,11 @@ impl ChildServer {
     fn wait_listening(&self) {
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(self.addr).is_err() {
-            assert!(Instant::now() < deadline, "server at {} never listened", self.addr);
+            assert!(
+                Instant::now() < deadline,
+                "server at {} never listened",
+                self.addr
+            );
             std::thread::sleep(Duration::from_millis(5));
         }
     }
