@@ -3,14 +3,14 @@
 //! Doc comments on the argument structs are the `--help` text.
 
 use std::io::{Read, Write};
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 
 use crate::client::Client;
-use crate::config::{ServerConfig, DEFAULT_LISTEN};
+use crate::config::{ListenAddr, ServerConfig, DEFAULT_LISTEN};
 use crate::protocol::{Command, Reply, TubeName};
 
 /// larder: a durable job broker that speaks the beanstalkd protocol.
@@ -39,12 +39,12 @@ pub enum Cmd {
 /// can replace beanstalkd in an existing service definition.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Address and port to listen on.
+    /// Where to listen: HOST:PORT, or unix:PATH for a Unix domain socket.
     #[arg(long, env = "LARDER_LISTEN", default_value = DEFAULT_LISTEN)]
-    pub listen: SocketAddr,
-    /// Listen on this address instead of the one in --listen (beanstalkd's -l).
+    pub listen: ListenAddr,
+    /// Listen on this IP address, or on unix:PATH, instead of --listen (beanstalkd's -l).
     #[arg(short = 'l', long = "host", env = "LARDER_HOST")]
-    pub host: Option<IpAddr>,
+    pub host: Option<String>,
     /// Listen on this port instead of the one in --listen (beanstalkd's -p).
     #[arg(short = 'p', long = "port", env = "LARDER_PORT")]
     pub port: Option<u16>,
@@ -59,12 +59,28 @@ pub struct ServeArgs {
 impl ServeArgs {
     /// Validates the flags into a server configuration.
     pub fn config(&self) -> anyhow::Result<ServerConfig> {
-        let mut listen = self.listen;
-        if let Some(host) = self.host {
-            listen.set_ip(host);
+        let mut listen = self.listen.clone();
+        if let Some(host) = &self.host {
+            listen = if host.starts_with("unix:") {
+                host.parse().map_err(anyhow::Error::msg)?
+            } else {
+                let ip: IpAddr = host
+                    .parse()
+                    .with_context(|| format!("-l/--host: {host:?} is not an IP address"))?;
+                match listen {
+                    ListenAddr::Tcp(mut addr) => {
+                        addr.set_ip(ip);
+                        ListenAddr::Tcp(addr)
+                    }
+                    ListenAddr::Unix(_) => ListenAddr::Tcp((ip, 11300).into()),
+                }
+            };
         }
         if let Some(port) = self.port {
-            listen.set_port(port);
+            match &mut listen {
+                ListenAddr::Tcp(addr) => addr.set_port(port),
+                ListenAddr::Unix(_) => bail!("-p/--port cannot be used with a unix: address"),
+            }
         }
         if self.max_job_size == 0 {
             bail!("--max-job-size must be at least 1");
@@ -138,7 +154,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.config()?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
-    let listener = crate::server::bind(config.listen)?;
+    let listener = crate::server::bind(&config.listen)?;
     let shutdown = async {
         let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
         match term {

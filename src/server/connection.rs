@@ -10,8 +10,7 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use futures_util::{FutureExt, StreamExt};
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 use tokio_util::codec::FramedRead;
 
@@ -28,15 +27,17 @@ const FLUSH_AT: usize = 64 * 1024;
 type Item = Result<Command, ProtocolError>;
 
 /// Serves one connection until the client leaves, sends `quit`, or the server shuts down.
-pub async fn serve(
-    stream: TcpStream,
+pub async fn serve<R, W>(
+    reader: R,
+    mut writer: W,
     broker: Arc<Broker>,
     max_job_size: u32,
     mut shutdown: watch::Receiver<bool>,
-) {
-    let _ = stream.set_nodelay(true);
+) where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
     let (sid, mut inbox) = broker.open_session();
-    let (reader, mut writer) = stream.into_split();
     let mut frames = FramedRead::with_capacity(reader, CommandDecoder::new(max_job_size), 8192);
     let mut out = BytesMut::with_capacity(4096);
     let mut pending: VecDeque<Item> = VecDeque::new();
@@ -106,7 +107,7 @@ pub async fn serve(
 }
 
 async fn write_out(
-    writer: &mut tokio::net::tcp::OwnedWriteHalf,
+    writer: &mut (impl AsyncWrite + Unpin),
     out: &mut BytesMut,
 ) -> std::io::Result<()> {
     if !out.is_empty() {

@@ -1,19 +1,75 @@
-//! Accepting connections, signals, and shutdown.
+//! Accepting connections (TCP or Unix socket), signals, and shutdown.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
-use tokio::net::{TcpListener, TcpSocket};
+use tokio::net::{TcpListener, TcpSocket, UnixListener};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use super::{connection, process_info, Broker, Clock};
-use crate::config::ServerConfig;
+use crate::config::{ListenAddr, ServerConfig};
 use crate::engine::{Engine, EngineConfig};
 
-/// Binds `addr` with `SO_REUSEADDR`, so a restarted server can take the port at once.
-pub fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+/// A bound listening socket.
+pub enum Listener {
+    /// TCP.
+    Tcp(TcpListener),
+    /// A Unix domain socket, removed again when the listener is dropped.
+    Unix(UnixListener, PathBuf),
+}
+
+impl Listener {
+    /// The TCP address, if this is a TCP listener.
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
+        match self {
+            Listener::Tcp(l) => l.local_addr().ok(),
+            Listener::Unix(..) => None,
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Listener::Tcp(l) => l
+                .local_addr()
+                .map(|a| a.to_string())
+                .unwrap_or_else(|_| "tcp".to_owned()),
+            Listener::Unix(_, path) => format!("unix:{}", path.display()),
+        }
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        if let Listener::Unix(_, path) = self {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// Binds `addr`. TCP sockets get `SO_REUSEADDR`, so a restarted server can take the port
+/// at once; a stale Unix socket file left by a previous server is replaced.
+pub fn bind(addr: &ListenAddr) -> anyhow::Result<Listener> {
+    match addr {
+        ListenAddr::Tcp(addr) => bind_tcp(*addr).map(Listener::Tcp),
+        ListenAddr::Unix(path) => {
+            use std::os::unix::fs::FileTypeExt;
+            if let Ok(meta) = std::fs::symlink_metadata(path) {
+                if meta.file_type().is_socket() {
+                    std::fs::remove_file(path)
+                        .with_context(|| format!("removing stale socket {}", path.display()))?;
+                }
+            }
+            let listener = UnixListener::bind(path)
+                .with_context(|| format!("binding unix socket {}", path.display()))?;
+            Ok(Listener::Unix(listener, path.clone()))
+        }
+    }
+}
+
+fn bind_tcp(addr: SocketAddr) -> anyhow::Result<TcpListener> {
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()
     } else {
@@ -34,7 +90,7 @@ pub fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
 ///
 /// SIGUSR1 puts the broker in drain mode (puts get `DRAINING`).
 pub async fn run(
-    listener: TcpListener,
+    listener: Listener,
     config: ServerConfig,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
@@ -63,30 +119,46 @@ pub async fn run(
         .context("installing SIGUSR1 handler")?;
     let mut conns = JoinSet::new();
     tokio::pin!(shutdown);
-    tracing::info!(addr = %listener.local_addr()?, "listening");
+    tracing::info!(addr = %listener.describe(), "listening");
     loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => {
-                    conns.spawn(connection::serve(
-                        stream,
-                        broker.clone(),
-                        config.max_job_size,
-                        stop_rx.clone(),
-                    ));
-                }
-                Err(e) => {
-                    // Out of file descriptors and similar: keep serving the others.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                }
-            },
-            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+        let accepted = tokio::select! {
+            accepted = accept(&listener) => accepted,
+            Some(_) = conns.join_next(), if !conns.is_empty() => continue,
             _ = drain.recv() => {
                 tracing::info!("SIGUSR1: entering drain mode");
                 broker.set_draining(true);
+                continue;
             }
             _ = &mut shutdown => break,
+        };
+        let max = config.max_job_size;
+        match accepted {
+            Ok(Accepted::Tcp(stream)) => {
+                let _ = stream.set_nodelay(true);
+                let (r, w) = stream.into_split();
+                conns.spawn(connection::serve(
+                    r,
+                    w,
+                    broker.clone(),
+                    max,
+                    stop_rx.clone(),
+                ));
+            }
+            Ok(Accepted::Unix(stream)) => {
+                let (r, w) = stream.into_split();
+                conns.spawn(connection::serve(
+                    r,
+                    w,
+                    broker.clone(),
+                    max,
+                    stop_rx.clone(),
+                ));
+            }
+            Err(e) => {
+                // Out of file descriptors and similar: keep serving the others.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
         }
     }
     drop(listener);
@@ -95,4 +167,16 @@ pub async fn run(
     while conns.join_next().await.is_some() {}
     let _ = timers.await;
     Ok(())
+}
+
+enum Accepted {
+    Tcp(tokio::net::TcpStream),
+    Unix(tokio::net::UnixStream),
+}
+
+async fn accept(listener: &Listener) -> std::io::Result<Accepted> {
+    match listener {
+        Listener::Tcp(l) => l.accept().await.map(|(s, _)| Accepted::Tcp(s)),
+        Listener::Unix(l, _) => l.accept().await.map(|(s, _)| Accepted::Unix(s)),
+    }
 }

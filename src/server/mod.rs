@@ -14,5 +14,5 @@ mod process;
 
 pub use broker::Broker;
 pub use clock::Clock;
-pub use listener::{bind, run};
+pub use listener::{bind, run, Listener};
 pub use process::process_info;

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use larder::config::ServerConfig;
+use larder::config::{ListenAddr, ServerConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
@@ -27,9 +27,10 @@ impl InProcess {
 
     /// Starts a server with `config` (its listen address is replaced by an ephemeral port).
     pub async fn with_config(mut config: ServerConfig) -> InProcess {
-        let listener = larder::server::bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
-        let addr = listener.local_addr().expect("local addr");
-        config.listen = addr;
+        let listen = ListenAddr::Tcp("127.0.0.1:0".parse().expect("addr"));
+        let listener = larder::server::bind(&listen).expect("bind");
+        let addr = listener.tcp_addr().expect("local addr");
+        config.listen = ListenAddr::Tcp(addr);
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(larder::server::run(listener, config, async move {
             let _ = rx.await;
