@@ -1,1 +1,133 @@
-//! placeholder
+//! The `larder` binary's client subcommands against a running server.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use crate::support::{larder_bin, ChildServer, Raw};
+
+fn larder(args: &[&str]) -> std::process::Output {
+    Command::new(larder_bin())
+        .args(args)
+        .output()
+        .expect("run larder")
+}
+
+#[tokio::test]
+async fn put_and_reserve_round_trip_a_body_through_the_shell_commands() {
+    let server = ChildServer::larder(&[]);
+    let addr = server.addr.to_string();
+    let out = larder(&["put", "--addr", &addr, "--tube", "mail", "hello world"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "1\n");
+
+    let mut child = Command::new(larder_bin())
+        .args(["put", "--addr", &addr, "--tube", "mail", "--pri", "5"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"from\nstdin")
+        .expect("write");
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "2\n");
+
+    // Priority 5 beats the default 1024.
+    let out = larder(&[
+        "reserve",
+        "--addr",
+        &addr,
+        "--tube",
+        "mail",
+        "--timeout",
+        "1",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(out.stdout, b"from\nstdin");
+    let out = larder(&[
+        "reserve",
+        "--addr",
+        &addr,
+        "--tube",
+        "mail",
+        "--timeout",
+        "1",
+    ]);
+    assert_eq!(out.stdout, b"hello world");
+    // Both were deleted: nothing is left, and the timeout has its own exit status.
+    let out = larder(&[
+        "reserve",
+        "--addr",
+        &addr,
+        "--tube",
+        "mail",
+        "--timeout",
+        "0",
+    ]);
+    assert_eq!(out.status.code(), Some(larder::cli::EXIT_TIMED_OUT));
+    let mut c = Raw::connect(server.addr).await;
+    assert_eq!(c.cmd("peek 1\r\n").await, "NOT_FOUND\r\n");
+}
+
+#[tokio::test]
+async fn stats_prints_a_table_or_json() {
+    let server = ChildServer::larder(&[]);
+    let addr = server.addr.to_string();
+    let mut c = Raw::connect(server.addr).await;
+    assert_eq!(c.cmd("put 0 0 10 1\r\nx\r\n").await, "INSERTED 1\r\n");
+
+    let out = larder(&["stats", "--addr", &addr]);
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let ready = text
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some("current-jobs-ready"))
+        .expect("current-jobs-ready row");
+    assert_eq!(ready.split_whitespace().nth(1), Some("1"));
+
+    let out = larder(&["stats", "--addr", &addr, "--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(json["current-jobs-ready"], 1);
+    assert_eq!(json["total-jobs"], 1);
+    assert_eq!(json["draining"], false);
+    assert_eq!(json["max-job-size"], 65535);
+
+    let out = larder(&["stats", "--addr", &addr, "--tube", "default", "--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(json["name"], "default");
+    assert_eq!(json["current-jobs-urgent"], 1);
+
+    let out = larder(&["stats", "--addr", &addr, "--tube", "nosuch"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no tube named"));
+}
+
+#[test]
+fn client_commands_fail_clearly_when_the_server_is_unreachable() {
+    let port = crate::support::free_port();
+    let addr = format!("127.0.0.1:{port}");
+    for args in [
+        vec!["stats", "--addr", &addr],
+        vec!["put", "--addr", &addr, "x"],
+        vec!["reserve", "--addr", &addr, "--timeout", "0"],
+    ] {
+        let out = larder(&args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(&format!("cannot connect to {addr}")), "{err}");
+    }
+}
+
+#[test]
+fn serve_rejects_bad_settings_with_a_message() {
+    let out = larder(&["serve", "--max-job-size", "0"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--max-job-size"));
+    let out = larder(&["serve", "--listen", "nonsense"]);
+    assert!(!out.status.success());
+    let out = larder(&["serve", "-l", "unix:/tmp/x.sock", "-p", "5"]);
+    assert_eq!(out.status.code(), Some(1));
+}

@@ -77,7 +77,9 @@ impl Decoder for CommandDecoder {
                     let window = &src[..src.len().min(MAX_LINE_LEN)];
                     let Some(end) = find_crlf(window) else {
                         if src.len() >= MAX_LINE_LEN {
-                            src.advance(MAX_LINE_LEN);
+                            // Keep a final '\r': the '\n' after it ends this line.
+                            let keep = usize::from(src[MAX_LINE_LEN - 1] == b'\r');
+                            src.advance(MAX_LINE_LEN - keep);
                             self.state = State::DiscardLine;
                             continue;
                         }

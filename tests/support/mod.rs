@@ -187,6 +187,11 @@ impl Raw {
         }
     }
 
+    /// Half-closes the connection (no more sending); replies can still be read.
+    pub async fn shutdown_write(&mut self) {
+        self.stream.shutdown().await.expect("shutdown");
+    }
+
     /// Closes the connection.
     pub async fn close(mut self) {
         let _ = self.stream.shutdown().await;
