@@ -107,8 +107,13 @@ async fn stats_prints_a_table_or_json() {
 
 #[test]
 fn client_commands_fail_clearly_when_the_server_is_unreachable() {
-    let port = crate::support::free_port();
-    let addr = format!("127.0.0.1:{port}");
+    // A bound socket that never listens: connections to it are refused, and no other test
+    // can take the port meanwhile.
+    let reserved = tokio::net::TcpSocket::new_v4().expect("socket");
+    reserved
+        .bind("127.0.0.1:0".parse().expect("addr"))
+        .expect("bind");
+    let addr = reserved.local_addr().expect("addr").to_string();
     for args in [
         vec!["stats", "--addr", &addr],
         vec!["put", "--addr", &addr, "x"],

@@ -296,6 +296,10 @@ mod errors {
         )
         .await;
         step(&mut c, "peek 1\r\n", "NOT_FOUND\r\n").await;
+        // Like beanstalkd, only the header with trailing text counts as a put.
+        let stats = c.cmd("stats\r\n").await;
+        assert_eq!(field(&stats, "cmd-put"), "1");
+        assert_eq!(field(&stats, "current-producers"), "0");
     }
 
     #[tokio::test]

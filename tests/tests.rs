@@ -11,4 +11,5 @@ mod support;
 
 mod cli;
 mod conformance;
+mod model;
 mod server;

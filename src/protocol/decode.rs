@@ -292,7 +292,9 @@ fn parse_put(args: &[u8], max_job_size: u32) -> Parsed {
         None => Parsed::Done(Err(ProtocolError::BadFormat)),
         // The size is checked before trailing bytes, as beanstalkd does.
         Some((_, _, _, len, _)) if len > max_job_size => Parsed::TooBig(len),
-        Some((_, _, _, _, rest)) if !rest.is_empty() => Parsed::Done(Err(ProtocolError::BadFormat)),
+        Some((_, _, _, _, rest)) if !rest.is_empty() => {
+            Parsed::Done(Err(ProtocolError::PutTrailingBytes))
+        }
         Some((pri, delay, ttr, len, _)) => Parsed::Put {
             pri,
             delay,
@@ -506,4 +508,190 @@ impl Decoder for ReplyDecoder {
 
 fn invalid(msg: &str) -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::InvalidData, msg.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Decodes everything in `input`, fed in pieces of the given sizes.
+    fn decode_all(input: &[u8], pieces: &[usize], max: u32) -> Vec<Result<Command, ProtocolError>> {
+        let mut dec = CommandDecoder::new(max);
+        let mut buf = BytesMut::new();
+        let mut out = Vec::new();
+        let mut rest = input;
+        let mut sizes = pieces.iter().cycle();
+        while !rest.is_empty() {
+            let n = (*sizes.next().unwrap_or(&1)).clamp(1, rest.len());
+            buf.extend_from_slice(&rest[..n]);
+            rest = &rest[n..];
+            while let Some(item) = dec.decode(&mut buf).expect("decode never fails") {
+                out.push(item);
+            }
+        }
+        out
+    }
+
+    fn one(line: &str) -> Result<Command, ProtocolError> {
+        let items = decode_all(line.as_bytes(), &[usize::MAX], 65_535);
+        assert_eq!(items.len(), 1, "{line:?} gave {items:?}");
+        items.into_iter().next().expect("one item")
+    }
+
+    #[test]
+    fn parses_each_command_and_its_quirks() {
+        let t = |s: &str| TubeName::new(s.as_bytes()).expect("tube");
+        assert_eq!(
+            one("reserve-with-timeout 5 junk\r\n"),
+            Ok(Command::ReserveWithTimeout(5))
+        );
+        assert_eq!(
+            one("reserve-with-timeout x\r\n"),
+            Ok(Command::ReserveWithTimeout(0))
+        );
+        assert_eq!(
+            one("reserve-with-timeout -1\r\n"),
+            Ok(Command::ReserveWithTimeout(u32::MAX))
+        );
+        assert_eq!(
+            one("reserve-with-timeout 4294967296\r\n"),
+            Ok(Command::ReserveWithTimeout(0))
+        );
+        assert_eq!(
+            one("reserve-with-timeout 99999999999999999999\r\n"),
+            Err(ProtocolError::BadFormat)
+        );
+        assert_eq!(one("kick -1\r\n"), Ok(Command::Kick(u32::MAX)));
+        assert_eq!(one("kick 4294967297\r\n"), Ok(Command::Kick(1)));
+        assert_eq!(
+            one("pause-tubedefault 3\r\n"),
+            Ok(Command::PauseTube {
+                tube: t("default"),
+                delay: 3
+            })
+        );
+        assert_eq!(
+            one("pause-tube  a 0\r\n"),
+            Ok(Command::PauseTube {
+                tube: t("a"),
+                delay: 0
+            })
+        );
+        assert_eq!(one("pause-tube -a 0\r\n"), Err(ProtocolError::BadFormat));
+        assert_eq!(one("quit now\r\n"), Ok(Command::Quit));
+        assert_eq!(
+            one("put 0 0 1 1 x\r\n"),
+            Err(ProtocolError::PutTrailingBytes)
+        );
+        assert_eq!(
+            one("release 1 2 3\r\n"),
+            Ok(Command::Release {
+                id: JobId(1),
+                pri: 2,
+                delay: 3
+            })
+        );
+    }
+
+    #[test]
+    fn a_body_over_the_limit_is_skipped_not_buffered() {
+        let mut dec = CommandDecoder::new(10);
+        let mut buf = BytesMut::from(&b"put 0 0 1 4000000000\r\n"[..]);
+        assert_eq!(dec.decode(&mut buf).expect("ok"), None);
+        for _ in 0..100 {
+            buf.extend_from_slice(&[b'x'; 4096]);
+            assert_eq!(dec.decode(&mut buf).expect("ok"), None);
+            assert!(buf.is_empty(), "skipped bytes must not accumulate");
+        }
+    }
+
+    fn command() -> impl Strategy<Value = Command> {
+        let id = any::<u64>().prop_map(JobId);
+        let name = "[A-Za-z0-9+/;.$_()][A-Za-z0-9+/;.$_()-]{0,199}"
+            .prop_map(|s| TubeName::new(s.as_bytes()).expect("valid by construction"));
+        prop_oneof![
+            (
+                any::<u32>(),
+                any::<u32>(),
+                any::<u32>(),
+                prop::collection::vec(any::<u8>(), 0..300)
+            )
+                .prop_map(|(pri, delay, ttr, body)| Command::Put {
+                    pri,
+                    delay,
+                    ttr,
+                    body: body.into()
+                }),
+            name.clone().prop_map(Command::Use),
+            Just(Command::Reserve),
+            any::<u32>().prop_map(Command::ReserveWithTimeout),
+            id.clone().prop_map(Command::ReserveJob),
+            id.clone().prop_map(Command::Delete),
+            (id.clone(), any::<u32>(), any::<u32>())
+                .prop_map(|(id, pri, delay)| Command::Release { id, pri, delay }),
+            (id.clone(), any::<u32>()).prop_map(|(id, pri)| Command::Bury { id, pri }),
+            id.clone().prop_map(Command::Touch),
+            name.clone().prop_map(Command::Watch),
+            name.clone().prop_map(Command::Ignore),
+            id.clone().prop_map(Command::Peek),
+            Just(Command::PeekReady),
+            Just(Command::PeekDelayed),
+            Just(Command::PeekBuried),
+            any::<u32>().prop_map(Command::Kick),
+            id.clone().prop_map(Command::KickJob),
+            id.prop_map(Command::StatsJob),
+            name.clone().prop_map(Command::StatsTube),
+            Just(Command::Stats),
+            Just(Command::ListTubes),
+            Just(Command::ListTubeUsed),
+            Just(Command::ListTubesWatched),
+            (name, any::<u32>()).prop_map(|(tube, delay)| Command::PauseTube { tube, delay }),
+            Just(Command::Quit),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn decode_of_encode_is_identity(cmds in prop::collection::vec(command(), 1..20), pieces in prop::collection::vec(1..50usize, 1..8)) {
+            let mut wire = BytesMut::new();
+            for c in &cmds {
+                c.encode(&mut wire);
+            }
+            let got = decode_all(&wire, &pieces, u32::MAX);
+            let want: Vec<_> = cmds.into_iter().map(Ok).collect();
+            prop_assert_eq!(got, want);
+        }
+
+        #[test]
+        fn any_bytes_decode_the_same_however_they_are_split(input in prop::collection::vec(prop_oneof![any::<u8>(), Just(b'\r'), Just(b'\n'), Just(b' ')], 0..600), pieces in prop::collection::vec(1..300usize, 1..8)) {
+            let whole = decode_all(&input, &[usize::MAX], 40);
+            let split = decode_all(&input, &pieces, 40);
+            prop_assert_eq!(whole, split);
+        }
+
+        #[test]
+        fn replies_round_trip_through_the_client_decoder(id in any::<u64>(), body in prop::collection::vec(any::<u8>(), 0..100), n in any::<u32>()) {
+            let replies = vec![
+                Reply::Inserted(JobId(id)), Reply::BuriedId(JobId(id)), Reply::Buried,
+                Reply::Reserved { id: JobId(id), body: body.clone().into() },
+                Reply::Found { id: JobId(id), body: body.clone().into() },
+                Reply::Ok(body.into()), Reply::Kicked(n), Reply::KickedJob, Reply::Watching(n as usize),
+                Reply::Using(TubeName::default_tube()), Reply::DeadlineSoon, Reply::TimedOut,
+                Reply::Deleted, Reply::Released, Reply::Touched, Reply::NotIgnored, Reply::NotFound,
+                Reply::Paused, Reply::Draining, Reply::OutOfMemory, Reply::InternalError,
+                Reply::BadFormat, Reply::UnknownCommand, Reply::ExpectedCrlf, Reply::JobTooBig,
+            ];
+            let mut wire = BytesMut::new();
+            for r in &replies {
+                r.encode(&mut wire);
+            }
+            let mut dec = ReplyDecoder::default();
+            let mut got = Vec::new();
+            while let Some(r) = dec.decode(&mut wire).expect("valid replies") {
+                got.push(r);
+            }
+            prop_assert_eq!(got, replies);
+        }
+    }
 }

@@ -238,51 +238,83 @@ impl ChildServer {
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
-        let server = ChildServer { child, addr };
+        let mut server = ChildServer { child, addr };
         server.wait_listening();
         server
     }
 
     /// Starts the larder binary on a free port with extra arguments.
     pub fn larder(extra: &[&str]) -> ChildServer {
-        let port = free_port();
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
-        let dir = std::env::temp_dir().join(format!("larder-test-{port}-{}", std::process::id()));
-        let mut args = vec![
-            "serve".to_owned(),
-            "--listen".to_owned(),
-            addr.to_string(),
-            "--data-dir".to_owned(),
-            dir.display().to_string(),
-        ];
-        args.extend(extra.iter().map(|s| s.to_string()));
-        ChildServer::spawn(larder_bin(), &args, addr)
+        ChildServer::on_free_port(larder_bin(), |addr| {
+            let dir = std::env::temp_dir().join(format!(
+                "larder-test-{}-{}",
+                addr.port(),
+                std::process::id()
+            ));
+            let mut args = vec![
+                "serve".to_owned(),
+                "--listen".to_owned(),
+                addr.to_string(),
+                "--data-dir".to_owned(),
+                dir.display().to_string(),
+            ];
+            args.extend(extra.iter().map(|s| s.to_string()));
+            args
+        })
+    }
+
+    /// Spawns `program` with the arguments `args(addr)` for a free port, trying another port
+    /// if the chosen one was taken meanwhile (the child exits without listening).
+    pub fn on_free_port(program: &str, args: impl Fn(SocketAddr) -> Vec<String>) -> ChildServer {
+        for _ in 0..20 {
+            let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+            let child = Command::new(program)
+                .args(args(addr))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
+            let mut server = ChildServer { child, addr };
+            if server.try_wait_listening() {
+                return server;
+            }
+        }
+        panic!("{program} never managed to listen");
     }
 
     /// Starts beanstalkd (in-memory) on a free port. Panics when it is not installed.
     pub fn beanstalkd(extra: &[&str]) -> ChildServer {
-        let port = free_port();
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
-        let mut args = vec![
-            "-l".to_owned(),
-            "127.0.0.1".to_owned(),
-            "-p".to_owned(),
-            port.to_string(),
-        ];
-        args.extend(extra.iter().map(|s| s.to_string()));
-        ChildServer::spawn(beanstalkd_bin(), &args, addr)
+        ChildServer::on_free_port(beanstalkd_bin(), |addr| {
+            let mut args = vec![
+                "-l".to_owned(),
+                "127.0.0.1".to_owned(),
+                "-p".to_owned(),
+                addr.port().to_string(),
+            ];
+            args.extend(extra.iter().map(|s| s.to_string()));
+            args
+        })
     }
 
-    fn wait_listening(&self) {
+    fn wait_listening(&mut self) {
+        assert!(
+            self.try_wait_listening(),
+            "server at {} never listened",
+            self.addr
+        );
+    }
+
+    /// Waits until the child accepts connections; false if it exits first.
+    fn try_wait_listening(&mut self) -> bool {
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(self.addr).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "server at {} never listened",
-                self.addr
-            );
+            if matches!(self.child.try_wait(), Ok(Some(_))) || Instant::now() > deadline {
+                return false;
+            }
             std::thread::sleep(Duration::from_millis(5));
         }
+        true
     }
 
     /// Sends a signal to the child.
