@@ -12,5 +12,6 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod engine;
+pub mod fuzzing;
 pub mod protocol;
 pub mod server;

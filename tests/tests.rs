@@ -11,5 +11,6 @@ mod support;
 
 mod cli;
 mod conformance;
+mod fuzz_corpus;
 mod model;
 mod server;
