@@ -14,3 +14,4 @@ mod conformance;
 mod fuzz_corpus;
 mod model;
 mod server;
+mod differential;
