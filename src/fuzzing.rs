@@ -34,7 +34,12 @@ fn decode_in_pieces(
     let mut sizes = pieces.iter().cycle();
     let bound = MAX_LINE_LEN.max(max_job_size as usize + 2) + 256;
     while !rest.is_empty() {
-        let n = sizes.next().copied().unwrap_or(1).clamp(1, rest.len()).min(256);
+        let n = sizes
+            .next()
+            .copied()
+            .unwrap_or(1)
+            .clamp(1, rest.len())
+            .min(256);
         buf.extend_from_slice(&rest[..n]);
         rest = &rest[n..];
         while let Ok(Some(item)) = dec.decode(&mut buf) {
@@ -51,11 +56,7 @@ fn decode_in_pieces(
 /// consistent (checked through its public counts).
 pub fn session(data: &[u8]) {
     let mut now = Timestamp(1_800_000_000_000_000_000);
-    let mut engine = Engine::new(
-        EngineConfig { max_job_size: 64 },
-        ProcessInfo::fixed(),
-        now,
-    );
+    let mut engine = Engine::new(EngineConfig { max_job_size: 64 }, ProcessInfo::fixed(), now);
     let mut sids = [engine.open_session(), engine.open_session()];
     let mut decoders = [CommandDecoder::new(64), CommandDecoder::new(64)];
     let mut bufs = [BytesMut::new(), BytesMut::new()];

@@ -83,7 +83,11 @@ fn differential_scenarios() {
         let result = harness::run(sc.opts, &sc.steps);
         match (result, sc.known) {
             (Err(Divergence { harness, report }), known) => {
-                let kind = if harness { "HARNESS PROBLEM" } else { "DIVERGENCE" };
+                let kind = if harness {
+                    "HARNESS PROBLEM"
+                } else {
+                    "DIVERGENCE"
+                };
                 let msg = format!(
                     "=== {kind} in scenario {:?} (options {:?})\n{report}",
                     sc.name, sc.opts
@@ -96,7 +100,10 @@ fn differential_scenarios() {
                 }
             }
             (Ok(()), Some(what)) => {
-                eprintln!("NOTICE: known divergence {what:?} no longer reproduces in scenario {:?}", sc.name)
+                eprintln!(
+                    "NOTICE: known divergence {what:?} no longer reproduces in scenario {:?}",
+                    sc.name
+                )
             }
             (Ok(()), None) => {}
         }
@@ -175,7 +182,11 @@ fn differential_random() {
             "{} random sequence(s) diverged (showing {}):\n\n{}",
             failures.len(),
             shown.len(),
-            shown.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("\n")
+            shown
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join("\n")
         );
     }
 }

@@ -4,7 +4,9 @@
 use std::path::Path;
 
 fn replay(target: &str, check: fn(&[u8])) -> usize {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus").join(target);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz/corpus")
+        .join(target);
     let mut count = 0;
     let mut entries: Vec<_> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
@@ -22,10 +24,16 @@ fn replay(target: &str, check: fn(&[u8])) -> usize {
 
 #[test]
 fn decode_corpus_replays_cleanly() {
-    assert!(replay("decode", larder::fuzzing::decode) > 0, "empty corpus");
+    assert!(
+        replay("decode", larder::fuzzing::decode) > 0,
+        "empty corpus"
+    );
 }
 
 #[test]
 fn session_corpus_replays_cleanly() {
-    assert!(replay("session", larder::fuzzing::session) > 0, "empty corpus");
+    assert!(
+        replay("session", larder::fuzzing::session) > 0,
+        "empty corpus"
+    );
 }

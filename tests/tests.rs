@@ -11,7 +11,7 @@ mod support;
 
 mod cli;
 mod conformance;
+mod differential;
 mod fuzz_corpus;
 mod model;
 mod server;
-mod differential;

@@ -230,12 +230,15 @@ impl Engine {
     }
 
     /// Accounts for input the decoder rejected and returns its reply. Rejections change no
-    /// job or tube; like beanstalkd, a put whose header was valid still counts as a put
+    /// job or tube; like beanstalkd, a put whose numbers were valid still counts as a put
     /// (`cmd-put`), and one whose body lacked its `\r\n` consumes a job id.
     pub fn reject(&mut self, sid: SessionId, error: ProtocolError) -> Reply {
         match error {
-            ProtocolError::JobTooBig | ProtocolError::PutTrailingBytes => {
+            ProtocolError::JobTooBig => {
                 self.counters.commands[CommandKind::Put.index()] += 1;
+            }
+            ProtocolError::CountedBadFormat(kind) => {
+                self.counters.commands[kind.index()] += 1;
             }
             ProtocolError::ExpectedCrlf => {
                 self.counters.commands[CommandKind::Put.index()] += 1;

@@ -9,7 +9,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use tokio_util::codec::Decoder;
 
 use super::command::is_name_char;
-use super::{Command, JobId, ProtocolError, Reply, TubeName};
+use super::{Command, CommandKind, JobId, ProtocolError, Reply, TubeName};
 
 /// Longest command line, including its `\r\n`, as in beanstalkd (11 + 201 + 12).
 pub const MAX_LINE_LEN: usize = 224;
@@ -274,7 +274,7 @@ fn parse_line(line: &[u8], max_job_size: u32) -> Parsed {
         b"list-tubes" => exact(C::ListTubes),
         // beanstalkd closes on any line starting with "quit".
         b"quit" => Ok(C::Quit),
-        b"pause-tube" => parse_pause(args).ok_or(bad),
+        b"pause-tube" => parse_pause(args),
         _ => Err(ProtocolError::UnknownCommand),
     };
     Parsed::Done(result)
@@ -293,7 +293,7 @@ fn parse_put(args: &[u8], max_job_size: u32) -> Parsed {
         // The size is checked before trailing bytes, as beanstalkd does.
         Some((_, _, _, len, _)) if len > max_job_size => Parsed::TooBig(len),
         Some((_, _, _, _, rest)) if !rest.is_empty() => {
-            Parsed::Done(Err(ProtocolError::PutTrailingBytes))
+            Parsed::Done(Err(ProtocolError::CountedBadFormat(CommandKind::Put)))
         }
         Some((pri, delay, ttr, len, _)) => Parsed::Put {
             pri,
@@ -305,17 +305,19 @@ fn parse_put(args: &[u8], max_job_size: u32) -> Parsed {
 }
 
 /// `pause-tube`'s arguments: optional spaces, a run of name characters, a duration. The
-/// name is then checked in full (length, leading `-`).
-fn parse_pause(args: &[u8]) -> Option<Command> {
+/// name is then checked in full (length, leading `-`); like beanstalkd, a name refused only
+/// at that point still counts as a pause-tube command.
+fn parse_pause(args: &[u8]) -> Result<Command, ProtocolError> {
     let args = skip_spaces(args);
     let name_len = args.iter().take_while(|&&b| is_name_char(b)).count();
     if name_len == 0 {
-        return None;
+        return Err(ProtocolError::BadFormat);
     }
     let (name, rest) = args.split_at(name_len);
-    let delay = read_u32_all(rest)?;
-    let tube = TubeName::new(name)?;
-    Some(Command::PauseTube { tube, delay })
+    let delay = read_u32_all(rest).ok_or(ProtocolError::BadFormat)?;
+    let tube =
+        TubeName::new(name).ok_or(ProtocolError::CountedBadFormat(CommandKind::PauseTube))?;
+    Ok(Command::PauseTube { tube, delay })
 }
 
 fn skip_spaces(s: &[u8]) -> &[u8] {
@@ -578,11 +580,15 @@ mod tests {
                 delay: 0
             })
         );
-        assert_eq!(one("pause-tube -a 0\r\n"), Err(ProtocolError::BadFormat));
+        assert_eq!(
+            one("pause-tube -a 0\r\n"),
+            Err(ProtocolError::CountedBadFormat(CommandKind::PauseTube))
+        );
+        assert_eq!(one("pause-tube a\r\n"), Err(ProtocolError::BadFormat));
         assert_eq!(one("quit now\r\n"), Ok(Command::Quit));
         assert_eq!(
             one("put 0 0 1 1 x\r\n"),
-            Err(ProtocolError::PutTrailingBytes)
+            Err(ProtocolError::CountedBadFormat(CommandKind::Put))
         );
         assert_eq!(
             one("release 1 2 3\r\n"),

@@ -9,10 +9,12 @@ pub enum ProtocolError {
     /// [`super::MAX_LINE_LEN`] bytes, or contains a NUL byte.
     #[error("malformed command line")]
     BadFormat,
-    /// A `put` line with valid numbers followed by extra bytes. Answered `BAD_FORMAT`, but
-    /// beanstalkd counts it in `cmd-put`, so it is kept apart from other malformed lines.
-    #[error("extra bytes after a put header")]
-    PutTrailingBytes,
+    /// A command whose arguments were read but then refused: a `put` header followed by
+    /// extra bytes, or a `pause-tube` name that is too long or starts with `-`. Answered
+    /// `BAD_FORMAT`, but beanstalkd counts it in that command's `cmd-*` statistic, so it is
+    /// kept apart from other malformed lines.
+    #[error("arguments of {0:?} refused")]
+    CountedBadFormat(super::CommandKind),
     /// The line names no known command.
     #[error("unknown command")]
     UnknownCommand,
@@ -29,7 +31,7 @@ impl ProtocolError {
     /// The reply the client gets for this error.
     pub fn reply(self) -> Reply {
         match self {
-            ProtocolError::BadFormat | ProtocolError::PutTrailingBytes => Reply::BadFormat,
+            ProtocolError::BadFormat | ProtocolError::CountedBadFormat(_) => Reply::BadFormat,
             ProtocolError::UnknownCommand => Reply::UnknownCommand,
             ProtocolError::ExpectedCrlf => Reply::ExpectedCrlf,
             ProtocolError::JobTooBig => Reply::JobTooBig,

@@ -30,14 +30,7 @@ pub fn tolerate_known() -> bool {
 }
 
 /// Whether larder's value `lv` differs from beanstalkd's `bv` for field `key`.
-fn differs(key: &str, bv: &str, lv: &str) -> bool {
-    // KNOWN-DIVERGENCE: beanstalkd 1.12 writes `name: default` (stats-tube) and
-    // `tube: default` (stats-job) unquoted; larder quotes them as beanstalkd 1.13 does.
-    if tolerate_known() && matches!(key, "name" | "tube") && lv.len() >= 2 {
-        if lv.starts_with('"') && lv.ends_with('"') && &lv[1..lv.len() - 1] == bv {
-            return false;
-        }
-    }
+fn differs(_key: &str, bv: &str, lv: &str) -> bool {
     bv != lv
 }
 
@@ -56,7 +49,10 @@ pub fn replies(bs: &[u8], ld: &[u8]) -> Result<(), String> {
 
 /// The body of an `OK <n>` reply, without the line and the final `\r\n`.
 fn body(reply: &[u8]) -> &[u8] {
-    let start = reply.windows(2).position(|w| w == b"\r\n").map_or(0, |p| p + 2);
+    let start = reply
+        .windows(2)
+        .position(|w| w == b"\r\n")
+        .map_or(0, |p| p + 2);
     let end = reply.len().saturating_sub(2).max(start);
     &reply[start..end]
 }

@@ -300,10 +300,14 @@ pub fn run(opts: Options, steps: &[Step]) -> Result<(), Divergence> {
         // A server that died explains any failure best.
         for (name, child) in [
             ("beanstalkd", &mut pair.beanstalkd.child),
-            ("larder", &mut pair.larder.server.as_mut().expect("running").child),
+            (
+                "larder",
+                &mut pair.larder.server.as_mut().expect("running").child,
+            ),
         ] {
             if let Ok(Some(status)) = child.try_wait() {
-                d.report.push_str(&format!("   !! {name} exited: {status}\n"));
+                d.report
+                    .push_str(&format!("   !! {name} exited: {status}\n"));
                 d.harness &= name == "beanstalkd";
             }
         }
@@ -422,7 +426,8 @@ pub fn run_on(pair: &Pair, steps: &[Step]) -> Result<(), Divergence> {
                 (Got::Closed(_), _) if !step.expect.close => {
                     return fail(
                         true,
-                        "beanstalkd closed the connection unexpectedly (harness problem)".to_owned(),
+                        "beanstalkd closed the connection unexpectedly (harness problem)"
+                            .to_owned(),
                         b,
                         l,
                         &mut log,

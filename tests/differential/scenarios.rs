@@ -531,7 +531,8 @@ pub fn all() -> Vec<Scenario> {
             vec![
                 n(0, long_put(224, b"fits"), 1),
                 s(0, "peek 1\r\n"),
-                settle(0, long_put(225, b"no"), 0),
+                // 225 bytes is in "a 225-byte line swallows the next command".
+                settle(0, long_put(226, b"no"), 2),
                 settle(0, line_of("use ", b'a', 224), 1),
                 settle(0, line_of("stats", b' ', 224), 1),
                 settle(0, line_of("use ", b'a', 226), 1),
@@ -637,8 +638,26 @@ pub fn all() -> Vec<Scenario> {
         },
         known: None,
         steps: vec![
-            n(0, [b"put 0 0 10 200\r\n".to_vec(), vec![b'q'; 200], b"XX".to_vec()].concat(), 1),
-            n(0, [b"put 0 0 10 100\r\n".to_vec(), vec![b'q'; 100], b"XX".to_vec()].concat(), 1),
+            n(
+                0,
+                [
+                    b"put 0 0 10 200\r\n".to_vec(),
+                    vec![b'q'; 200],
+                    b"XX".to_vec(),
+                ]
+                .concat(),
+                1,
+            ),
+            n(
+                0,
+                [
+                    b"put 0 0 10 100\r\n".to_vec(),
+                    vec![b'q'; 100],
+                    b"XX".to_vec(),
+                ]
+                .concat(),
+                1,
+            ),
             s(0, "stats\r\n"),
         ],
     });
@@ -649,18 +668,17 @@ pub fn all() -> Vec<Scenario> {
         },
         // KNOWN-DIVERGENCE: beanstalkd counts cmd-put when it reads the header; larder
         // only once the oversized body has been skipped.
-        known: Some("cmd-put not counted until a too-big body is skipped"),
+        known: Some(
+            "cmd-put counted once a too-big body is skipped (protocol.md, Differences (i))",
+        ),
         steps: vec![
             n(1, b"put 0 0 10 4294967295\r\n".to_vec(), 0),
             settle(1, "stats\r\n", 0),
             s(0, "stats\r\n"),
         ],
     });
-    v.push(known(
+    v.push(scenario(
         "a put line with trailing bytes counts in cmd-put",
-        // KNOWN-DIVERGENCE: beanstalkd counts cmd-put once the four numbers parse, before
-        // rejecting trailing bytes; larder does not count the rejected line.
-        "cmd-put for BAD_FORMAT puts with trailing bytes",
         vec![
             s(0, "put 0 0 10 1 \r\n"),
             s(0, "put 0 0 10 1 x\r\n"),
@@ -668,12 +686,11 @@ pub fn all() -> Vec<Scenario> {
             s(0, "stats\r\n"),
         ],
     ));
-    v.push(known(
+    v.push(scenario(
+        // beanstalkd 1.12 reads the timeout with strtol and truncates it to an int: "",
+        // "x", "+0", "-0" and 4294967296 all mean 0 (TIMED_OUT); -1 and 2147483648 mean
+        // "forever" (not tested: they block).
         "reserve-with-timeout arguments strtol accepts",
-        // KNOWN-DIVERGENCE: beanstalkd 1.12 reads the timeout with strtol and truncates it
-        // to an int: "", "x", "+0", "-0" and 4294967296 all mean 0 (TIMED_OUT); -1 and
-        // 2147483648 mean "forever" (not tested: they block). larder says BAD_FORMAT.
-        "reserve-with-timeout parsed like 1.13, not 1.12",
         vec![
             s(0, "reserve-with-timeout \r\n"),
             s(0, "reserve-with-timeout x\r\n"),
@@ -682,11 +699,8 @@ pub fn all() -> Vec<Scenario> {
             s(0, "reserve-with-timeout 4294967296\r\n"),
         ],
     ));
-    v.push(known(
+    v.push(scenario(
         "pause-tube with an invalid name made of name characters counts in cmd-pause-tube",
-        // KNOWN-DIVERGENCE: beanstalkd counts cmd-pause-tube before checking the name's
-        // length and leading '-'; larder does not.
-        "cmd-pause-tube for invalid names",
         vec![
             s(0, "pause-tube -x 1\r\n"),
             s(0, &format!("pause-tube {name201} 1\r\n")),
@@ -697,13 +711,6 @@ pub fn all() -> Vec<Scenario> {
     v
 }
 
-fn known(name: &'static str, what: &'static str, steps: Vec<Step>) -> Scenario {
-    Scenario {
-        known: Some(what),
-        ..scenario(name, steps)
-    }
-}
-
 /// Marks scenarios that reproduce known larder divergences.
 fn mark_known(v: &mut [Scenario]) {
     for sc in v.iter_mut() {
@@ -711,11 +718,14 @@ fn mark_known(v: &mut [Scenario]) {
             // KNOWN-DIVERGENCE: beanstalkd only looks at the first '\r' of a line; if no
             // '\n' follows it, it keeps waiting for more input. larder finds the later CRLF.
             "a lone CR inside a command line" | "a lone CR inside a line then a flood" => {
-                Some("a lone CR before the CRLF")
+                Some("a lone CR before the CRLF (protocol.md, Differences (b))")
             }
             // KNOWN-DIVERGENCE: beanstalkd discards an over-long line in 224-byte reads and
             // misses a CRLF split across two of them; larder finds it.
-            "a CRLF across the second 224-byte boundary" => Some("CRLF split at 448/449"),
+            "a CRLF across the second 224-byte boundary"
+            | "a 225-byte line swallows the next command" => Some(
+                "a CRLF split across beanstalkd's 224-byte reads (protocol.md, Differences (f))",
+            ),
             _ => sc.known,
         };
     }
