@@ -23,7 +23,9 @@ mod time;
 mod tube;
 mod tubes;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
+
+use rustc_hash::FxHashMap as HashMap;
 
 pub use change::Change;
 pub use job::{Job, JobCounters, JobState, URGENT_THRESHOLD};
@@ -116,10 +118,10 @@ impl Engine {
             config,
             process,
             started_at: now,
-            jobs: HashMap::new(),
+            jobs: HashMap::default(),
             tubes,
             default_tube,
-            sessions: HashMap::new(),
+            sessions: HashMap::default(),
             next_job_id: 1,
             next_session_id: 1,
             next_bury_seq: 0,

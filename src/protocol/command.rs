@@ -1,6 +1,7 @@
 //! Commands a client sends, and the small value types they carry.
 
 use std::fmt;
+use std::sync::Arc;
 
 use bytes::Bytes;
 
@@ -18,9 +19,9 @@ impl fmt::Display for JobId {
 }
 
 /// A valid tube name: 1 to [`MAX_TUBE_NAME_LEN`] bytes of `A-Z a-z 0-9 - + / ; . $ _ ( )`,
-/// not starting with `-`.
+/// not starting with `-`. Cheap to clone (shared).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct TubeName(String);
+pub struct TubeName(Arc<str>);
 
 impl TubeName {
     /// Checks `name` against the tube name rules.
@@ -30,12 +31,12 @@ impl TubeName {
             && name[0] != b'-'
             && name.iter().all(|&b| is_name_char(b));
         // All name characters are ASCII, so the bytes are valid UTF-8.
-        valid.then(|| TubeName(String::from_utf8_lossy(name).into_owned()))
+        valid.then(|| TubeName(String::from_utf8_lossy(name).into()))
     }
 
     /// The tube every connection uses and watches when it connects.
     pub fn default_tube() -> TubeName {
-        TubeName("default".to_owned())
+        TubeName("default".into())
     }
 
     /// The name as text.
