@@ -3,8 +3,6 @@
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -70,57 +68,10 @@ pub struct Options {
     pub max_job_size: Option<u32>,
 }
 
-/// A larder child process with its own data directory, removed afterwards.
-pub struct LarderProc {
-    server: Option<ChildServer>,
-    dir: PathBuf,
-}
-
-impl LarderProc {
-    fn start(opts: Options) -> LarderProc {
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let port = support::free_port();
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
-        let dir = std::env::temp_dir().join(format!(
-            "larder-diff-{}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        let mut args = vec![
-            "serve".to_owned(),
-            "--listen".to_owned(),
-            addr.to_string(),
-            "--data-dir".to_owned(),
-            dir.display().to_string(),
-        ];
-        if let Some(z) = opts.max_job_size {
-            args.push("--max-job-size".to_owned());
-            args.push(z.to_string());
-        }
-        let server = ChildServer::spawn(support::larder_bin(), &args, addr);
-        LarderProc {
-            server: Some(server),
-            dir,
-        }
-    }
-
-    fn addr(&self) -> SocketAddr {
-        self.server.as_ref().expect("running").addr
-    }
-}
-
-impl Drop for LarderProc {
-    fn drop(&mut self) {
-        drop(self.server.take());
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 /// A fresh beanstalkd and a fresh larder with the same options.
 pub struct Pair {
     beanstalkd: ChildServer,
-    larder: LarderProc,
+    larder: ChildServer,
 }
 
 impl Pair {
@@ -140,14 +91,17 @@ impl Pair {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let _guard = SPAWN.lock().unwrap_or_else(|e| e.into_inner());
         for _ in 0..5 {
+            let larder_args: Vec<String> = opts
+                .max_job_size
+                .map(|z| vec!["--max-job-size".to_owned(), z.to_string()])
+                .unwrap_or_default();
+            let larder_args: Vec<&str> = larder_args.iter().map(String::as_str).collect();
             let mut pair = Pair {
                 beanstalkd: ChildServer::beanstalkd(&args),
-                larder: LarderProc::start(opts),
+                larder: ChildServer::larder(&larder_args),
             };
             let alive = |c: &mut std::process::Child| matches!(c.try_wait(), Ok(None));
-            if alive(&mut pair.beanstalkd.child)
-                && alive(&mut pair.larder.server.as_mut().expect("running").child)
-            {
+            if alive(&mut pair.beanstalkd.child) && alive(&mut pair.larder.child) {
                 return pair;
             }
         }
@@ -300,10 +254,7 @@ pub fn run(opts: Options, steps: &[Step]) -> Result<(), Divergence> {
         // A server that died explains any failure best.
         for (name, child) in [
             ("beanstalkd", &mut pair.beanstalkd.child),
-            (
-                "larder",
-                &mut pair.larder.server.as_mut().expect("running").child,
-            ),
+            ("larder", &mut pair.larder.child),
         ] {
             if let Ok(Some(status)) = child.try_wait() {
                 d.report
@@ -317,7 +268,7 @@ pub fn run(opts: Options, steps: &[Step]) -> Result<(), Divergence> {
 
 /// Runs `steps` against `pair` (whose state should be fresh) and compares every reply.
 pub fn run_on(pair: &Pair, steps: &[Step]) -> Result<(), Divergence> {
-    let addrs = [pair.beanstalkd.addr, pair.larder.addr()];
+    let addrs = [pair.beanstalkd.addr, pair.larder.addr];
     let mut conns: Vec<[Option<Conn>; 2]> = Vec::new();
     let mut log = String::new();
     for (index, step) in steps.iter().enumerate() {

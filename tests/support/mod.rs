@@ -96,22 +96,7 @@ impl Raw {
     pub async fn read_exact(&mut self, n: usize) -> Vec<u8> {
         let deadline = tokio::time::Instant::now() + REPLY_TIMEOUT;
         while self.buf.len() < n {
-            let mut chunk = [0u8; 65536];
-            let read = tokio::time::timeout_at(deadline, self.stream.read(&mut chunk))
-                .await
-                .unwrap_or_else(|_| {
-                    panic!(
-                        "timed out waiting for {n} bytes; have {:?}",
-                        String::from_utf8_lossy(&self.buf)
-                    )
-                })
-                .expect("read");
-            assert!(
-                read > 0,
-                "connection closed; have {:?}",
-                String::from_utf8_lossy(&self.buf)
-            );
-            self.buf.extend_from_slice(&chunk[..read]);
+            self.fill(deadline, &format!("{n} bytes")).await;
         }
         self.buf.drain(..n).collect()
     }
@@ -137,23 +122,27 @@ impl Raw {
                 let line: Vec<u8> = self.buf.drain(..pos + 2).collect();
                 return String::from_utf8_lossy(&line).into_owned();
             }
-            let mut chunk = [0u8; 65536];
-            let read = tokio::time::timeout_at(deadline, self.stream.read(&mut chunk))
-                .await
-                .unwrap_or_else(|_| {
-                    panic!(
-                        "timed out waiting for a line; have {:?}",
-                        String::from_utf8_lossy(&self.buf)
-                    )
-                })
-                .expect("read");
-            assert!(
-                read > 0,
-                "connection closed; have {:?}",
-                String::from_utf8_lossy(&self.buf)
-            );
-            self.buf.extend_from_slice(&chunk[..read]);
+            self.fill(deadline, "a line").await;
         }
+    }
+
+    /// Reads more bytes into the buffer; panics on timeout or end of stream.
+    async fn fill(&mut self, deadline: tokio::time::Instant, waiting_for: &str) {
+        self.buf.reserve(65536);
+        let read = tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.buf))
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "timed out waiting for {waiting_for}; have {:?}",
+                    String::from_utf8_lossy(&self.buf)
+                )
+            })
+            .expect("read");
+        assert!(
+            read > 0,
+            "connection closed; have {:?}",
+            String::from_utf8_lossy(&self.buf)
+        );
     }
 
     /// Sends `cmd` and returns the reply.
@@ -220,12 +209,14 @@ pub fn free_port() -> u16 {
         .expect("free port")
 }
 
-/// A server running as a child process, killed when dropped.
+/// A server running as a child process, killed when dropped (its data directory, if it
+/// has one of ours, is removed then).
 pub struct ChildServer {
     /// The child.
     pub child: Child,
     /// Where it listens.
     pub addr: SocketAddr,
+    data_dir: Option<std::path::PathBuf>,
 }
 
 impl ChildServer {
@@ -238,19 +229,23 @@ impl ChildServer {
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
-        let mut server = ChildServer { child, addr };
+        let mut server = ChildServer {
+            child,
+            addr,
+            data_dir: None,
+        };
         server.wait_listening();
         server
     }
 
-    /// Starts the larder binary on a free port with extra arguments.
+    /// Starts the larder binary on a free port with extra arguments and a fresh data
+    /// directory.
     pub fn larder(extra: &[&str]) -> ChildServer {
-        ChildServer::on_free_port(larder_bin(), |addr| {
-            let dir = std::env::temp_dir().join(format!(
-                "larder-test-{}-{}",
-                addr.port(),
-                std::process::id()
-            ));
+        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("larder-test-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut server = ChildServer::on_free_port(larder_bin(), |addr| {
             let mut args = vec![
                 "serve".to_owned(),
                 "--listen".to_owned(),
@@ -260,7 +255,9 @@ impl ChildServer {
             ];
             args.extend(extra.iter().map(|s| s.to_string()));
             args
-        })
+        });
+        server.data_dir = Some(dir);
+        server
     }
 
     /// Spawns `program` with the arguments `args(addr)` for a free port, trying another port
@@ -275,7 +272,11 @@ impl ChildServer {
                 .stderr(Stdio::null())
                 .spawn()
                 .unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
-            let mut server = ChildServer { child, addr };
+            let mut server = ChildServer {
+                child,
+                addr,
+                data_dir: None,
+            };
             if server.try_wait_listening() {
                 return server;
             }
@@ -329,6 +330,9 @@ impl Drop for ChildServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Some(dir) = &self.data_dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 
