@@ -10,7 +10,8 @@
 //! then reads the replies in order. A command's latency runs from the moment its batch was
 //! queued to the moment its own reply was read. A consumer's batch starts with the deletes
 //! for the jobs its previous batch reserved and is topped up with reserves, so `--depth`
-//! commands are in flight (reserve and delete alternate at depth 1).
+//! commands are in flight (reserve and delete alternate at depth 1). A reserve's latency
+//! includes any time it spent waiting for a job to arrive (mixed workload, empty tube).
 //!
 //! Plain `cargo bench` runs this with `--bench` and no `--addr`: it prints its usage and exits
 //! successfully, as there is no server to drive.
