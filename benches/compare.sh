@@ -1,0 +1,172 @@
+#!/usr/bin/env bash
+# Runs the same loads against beanstalkd and larder and prints a comparison table.
+#
+# Builds larder and the loadgen bench in release mode, then for each workload starts a fresh
+# beanstalkd (in memory), runs loadgen against it, stops it, and does the same with a fresh
+# larder (empty data directory). Each server only ever runs alone, and every run starts
+# from an empty server.
+#
+# Usage: benches/compare.sh
+# Environment:
+#   DURATION=8     measured seconds per run
+#   WARMUP=1       unmeasured seconds before each run
+#   PORT=11500     first port to listen on (each server start takes the next one)
+#   BEANSTALKD=beanstalkd   the beanstalkd binary
+#   OUT=file.jsonl also keep loadgen's JSON results, one line per run
+# Needs: cargo, jq, beanstalkd. Honours CARGO_TARGET_DIR.
+
+set -euo pipefail
+
+DURATION=${DURATION:-8}
+WARMUP=${WARMUP:-1}
+PORT=${PORT:-11500}
+BEANSTALKD=${BEANSTALKD:-beanstalkd}
+
+for tool in cargo jq "$BEANSTALKD"; do
+    command -v "$tool" >/dev/null || { echo "compare.sh: $tool not found" >&2; exit 1; }
+done
+cd "$(dirname "$0")/.."
+
+work=$(mktemp -d)
+server_pid=""
+
+stop_server() {
+    if [[ -n $server_pid ]]; then
+        kill "$server_pid" 2>/dev/null || true
+        wait "$server_pid" 2>/dev/null || true
+        server_pid=""
+    fi
+}
+cleanup() {
+    stop_server
+    rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Prints the path of the executable cargo built for target $1 of kind $2, reading cargo's
+# JSON messages on standard input.
+executable() {
+    jq -r --arg name "$1" --arg kind "$2" \
+        'select(.reason == "compiler-artifact" and .target.name == $name
+                and (.target.kind | index($kind)) and .executable != null) | .executable' |
+        tail -n 1
+}
+
+echo "building larder and loadgen in release mode..." >&2
+larder=$(cargo build --release --bin larder --message-format=json | executable larder bin)
+loadgen=$(cargo bench --bench loadgen --no-run --message-format=json | executable loadgen bench)
+[[ -x $larder && -x $loadgen ]] || { echo "compare.sh: build produced no binaries" >&2; exit 1; }
+
+# Starts server $1 on the next free port and waits until it accepts connections.
+start_server() {
+    while (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; do PORT=$((PORT + 1)); done
+    addr=127.0.0.1:$PORT
+    case $1 in
+        beanstalkd) "$BEANSTALKD" -l 127.0.0.1 -p "$PORT" 2>>"$work/beanstalkd.log" & ;;
+        larder)
+            LARDER_LOG=warn "$larder" serve --listen "$addr" \
+                --data-dir "$(mktemp -d -p "$work")" 2>>"$work/larder.log" &
+            ;;
+    esac
+    server_pid=$!
+    PORT=$((PORT + 1))
+    for _ in $(seq 100); do
+        if (exec 3<>"/dev/tcp/${addr%:*}/${addr#*:}") 2>/dev/null; then return 0; fi
+        kill -0 "$server_pid" 2>/dev/null || break
+        sleep 0.05
+    done
+    echo "compare.sh: $1 did not start on $addr; log:" >&2
+    cat "$work/$1.log" >&2
+    exit 1
+}
+
+# name | loadgen arguments
+workloads=(
+    "put 1x1|--workload put --connections 1 --depth 1"
+    "put 16x16|--workload put --connections 16 --depth 16"
+    "put 16x16 1KiB|--workload put --connections 16 --depth 16 --body-size 1024"
+    "reserve-delete 4x1|--workload reserve-delete --connections 4 --depth 1"
+    "mixed 4p+4c d1|--workload mixed --producers 4 --consumers 4 --depth 1"
+    "mixed 4p+4c d16|--workload mixed --producers 4 --consumers 4 --depth 16"
+)
+servers=(beanstalkd larder)
+
+runs=$(( ${#workloads[@]} * ${#servers[@]} ))
+echo "running $runs runs of ${WARMUP}+${DURATION} s each..." >&2
+for i in "${!workloads[@]}"; do
+    name=${workloads[$i]%%|*}
+    read -r -a flags <<<"${workloads[$i]#*|}"
+    for server in "${servers[@]}"; do
+        start_server "$server"
+        echo "  $name on $server ($addr)" >&2
+        if ! "$loadgen" --addr "$addr" "${flags[@]}" --duration "$DURATION" --warmup "$WARMUP" \
+            --json >"$work/$i.$server.json" 2>"$work/$i.$server.err"; then
+            echo "compare.sh: loadgen failed for $name on $server:" >&2
+            cat "$work/$i.$server.err" >&2
+            rm -f "$work/$i.$server.json"
+        fi
+        stop_server
+        if [[ -n ${OUT:-} && -s $work/$i.$server.json ]]; then
+            jq -c --arg server "$server" '. + {server: $server}' "$work/$i.$server.json" >>"$OUT"
+        fi
+    done
+done
+
+# Prints field $2 (a jq path) of run file $1, or "-" if the run failed.
+field() {
+    if [[ -s $1 ]]; then jq -r "$2 // \"-\"" "$1"; else echo -; fi
+}
+# Prints "p50/p99/p99.9" for latency kind $2 of run file $1.
+latency() {
+    if [[ -s $1 ]]; then
+        jq -r --arg k "$2" '.latency_us[$k] // {} | "\(.p50 // "-")/\(.p99 // "-")/\(.p999 // "-")"' "$1"
+    else
+        echo -
+    fi
+}
+
+row='%-28s %12s %12s %7s  %-24s %s\n'
+echo
+printf "$row" workload "beanstalkd/s" "larder/s" ratio "beanstalkd p50/p99/p99.9" \
+    "larder p50/p99/p99.9"
+printf "$row" "" "" "" "l/b" "(µs)" "(µs)"
+table_row() { # label, run index, rate field, latency kind
+    local b=$work/$2.beanstalkd.json l=$work/$2.larder.json
+    local br lr ratio
+    br=$(field "$b" ".$3 | round")
+    lr=$(field "$l" ".$3 | round")
+    ratio=$(awk -v b="$br" -v l="$lr" 'BEGIN { if (b > 0 && l != "-") printf "%.2f", l / b; else print "-" }')
+    printf "$row" "$1" "$br" "$lr" "$ratio" "$(latency "$b" "$4")" "$(latency "$l" "$4")"
+}
+for i in "${!workloads[@]}"; do
+    name=${workloads[$i]%%|*}
+    case $name in
+        put*) table_row "$name" "$i" put_per_sec put ;;
+        reserve-delete*) table_row "$name (pairs)" "$i" ops_per_sec consume ;;
+        mixed*)
+            table_row "$name put" "$i" put_per_sec put
+            table_row "$name consumed" "$i" consumed_per_sec consume
+            ;;
+    esac
+done
+
+echo
+echo "ops/s: puts, or reserve+delete pairs (consumed). Latency: per command, from the moment its"
+echo "pipelined batch was queued to its reply; 'consumed' rows merge reserve and delete."
+for i in "${!workloads[@]}"; do
+    name=${workloads[$i]%%|*}
+    [[ $name == mixed* ]] || continue
+    echo "backlog after '$name': beanstalkd $(field "$work/$i.beanstalkd.json" .backlog)," \
+        "larder $(field "$work/$i.larder.json" .backlog) jobs"
+done
+for i in "${!workloads[@]}"; do
+    for server in "${servers[@]}"; do
+        if [[ $(field "$work/$i.$server.json" .ran_dry) == true ]]; then
+            echo "warning: '${workloads[$i]%%|*}' on $server emptied its prefilled tube early;" \
+                "its rate covers the time until then (add --prefill N to its flags)"
+        fi
+    done
+done
+echo "${WARMUP} s warm-up + ${DURATION} s per run; $(nproc) CPUs, shared by the load generator" \
+    "and the server; 100-byte bodies unless noted."
