@@ -51,6 +51,11 @@ pub struct ServeArgs {
     /// Largest job body accepted, in bytes; larger puts get JOB_TOO_BIG (beanstalkd's -z).
     #[arg(short = 'z', long, env = "LARDER_MAX_JOB_SIZE", default_value_t = crate::config::DEFAULT_MAX_JOB_SIZE)]
     pub max_job_size: u32,
+    /// Threads serving connections. 1 (the default) runs every connection on one thread,
+    /// as beanstalkd does, which gives the lowest latency on small machines; more threads
+    /// help when many connections each do expensive work.
+    #[arg(long, env = "LARDER_THREADS", default_value_t = 1)]
+    pub threads: usize,
     /// Directory for the server's data (beanstalkd's -b). Created if missing.
     #[arg(short = 'b', long, env = "LARDER_DATA_DIR", default_value = crate::config::DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
@@ -84,6 +89,9 @@ impl ServeArgs {
         }
         if self.max_job_size == 0 {
             bail!("--max-job-size must be at least 1");
+        }
+        if self.threads == 0 || self.threads > 256 {
+            bail!("--threads must be between 1 and 256");
         }
         Ok(ServerConfig {
             listen,
@@ -144,6 +152,20 @@ pub struct ReserveArgs {
     /// Leave the job reserved-then-released instead of deleting it.
     #[arg(long)]
     pub keep: bool,
+}
+
+/// The async runtime: single-threaded for `threads` = 1, else a work-stealing pool.
+pub fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()
+    }
 }
 
 /// Exit status of `larder reserve` when its timeout expired.

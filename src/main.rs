@@ -13,7 +13,11 @@ fn main() {
         )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = match tokio::runtime::Runtime::new() {
+    let threads = match &cli.command {
+        Cmd::Serve(args) => args.threads,
+        _ => 1,
+    };
+    let runtime = match cli::runtime(threads) {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("larder: cannot start the async runtime: {e}");

@@ -23,7 +23,7 @@ mod time;
 mod tube;
 mod tubes;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use rustc_hash::FxHashMap as HashMap;
 
@@ -86,7 +86,9 @@ pub struct Engine {
     config: EngineConfig,
     process: ProcessInfo,
     started_at: Timestamp,
-    jobs: HashMap<JobId, Job>,
+    /// Every job by id. A B-tree rather than a hash table: it never rehashes everything at
+    /// once, which with hundreds of thousands of jobs stalled every client for tens of ms.
+    jobs: BTreeMap<JobId, Job>,
     tubes: Tubes,
     default_tube: TubeId,
     sessions: HashMap<SessionId, Session>,
@@ -118,7 +120,7 @@ impl Engine {
             config,
             process,
             started_at: now,
-            jobs: HashMap::default(),
+            jobs: BTreeMap::new(),
             tubes,
             default_tube,
             sessions: HashMap::default(),
