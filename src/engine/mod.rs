@@ -17,6 +17,8 @@ mod inspect;
 mod job;
 mod jobs;
 mod queue;
+pub mod record;
+mod restore;
 mod session;
 mod stats;
 mod time;
@@ -29,6 +31,7 @@ use rustc_hash::FxHashMap as HashMap;
 
 pub use change::Change;
 pub use job::{Job, JobCounters, JobState, URGENT_THRESHOLD};
+pub use restore::RestoreError;
 pub use session::SessionId;
 pub use stats::{CpuTimes, ProcessInfo};
 pub use time::{Timestamp, NANOS_PER_SEC};
@@ -297,6 +300,16 @@ impl Engine {
     /// The job with `id`, if it exists.
     pub fn job(&self, id: JobId) -> Option<&Job> {
         self.jobs.get(&id)
+    }
+
+    /// Ids of every job, in order.
+    pub fn job_ids(&self) -> impl Iterator<Item = JobId> + '_ {
+        self.jobs.keys().copied()
+    }
+
+    /// The name of live tube `id`.
+    pub fn tube_name(&self, id: TubeId) -> &TubeName {
+        &self.tubes.get(id).name
     }
 
     /// Number of jobs in any state.

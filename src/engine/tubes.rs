@@ -5,7 +5,7 @@ use std::fmt::Write;
 
 use super::session::SessionId;
 use super::time::Timestamp;
-use super::tube::{Pause, TubeId};
+use super::tube::Pause;
 use super::{Change, Engine};
 use crate::protocol::{Reply, TubeName};
 
@@ -78,7 +78,7 @@ impl Engine {
             self.tubes
                 .listing_order()
                 .iter()
-                .map(|&t| self.tube_name(t)),
+                .map(|&t| self.tube_name(t).as_str()),
         )
     }
 
@@ -91,13 +91,9 @@ impl Engine {
 
     pub(super) fn list_tubes_watched(&self, sid: SessionId) -> Reply {
         match self.sessions.get(&sid) {
-            Some(s) => yaml_list(s.watching.iter().map(|&t| self.tube_name(t))),
+            Some(s) => yaml_list(s.watching.iter().map(|&t| self.tube_name(t).as_str())),
             None => Reply::InternalError,
         }
-    }
-
-    fn tube_name(&self, id: TubeId) -> &str {
-        self.tubes.get(id).name.as_str()
     }
 }
 

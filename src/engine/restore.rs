@@ -1,0 +1,141 @@
+//! Rebuilding state from the log: [`Engine::restore`] applies one decoded record during
+//! replay, before any client connects. Replay reaches the state the records describe as of
+//! `now`, with the promise-3 twist that a job reserved before the restart is ready again
+//! (reservations die with their connections). Restoring emits no new changes.
+
+use super::change::Change;
+use super::job::{Job, JobCounters, JobState};
+use super::time::Timestamp;
+use super::tube::Pause;
+use super::Engine;
+use crate::protocol::JobId;
+
+/// A record that does not fit the state rebuilt so far.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RestoreError {
+    /// A record names a job that no earlier record created, or that was deleted.
+    #[error("record for unknown job {0}")]
+    UnknownJob(JobId),
+    /// A put record reuses the id of a live job.
+    #[error("job {0} is put twice")]
+    DuplicateJob(JobId),
+}
+
+impl Engine {
+    /// Applies one replayed record at time `now`.
+    pub fn restore(&mut self, change: Change, now: Timestamp) -> Result<(), RestoreError> {
+        let result = self.restore_one(change, now);
+        self.changes.clear();
+        self.wakeups.clear();
+        result
+    }
+
+    fn restore_one(&mut self, change: Change, now: Timestamp) -> Result<(), RestoreError> {
+        match change {
+            Change::Put {
+                id,
+                tube,
+                pri,
+                delay,
+                ttr,
+                created_at,
+                ready_at,
+                body,
+            } => {
+                if self.jobs.contains_key(&id) {
+                    return Err(RestoreError::DuplicateJob(id));
+                }
+                let tube_id = self.tubes.find_or_create(&tube);
+                let t = self.tubes.get_mut(tube_id);
+                t.counters.total_jobs += 1;
+                self.counters.total_jobs += 1;
+                self.next_job_id = self.next_job_id.max(id.0.saturating_add(1));
+                self.jobs.insert(
+                    id,
+                    Job {
+                        id,
+                        tube: tube_id,
+                        pri,
+                        delay,
+                        ttr,
+                        created_at,
+                        state: JobState::Ready,
+                        counters: JobCounters::default(),
+                        body,
+                    },
+                );
+                self.place(id, ready_at, now);
+            }
+            // A reservation ends with the restart: the job is ready again, whichever state
+            // (ready, delayed or buried, for reserve-job) it was reserved from.
+            Change::Reserve { id } => {
+                self.job_mut(id)?.counters.reserves += 1;
+                self.detach(id);
+                self.insert_ready(id);
+            }
+            Change::Timeout { id } => {
+                self.job_mut(id)?.counters.timeouts += 1;
+                self.counters.timeouts += 1;
+            }
+            Change::Delete { id } => {
+                self.job_mut(id)?;
+                self.detach(id);
+                if let Some(job) = self.jobs.remove(&id) {
+                    self.drop_tube_if_unused(job.tube);
+                }
+            }
+            Change::Release {
+                id,
+                pri,
+                delay,
+                ready_at,
+            } => {
+                // Detach before changing the priority: the ready set is keyed by it.
+                self.job_mut(id)?;
+                self.detach(id);
+                let job = self.job_mut(id)?;
+                job.pri = pri;
+                job.delay = delay;
+                job.counters.releases += 1;
+                self.place(id, ready_at, now);
+            }
+            Change::Bury { id, pri } => {
+                self.job_mut(id)?;
+                self.detach(id);
+                self.job_mut(id)?.pri = pri;
+                self.make_buried(id);
+            }
+            Change::Kick { id } => {
+                self.job_mut(id)?.counters.kicks += 1;
+                self.detach(id);
+                self.insert_ready(id);
+            }
+            Change::PauseTube { tube, until } => {
+                if let Some(tube_id) = self.tubes.find(&tube) {
+                    let t = self.tubes.get_mut(tube_id);
+                    if let Some(old) = t.pause.take() {
+                        self.pauses.remove(&(old.until, tube_id));
+                    }
+                    if until > now {
+                        let nanos = until.0 - now.0;
+                        self.tubes.get_mut(tube_id).pause = Some(Pause { nanos, until });
+                        self.pauses.insert((until, tube_id));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn job_mut(&mut self, id: JobId) -> Result<&mut Job, RestoreError> {
+        self.jobs.get_mut(&id).ok_or(RestoreError::UnknownJob(id))
+    }
+
+    /// Puts a detached job where `ready_at` says it belongs at `now`.
+    fn place(&mut self, id: JobId, ready_at: Option<Timestamp>, now: Timestamp) {
+        match ready_at {
+            Some(until) if until > now => self.make_delayed(id, until),
+            _ => self.insert_ready(id),
+        }
+    }
+}
