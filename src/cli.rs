@@ -174,8 +174,7 @@ pub const EXIT_TIMED_OUT: i32 = 3;
 /// `larder serve`: runs until SIGTERM or SIGINT.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.config()?;
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+    let _data_dir = crate::datadir::DataDir::open(&config.data_dir)?;
     let listener = crate::server::bind(&config.listen)?;
     let shutdown = async {
         let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());

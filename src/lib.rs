@@ -11,6 +11,7 @@
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod datadir;
 pub mod engine;
 pub mod fuzzing;
 pub mod protocol;

@@ -116,3 +116,26 @@ async fn serves_a_unix_socket_given_beanstalkd_style() {
     assert!(child.wait().expect("wait").success());
     assert!(!path.exists(), "socket file left behind");
 }
+
+#[test]
+fn a_second_server_on_the_same_data_directory_is_refused() {
+    let dir = std::env::temp_dir().join(format!("larder-lock-{}", std::process::id()));
+    let port = crate::support::free_port();
+    let args = vec![
+        "serve".to_owned(),
+        "--listen".to_owned(),
+        format!("127.0.0.1:{port}"),
+        "--data-dir".to_owned(),
+        dir.display().to_string(),
+    ];
+    let addr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let _first = ChildServer::spawn(crate::support::larder_bin(), &args, addr);
+    let out = std::process::Command::new(crate::support::larder_bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&dir)
+        .output()
+        .expect("run second server");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("in use by another larder process"), "{err}");
+}
