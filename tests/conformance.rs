@@ -589,6 +589,32 @@ mod lifecycle {
     }
 
     #[tokio::test]
+    async fn a_blocked_reserve_is_woken_by_release_and_by_kick() {
+        let (s, mut a) = fresh().await;
+        step(
+            &mut a,
+            "put 0 0 100 1\r\nx\r\nreserve\r\n",
+            "INSERTED 1\r\nRESERVED 1 1\r\nx\r\n",
+        )
+        .await;
+        let mut b = s.connect().await;
+        b.send(b"reserve\r\n").await;
+        wait_for_waiting(&mut a, 1).await;
+        step(&mut a, "release 1 0 0\r\n", "RELEASED\r\n").await;
+        assert_eq!(b.reply().await, "RESERVED 1 1\r\nx\r\n");
+        step(&mut b, "bury 1 0\r\n", "BURIED\r\n").await;
+        b.send(b"reserve\r\n").await;
+        wait_for_waiting(&mut a, 1).await;
+        step(&mut a, "kick 1\r\n", "KICKED 1\r\n").await;
+        assert_eq!(b.reply().await, "RESERVED 1 1\r\nx\r\n");
+        step(&mut b, "release 1 0 100\r\n", "RELEASED\r\n").await;
+        b.send(b"reserve\r\n").await;
+        wait_for_waiting(&mut a, 1).await;
+        step(&mut a, "kick-job 1\r\n", "KICKED\r\n").await;
+        assert_eq!(b.reply().await, "RESERVED 1 1\r\nx\r\n");
+    }
+
+    #[tokio::test]
     async fn waiting_workers_are_served_in_arrival_order() {
         let (s, mut producer) = fresh().await;
         let mut workers = Vec::new();
