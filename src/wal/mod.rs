@@ -81,10 +81,16 @@
 
 pub mod error;
 pub mod frame;
+mod log;
+mod recover;
 pub mod segment;
 pub mod storage;
+#[cfg(test)]
+mod tests;
 
 pub use error::WalError;
+pub use log::{Wal, WalOptions};
+pub use recover::OpenReport;
 
 /// A log sequence number: the number of a record in the whole log, from 1. `Lsn(0)` means
 /// "no record".

@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use super::frame::{self, BadRecord, SegmentHeader, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN};
-use super::storage::{self, Storage};
+use super::storage::{self, Storage, StorageFile};
 use super::{Lsn, RecordPos, RecordRef, WalError};
 
 const SUFFIX: &str = ".wal";
@@ -38,6 +38,26 @@ pub fn list<S: Storage>(storage: &S, dir: &Path) -> Result<Vec<u64>, WalError> {
     let mut seqs: Vec<u64> = names.iter().filter_map(|n| parse_file_name(n)).collect();
     seqs.sort_unstable();
     Ok(seqs)
+}
+
+/// Creates segment `seq` in `dir` with `first_lsn` in its header, and makes it durable:
+/// writes and syncs the header, then syncs the directory.
+pub fn create<S: Storage>(
+    storage: &S,
+    dir: &Path,
+    seq: u64,
+    first_lsn: Lsn,
+) -> Result<S::File, WalError> {
+    let path = path(dir, seq);
+    let mut file = storage
+        .create(&path)
+        .map_err(WalError::io("create", &path))?;
+    let header = SegmentHeader { seq, first_lsn };
+    file.append(&header.encode())
+        .map_err(WalError::io("write header to", &path))?;
+    file.sync_data().map_err(WalError::io("sync", &path))?;
+    storage.sync_dir(dir).map_err(WalError::io("sync", dir))?;
+    Ok(file)
 }
 
 /// How a scanned segment ends.
