@@ -87,10 +87,12 @@ pub mod segment;
 pub mod storage;
 #[cfg(test)]
 mod tests;
+mod verify;
 
 pub use error::WalError;
 pub use log::{Wal, WalOptions};
 pub use recover::OpenReport;
+pub use verify::{dump, verify, Dump, DumpEntry, VerifyReport};
 
 /// A log sequence number: the number of a record in the whole log, from 1. `Lsn(0)` means
 /// "no record".
