@@ -4,6 +4,7 @@
 //!
 //! - [`protocol`]: bytes to commands and replies to bytes; no I/O, no state.
 //! - [`engine`]: the broker state machine; no I/O, time passed in.
+//! - [`wal`]: the write-ahead log: segment files of checksummed records of opaque bytes.
 //! - [`server`]: tokio listener and connections, timers, signals, shutdown.
 //! - [`client`]: a small async client for the CLI, tests and benchmarks.
 //! - [`cli`] and [`config`]: command-line parsing and validated settings.
@@ -16,3 +17,4 @@ pub mod engine;
 pub mod fuzzing;
 pub mod protocol;
 pub mod server;
+pub mod wal;

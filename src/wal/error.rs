@@ -1,0 +1,104 @@
+//! The log's one error type. Every variant that concerns a file names it; corruption also
+//! names the byte offset, so an operator can find it with `larder wal dump`.
+
+use std::io;
+use std::path::PathBuf;
+
+use super::frame::{BadRecord, HeaderProblem};
+use super::Lsn;
+
+/// What went wrong in the write-ahead log.
+#[derive(Debug, thiserror::Error)]
+pub enum WalError {
+    /// A file or directory operation failed.
+    #[error("{op} {}: {source}", path.display())]
+    Io {
+        /// The operation, such as "append to" or "sync".
+        op: &'static str,
+        /// The file or directory operated on.
+        path: PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: io::Error,
+    },
+    /// A segment's header is not a valid version-1 header.
+    #[error("{}: {problem}", path.display())]
+    BadHeader {
+        /// The segment file.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: HeaderProblem,
+    },
+    /// A record is invalid and the torn-tail rule does not apply to it.
+    #[error("{} at byte {offset}: {problem}", path.display())]
+    Corrupt {
+        /// The segment file.
+        path: PathBuf,
+        /// Offset of the invalid record's first byte in the file.
+        offset: u64,
+        /// What is wrong with the record.
+        problem: BadRecord,
+    },
+    /// A segment's number does not follow its predecessor's: segments are missing.
+    #[error("{}: segment {found} follows segment {previous}; the ones between are missing", path.display())]
+    MissingSegment {
+        /// The segment file after the gap.
+        path: PathBuf,
+        /// The sequence number of the segment before the gap.
+        previous: u64,
+        /// The sequence number after the gap.
+        found: u64,
+    },
+    /// A segment's first LSN does not continue its predecessor's records.
+    #[error("{}: first LSN is {found}, expected {expected}", path.display())]
+    LsnGap {
+        /// The segment file.
+        path: PathBuf,
+        /// The LSN after the previous segment's last record.
+        expected: Lsn,
+        /// The first LSN in the segment's header.
+        found: Lsn,
+    },
+    /// The only segment of a log that does not start at segment 1 has a torn header, so
+    /// the log's next LSN cannot be known.
+    #[error("{}: the log's only segment has an unfinished header", path.display())]
+    TornOnlySegment {
+        /// The segment file.
+        path: PathBuf,
+    },
+    /// An append was refused because its payload is larger than the configured maximum.
+    #[error("payload of {len} bytes exceeds the maximum of {max}")]
+    PayloadTooLarge {
+        /// The payload's length.
+        len: usize,
+        /// The configured maximum.
+        max: u32,
+    },
+    /// A write or sync failed earlier; the log accepts nothing more until reopened.
+    #[error("the log failed an earlier write or sync and must be reopened")]
+    Poisoned,
+    /// The options passed to [`super::Wal::open`] are out of range.
+    #[error("invalid WAL options: {reason}")]
+    InvalidOptions {
+        /// Which option and why.
+        reason: &'static str,
+    },
+    /// `read_payload` was asked for bytes that are not in the log.
+    #[error("no payload of {len} bytes at segment {segment} offset {offset}")]
+    BadPosition {
+        /// The segment asked for.
+        segment: u64,
+        /// The offset asked for.
+        offset: u64,
+        /// The length asked for.
+        len: u32,
+    },
+}
+
+impl WalError {
+    /// Wraps an I/O error with the operation and the path it concerned.
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> Self {
+        let path = path.into();
+        move |source| WalError::Io { op, path, source }
+    }
+}

@@ -1,0 +1,169 @@
+//! The file operations the log needs, behind a small synchronous trait.
+//!
+//! [`FsStorage`] is the real file system; [`MemStorage`] keeps files in memory, remembers
+//! which bytes and which directory entries are durable, can lose everything else in a
+//! [`MemStorage::crash`], and can fail a chosen write or sync. The log only ever appends
+//! to a file, truncates it, reads it at an offset, and syncs it; it never overwrites bytes
+//! in place. Errors are plain `io::Error`s: the log adds the path and the operation.
+
+mod mem;
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+pub use mem::{Fault, MemFile, MemStorage};
+
+/// A directory tree the log keeps its segment files in.
+pub trait Storage {
+    /// An open segment file.
+    type File: StorageFile;
+
+    /// Creates `dir` and its parents if they do not exist.
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
+    /// Creates a new, empty file opened for appending and reading; fails if it exists.
+    fn create(&self, path: &Path) -> io::Result<Self::File>;
+    /// Opens an existing file, for appending and reading if `write`, else read-only.
+    fn open(&self, path: &Path, write: bool) -> io::Result<Self::File>;
+    /// The names of the regular files directly in `dir` (names that are not UTF-8 are
+    /// left out: they cannot be segment names).
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>>;
+    /// Removes a file.
+    fn remove(&self, path: &Path) -> io::Result<()>;
+    /// Makes the creation and removal of entries in `dir` durable.
+    fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+}
+
+/// One open file of a [`Storage`].
+pub trait StorageFile {
+    /// Appends all of `buf` at the end of the file.
+    fn append(&mut self, buf: &[u8]) -> io::Result<()>;
+    /// Fills `buf` from the file at `offset`; an error if the file ends first.
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()>;
+    /// The file's current length.
+    fn size(&self) -> io::Result<u64>;
+    /// Truncates (or extends with zeros) the file to `len` bytes.
+    fn set_len(&mut self, len: u64) -> io::Result<()>;
+    /// Makes the file's contents and length durable (fdatasync).
+    fn sync_data(&mut self) -> io::Result<()>;
+}
+
+/// The real file system.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FsStorage;
+
+impl Storage for FsStorage {
+    type File = File;
+
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        fs::create_dir_all(dir)
+    }
+
+    fn create(&self, path: &Path) -> io::Result<File> {
+        OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create_new(true)
+            .open(path)
+    }
+
+    fn open(&self, path: &Path, write: bool) -> io::Result<File> {
+        OpenOptions::new().read(true).append(write).open(path)
+    }
+
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        let mut names = Vec::new();
+        for entry in fs::read_dir(dir)? {
+            let entry = entry?;
+            if !entry.file_type()?.is_file() {
+                continue;
+            }
+            if let Ok(name) = entry.file_name().into_string() {
+                names.push(name);
+            }
+        }
+        Ok(names)
+    }
+
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        fs::remove_file(path)
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        File::open(dir)?.sync_all()
+    }
+}
+
+impl StorageFile for File {
+    fn append(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.write_all(buf)
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        self.read_exact_at(buf, offset)
+    }
+
+    fn size(&self) -> io::Result<u64> {
+        Ok(self.metadata()?.len())
+    }
+
+    fn set_len(&mut self, len: u64) -> io::Result<()> {
+        File::set_len(self, len)
+    }
+
+    fn sync_data(&mut self) -> io::Result<()> {
+        File::sync_data(self)
+    }
+}
+
+/// Reads a whole file into memory.
+pub(crate) fn read_all<F: StorageFile>(file: &F) -> io::Result<Vec<u8>> {
+    let len = usize::try_from(file.size()?)
+        .map_err(|_| io::Error::new(io::ErrorKind::OutOfMemory, "file too large to read"))?;
+    let mut buf = vec![0u8; len];
+    file.read_at(0, &mut buf)?;
+    Ok(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exercise<S: Storage>(s: &S, dir: &Path) {
+        s.create_dir_all(dir).expect("mkdir");
+        let path = dir.join("a.wal");
+        let mut f = s.create(&path).expect("create");
+        assert!(s.create(&path).is_err(), "create must not reuse a file");
+        f.append(b"hello ").expect("append");
+        f.append(b"world").expect("append");
+        assert_eq!(f.size().expect("size"), 11);
+        let mut buf = [0u8; 5];
+        f.read_at(6, &mut buf).expect("read");
+        assert_eq!(&buf, b"world");
+        assert!(f.read_at(8, &mut buf).is_err(), "read past end");
+        f.set_len(5).expect("truncate");
+        f.append(b"!").expect("append after truncate");
+        f.sync_data().expect("sync");
+        let g = s.open(&path, false).expect("open");
+        assert_eq!(read_all(&g).expect("read all"), b"hello!");
+        assert_eq!(s.list(dir).expect("list"), vec!["a.wal".to_string()]);
+        s.sync_dir(dir).expect("sync dir");
+        s.remove(&path).expect("remove");
+        assert!(s.list(dir).expect("list").is_empty());
+        assert!(s.open(&path, true).is_err());
+    }
+
+    #[test]
+    fn fs_storage_behaves_as_the_trait_says() {
+        let dir = std::env::temp_dir().join(format!("larder-storage-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        exercise(&FsStorage, &dir);
+        fs::remove_dir_all(&dir).expect("cleanup");
+    }
+
+    #[test]
+    fn mem_storage_behaves_as_the_trait_says() {
+        exercise(&MemStorage::new(), Path::new("/log"));
+    }
+}
