@@ -169,21 +169,15 @@ mod tests {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/wal-v1")
     }
 
+    /// Writes the golden records. The checked-in golden segment was made once by calling this
+    /// with `FsStorage` on an empty directory; a new format version gets a new golden
+    /// directory made the same way, and an existing one is never regenerated.
     fn write_log<S: Storage>(storage: S, dir: &Path) {
         let (mut wal, _, _) = Wal::open(storage, dir, WalOptions::default()).expect("open");
         for (kind, payload) in golden_records() {
             wal.append(kind, &payload).expect("append");
         }
         wal.sync().expect("sync");
-    }
-
-    /// Writes the golden segment. It was made once, with
-    /// `cargo test --lib wal::verify::tests::write_golden_segment -- --ignored`, after
-    /// removing the old file; never regenerate it for an existing version.
-    #[test]
-    #[ignore = "writes the checked-in golden segment"]
-    fn write_golden_segment() {
-        write_log(FsStorage, &golden_dir());
     }
 
     #[test]
