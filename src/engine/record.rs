@@ -35,6 +35,21 @@ pub mod kind {
     pub const PAUSE_TUBE: u8 = 8;
 }
 
+/// A record kind's name, for `larder wal dump`.
+pub fn kind_name(k: u8) -> String {
+    match k {
+        kind::PUT => "put".into(),
+        kind::RESERVE => "reserve".into(),
+        kind::DELETE => "delete".into(),
+        kind::RELEASE => "release".into(),
+        kind::BURY => "bury".into(),
+        kind::KICK => "kick".into(),
+        kind::TIMEOUT => "timeout".into(),
+        kind::PAUSE_TUBE => "pause-tube".into(),
+        other => format!("unknown({other})"),
+    }
+}
+
 /// Fixed part of a put payload before the tube name: id, pri, delay, ttr, created_at,
 /// ready_at, tube name length.
 const PUT_FIXED: usize = 8 + 4 + 4 + 4 + 8 + 8 + 1;
