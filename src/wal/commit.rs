@@ -7,7 +7,7 @@
 //! it replies; a synchronous caller blocks in [`Watermark::wait`]. If a write or fsync fails the
 //! writer calls [`Watermark::fail`] and the log is poisoned.
 //!
-//! Invariants (each checked by the tests below):
+//! Invariants (each checked by the tests below, the races by loom):
 //!
 //! - A waiter is released with `Ok` only once a publish covers its LSN; every waiter whose LSN a
 //!   publish covers is released.
@@ -22,7 +22,17 @@
 //!
 //! The state is a plain [`crate::sync::Mutex`] and [`crate::sync::Condvar`], with no async
 //! runtime inside, so that loom can check every interleaving of publishers, waiters and
-//! failures.
+//! failures. The loom models (`loom_tests` below) run in release mode with a target directory
+//! of their own, since `--cfg loom` rebuilds every dependency:
+//!
+//! ```text
+//! RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=/work/target-loom \
+//!     cargo test --release --lib wal::commit
+//! ```
+//!
+//! Each model explores every interleaving with up to 3 preemptions (`LOOM_MAX_PREEMPTIONS`
+//! overrides it); together they take seconds once built. The loom build leaves out the tokio
+//! I/O layers (see the crate docs), and the tokio tests here are compiled out of it.
 
 use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
@@ -502,5 +512,158 @@ mod tests {
         }
         assert!(watermark.reached(11).await.is_err());
         assert!(watermark.reached(10).await.is_ok());
+    }
+}
+
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use std::task::Wake;
+
+    use loom::future::block_on;
+    use loom::thread;
+
+    use super::*;
+    use crate::sync::Arc;
+
+    /// Runs `test` in every interleaving with at most 3 preemptions, unless
+    /// `LOOM_MAX_PREEMPTIONS` says otherwise.
+    fn model(test: impl Fn() + Sync + Send + 'static) {
+        let mut builder = loom::model::Builder::new();
+        builder.preemption_bound.get_or_insert(3);
+        builder.check(test);
+    }
+
+    /// A waker that does nothing, for a future polled once and then dropped.
+    struct Inert;
+
+    impl Wake for Inert {
+        fn wake(self: std::sync::Arc<Self>) {}
+    }
+
+    /// How a waiter thread waits.
+    #[derive(Clone, Copy)]
+    enum How {
+        Blocking,
+        Async,
+    }
+
+    fn spawn_waiter(
+        watermark: &Arc<Watermark>,
+        lsn: u64,
+        how: How,
+    ) -> thread::JoinHandle<Result<(), Poisoned>> {
+        let watermark = watermark.clone();
+        thread::spawn(move || {
+            let outcome = match how {
+                How::Blocking => watermark.wait(lsn),
+                How::Async => block_on(watermark.reached(lsn)),
+            };
+            if outcome.is_ok() {
+                assert!(
+                    watermark.durable() >= lsn,
+                    "released before {lsn} was durable"
+                );
+            }
+            outcome
+        })
+    }
+
+    fn two_waiters_are_released_by_the_publishes_covering_them(how: How) {
+        model(move || {
+            let watermark = Arc::new(Watermark::new(0));
+            let first = spawn_waiter(&watermark, 1, how);
+            let second = spawn_waiter(&watermark, 2, how);
+            let publisher = {
+                let watermark = watermark.clone();
+                thread::spawn(move || {
+                    watermark.publish(1);
+                    watermark.publish(2);
+                })
+            };
+            publisher.join().unwrap();
+            first.join().unwrap().unwrap();
+            second.join().unwrap().unwrap();
+            assert_eq!(watermark.waiting(), 0);
+        });
+    }
+
+    #[test]
+    fn two_blocked_threads_are_released_by_the_publishes_covering_them() {
+        two_waiters_are_released_by_the_publishes_covering_them(How::Blocking);
+    }
+
+    #[test]
+    fn two_tasks_are_released_by_the_publishes_covering_them() {
+        two_waiters_are_released_by_the_publishes_covering_them(How::Async);
+    }
+
+    fn failure_racing_a_publish_decides_the_waiter(how: How) {
+        model(move || {
+            let watermark = Arc::new(Watermark::new(0));
+            let waiter = spawn_waiter(&watermark, 1, how);
+            let failer = {
+                let watermark = watermark.clone();
+                thread::spawn(move || watermark.fail(io::Error::other("fsync failed")))
+            };
+            watermark.publish(1);
+            failer.join().unwrap();
+            match waiter.join().unwrap() {
+                Ok(()) => assert_eq!(watermark.durable(), 1),
+                Err(error) => {
+                    assert_eq!(error.durable(), 0);
+                    assert_eq!(watermark.durable(), 0);
+                }
+            }
+            assert!(watermark.wait(2).is_err());
+            assert_eq!(watermark.waiting(), 0);
+        });
+    }
+
+    #[test]
+    fn failure_racing_a_publish_decides_a_blocked_thread() {
+        failure_racing_a_publish_decides_the_waiter(How::Blocking);
+    }
+
+    #[test]
+    fn failure_racing_a_publish_decides_a_task() {
+        failure_racing_a_publish_decides_the_waiter(How::Async);
+    }
+
+    fn registering_and_publishing_the_same_lsn_loses_no_wakeup(how: How) {
+        model(move || {
+            let watermark = Arc::new(Watermark::new(0));
+            let waiter = spawn_waiter(&watermark, 1, how);
+            watermark.publish(1);
+            waiter.join().unwrap().unwrap();
+            assert_eq!(watermark.waiting(), 0);
+        });
+    }
+
+    #[test]
+    fn a_blocked_thread_and_a_publish_of_its_lsn_lose_no_wakeup() {
+        registering_and_publishing_the_same_lsn_loses_no_wakeup(How::Blocking);
+    }
+
+    #[test]
+    fn a_task_and_a_publish_of_its_lsn_lose_no_wakeup() {
+        registering_and_publishing_the_same_lsn_loses_no_wakeup(How::Async);
+    }
+
+    #[test]
+    fn a_wait_dropped_while_a_publish_runs_leaves_nothing_registered() {
+        model(|| {
+            let watermark = Arc::new(Watermark::new(0));
+            let canceller = {
+                let watermark = watermark.clone();
+                thread::spawn(move || {
+                    let waker = Waker::from(std::sync::Arc::new(Inert));
+                    let mut future = watermark.reached(1);
+                    let _ = Pin::new(&mut future).poll(&mut Context::from_waker(&waker));
+                })
+            };
+            watermark.publish(1);
+            canceller.join().unwrap();
+            assert_eq!(watermark.waiting(), 0);
+        });
     }
 }
