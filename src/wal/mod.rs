@@ -57,6 +57,10 @@
 //!
 //! # Durability
 //!
+//! Group commit: one writer appends the records of many commands, syncs once, and then
+//! publishes the synced LSN to a [`commit::Watermark`], which every command waiting on a
+//! record at or below it (to send its reply) is released by.
+//!
 //! [`Wal::append`] only buffers; [`Wal::flush`] writes the buffer with one write call;
 //! [`Wal::sync`] flushes and fdatasyncs, and what it returns is the durable LSN. A segment
 //! is rotated before a record would take it past [`WalOptions::max_segment_size`] (a
@@ -79,6 +83,7 @@
 //! version, and update this section. A build never writes an old version; it may read one
 //! and continue in a new segment of the new version.
 
+pub mod commit;
 pub mod error;
 pub mod frame;
 mod log;
