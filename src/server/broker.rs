@@ -52,9 +52,6 @@ impl State {
     }
 }
 
-/// What a connection gets back from [`Broker::execute`].
-pub type Executed = Outcome;
-
 impl Broker {
     /// A broker around `engine`.
     pub fn new(engine: Engine, clock: Clock) -> Broker {
@@ -105,7 +102,7 @@ impl Broker {
         sid: SessionId,
         items: &mut std::collections::VecDeque<Result<Command, ProtocolError>>,
         mut reply: impl FnMut(Reply),
-    ) -> Option<Executed> {
+    ) -> Option<Outcome> {
         let now = self.clock.now();
         let mut st = self.lock();
         let mut stop = None;
