@@ -37,3 +37,32 @@ fn session_corpus_replays_cleanly() {
         "empty corpus"
     );
 }
+
+#[test]
+fn wal_scan_corpus_replays_cleanly() {
+    assert!(
+        replay("wal_scan", larder::fuzzing::wal_scan) > 0,
+        "empty corpus"
+    );
+}
+
+#[test]
+fn the_wal_scan_seed_holds_real_records() {
+    use larder::wal::{frame, segment, Lsn};
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/wal_scan");
+    let seed = std::fs::read(dir.join("seed-put-reserve-delete")).expect("seed");
+    let mut bytes = frame::SegmentHeader {
+        seq: 1,
+        first_lsn: Lsn(1),
+    }
+    .encode()
+    .to_vec();
+    bytes.extend_from_slice(&seed[1..]);
+    let mut kinds = Vec::new();
+    segment::scan(Path::new("seed"), 1, &bytes, true, 1 << 20, &mut |r| {
+        kinds.push(r.kind);
+        Ok(())
+    })
+    .expect("scan");
+    assert_eq!(kinds, [1, 2, 3]);
+}
