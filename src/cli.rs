@@ -10,7 +10,7 @@ use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 
 use crate::client::Client;
-use crate::config::{ListenAddr, ServerConfig, DEFAULT_LISTEN};
+use crate::config::{FsyncPolicy, ListenAddr, ServerConfig, DEFAULT_LISTEN};
 use crate::protocol::{Command, Reply, TubeName};
 
 /// larder: a durable job broker that speaks the beanstalkd protocol.
@@ -58,7 +58,7 @@ pub struct WalArgs {
 
 /// The log directory inside a data directory.
 pub fn wal_dir(data_dir: &std::path::Path) -> PathBuf {
-    data_dir.join("wal")
+    crate::server::wal_dir(data_dir)
 }
 
 /// `larder wal verify`. Returns the exit status.
@@ -127,6 +127,16 @@ pub struct ServeArgs {
     /// help when many connections each do expensive work.
     #[arg(long, env = "LARDER_THREADS", default_value_t = 1)]
     pub threads: usize,
+    /// When to sync the log: always (before every reply that depends on a change; the
+    /// default), every=MS (at most every MS milliseconds), or never.
+    #[arg(long, env = "LARDER_FSYNC", default_value = "always")]
+    pub fsync: FsyncPolicy,
+    /// beanstalkd's -f MS: sync at most every MS milliseconds (0 means always).
+    #[arg(short = 'f', value_name = "MS", conflicts_with = "fsync_never")]
+    pub fsync_ms: Option<u64>,
+    /// beanstalkd's -F: never sync.
+    #[arg(short = 'F', id = "fsync_never")]
+    pub fsync_never: bool,
     /// Directory for the server's data (beanstalkd's -b). Created if missing.
     #[arg(short = 'b', long, env = "LARDER_DATA_DIR", default_value = crate::config::DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
@@ -164,10 +174,17 @@ impl ServeArgs {
         if self.threads == 0 || self.threads > 256 {
             bail!("--threads must be between 1 and 256");
         }
+        let fsync = match (self.fsync_ms, self.fsync_never) {
+            (_, true) => FsyncPolicy::Never,
+            (Some(0), false) => FsyncPolicy::Always,
+            (Some(ms), false) => FsyncPolicy::Every(std::time::Duration::from_millis(ms)),
+            (None, false) => self.fsync,
+        };
         Ok(ServerConfig {
             listen,
             max_job_size: self.max_job_size,
             data_dir: self.data_dir.clone(),
+            fsync,
         })
     }
 }
@@ -245,7 +262,6 @@ pub const EXIT_TIMED_OUT: i32 = 3;
 /// `larder serve`: runs until SIGTERM or SIGINT.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.config()?;
-    let _data_dir = crate::datadir::DataDir::open(&config.data_dir)?;
     let listener = crate::server::bind(&config.listen)?;
     let shutdown = async {
         let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());

@@ -46,6 +46,47 @@ impl fmt::Display for ListenAddr {
     }
 }
 
+/// When the write-ahead log is synced to stable storage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FsyncPolicy {
+    /// Before every reply that depends on a change (group commit shares one fdatasync
+    /// among concurrent commands). The default: `INSERTED` means on stable storage.
+    Always,
+    /// Records are written to the OS before the reply, and synced at most this often
+    /// (beanstalkd's `-f MS`): a power cut can lose up to this much confirmed work.
+    Every(std::time::Duration),
+    /// Records are written to the OS before the reply and never synced by larder
+    /// (beanstalkd's `-F`): a power cut can lose confirmed work; a crash of larder alone
+    /// cannot.
+    Never,
+}
+
+impl FromStr for FsyncPolicy {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "always" => Ok(FsyncPolicy::Always),
+            "never" => Ok(FsyncPolicy::Never),
+            _ => match s.strip_prefix("every=").map(str::parse::<u64>) {
+                Some(Ok(0)) => Ok(FsyncPolicy::Always),
+                Some(Ok(ms)) => Ok(FsyncPolicy::Every(std::time::Duration::from_millis(ms))),
+                _ => Err(format!("{s:?}: expected always, never or every=MS")),
+            },
+        }
+    }
+}
+
+impl fmt::Display for FsyncPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FsyncPolicy::Always => f.write_str("always"),
+            FsyncPolicy::Never => f.write_str("never"),
+            FsyncPolicy::Every(d) => write!(f, "every={}", d.as_millis()),
+        }
+    }
+}
+
 /// Everything `larder serve` needs, already validated.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
@@ -55,6 +96,8 @@ pub struct ServerConfig {
     pub max_job_size: u32,
     /// Directory for the server's data.
     pub data_dir: PathBuf,
+    /// When the log is synced.
+    pub fsync: FsyncPolicy,
 }
 
 impl Default for ServerConfig {
@@ -63,6 +106,7 @@ impl Default for ServerConfig {
             listen: ListenAddr::Tcp(SocketAddr::from(([127, 0, 0, 1], 11300))),
             max_job_size: DEFAULT_MAX_JOB_SIZE,
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            fsync: FsyncPolicy::Always,
         }
     }
 }
@@ -83,5 +127,18 @@ mod tests {
         );
         assert!("unix:".parse::<ListenAddr>().is_err());
         assert!("localhost".parse::<ListenAddr>().is_err());
+    }
+
+    #[test]
+    fn fsync_policies_parse() {
+        assert_eq!("always".parse(), Ok(FsyncPolicy::Always));
+        assert_eq!("never".parse(), Ok(FsyncPolicy::Never));
+        assert_eq!("every=0".parse(), Ok(FsyncPolicy::Always));
+        assert_eq!(
+            "every=50".parse(),
+            Ok(FsyncPolicy::Every(std::time::Duration::from_millis(50)))
+        );
+        assert!("every=x".parse::<FsyncPolicy>().is_err());
+        assert!("sometimes".parse::<FsyncPolicy>().is_err());
     }
 }

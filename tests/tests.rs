@@ -12,6 +12,7 @@ mod support;
 mod cli;
 mod conformance;
 mod differential;
+mod durability;
 mod fuzz_corpus;
 mod model;
 mod server;

@@ -1,25 +1,36 @@
 //! The engine shared between connection tasks and the timer task.
 
-use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::{mpsc, Notify};
 
+use super::journal::Journal;
 use super::Clock;
-use crate::engine::{Engine, Outcome, SessionId, Timestamp};
-use crate::protocol::{Command, ProtocolError, Reply};
+use crate::engine::{record, Change, Engine, Outcome, SessionId, Timestamp};
+use crate::protocol::{Command, JobId, ProtocolError, Reply};
 
-/// The engine, the per-session reply channels, and the timer's wake-up.
+/// A reply for a blocked session and the log LSN it must wait for before it is sent.
+pub type Wakeup = (Reply, u64);
+
+/// The engine, the journal its changes go to, the per-session reply channels, and the
+/// timer's wake-up.
 pub struct Broker {
     state: Mutex<State>,
     timer: Notify,
     clock: Clock,
+    journal: Arc<Journal>,
 }
 
 struct State {
     engine: Engine,
+    journal: Arc<Journal>,
+    /// LSN of each live job's put record, for log reclamation.
+    put_lsns: BTreeMap<JobId, u64>,
+    /// LSN of the newest put record.
+    last_put_lsn: u64,
     /// Where replies for blocked sessions go.
-    outboxes: HashMap<SessionId, mpsc::UnboundedSender<Reply>>,
+    outboxes: HashMap<SessionId, mpsc::UnboundedSender<Wakeup>>,
     /// The deadline the timer task is sleeping towards.
     timer_at: Option<Timestamp>,
 }
@@ -37,33 +48,86 @@ impl State {
         }
     }
 
-    /// Delivers wake-ups and drops change records.
+    /// Queues the engine's changes for the log, then delivers wake-ups tagged with the log
+    /// tail they depend on.
     fn deliver(&mut self) {
+        self.journal_changes();
         if self.engine.has_wakeups() {
+            let tail = self.journal.tail();
             for (sid, reply) in self.engine.take_wakeups() {
                 if let Some(tx) = self.outboxes.get(&sid) {
                     // A closed receiver means the connection is going away; its session is
                     // closed under this same lock, which returns any job it was handed.
-                    let _ = tx.send(reply);
+                    let _ = tx.send((reply, tail));
                 }
             }
         }
-        self.engine.discard_changes();
+    }
+
+    /// Encodes and queues every change, in the order the engine made them.
+    fn journal_changes(&mut self) {
+        let changes = self.engine.take_changes();
+        if changes.is_empty() {
+            return;
+        }
+        for change in &changes {
+            let (kind, payload) = record::encode(change);
+            let lsn = self.journal.push(kind, payload);
+            match change {
+                Change::Put { id, .. } => {
+                    self.put_lsns.insert(*id, lsn);
+                    self.last_put_lsn = lsn;
+                }
+                Change::Delete { id } => {
+                    self.put_lsns.remove(id);
+                }
+                _ => {}
+            }
+        }
+        self.update_keep_from();
+    }
+
+    fn update_keep_from(&self) {
+        let oldest_live = self.put_lsns.values().next().copied().unwrap_or(u64::MAX);
+        self.journal
+            .set_keep_from(oldest_live.min(self.last_put_lsn));
     }
 }
 
 impl Broker {
-    /// A broker around `engine`.
-    pub fn new(engine: Engine, clock: Clock) -> Broker {
+    /// A broker around `engine`, journaling to `journal`. `put_lsns` and `last_put_lsn`
+    /// describe the recovered log (for reclamation).
+    pub fn new(
+        engine: Engine,
+        clock: Clock,
+        journal: Arc<Journal>,
+        put_lsns: BTreeMap<JobId, u64>,
+        last_put_lsn: u64,
+    ) -> Broker {
+        let state = State {
+            engine,
+            journal: journal.clone(),
+            put_lsns,
+            last_put_lsn,
+            outboxes: HashMap::new(),
+            timer_at: None,
+        };
+        state.update_keep_from();
         Broker {
-            state: Mutex::new(State {
-                engine,
-                outboxes: HashMap::new(),
-                timer_at: None,
-            }),
+            state: Mutex::new(state),
             timer: Notify::new(),
             clock,
+            journal,
         }
+    }
+
+    /// Waits until every record up to `lsn` is durable (as the fsync policy defines it).
+    /// Fails if the log has failed and the records may not be.
+    pub async fn durable(&self, lsn: u64) -> Result<(), crate::wal::commit::Poisoned> {
+        if lsn <= self.journal.watermark().durable() {
+            return Ok(());
+        }
+        self.journal.watermark().reached(lsn).await
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -77,7 +141,7 @@ impl Broker {
     }
 
     /// Opens a session whose delayed replies arrive on the returned channel.
-    pub fn open_session(&self) -> (SessionId, mpsc::UnboundedReceiver<Reply>) {
+    pub fn open_session(&self) -> (SessionId, mpsc::UnboundedReceiver<Wakeup>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let mut st = self.lock();
         let sid = st.engine.open_session();
@@ -94,15 +158,16 @@ impl Broker {
         st.settle(&self.timer);
     }
 
-    /// Runs a batch of decoded items for one session, in order, appending each reply to
-    /// `replies`. Stops after an item that blocks or closes and returns how many items were
-    /// consumed and that final outcome (`None` if every item got a reply).
+    /// Runs a batch of decoded items for one session, in order, passing each reply to
+    /// `reply`. Stops after an item that blocks or closes. Returns that final outcome
+    /// (`None` if every item got a reply) and the log tail the replies depend on: they may
+    /// be sent only once [`Broker::durable`] of it has returned.
     pub fn execute(
         &self,
         sid: SessionId,
         items: &mut std::collections::VecDeque<Result<Command, ProtocolError>>,
         mut reply: impl FnMut(Reply),
-    ) -> Option<Outcome> {
+    ) -> (Option<Outcome>, u64) {
         let now = self.clock.now();
         let mut st = self.lock();
         let mut stop = None;
@@ -120,7 +185,7 @@ impl Broker {
             }
         }
         st.settle(&self.timer);
-        stop
+        (stop, self.journal.tail())
     }
 
     /// Ends a blocked reserve early with `TIMED_OUT`; `None` if it was already answered.

@@ -39,7 +39,11 @@ pub async fn serve<R, W>(
 {
     let (sid, mut inbox) = broker.open_session();
     let mut frames = FramedRead::with_capacity(reader, CommandDecoder::new(max_job_size), 8192);
-    let mut out = BytesMut::with_capacity(4096);
+    // Replies waiting to be written, and the log LSN they depend on.
+    let mut out = Pending {
+        bytes: BytesMut::with_capacity(4096),
+        lsn: 0,
+    };
     let mut pending: VecDeque<Item> = VecDeque::new();
 
     'conn: loop {
@@ -53,7 +57,7 @@ pub async fn serve<R, W>(
             }
         }
         if pending.is_empty() {
-            if write_out(&mut writer, &mut out).await.is_err() {
+            if out.write(&mut writer, &broker).await.is_err() {
                 break;
             }
             tokio::select! {
@@ -65,12 +69,13 @@ pub async fn serve<R, W>(
             }
             continue;
         }
-        let stop = broker.execute(sid, &mut pending, |reply| reply.encode(&mut out));
+        let (stop, lsn) = broker.execute(sid, &mut pending, |reply| reply.encode(&mut out.bytes));
+        out.lsn = out.lsn.max(lsn);
         match stop {
             None | Some(Outcome::Reply(_)) => {}
             Some(Outcome::Close) => break,
             Some(Outcome::Blocked) => {
-                if write_out(&mut writer, &mut out).await.is_err() {
+                if out.write(&mut writer, &broker).await.is_err() {
                     break;
                 }
                 let mut hung_up = false;
@@ -83,14 +88,20 @@ pub async fn serve<R, W>(
                             // only have half-closed) and close, returning its jobs at once.
                             _ => {
                                 hung_up = true;
-                                break broker.cancel_wait(sid).or_else(|| inbox.try_recv().ok());
+                                break broker
+                                    .cancel_wait(sid)
+                                    .map(|r| (r, 0))
+                                    .or_else(|| inbox.try_recv().ok());
                             }
                         },
                         _ = shutdown.changed() => break None,
                     }
                 };
                 match reply {
-                    Some(reply) => reply.encode(&mut out),
+                    Some((reply, lsn)) => {
+                        reply.encode(&mut out.bytes);
+                        out.lsn = out.lsn.max(lsn);
+                    }
                     None => break,
                 }
                 if hung_up {
@@ -98,21 +109,38 @@ pub async fn serve<R, W>(
                 }
             }
         }
-        if out.len() >= FLUSH_AT && write_out(&mut writer, &mut out).await.is_err() {
+        if out.bytes.len() >= FLUSH_AT && out.write(&mut writer, &broker).await.is_err() {
             break;
         }
     }
-    let _ = write_out(&mut writer, &mut out).await;
+    let _ = out.write(&mut writer, &broker).await;
     broker.close_session(sid);
 }
 
-async fn write_out(
-    writer: &mut (impl AsyncWrite + Unpin),
-    out: &mut BytesMut,
-) -> std::io::Result<()> {
-    if !out.is_empty() {
-        writer.write_all(out).await?;
-        out.clear();
+/// Encoded replies not yet written, and the LSN they depend on.
+struct Pending {
+    bytes: BytesMut,
+    lsn: u64,
+}
+
+impl Pending {
+    /// Waits until the replies' changes are durable, then writes them. If the log has
+    /// failed, the replies are dropped unsent (their changes may not be on disk) and an
+    /// error ends the connection: a client never gets a confirmation the log cannot back.
+    async fn write(
+        &mut self,
+        writer: &mut (impl AsyncWrite + Unpin),
+        broker: &Broker,
+    ) -> std::io::Result<()> {
+        if self.bytes.is_empty() {
+            return Ok(());
+        }
+        if let Err(poisoned) = broker.durable(self.lsn).await {
+            self.bytes.clear();
+            return Err(std::io::Error::other(poisoned));
+        }
+        writer.write_all(&self.bytes).await?;
+        self.bytes.clear();
+        Ok(())
     }
-    Ok(())
 }

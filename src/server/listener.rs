@@ -9,6 +9,7 @@ use tokio::net::{TcpListener, TcpSocket, UnixListener};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use super::journal::{spawn_writer, Journal};
 use super::{connection, process_info, Broker, Clock};
 use crate::config::{ListenAddr, ServerConfig};
 use crate::engine::{Engine, EngineConfig};
@@ -94,15 +95,31 @@ pub async fn run(
     config: ServerConfig,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    let data_dir = crate::datadir::DataDir::open(&config.data_dir)?;
     let clock = Clock::new();
-    let engine = Engine::new(
+    let mut engine = Engine::new(
         EngineConfig {
             max_job_size: config.max_job_size,
         },
         process_info(),
         clock.now(),
     );
-    let broker = Arc::new(Broker::new(engine, clock));
+    let recovered = super::recovery::recover(&mut engine, data_dir.path(), clock.now())?;
+    let journal = Arc::new(Journal::new(recovered.next_lsn));
+    let writer = spawn_writer(
+        journal.clone(),
+        recovered.wal,
+        config.fsync,
+        recovered.segments,
+    )
+    .context("starting the log writer thread")?;
+    let broker = Arc::new(Broker::new(
+        engine,
+        clock,
+        journal.clone(),
+        recovered.put_lsns,
+        recovered.last_put_lsn,
+    ));
     let (stop_tx, stop_rx) = watch::channel(false);
 
     let timer_broker = broker.clone();
@@ -166,6 +183,12 @@ pub async fn run(
     let _ = stop_tx.send(true);
     while conns.join_next().await.is_some() {}
     let _ = timers.await;
+    journal.close();
+    tokio::task::spawn_blocking(move || writer.join())
+        .await
+        .context("waiting for the log writer")?
+        .map_err(|_| anyhow::anyhow!("the log writer thread panicked"))?;
+    drop(data_dir);
     Ok(())
 }
 

@@ -9,10 +9,13 @@
 mod broker;
 mod clock;
 mod connection;
+mod journal;
 mod listener;
 mod process;
+mod recovery;
 
 pub use broker::Broker;
 pub use clock::Clock;
 pub use listener::{bind, run, Listener};
 pub use process::process_info;
+pub use recovery::wal_dir;

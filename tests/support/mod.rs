@@ -25,8 +25,16 @@ impl InProcess {
         InProcess::with_config(ServerConfig::default()).await
     }
 
-    /// Starts a server with `config` (its listen address is replaced by an ephemeral port).
+    /// Starts a server with `config` (its listen address is replaced by an ephemeral port,
+    /// and the default data directory by a fresh temporary one).
     pub async fn with_config(mut config: ServerConfig) -> InProcess {
+        if config.data_dir == ServerConfig::default().data_dir {
+            static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            config.data_dir =
+                std::env::temp_dir().join(format!("larder-inproc-{}-{n}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&config.data_dir);
+        }
         let listen = ListenAddr::Tcp("127.0.0.1:0".parse().expect("addr"));
         let listener = larder::server::bind(&listen).expect("bind");
         let addr = listener.tcp_addr().expect("local addr");
@@ -258,6 +266,28 @@ impl ChildServer {
         });
         server.data_dir = Some(dir);
         server
+    }
+
+    /// Starts the larder binary on a free port with `data_dir` (kept when dropped, so a
+    /// test can restart a server on it).
+    pub fn larder_in(data_dir: &std::path::Path, extra: &[&str]) -> ChildServer {
+        ChildServer::on_free_port(larder_bin(), |addr| {
+            let mut args = vec![
+                "serve".to_owned(),
+                "--listen".to_owned(),
+                addr.to_string(),
+                "--data-dir".to_owned(),
+                data_dir.display().to_string(),
+            ];
+            args.extend(extra.iter().map(|s| s.to_string()));
+            args
+        })
+    }
+
+    /// Kills the server with SIGKILL and waits for it to die.
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Spawns `program` with the arguments `args(addr)` for a free port, trying another port

@@ -1,0 +1,268 @@
+//! The journal: the queue of encoded records between the engine and the write-ahead log,
+//! and the writer thread that appends them, syncs, and publishes the durable LSN.
+//!
+//! Records are queued under the engine's lock, so their order in the log is the order in
+//! which the engine changed state. LSNs are assigned at queueing time and match the log's
+//! own numbering. Every reply waits until the watermark covers the log's tail as it was
+//! when the reply was produced (see `Broker::execute`); with `--fsync always` that means
+//! the record is on stable storage, and concurrent commands share one fdatasync.
+//!
+//! Disk reclamation: a segment is removed once every record in it is older than both the
+//! oldest live job's put and the newest put (which keeps the highest job id in the log, so
+//! ids are never reused after a restart). A long-lived job keeps every later segment; copying
+//! live jobs forward is future work.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use crate::config::FsyncPolicy;
+use crate::wal::commit::Watermark;
+use crate::wal::storage::FsStorage;
+use crate::wal::Wal;
+
+/// Records waiting for the writer.
+#[derive(Default)]
+struct Queue {
+    records: Vec<(u8, Vec<u8>)>,
+    /// LSN the next queued record gets.
+    next_lsn: u64,
+    /// No more records will come; the writer drains, syncs and exits.
+    closed: bool,
+}
+
+/// The hand-off between the engine and the writer thread.
+pub struct Journal {
+    queue: Mutex<Queue>,
+    wake: Condvar,
+    watermark: Watermark,
+    /// Oldest LSN the log must keep (see the module docs).
+    keep_from: AtomicU64,
+}
+
+impl Journal {
+    /// A journal whose next record gets `next_lsn`; everything before it is durable.
+    pub fn new(next_lsn: u64) -> Journal {
+        Journal {
+            queue: Mutex::new(Queue {
+                next_lsn,
+                ..Queue::default()
+            }),
+            wake: Condvar::new(),
+            watermark: Watermark::new(next_lsn.saturating_sub(1)),
+            keep_from: AtomicU64::new(0),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues a record; returns its LSN.
+    pub fn push(&self, kind: u8, payload: Vec<u8>) -> u64 {
+        let mut q = self.lock();
+        let lsn = q.next_lsn;
+        q.next_lsn += 1;
+        q.records.push((kind, payload));
+        if q.records.len() == 1 {
+            self.wake.notify_one();
+        }
+        lsn
+    }
+
+    /// LSN of the last record queued (0 if none ever was).
+    pub fn tail(&self) -> u64 {
+        self.lock().next_lsn - 1
+    }
+
+    /// The durable watermark replies wait on.
+    pub fn watermark(&self) -> &Watermark {
+        &self.watermark
+    }
+
+    /// Sets the oldest LSN the log must keep.
+    pub fn set_keep_from(&self, lsn: u64) {
+        self.keep_from.store(lsn, Ordering::Relaxed);
+    }
+
+    /// Tells the writer to drain, sync and stop.
+    pub fn close(&self) {
+        self.lock().closed = true;
+        self.wake.notify_one();
+    }
+}
+
+/// First LSN of each segment still in the log, oldest first, for reclamation.
+pub type SegmentStarts = VecDeque<(u64, u64)>;
+
+/// Starts the writer thread that owns `wal`.
+pub fn spawn_writer(
+    journal: Arc<Journal>,
+    wal: Wal<FsStorage>,
+    policy: FsyncPolicy,
+    segments: SegmentStarts,
+) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("larder-wal".to_owned())
+        .spawn(move || {
+            Writer {
+                journal,
+                wal,
+                policy,
+                segments,
+                last_sync: Instant::now(),
+                unsynced: false,
+            }
+            .run()
+        })
+}
+
+struct Writer {
+    journal: Arc<Journal>,
+    wal: Wal<FsStorage>,
+    policy: FsyncPolicy,
+    segments: SegmentStarts,
+    last_sync: Instant,
+    unsynced: bool,
+}
+
+impl Writer {
+    fn run(mut self) {
+        loop {
+            let (batch, closed) = self.next_batch();
+            if !batch.is_empty() {
+                self.write(batch);
+            } else if self.unsynced {
+                // A periodic sync under --fsync every=MS.
+                self.sync();
+            }
+            if closed {
+                if self.unsynced {
+                    self.sync();
+                }
+                return;
+            }
+            self.reclaim();
+        }
+    }
+
+    /// Waits for records (or, with unsynced data under `every=MS`, for the sync interval).
+    fn next_batch(&mut self) -> (Vec<(u8, Vec<u8>)>, bool) {
+        let mut q = self.journal.lock();
+        loop {
+            if !q.records.is_empty() || q.closed {
+                return (std::mem::take(&mut q.records), q.closed);
+            }
+            match (self.policy, self.unsynced) {
+                (FsyncPolicy::Every(interval), true) => {
+                    let left = interval.saturating_sub(self.last_sync.elapsed());
+                    if left.is_zero() {
+                        return (Vec::new(), false);
+                    }
+                    q = self
+                        .journal
+                        .wake
+                        .wait_timeout(q, left)
+                        .map(|(q, _)| q)
+                        .unwrap_or_else(|e| e.into_inner().0);
+                }
+                _ => {
+                    q = self.journal.wake.wait(q).unwrap_or_else(|e| e.into_inner());
+                }
+            }
+        }
+    }
+
+    fn write(&mut self, batch: Vec<(u8, Vec<u8>)>) {
+        let mut last = 0;
+        for (kind, payload) in batch {
+            match self.wal.append(kind, &payload) {
+                Ok((lsn, pos)) => {
+                    if self
+                        .segments
+                        .back()
+                        .is_none_or(|&(seq, _)| seq != pos.segment)
+                    {
+                        self.segments.push_back((pos.segment, lsn.0));
+                    }
+                    last = lsn.0;
+                }
+                Err(e) => return self.fail(e),
+            }
+        }
+        let sync_now = match self.policy {
+            FsyncPolicy::Always => true,
+            FsyncPolicy::Never => false,
+            FsyncPolicy::Every(interval) => self.last_sync.elapsed() >= interval,
+        };
+        if sync_now {
+            if let Err(e) = self.wal.sync() {
+                return self.fail(e);
+            }
+            self.last_sync = Instant::now();
+            self.unsynced = false;
+        } else {
+            if let Err(e) = self.wal.flush() {
+                return self.fail(e);
+            }
+            self.unsynced = !matches!(self.policy, FsyncPolicy::Never);
+        }
+        self.journal.watermark.publish(last);
+    }
+
+    fn sync(&mut self) {
+        match self.wal.sync() {
+            Ok(_) => {
+                self.last_sync = Instant::now();
+                self.unsynced = false;
+            }
+            Err(e) => self.fail(e),
+        }
+    }
+
+    fn fail(&mut self, e: crate::wal::WalError) {
+        tracing::error!(error = %e, "write-ahead log failed; no further change can be confirmed");
+        self.journal
+            .watermark
+            .fail(std::io::Error::other(e.to_string()));
+        self.unsynced = false;
+    }
+
+    /// Removes segments that hold only records older than `keep_from`.
+    fn reclaim(&mut self) {
+        let keep_from = self.journal.keep_from.load(Ordering::Relaxed);
+        if keep_from == 0 || self.wal.is_poisoned() {
+            return;
+        }
+        // The segment holding keep_from is the last one starting at or before it.
+        let Some(&(keep_seq, _)) = self
+            .segments
+            .iter()
+            .rev()
+            .find(|&&(_, first)| first <= keep_from)
+        else {
+            return;
+        };
+        if self
+            .segments
+            .front()
+            .is_some_and(|&(seq, _)| seq < keep_seq)
+        {
+            match self.wal.remove_segments_before(keep_seq) {
+                Ok(n) => {
+                    while self
+                        .segments
+                        .front()
+                        .is_some_and(|&(seq, _)| seq < keep_seq)
+                    {
+                        self.segments.pop_front();
+                    }
+                    tracing::debug!(removed = n, "removed log segments");
+                }
+                Err(e) => self.fail(e),
+            }
+        }
+    }
+}

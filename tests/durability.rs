@@ -1,0 +1,219 @@
+//! Promises 1–4 against the real binary: state survives restarts, confirmed work survives
+//! SIGKILL at random moments, deleted jobs never return, ids are never reused.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+
+use rand::{Rng, SeedableRng};
+
+use crate::support::{ChildServer, Raw};
+
+fn field(reply: &str, key: &str) -> String {
+    let yaml = reply.split_once("\r\n").map(|(_, y)| y).unwrap_or_default();
+    larder::client::parse_yaml_map(yaml.as_bytes())
+        .into_iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v)
+        .unwrap_or_else(|| panic!("no field {key} in {reply:?}"))
+}
+
+fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("larder-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+#[tokio::test]
+async fn every_job_state_and_counter_survives_a_kill() {
+    let dir = temp_dir("restart");
+    let server = ChildServer::larder_in(&dir, &[]);
+    let mut c = Raw::connect(server.addr).await;
+    let script = [
+        ("use jobs\r\n", "USING jobs\r\n"),
+        ("put 5 0 60 1\r\na\r\n", "INSERTED 1\r\n"),
+        ("put 1 100 60 1\r\nb\r\n", "INSERTED 2\r\n"),
+        ("put 2 0 60 1\r\nc\r\n", "INSERTED 3\r\n"),
+        ("put 3 0 60 1\r\nd\r\n", "INSERTED 4\r\n"),
+        ("put 9 0 60 1\r\ne\r\n", "INSERTED 5\r\n"),
+        ("delete 5\r\n", "DELETED\r\n"),
+        (
+            "watch jobs\r\nignore default\r\n",
+            "WATCHING 2\r\nWATCHING 1\r\n",
+        ),
+        ("reserve\r\n", "RESERVED 3 1\r\nc\r\n"),
+        ("release 3 7 0\r\n", "RELEASED\r\n"),
+        ("reserve\r\n", "RESERVED 4 1\r\nd\r\n"),
+        ("bury 4 8\r\n", "BURIED\r\n"),
+        ("reserve\r\n", "RESERVED 1 1\r\na\r\n"),
+    ];
+    for (send, expect) in script {
+        c.send(send.as_bytes()).await;
+        assert_eq!(
+            String::from_utf8_lossy(&c.read_exact(expect.len()).await),
+            expect
+        );
+    }
+    // Job 1 is still reserved when the server dies.
+    server.kill9();
+
+    let server = ChildServer::larder_in(&dir, &[]);
+    let mut c = Raw::connect(server.addr).await;
+    let expect = [
+        (1, "ready", "5", "1", "0", "0"),
+        (2, "delayed", "1", "0", "0", "0"),
+        (3, "ready", "7", "1", "1", "0"),
+        (4, "buried", "8", "1", "0", "1"),
+    ];
+    for (id, state, pri, reserves, releases, buries) in expect {
+        let s = c.cmd(&format!("stats-job {id}\r\n")).await;
+        assert_eq!(
+            ["tube", "state", "pri", "reserves", "releases", "buries"].map(|k| field(&s, k)),
+            ["jobs", state, pri, reserves, releases, buries].map(String::from),
+            "job {id}: {s}"
+        );
+    }
+    let left: i64 = field(&c.cmd("stats-job 2\r\n").await, "time-left")
+        .parse()
+        .expect("n");
+    assert!(
+        (95..=100).contains(&left),
+        "delay kept its deadline: {left}"
+    );
+    assert_eq!(c.cmd("peek 5\r\n").await, "NOT_FOUND\r\n");
+    assert_eq!(c.cmd("peek 1\r\n").await, "FOUND 1 1\r\na\r\n");
+    // Ids continue after the highest one ever used.
+    assert_eq!(c.cmd("put 0 0 1 1\r\nz\r\n").await, "INSERTED 6\r\n");
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn ids_are_never_reused_even_after_every_job_is_deleted_and_two_restarts() {
+    let dir = temp_dir("ids");
+    let mut next = 1;
+    for _ in 0..3 {
+        let server = ChildServer::larder_in(&dir, &[]);
+        let mut c = Raw::connect(server.addr).await;
+        for _ in 0..3 {
+            assert_eq!(
+                c.cmd("put 0 0 1 1\r\nx\r\n").await,
+                format!("INSERTED {next}\r\n")
+            );
+            assert_eq!(c.cmd(&format!("delete {next}\r\n")).await, "DELETED\r\n");
+            next += 1;
+        }
+        server.kill9();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// What clients were told.
+#[derive(Default)]
+struct Confirmed {
+    /// Puts answered INSERTED, with their bodies.
+    puts: BTreeMap<u64, Vec<u8>>,
+    /// Deletes answered DELETED.
+    deleted: BTreeSet<u64>,
+    /// Deletes sent (a delete that reached the log but whose reply was lost may have
+    /// removed its job).
+    deleting: BTreeSet<u64>,
+}
+
+#[tokio::test]
+async fn confirmed_work_survives_sigkill_at_random_moments() {
+    let dir = temp_dir("crash");
+    let confirmed = Arc::new(Mutex::new(Confirmed::default()));
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0x001a_2de5);
+    for round in 0..6 {
+        let server = ChildServer::larder_in(&dir, &[]);
+        let addr = server.addr;
+        let mut tasks = Vec::new();
+        for p in 0..3u64 {
+            let confirmed = confirmed.clone();
+            tasks.push(tokio::spawn(async move {
+                let Ok(mut client) = larder::client::Client::connect_addr(addr).await else {
+                    return;
+                };
+                for i in 0.. {
+                    let body = format!("r{round}p{p}i{i}").into_bytes();
+                    match client.put(1, 0, 60, body.clone()).await {
+                        Ok(id) => {
+                            confirmed.lock().expect("lock").puts.insert(id.0, body);
+                        }
+                        Err(_) => return,
+                    }
+                }
+            }));
+        }
+        let confirmed_w = confirmed.clone();
+        tasks.push(tokio::spawn(async move {
+            let Ok(mut client) = larder::client::Client::connect_addr(addr).await else {
+                return;
+            };
+            loop {
+                let Ok(Some((id, _))) = client.reserve(Some(1)).await else {
+                    return;
+                };
+                confirmed_w.lock().expect("lock").deleting.insert(id.0);
+                if client.delete(id).await.is_err() {
+                    return;
+                }
+                confirmed_w.lock().expect("lock").deleted.insert(id.0);
+            }
+        }));
+        // Let the load run a random while, then cut it off mid-flight.
+        tokio::time::sleep(std::time::Duration::from_millis(rng.gen_range(50..400))).await;
+        server.kill9();
+        for t in tasks {
+            let _ = t.await;
+        }
+
+        let server = ChildServer::larder_in(&dir, &[]);
+        let mut c = Raw::connect(server.addr).await;
+        let (puts, deleted, deleting) = {
+            let guard = confirmed.lock().expect("lock");
+            (
+                guard.puts.clone(),
+                guard.deleted.clone(),
+                guard.deleting.clone(),
+            )
+        };
+        assert!(!puts.is_empty(), "round {round}: no put was confirmed");
+        for (id, body) in &puts {
+            let reply = c.cmd(&format!("peek {id}\r\n")).await;
+            if deleted.contains(id) {
+                assert_eq!(
+                    reply, "NOT_FOUND\r\n",
+                    "round {round}: deleted job {id} came back"
+                );
+            } else if deleting.contains(id) && reply == "NOT_FOUND\r\n" {
+                // Its delete reached the log; the reply was cut off by the kill.
+            } else {
+                let expect = format!(
+                    "FOUND {id} {}\r\n{}\r\n",
+                    body.len(),
+                    String::from_utf8_lossy(body)
+                );
+                assert_eq!(
+                    reply, expect,
+                    "round {round}: confirmed job {id} lost or changed"
+                );
+            }
+        }
+        let max = puts.keys().max().copied().unwrap_or(0);
+        let reply = c.cmd("put 0 0 60 1\r\nn\r\n").await;
+        let id: u64 = reply
+            .trim_end()
+            .rsplit(' ')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .expect("id");
+        assert!(
+            id > max,
+            "round {round}: id {id} reused (max confirmed {max})"
+        );
+        assert_eq!(c.cmd(&format!("delete {id}\r\n")).await, "DELETED\r\n");
+        server.kill9();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
