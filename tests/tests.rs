@@ -5,7 +5,10 @@
 //! - `server`: connection-level behaviour (pipelining, disconnects, blocking, shutdown).
 //! - `cli`: the `larder` binary's subcommands.
 //! - `differential`: the same command sequences against beanstalkd 1.12 and larder.
-//! - `model`: the engine against a small reference model, with proptest.
+//! - `model`: the engine against a small reference model, with proptest, and replay of the
+//!   changes it emits.
+//! - `durability`: restarts and SIGKILL under load against the real binary.
+//! - `fuzz_corpus`: the fuzzers' corpora replayed.
 
 mod support;
 
