@@ -131,6 +131,10 @@ pub struct ServeArgs {
     /// default), every=MS (at most every MS milliseconds), or never.
     #[arg(long, env = "LARDER_FSYNC", default_value = "always")]
     pub fsync: FsyncPolicy,
+    /// Largest log segment file in bytes (at least 4096). Space is reclaimed a whole
+    /// segment at a time.
+    #[arg(long, env = "LARDER_WAL_SEGMENT_SIZE", default_value_t = crate::config::DEFAULT_SEGMENT_SIZE)]
+    pub wal_segment_size: u64,
     /// beanstalkd's -f MS: sync at most every MS milliseconds (0 means always).
     #[arg(short = 'f', value_name = "MS", conflicts_with = "fsync_never")]
     pub fsync_ms: Option<u64>,
@@ -174,6 +178,9 @@ impl ServeArgs {
         if self.threads == 0 || self.threads > 256 {
             bail!("--threads must be between 1 and 256");
         }
+        if self.wal_segment_size < 4096 {
+            bail!("--wal-segment-size must be at least 4096");
+        }
         let fsync = match (self.fsync_ms, self.fsync_never) {
             (_, true) => FsyncPolicy::Never,
             (Some(0), false) => FsyncPolicy::Always,
@@ -185,6 +192,7 @@ impl ServeArgs {
             max_job_size: self.max_job_size,
             data_dir: self.data_dir.clone(),
             fsync,
+            segment_size: self.wal_segment_size,
         })
     }
 }

@@ -98,7 +98,12 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     /// When the log is synced.
     pub fsync: FsyncPolicy,
+    /// Largest log segment file, in bytes.
+    pub segment_size: u64,
 }
+
+/// Default largest log segment file: 64 MiB.
+pub const DEFAULT_SEGMENT_SIZE: u64 = 64 << 20;
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -107,6 +112,7 @@ impl Default for ServerConfig {
             max_job_size: DEFAULT_MAX_JOB_SIZE,
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             fsync: FsyncPolicy::Always,
+            segment_size: DEFAULT_SEGMENT_SIZE,
         }
     }
 }

@@ -217,3 +217,49 @@ async fn confirmed_work_survives_sigkill_at_random_moments() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn log_segments_are_reclaimed_as_jobs_are_deleted() {
+    let dir = temp_dir("reclaim");
+    let args = ["--wal-segment-size", "4096"];
+    let server = ChildServer::larder_in(&dir, &args);
+    let mut c = Raw::connect(server.addr).await;
+    let body = "b".repeat(100);
+    let mut id = 0;
+    for _ in 0..30 {
+        let mut send = String::new();
+        let mut expect = String::new();
+        for _ in 0..100 {
+            id += 1;
+            send.push_str(&format!("put 0 0 60 100\r\n{body}\r\ndelete {id}\r\n"));
+            expect.push_str(&format!("INSERTED {id}\r\nDELETED\r\n"));
+        }
+        c.send(send.as_bytes()).await;
+        assert_eq!(
+            String::from_utf8_lossy(&c.read_exact(expect.len()).await),
+            expect
+        );
+    }
+    // 3,000 puts of ~140 bytes and their deletes fill ~120 segments of 4 KiB; only the
+    // segment with the newest put and the active one need to stay. Reclamation runs after
+    // each batch the writer syncs, so one more confirmed command has let it catch up.
+    assert_eq!(
+        c.cmd("put 0 0 60 1\r\nx\r\n").await,
+        format!("INSERTED {}\r\n", id + 1)
+    );
+    let segments = std::fs::read_dir(dir.join("wal")).expect("wal dir").count();
+    assert!(segments <= 3, "{segments} segments left");
+    server.kill9();
+    let server = ChildServer::larder_in(&dir, &args);
+    let mut c = Raw::connect(server.addr).await;
+    assert_eq!(
+        c.cmd(&format!("peek {}\r\n", id + 1)).await,
+        format!("FOUND {} 1\r\nx\r\n", id + 1)
+    );
+    assert_eq!(
+        c.cmd("put 0 0 60 1\r\ny\r\n").await,
+        format!("INSERTED {}\r\n", id + 2)
+    );
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}

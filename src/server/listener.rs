@@ -104,7 +104,12 @@ pub async fn run(
         process_info(),
         clock.now(),
     );
-    let recovered = super::recovery::recover(&mut engine, data_dir.path(), clock.now())?;
+    let recovered = super::recovery::recover(
+        &mut engine,
+        data_dir.path(),
+        config.segment_size,
+        clock.now(),
+    )?;
     let journal = Arc::new(Journal::new(recovered.next_lsn));
     let writer = spawn_writer(
         journal.clone(),

@@ -41,7 +41,12 @@ const PROGRESS_EVERY: u64 = 500_000;
 /// A torn tail is cut with a warning; corruption anywhere else, or a record that does not
 /// decode, stops start-up with an error naming where. Records about jobs whose put was
 /// reclaimed with its segment (their job was deleted) are skipped.
-pub fn recover(engine: &mut Engine, data_dir: &Path, now: Timestamp) -> anyhow::Result<Recovered> {
+pub fn recover(
+    engine: &mut Engine,
+    data_dir: &Path,
+    segment_size: u64,
+    now: Timestamp,
+) -> anyhow::Result<Recovered> {
     let dir = wal_dir(data_dir);
     let started = Instant::now();
     let mut put_lsns = BTreeMap::new();
@@ -50,7 +55,11 @@ pub fn recover(engine: &mut Engine, data_dir: &Path, now: Timestamp) -> anyhow::
     let mut failure: Option<anyhow::Error> = None;
     let mut replayed = 0u64;
     let mut skipped = 0u64;
-    let (wal, report) = Wal::open_with(FsStorage, &dir, WalOptions::default(), |r| {
+    let options = WalOptions {
+        max_segment_size: segment_size,
+        ..WalOptions::default()
+    };
+    let (wal, report) = Wal::open_with(FsStorage, &dir, options, |r| {
         if failure.is_some() {
             return;
         }
