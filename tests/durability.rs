@@ -263,3 +263,64 @@ async fn log_segments_are_reclaimed_as_jobs_are_deleted() {
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A 1 MiB tmpfs mounted for the life of the value (needs root, as CI has).
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(name: &str) -> SmallDisk {
+        let dir = temp_dir(name);
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+            .arg(&dir)
+            .status()
+            .expect("run mount");
+        assert!(status.success(), "mounting a tmpfs needs root");
+        SmallDisk(dir)
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[tokio::test]
+async fn a_full_disk_never_gets_a_put_confirmed_that_the_log_cannot_hold() {
+    let disk = SmallDisk::mount("fulldisk");
+    let data = disk.0.join("data");
+    let server = ChildServer::larder_in(&data, &[]);
+    let mut c = Raw::connect(server.addr).await;
+    let body = "f".repeat(60_000);
+    let mut confirmed = Vec::new();
+    // 1 MiB holds at most ~17 such jobs; keep going until the server stops confirming.
+    for _ in 0..40 {
+        c.send(format!("put 0 0 60 {}\r\n{body}\r\n", body.len()).as_bytes())
+            .await;
+        match c.try_reply().await {
+            Some(reply) => {
+                let id: u64 = reply
+                    .strip_prefix("INSERTED ")
+                    .and_then(|r| r.trim_end().parse().ok())
+                    .unwrap_or_else(|| panic!("unexpected {reply:?}"));
+                confirmed.push(id);
+            }
+            None => break,
+        }
+    }
+    assert!(!confirmed.is_empty(), "nothing fitted at all");
+    assert!(confirmed.len() < 40, "the disk never filled");
+    server.kill9();
+    // Every confirmed job is intact after a restart (the log's tail, written partly when
+    // the disk filled, is cut as torn, which also gives the server room to start).
+    let server = ChildServer::larder_in(&data, &[]);
+    let mut c = Raw::connect(server.addr).await;
+    for id in &confirmed {
+        let reply = c.cmd(&format!("peek {id}\r\n")).await;
+        assert_eq!(reply, format!("FOUND {id} {}\r\n{body}\r\n", body.len()));
+    }
+    drop(server);
+}

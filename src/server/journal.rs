@@ -223,10 +223,13 @@ impl Writer {
     }
 
     fn fail(&mut self, e: crate::wal::WalError) {
-        tracing::error!(error = %e, "write-ahead log failed; no further change can be confirmed");
-        self.journal
-            .watermark
-            .fail(std::io::Error::other(e.to_string()));
+        // Only the first failure is news; later ones just report the poisoned log.
+        if !self.journal.watermark.is_poisoned() {
+            tracing::error!(error = %e, "write-ahead log failed; no further change can be confirmed");
+            self.journal
+                .watermark
+                .fail(std::io::Error::other(e.to_string()));
+        }
         self.unsynced = false;
     }
 

@@ -153,6 +153,23 @@ impl Raw {
         );
     }
 
+    /// Reads one reply, or `None` if the server closes the connection first.
+    pub async fn try_reply(&mut self) -> Option<String> {
+        let deadline = tokio::time::Instant::now() + REPLY_TIMEOUT;
+        loop {
+            if let Some(pos) = self.buf.windows(2).position(|w| w == b"\r\n") {
+                let line: Vec<u8> = self.buf.drain(..pos + 2).collect();
+                return Some(String::from_utf8_lossy(&line).into_owned());
+            }
+            self.buf.reserve(4096);
+            match tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return None,
+                Ok(Ok(_)) => {}
+                Err(_) => panic!("timed out waiting for a reply or a close"),
+            }
+        }
+    }
+
     /// Sends `cmd` and returns the reply.
     pub async fn cmd(&mut self, cmd: &str) -> String {
         self.send(cmd.as_bytes()).await;
