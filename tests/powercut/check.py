@@ -67,7 +67,15 @@ def main():
     mnt = tempfile.mkdtemp(prefix="larder-powercut-")
     state = tempfile.mkdtemp(prefix="larder-powercut-state-")
     env = dict(os.environ, POWERCUT_STATE=state)
-    pc = lambda *args: subprocess.run(["bash", a.powercut, *args], env=env, check=True, capture_output=True, text=True)
+    if not os.path.isfile(a.powercut):
+        print("check.py: no powercut tool at %s" % a.powercut, file=sys.stderr)
+        return 2
+
+    def pc(*args):
+        r = subprocess.run(["bash", a.powercut, *args], env=env, capture_output=True, text=True)
+        if r.returncode != 0:
+            raise RuntimeError("powercut %s failed (%d): %s%s" % (args[0], r.returncode, r.stdout, r.stderr))
+        return r
     puts, deleting, deleted = {}, set(), set()
     lock = threading.Lock()
     lost = 0
