@@ -30,12 +30,9 @@ impl Engine {
         }
         let ttr = ttr.max(1);
         let ready_at = (delay > 0).then(|| now.plus_secs(delay));
-        let tube = self.tubes.get_mut(tube_id);
-        tube.counters.total_jobs += 1;
-        self.counters.total_jobs += 1;
         self.changes.push(Change::Put {
             id,
-            tube: tube.name.clone(),
+            tube: self.tubes.get(tube_id).name.clone(),
             pri,
             delay,
             ttr,
@@ -43,25 +40,42 @@ impl Engine {
             ready_at,
             body: body.clone(),
         });
-        self.jobs.insert(
-            id,
-            Job {
-                id,
-                tube: tube_id,
-                pri,
-                delay,
-                ttr,
-                created_at: now,
-                state: JobState::Ready,
-                counters: JobCounters::default(),
-                body,
-            },
-        );
+        self.insert_job(id, tube_id, pri, delay, ttr, now, body);
         match ready_at {
             Some(until) => self.make_delayed(id, until),
             None => self.make_ready(id, now),
         }
         Reply::Inserted(id)
+    }
+
+    /// Adds a new job (state to be set by the caller's `make_*`) and counts it.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn insert_job(
+        &mut self,
+        id: JobId,
+        tube: super::TubeId,
+        pri: u32,
+        delay: u32,
+        ttr: u32,
+        created_at: Timestamp,
+        body: Bytes,
+    ) {
+        self.tubes.get_mut(tube).counters.total_jobs += 1;
+        self.counters.total_jobs += 1;
+        self.jobs.insert(
+            id,
+            Job {
+                id,
+                tube,
+                pri,
+                delay,
+                ttr,
+                created_at,
+                state: JobState::Ready,
+                counters: JobCounters::default(),
+                body,
+            },
+        );
     }
 
     pub(super) fn reserve(

@@ -4,7 +4,7 @@
 //! (reservations die with their connections). Restoring emits no new changes.
 
 use super::change::Change;
-use super::job::{Job, JobCounters, JobState};
+use super::job::Job;
 use super::time::Timestamp;
 use super::tube::Pause;
 use super::Engine;
@@ -46,24 +46,8 @@ impl Engine {
                     return Err(RestoreError::DuplicateJob(id));
                 }
                 let tube_id = self.tubes.find_or_create(&tube);
-                let t = self.tubes.get_mut(tube_id);
-                t.counters.total_jobs += 1;
-                self.counters.total_jobs += 1;
                 self.next_job_id = self.next_job_id.max(id.0.saturating_add(1));
-                self.jobs.insert(
-                    id,
-                    Job {
-                        id,
-                        tube: tube_id,
-                        pri,
-                        delay,
-                        ttr,
-                        created_at,
-                        state: JobState::Ready,
-                        counters: JobCounters::default(),
-                        body,
-                    },
-                );
+                self.insert_job(id, tube_id, pri, delay, ttr, created_at, body);
                 self.place(id, ready_at, now);
             }
             // A reservation ends with the restart: the job is ready again, whichever state
