@@ -773,8 +773,35 @@ mod yaml {
             current-tubes current-connections current-producers current-workers \
             current-waiting total-connections pid version rusage-utime rusage-stime uptime \
             binlog-oldest-index binlog-current-index binlog-records-migrated \
-            binlog-records-written binlog-max-size draining id hostname os platform";
+            binlog-records-written binlog-max-size draining id hostname os platform \
+            log-fsync log-segments log-oldest-segment log-current-segment log-records-written \
+            log-fsyncs log-records-per-fsync";
         assert_eq!(keys, expect.split_whitespace().collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn stats_reports_the_write_ahead_log() {
+        let (_s, mut c) = fresh().await;
+        for i in 1..=3 {
+            step(
+                &mut c,
+                "put 0 0 10 1\r\nx\r\n",
+                &format!("INSERTED {i}\r\n"),
+            )
+            .await;
+        }
+        let st = c.cmd("stats\r\n").await;
+        assert_eq!(field(&st, "log-fsync"), "always");
+        assert_eq!(field(&st, "log-segments"), "1");
+        assert_eq!(field(&st, "log-current-segment"), "1");
+        assert_eq!(field(&st, "log-records-written"), "3");
+        let fsyncs: u64 = field(&st, "log-fsyncs").parse().expect("number");
+        assert!(
+            (1..=3).contains(&fsyncs),
+            "{fsyncs} fsyncs for 3 sequential puts"
+        );
+        // beanstalkd's binlog fields stay as a server without -b reports them.
+        assert_eq!(field(&st, "binlog-records-written"), "0");
     }
 
     #[tokio::test]

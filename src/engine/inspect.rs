@@ -200,6 +200,18 @@ impl Engine {
             p.os,
             p.platform,
         );
+        let l = &self.log;
+        let per_fsync = if l.fsyncs == 0 {
+            0.0
+        } else {
+            l.records_written as f64 / l.fsyncs as f64
+        };
+        let _ = write!(
+            y,
+            "log-fsync: {}\nlog-segments: {}\nlog-oldest-segment: {}\nlog-current-segment: {}\n\
+             log-records-written: {}\nlog-fsyncs: {}\nlog-records-per-fsync: {per_fsync:.2}\n",
+            l.fsync, l.segments, l.oldest_segment, l.current_segment, l.records_written, l.fsyncs,
+        );
         Reply::Ok(y.into())
     }
 }

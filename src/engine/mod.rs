@@ -33,7 +33,7 @@ pub use change::Change;
 pub use job::{Job, JobCounters, JobState, URGENT_THRESHOLD};
 pub use restore::RestoreError;
 pub use session::SessionId;
-pub use stats::{CpuTimes, ProcessInfo};
+pub use stats::{CpuTimes, LogStats, ProcessInfo};
 pub use time::{Timestamp, NANOS_PER_SEC};
 pub use tube::TubeId;
 
@@ -88,6 +88,7 @@ pub struct Counters {
 pub struct Engine {
     config: EngineConfig,
     process: ProcessInfo,
+    log: LogStats,
     started_at: Timestamp,
     /// Every job by id. A B-tree rather than a hash table: it never rehashes everything at
     /// once, which with hundreds of thousands of jobs stalled every client for tens of ms.
@@ -122,6 +123,7 @@ impl Engine {
         Engine {
             config,
             process,
+            log: LogStats::default(),
             started_at: now,
             jobs: BTreeMap::new(),
             tubes,
@@ -264,6 +266,11 @@ impl Engine {
         let waiting = self.sessions.get(&sid).is_some_and(|s| s.wait.is_some());
         self.stop_wait(sid);
         waiting
+    }
+
+    /// Updates the log figures `stats` reports.
+    pub fn set_log_stats(&mut self, log: LogStats) {
+        self.log = log;
     }
 
     /// Stops accepting new jobs: every later put gets `DRAINING`.

@@ -54,3 +54,21 @@ impl std::fmt::Debug for ProcessInfo {
             .finish_non_exhaustive()
     }
 }
+
+/// Figures about the write-ahead log for `stats` (larder's own fields, after beanstalkd's).
+/// The server refreshes them; the engine only reports them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LogStats {
+    /// The fsync policy (`always`, `every=MS`, `never`).
+    pub fsync: String,
+    /// Segment files in the log.
+    pub segments: u64,
+    /// Number of the oldest segment.
+    pub oldest_segment: u64,
+    /// Number of the segment being written.
+    pub current_segment: u64,
+    /// Records written since the server started.
+    pub records_written: u64,
+    /// fdatasync calls since the server started.
+    pub fsyncs: u64,
+}

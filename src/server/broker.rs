@@ -20,6 +20,7 @@ pub struct Broker {
     timer: Notify,
     clock: Clock,
     journal: Arc<Journal>,
+    fsync: crate::config::FsyncPolicy,
 }
 
 struct State {
@@ -103,6 +104,7 @@ impl Broker {
         journal: Arc<Journal>,
         put_lsns: BTreeMap<JobId, u64>,
         last_put_lsn: u64,
+        fsync: crate::config::FsyncPolicy,
     ) -> Broker {
         let state = State {
             engine,
@@ -118,6 +120,7 @@ impl Broker {
             timer: Notify::new(),
             clock,
             journal,
+            fsync,
         }
     }
 
@@ -170,6 +173,10 @@ impl Broker {
     ) -> (Option<Outcome>, u64) {
         let now = self.clock.now();
         let mut st = self.lock();
+        if items.iter().any(|i| matches!(i, Ok(Command::Stats))) {
+            let log = self.journal.stats(self.fsync);
+            st.engine.set_log_stats(log);
+        }
         let mut stop = None;
         while let Some(item) = items.pop_front() {
             let outcome = match item {

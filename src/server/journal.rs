@@ -40,6 +40,11 @@ pub struct Journal {
     watermark: Watermark,
     /// Oldest LSN the log must keep (see the module docs).
     keep_from: AtomicU64,
+    /// Figures for `stats`, kept by the writer.
+    records_written: AtomicU64,
+    fsyncs: AtomicU64,
+    oldest_segment: AtomicU64,
+    current_segment: AtomicU64,
 }
 
 impl Journal {
@@ -53,6 +58,10 @@ impl Journal {
             wake: Condvar::new(),
             watermark: Watermark::new(next_lsn.saturating_sub(1)),
             keep_from: AtomicU64::new(0),
+            records_written: AtomicU64::new(0),
+            fsyncs: AtomicU64::new(0),
+            oldest_segment: AtomicU64::new(0),
+            current_segment: AtomicU64::new(0),
         }
     }
 
@@ -85,6 +94,24 @@ impl Journal {
     /// Sets the oldest LSN the log must keep.
     pub fn set_keep_from(&self, lsn: u64) {
         self.keep_from.store(lsn, Ordering::Relaxed);
+    }
+
+    /// The log figures for `stats` under `policy`.
+    pub fn stats(&self, policy: crate::config::FsyncPolicy) -> crate::engine::LogStats {
+        let oldest = self.oldest_segment.load(Ordering::Relaxed);
+        let current = self.current_segment.load(Ordering::Relaxed);
+        crate::engine::LogStats {
+            fsync: policy.to_string(),
+            segments: if current == 0 {
+                0
+            } else {
+                current - oldest + 1
+            },
+            oldest_segment: oldest,
+            current_segment: current,
+            records_written: self.records_written.load(Ordering::Relaxed),
+            fsyncs: self.fsyncs.load(Ordering::Relaxed),
+        }
     }
 
     /// Tells the writer to drain, sync and stop.
@@ -130,6 +157,7 @@ struct Writer {
 
 impl Writer {
     fn run(mut self) {
+        self.publish_figures();
         loop {
             let (batch, closed) = self.next_batch();
             if !batch.is_empty() {
@@ -145,7 +173,16 @@ impl Writer {
                 return;
             }
             self.reclaim();
+            self.publish_figures();
         }
+    }
+
+    fn publish_figures(&self) {
+        let j = &self.journal;
+        j.oldest_segment
+            .store(self.wal.oldest_segment(), Ordering::Relaxed);
+        j.current_segment
+            .store(self.wal.active_segment(), Ordering::Relaxed);
     }
 
     /// Waits for records (or, with unsynced data under `every=MS`, for the sync interval).
@@ -177,6 +214,7 @@ impl Writer {
 
     fn write(&mut self, batch: Vec<(u8, Vec<u8>)>) {
         let mut last = 0;
+        let count = batch.len() as u64;
         for (kind, payload) in batch {
             match self.wal.append(kind, &payload) {
                 Ok((lsn, pos)) => {
@@ -197,10 +235,14 @@ impl Writer {
             FsyncPolicy::Never => false,
             FsyncPolicy::Every(interval) => self.last_sync.elapsed() >= interval,
         };
+        self.journal
+            .records_written
+            .fetch_add(count, Ordering::Relaxed);
         if sync_now {
             if let Err(e) = self.wal.sync() {
                 return self.fail(e);
             }
+            self.journal.fsyncs.fetch_add(1, Ordering::Relaxed);
             self.last_sync = Instant::now();
             self.unsynced = false;
         } else {
@@ -215,6 +257,7 @@ impl Writer {
     fn sync(&mut self) {
         match self.wal.sync() {
             Ok(_) => {
+                self.journal.fsyncs.fetch_add(1, Ordering::Relaxed);
                 self.last_sync = Instant::now();
                 self.unsynced = false;
             }

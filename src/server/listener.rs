@@ -124,6 +124,7 @@ pub async fn run(
         journal.clone(),
         recovered.put_lsns,
         recovered.last_put_lsn,
+        config.fsync,
     ));
     let (stop_tx, stop_rx) = watch::channel(false);
 
