@@ -247,6 +247,13 @@ pub struct ChildServer {
 impl ChildServer {
     /// Spawns `program args…` and waits until `addr` accepts connections.
     pub fn spawn(program: &str, args: &[String], addr: SocketAddr) -> ChildServer {
+        let mut server = ChildServer::start(program, args, addr);
+        server.wait_listening();
+        server
+    }
+
+    /// Spawns `program args…` with no standard streams, without waiting.
+    fn start(program: &str, args: &[String], addr: SocketAddr) -> ChildServer {
         let child = Command::new(program)
             .args(args)
             .stdin(Stdio::null())
@@ -254,13 +261,11 @@ impl ChildServer {
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
-        let mut server = ChildServer {
+        ChildServer {
             child,
             addr,
             data_dir: None,
-        };
-        server.wait_listening();
-        server
+        }
     }
 
     /// Starts the larder binary on a free port with extra arguments and a fresh data
@@ -270,17 +275,7 @@ impl ChildServer {
         let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!("larder-test-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let mut server = ChildServer::on_free_port(larder_bin(), |addr| {
-            let mut args = vec![
-                "serve".to_owned(),
-                "--listen".to_owned(),
-                addr.to_string(),
-                "--data-dir".to_owned(),
-                dir.display().to_string(),
-            ];
-            args.extend(extra.iter().map(|s| s.to_string()));
-            args
-        });
+        let mut server = ChildServer::larder_in(&dir, extra);
         server.data_dir = Some(dir);
         server
     }
@@ -312,18 +307,7 @@ impl ChildServer {
     pub fn on_free_port(program: &str, args: impl Fn(SocketAddr) -> Vec<String>) -> ChildServer {
         for _ in 0..20 {
             let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-            let child = Command::new(program)
-                .args(args(addr))
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
-            let mut server = ChildServer {
-                child,
-                addr,
-                data_dir: None,
-            };
+            let mut server = ChildServer::start(program, &args(addr), addr);
             if server.try_wait_listening() {
                 return server;
             }
