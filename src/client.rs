@@ -12,7 +12,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio_util::codec::FramedRead;
 
-use crate::protocol::{Command, JobId, Reply, ReplyDecoder, TubeName};
+use crate::protocol::{Body, Command, JobId, Reply, ReplyDecoder, TubeName};
 
 /// Why a client call failed.
 #[derive(Debug, thiserror::Error)]
@@ -172,7 +172,10 @@ impl Client {
             None => Command::Reserve,
         };
         match self.call(&cmd).await? {
-            Reply::Reserved { id, body } => Ok(Some((id, body))),
+            Reply::Reserved {
+                id,
+                body: Body::Bytes(body),
+            } => Ok(Some((id, body))),
             Reply::TimedOut => Ok(None),
             other => Err(ClientError::Unexpected(other)),
         }

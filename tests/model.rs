@@ -249,7 +249,7 @@ impl Model {
             j.counts[0] += 1;
             return Reply::Reserved {
                 id: JobId(id),
-                body: Bytes::from(j.body.clone()),
+                body: Bytes::from(j.body.clone()).into(),
             };
         }
         let soon = self.jobs.iter().any(|j| matches!(j.st, St::Reserved { by, deadline } if by == s && self.now + SEC >= deadline));
@@ -290,7 +290,7 @@ impl Model {
         match pick.and_then(|id| self.jobs.iter().find(|j| j.id == id)) {
             Some(j) => Reply::Found {
                 id: JobId(j.id),
-                body: Bytes::from(j.body.clone()),
+                body: Bytes::from(j.body.clone()).into(),
             },
             None => Reply::NotFound,
         }
@@ -368,7 +368,7 @@ impl Model {
                     j.counts[0] += 1;
                     Reply::Reserved {
                         id: JobId(id),
-                        body: Bytes::from(j.body.clone()),
+                        body: Bytes::from(j.body.clone()).into(),
                     }
                 }
                 _ => Reply::NotFound,
@@ -862,7 +862,7 @@ fn replay_check(ops: Vec<Op>) -> Result<(), TestCaseError> {
     let mut restored = Engine::new(EngineConfig::default(), ProcessInfo::fixed(), now);
     for change in log {
         restored
-            .restore(change, now)
+            .restore(change, None, now)
             .map_err(|e| TestCaseError::fail(e.to_string()))?;
     }
     let ids: Vec<JobId> = engine.job_ids().collect();

@@ -15,7 +15,7 @@ impl Engine {
         match id.and_then(|id| self.jobs.get(&id)) {
             Some(job) => Reply::Found {
                 id: job.id,
-                body: job.body.clone(),
+                body: self.body_of(job),
             },
             None => Reply::NotFound,
         }

@@ -1,6 +1,4 @@
-//! A job's metadata and body.
-
-use bytes::Bytes;
+//! A job's metadata and where its body is.
 
 use super::session::SessionId;
 use super::time::Timestamp;
@@ -80,6 +78,37 @@ pub struct Job {
     pub state: JobState,
     /// Lifetime counters.
     pub counters: JobCounters,
-    /// The body.
-    pub body: Bytes,
+    /// Where the body is in the log.
+    pub body: BodyRef,
+}
+
+/// Where a job's body is: a segment of the write-ahead log and the offset of its first
+/// byte there, or — until its put record has a place in the log — the engine's own
+/// memory ([`BodyRef::is_placed`] is false).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BodyRef {
+    /// The segment's sequence number.
+    pub segment: u64,
+    /// Offset of the body's first byte in the segment file.
+    pub offset: u32,
+    /// Length in bytes.
+    pub len: u32,
+}
+
+impl BodyRef {
+    const IN_MEMORY: u64 = u64::MAX;
+
+    /// A body of `len` bytes held in memory.
+    pub fn in_memory(len: u32) -> BodyRef {
+        BodyRef {
+            segment: Self::IN_MEMORY,
+            offset: 0,
+            len,
+        }
+    }
+
+    /// Whether the body has a place in the log.
+    pub fn is_placed(&self) -> bool {
+        self.segment != Self::IN_MEMORY
+    }
 }

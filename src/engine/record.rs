@@ -217,6 +217,36 @@ fn timestamp_opt(raw: u64) -> Option<Timestamp> {
 
 /// Decodes a record. `payload` is shared so a put's body is not copied.
 pub fn decode(kind: u8, payload: &Bytes) -> Result<Change, RecordError> {
+    decode_with(kind, payload, |start| payload.slice(start..))
+}
+
+/// Decodes a record without its body: a put comes back with an empty body, plus where
+/// the body starts in `payload` and its length, so replay can point the job at the log.
+pub fn decode_metadata(
+    kind: u8,
+    payload: &[u8],
+) -> Result<(Change, Option<(usize, u32)>), RecordError> {
+    let mut body = None;
+    let change = decode_with(kind, payload, |start| {
+        let len = payload.len().saturating_sub(start);
+        body = u32::try_from(len).ok().map(|len| (start, len));
+        Bytes::new()
+    })?;
+    if matches!(change, Change::Put { .. }) && body.is_none() {
+        return Err(RecordError::Malformed {
+            kind,
+            len: payload.len(),
+        });
+    }
+    Ok((change, body))
+}
+
+/// Decodes a record; `body` turns the offset where a put's body starts into its bytes.
+fn decode_with(
+    kind: u8,
+    payload: &[u8],
+    body: impl FnOnce(usize) -> Bytes,
+) -> Result<Change, RecordError> {
     let mut r = Reader::new(kind, payload);
     let change = match kind {
         kind::PUT => {
@@ -229,8 +259,8 @@ pub fn decode(kind: u8, payload: &Bytes) -> Result<Change, RecordError> {
             let name_len = usize::from(r.u8()?);
             let name = r.take(name_len)?;
             let tube = r.tube(name)?;
-            let body = payload.slice(put_body_offset(name_len)..);
             r.rest();
+            let body = body(put_body_offset(name_len));
             Change::Put {
                 id,
                 tube,

@@ -4,7 +4,7 @@
 //! (reservations die with their connections). Restoring emits no new changes.
 
 use super::change::Change;
-use super::job::Job;
+use super::job::{BodyRef, Job};
 use super::time::Timestamp;
 use super::tube::Pause;
 use super::Engine;
@@ -22,15 +22,27 @@ pub enum RestoreError {
 }
 
 impl Engine {
-    /// Applies one replayed record at time `now`.
-    pub fn restore(&mut self, change: Change, now: Timestamp) -> Result<(), RestoreError> {
-        let result = self.restore_one(change, now);
+    /// Applies one replayed record at time `now`. For a put read from a log, `body_at`
+    /// says where its body is and the change's own body bytes are ignored (recovery
+    /// passes none); without it the body is kept in memory.
+    pub fn restore(
+        &mut self,
+        change: Change,
+        body_at: Option<BodyRef>,
+        now: Timestamp,
+    ) -> Result<(), RestoreError> {
+        let result = self.restore_one(change, body_at, now);
         self.changes.clear();
         self.wakeups.clear();
         result
     }
 
-    fn restore_one(&mut self, change: Change, now: Timestamp) -> Result<(), RestoreError> {
+    fn restore_one(
+        &mut self,
+        change: Change,
+        body_at: Option<BodyRef>,
+        now: Timestamp,
+    ) -> Result<(), RestoreError> {
         match change {
             Change::Put {
                 id,
@@ -47,7 +59,11 @@ impl Engine {
                 }
                 let tube_id = self.tubes.find_or_create(&tube);
                 self.next_job_id = self.next_job_id.max(id.0.saturating_add(1));
-                self.insert_job(id, tube_id, pri, delay, ttr, created_at, body);
+                let (at, bytes) = match body_at {
+                    Some(at) => (at, None),
+                    None => (BodyRef::in_memory(body.len() as u32), Some(body)),
+                };
+                self.insert_job(id, tube_id, pri, delay, ttr, created_at, at, bytes);
                 self.place(id, ready_at, now);
             }
             // A reservation ends with the restart: the job is ready again, whichever state
@@ -64,7 +80,7 @@ impl Engine {
             Change::Delete { id } => {
                 self.job_mut(id)?;
                 self.detach(id);
-                if let Some(job) = self.jobs.remove(&id) {
+                if let Some(job) = self.unindex_job(id) {
                     self.drop_tube_if_unused(job.tube);
                 }
             }

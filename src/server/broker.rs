@@ -1,14 +1,15 @@
 //! The engine shared between connection tasks and the timer task.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::{mpsc, Notify};
 
+use super::bodies::SegmentFiles;
 use super::journal::Journal;
 use super::Clock;
-use crate::engine::{record, Change, Engine, Outcome, SessionId, Timestamp};
-use crate::protocol::{Command, JobId, ProtocolError, Reply};
+use crate::engine::{record, BodyRef, Change, Engine, Outcome, SessionId, Timestamp};
+use crate::protocol::{Command, ProtocolError, Reply};
 
 /// A reply for a blocked session and the log LSN it must wait for before it is sent.
 pub type Wakeup = (Reply, u64);
@@ -20,16 +21,18 @@ pub struct Broker {
     timer: Notify,
     clock: Clock,
     journal: Arc<Journal>,
+    files: Arc<SegmentFiles>,
     fsync: crate::config::FsyncPolicy,
 }
 
 struct State {
     engine: Engine,
     journal: Arc<Journal>,
-    /// LSN of each live job's put record, for log reclamation.
-    put_lsns: BTreeMap<JobId, u64>,
-    /// LSN of the newest put record.
-    last_put_lsn: u64,
+    files: Arc<SegmentFiles>,
+    /// Segment of the newest put record: kept, so the highest job id survives a restart.
+    last_put_segment: u64,
+    /// The oldest segment the log had when open files were last pruned.
+    pruned_below: u64,
     /// Where replies for blocked sessions go.
     outboxes: HashMap<SessionId, mpsc::UnboundedSender<Wakeup>>,
     /// The deadline the timer task is sleeping towards.
@@ -53,9 +56,15 @@ impl State {
     /// tail they depend on.
     fn deliver(&mut self) {
         self.journal_changes();
+        let oldest = self.journal.oldest_segment();
+        if oldest > self.pruned_below {
+            self.files.forget_before(oldest);
+            self.pruned_below = oldest;
+        }
         if self.engine.has_wakeups() {
             let tail = self.journal.tail();
             for (sid, reply) in self.engine.take_wakeups() {
+                let reply = self.files.attach(reply);
                 if let Some(tx) = self.outboxes.get(&sid) {
                     // A closed receiver means the connection is going away; its session is
                     // closed under this same lock, which returns any job it was handed.
@@ -65,7 +74,8 @@ impl State {
         }
     }
 
-    /// Encodes and queues every change, in the order the engine made them.
+    /// Encodes and queues every change, in the order the engine made them, and tells the
+    /// engine where each new body will be in the log.
     fn journal_changes(&mut self) {
         let changes = self.engine.take_changes();
         if changes.is_empty() {
@@ -73,55 +83,68 @@ impl State {
         }
         for change in &changes {
             let (kind, payload) = record::encode(change);
-            let lsn = self.journal.push(kind, payload);
-            match change {
-                Change::Put { id, .. } => {
-                    self.put_lsns.insert(*id, lsn);
-                    self.last_put_lsn = lsn;
+            let (_, pos) = self.journal.push(kind, payload);
+            if let Change::Put { id, tube, body, .. } = change {
+                let offset = pos.offset + record::put_body_offset(tube.as_str().len()) as u64;
+                // Offsets fit 32 bits (segments are at most 4 GiB); a body that somehow
+                // did not would simply stay in memory.
+                if let Ok(offset) = u32::try_from(offset) {
+                    let at = BodyRef {
+                        segment: pos.segment,
+                        offset,
+                        len: body.len() as u32,
+                    };
+                    self.engine.place_body(*id, at);
                 }
-                Change::Delete { id } => {
-                    self.put_lsns.remove(id);
-                }
-                _ => {}
+                self.last_put_segment = pos.segment;
             }
         }
-        self.update_keep_from();
+        self.update_keep();
     }
 
-    fn update_keep_from(&self) {
-        let oldest_live = self.put_lsns.values().next().copied().unwrap_or(u64::MAX);
+    /// Tells the writer which segments must stay: every one from the oldest holding a
+    /// live body, and the one holding the newest put.
+    fn update_keep(&self) {
+        let oldest_live = self.engine.oldest_live_segment().unwrap_or(u64::MAX);
         self.journal
-            .set_keep_from(oldest_live.min(self.last_put_lsn));
+            .set_keep_segment(oldest_live.min(self.last_put_segment));
     }
 }
 
 impl Broker {
-    /// A broker around `engine`, journaling to `journal`. `put_lsns` and `last_put_lsn`
-    /// describe the recovered log (for reclamation).
+    /// A broker around `engine`, journaling to `journal`, reading bodies through
+    /// `files`. `last_put_segment` is the segment of the recovered log's newest put.
     pub fn new(
         engine: Engine,
         clock: Clock,
         journal: Arc<Journal>,
-        put_lsns: BTreeMap<JobId, u64>,
-        last_put_lsn: u64,
+        files: Arc<SegmentFiles>,
+        last_put_segment: u64,
         fsync: crate::config::FsyncPolicy,
     ) -> Broker {
         let state = State {
             engine,
             journal: journal.clone(),
-            put_lsns,
-            last_put_lsn,
+            files: files.clone(),
+            last_put_segment,
+            pruned_below: 0,
             outboxes: HashMap::new(),
             timer_at: None,
         };
-        state.update_keep_from();
+        state.update_keep();
         Broker {
             state: Mutex::new(state),
             timer: Notify::new(),
             clock,
             journal,
+            files,
             fsync,
         }
+    }
+
+    /// The open segment files bodies are read from.
+    pub fn files(&self) -> &SegmentFiles {
+        &self.files
     }
 
     /// Waits until every record up to `lsn` is durable (as the fsync policy defines it).
@@ -184,7 +207,7 @@ impl Broker {
                 Err(e) => Outcome::Reply(st.engine.reject(sid, e)),
             };
             match outcome {
-                Outcome::Reply(r) => reply(r),
+                Outcome::Reply(r) => reply(st.files.attach(r)),
                 other => {
                     stop = Some(other);
                     break;

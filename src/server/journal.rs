@@ -2,17 +2,18 @@
 //! and the writer thread that appends them, syncs, and publishes the durable LSN.
 //!
 //! Records are queued under the engine's lock, so their order in the log is the order in
-//! which the engine changed state. LSNs are assigned at queueing time and match the log's
-//! own numbering. Every reply waits until the watermark covers the log's tail as it was
+//! which the engine changed state. LSNs and positions are assigned at queueing time (a copy
+//! of the log's [`Layout`] predicts where each record lands, and the writer checks it), so
+//! a job knows where its body is before the record is written. Every reply waits until the watermark covers the log's tail as it was
 //! when the reply was produced (see `Broker::execute`); with `--fsync always` that means
 //! the record is on stable storage, and concurrent commands share one fdatasync.
 //!
-//! Disk reclamation: a segment is removed once every record in it is older than both the
-//! oldest live job's put and the newest put (which keeps the highest job id in the log, so
-//! ids are never reused after a restart). A long-lived job keeps every later segment; copying
-//! live jobs forward is future work.
+//! Disk reclamation: the broker names the oldest segment it needs — the oldest holding a
+//! live job's body, or the newest put's if older (which keeps the highest job id in the
+//! log, so ids are never reused after a restart) — and the writer removes every segment
+//! before it. Every record in those is about a job whose body record is gone too: a job's
+//! records all follow its put (or the copy compaction made of it).
 
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -21,25 +22,29 @@ use std::time::Instant;
 use crate::config::FsyncPolicy;
 use crate::wal::commit::Watermark;
 use crate::wal::storage::FsStorage;
-use crate::wal::Wal;
+use crate::wal::{Layout, RecordPos, Wal};
 
 /// Records waiting for the writer.
-#[derive(Default)]
 struct Queue {
-    records: Vec<(u8, Vec<u8>)>,
+    records: Vec<Queued>,
     /// LSN the next queued record gets.
     next_lsn: u64,
+    /// Where the next queued record will land in the log.
+    layout: Layout,
     /// No more records will come; the writer drains, syncs and exits.
     closed: bool,
 }
+
+/// A record waiting for the writer, and where it was promised to land.
+type Queued = (u8, Vec<u8>, RecordPos);
 
 /// The hand-off between the engine and the writer thread.
 pub struct Journal {
     queue: Mutex<Queue>,
     wake: Condvar,
     watermark: Watermark,
-    /// Oldest LSN the log must keep (see the module docs).
-    keep_from: AtomicU64,
+    /// Oldest segment the log must keep (see the module docs); 0 while unknown.
+    keep_segment: AtomicU64,
     /// Figures for `stats`, kept by the writer.
     records_written: AtomicU64,
     fsyncs: AtomicU64,
@@ -48,16 +53,19 @@ pub struct Journal {
 }
 
 impl Journal {
-    /// A journal whose next record gets `next_lsn`; everything before it is durable.
-    pub fn new(next_lsn: u64) -> Journal {
+    /// A journal whose next record gets `next_lsn` and lands where `layout` says;
+    /// everything before it is durable.
+    pub fn new(next_lsn: u64, layout: Layout) -> Journal {
         Journal {
             queue: Mutex::new(Queue {
+                records: Vec::new(),
                 next_lsn,
-                ..Queue::default()
+                layout,
+                closed: false,
             }),
             wake: Condvar::new(),
             watermark: Watermark::new(next_lsn.saturating_sub(1)),
-            keep_from: AtomicU64::new(0),
+            keep_segment: AtomicU64::new(0),
             records_written: AtomicU64::new(0),
             fsyncs: AtomicU64::new(0),
             oldest_segment: AtomicU64::new(0),
@@ -69,16 +77,17 @@ impl Journal {
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Queues a record; returns its LSN.
-    pub fn push(&self, kind: u8, payload: Vec<u8>) -> u64 {
+    /// Queues a record; returns its LSN and where its payload will be in the log.
+    pub fn push(&self, kind: u8, payload: Vec<u8>) -> (u64, RecordPos) {
         let mut q = self.lock();
         let lsn = q.next_lsn;
         q.next_lsn += 1;
-        q.records.push((kind, payload));
+        let (pos, _) = q.layout.place(payload.len());
+        q.records.push((kind, payload, pos));
         if q.records.len() == 1 {
             self.wake.notify_one();
         }
-        lsn
+        (lsn, pos)
     }
 
     /// LSN of the last record queued (0 if none ever was).
@@ -91,9 +100,14 @@ impl Journal {
         &self.watermark
     }
 
-    /// Sets the oldest LSN the log must keep.
-    pub fn set_keep_from(&self, lsn: u64) {
-        self.keep_from.store(lsn, Ordering::Relaxed);
+    /// Sets the oldest segment the log must keep.
+    pub fn set_keep_segment(&self, seq: u64) {
+        self.keep_segment.store(seq, Ordering::Relaxed);
+    }
+
+    /// The oldest segment still in the log.
+    pub fn oldest_segment(&self) -> u64 {
+        self.oldest_segment.load(Ordering::Relaxed)
     }
 
     /// The log figures for `stats` under `policy`.
@@ -121,15 +135,11 @@ impl Journal {
     }
 }
 
-/// First LSN of each segment still in the log, oldest first, for reclamation.
-pub type SegmentStarts = VecDeque<(u64, u64)>;
-
 /// Starts the writer thread that owns `wal`.
 pub fn spawn_writer(
     journal: Arc<Journal>,
     wal: Wal<FsStorage>,
     policy: FsyncPolicy,
-    segments: SegmentStarts,
 ) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new()
         .name("larder-wal".to_owned())
@@ -138,7 +148,6 @@ pub fn spawn_writer(
                 journal,
                 wal,
                 policy,
-                segments,
                 last_sync: Instant::now(),
                 unsynced: false,
             }
@@ -150,7 +159,6 @@ struct Writer {
     journal: Arc<Journal>,
     wal: Wal<FsStorage>,
     policy: FsyncPolicy,
-    segments: SegmentStarts,
     last_sync: Instant,
     unsynced: bool,
 }
@@ -186,7 +194,7 @@ impl Writer {
     }
 
     /// Waits for records (or, with unsynced data under `every=MS`, for the sync interval).
-    fn next_batch(&mut self) -> (Vec<(u8, Vec<u8>)>, bool) {
+    fn next_batch(&mut self) -> (Vec<Queued>, bool) {
         let mut q = self.journal.lock();
         loop {
             if !q.records.is_empty() || q.closed {
@@ -212,21 +220,18 @@ impl Writer {
         }
     }
 
-    fn write(&mut self, batch: Vec<(u8, Vec<u8>)>) {
+    fn write(&mut self, batch: Vec<Queued>) {
         let mut last = 0;
         let count = batch.len() as u64;
-        for (kind, payload) in batch {
+        for (kind, payload, promised) in batch {
             match self.wal.append(kind, &payload) {
-                Ok((lsn, pos)) => {
-                    if self
-                        .segments
-                        .back()
-                        .is_none_or(|&(seq, _)| seq != pos.segment)
-                    {
-                        self.segments.push_back((pos.segment, lsn.0));
-                    }
-                    last = lsn.0;
+                Ok((_, pos)) if pos != promised => {
+                    // Jobs already point at the promised place: confirming would be a lie.
+                    return self.fail(format!(
+                        "internal error: record placed at {pos:?}, promised at {promised:?}"
+                    ));
                 }
+                Ok((lsn, _)) => last = lsn.0,
                 Err(e) => return self.fail(e),
             }
         }
@@ -265,7 +270,7 @@ impl Writer {
         }
     }
 
-    fn fail(&mut self, e: crate::wal::WalError) {
+    fn fail(&mut self, e: impl std::fmt::Display) {
         // Only the first failure is news; later ones just report the poisoned log.
         if !self.journal.watermark.is_poisoned() {
             tracing::error!(error = %e, "write-ahead log failed; no further change can be confirmed");
@@ -276,39 +281,15 @@ impl Writer {
         self.unsynced = false;
     }
 
-    /// Removes segments that hold only records older than `keep_from`.
+    /// Removes the segments before the oldest one the broker still needs.
     fn reclaim(&mut self) {
-        let keep_from = self.journal.keep_from.load(Ordering::Relaxed);
-        if keep_from == 0 || self.wal.is_poisoned() {
+        let keep = self.journal.keep_segment.load(Ordering::Relaxed);
+        if keep <= self.wal.oldest_segment() || self.wal.is_poisoned() {
             return;
         }
-        // The segment holding keep_from is the last one starting at or before it.
-        let Some(&(keep_seq, _)) = self
-            .segments
-            .iter()
-            .rev()
-            .find(|&&(_, first)| first <= keep_from)
-        else {
-            return;
-        };
-        if self
-            .segments
-            .front()
-            .is_some_and(|&(seq, _)| seq < keep_seq)
-        {
-            match self.wal.remove_segments_before(keep_seq) {
-                Ok(n) => {
-                    while self
-                        .segments
-                        .front()
-                        .is_some_and(|&(seq, _)| seq < keep_seq)
-                    {
-                        self.segments.pop_front();
-                    }
-                    tracing::debug!(removed = n, "removed log segments");
-                }
-                Err(e) => self.fail(e),
-            }
+        match self.wal.remove_segments_before(keep) {
+            Ok(n) => tracing::debug!(removed = n, "removed log segments"),
+            Err(e) => self.fail(e),
         }
     }
 }

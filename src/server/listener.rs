@@ -9,6 +9,7 @@ use tokio::net::{TcpListener, TcpSocket, UnixListener};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use super::bodies::SegmentFiles;
 use super::journal::{spawn_writer, Journal};
 use super::{connection, process_info, Broker, Clock};
 use crate::config::{ListenAddr, ServerConfig};
@@ -110,20 +111,16 @@ pub async fn run(
         config.segment_size,
         clock.now(),
     )?;
-    let journal = Arc::new(Journal::new(recovered.next_lsn));
-    let writer = spawn_writer(
-        journal.clone(),
-        recovered.wal,
-        config.fsync,
-        recovered.segments,
-    )
-    .context("starting the log writer thread")?;
+    let journal = Arc::new(Journal::new(recovered.next_lsn, recovered.wal.layout()));
+    let files = Arc::new(SegmentFiles::new(recovered.wal.dir().to_path_buf()));
+    let writer = spawn_writer(journal.clone(), recovered.wal, config.fsync)
+        .context("starting the log writer thread")?;
     let broker = Arc::new(Broker::new(
         engine,
         clock,
         journal.clone(),
-        recovered.put_lsns,
-        recovered.last_put_lsn,
+        files,
+        recovered.last_put_segment,
         config.fsync,
     ));
     let (stop_tx, stop_rx) = watch::channel(false);

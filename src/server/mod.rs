@@ -6,6 +6,7 @@
 //! replies in order; a blocked reserve waits on the connection's own channel for its reply.
 //! The timer task sleeps until the engine's next deadline and runs its timers.
 
+mod bodies;
 mod broker;
 mod clock;
 mod connection;

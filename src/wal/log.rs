@@ -40,6 +40,9 @@ impl Default for WalOptions {
 impl WalOptions {
     /// The smallest accepted `max_segment_size`.
     pub const MIN_SEGMENT_SIZE: u64 = 64;
+    /// The largest accepted `max_segment_size`: payload offsets within a segment fit 32 bits
+    /// (a record too big for any segment still gets one of its own, starting near offset 0).
+    pub const MAX_SEGMENT_SIZE: u64 = 4 << 30;
 
     /// Checks the options are in range.
     pub fn validate(&self) -> Result<(), WalError> {
@@ -48,7 +51,54 @@ impl WalOptions {
                 reason: "max_segment_size must be at least 64 bytes",
             });
         }
+        if self.max_segment_size > Self::MAX_SEGMENT_SIZE {
+            return Err(WalError::InvalidOptions {
+                reason: "max_segment_size must be at most 4 GiB",
+            });
+        }
         Ok(())
+    }
+}
+
+/// The part of a log's state that decides where appended records land: the active
+/// segment, its length including buffered frames, and how many records it holds.
+///
+/// [`Wal::append`] places every record with [`Layout::place`], so a copy taken with
+/// [`Wal::layout`] and fed the same payload lengths in the same order predicts each
+/// record's position before it is written. The server uses that to know where a job's
+/// body will be while the record is still queued for the writer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Layout {
+    segment: u64,
+    end: u64,
+    records: u64,
+    max_segment_size: u64,
+}
+
+impl Layout {
+    /// Places a record with a payload of `payload_len` bytes: returns its payload's
+    /// position and whether the active segment is rotated first (a record that would
+    /// make a non-empty segment longer than the limit starts a new one).
+    pub fn place(&mut self, payload_len: usize) -> (RecordPos, bool) {
+        let frame_len = (RECORD_HEADER_LEN + payload_len) as u64;
+        let rotates = self.end + frame_len > self.max_segment_size && self.records > 0;
+        if rotates {
+            self.segment += 1;
+            self.end = SEGMENT_HEADER_LEN as u64;
+            self.records = 0;
+        }
+        let pos = RecordPos {
+            segment: self.segment,
+            offset: self.end + RECORD_HEADER_LEN as u64,
+        };
+        self.end += frame_len;
+        self.records += 1;
+        (pos, rotates)
+    }
+
+    /// The segment the next record goes to unless it rotates.
+    pub fn segment(&self) -> u64 {
+        self.segment
     }
 }
 
@@ -123,16 +173,12 @@ impl<S: Storage> Wal<S> {
                 max: self.options.max_payload,
             });
         }
-        let frame_len = (RECORD_HEADER_LEN + payload.len()) as u64;
-        let end = self.active.written_len + self.buf.len() as u64 + frame_len;
-        if end > self.options.max_segment_size && self.active.records > 0 {
+        let (pos, rotates) = self.layout().place(payload.len());
+        if rotates {
             let rotated = self.rotate();
             self.poison_on_error(rotated)?;
         }
-        let pos = RecordPos {
-            segment: self.active.seq,
-            offset: self.active.written_len + (self.buf.len() + RECORD_HEADER_LEN) as u64,
-        };
+        debug_assert_eq!(pos, self.layout().place(payload.len()).0);
         frame::encode_record(&mut self.buf, kind, payload);
         let lsn = self.next_lsn;
         self.next_lsn.0 += 1;
@@ -228,6 +274,16 @@ impl<S: Storage> Wal<S> {
             .sync_dir(&self.dir)
             .map_err(WalError::io("sync", &self.dir))?;
         Ok(upto - first)
+    }
+
+    /// Where the next appended records will land (see [`Layout`]).
+    pub fn layout(&self) -> Layout {
+        Layout {
+            segment: self.active.seq,
+            end: self.active.written_len + self.buf.len() as u64,
+            records: self.active.records,
+            max_segment_size: self.options.max_segment_size,
+        }
     }
 
     /// The LSN up to which records are known to be on stable storage.

@@ -60,8 +60,12 @@ proptest! {
         let (mut wal, none, _) = open(&s, opts(max_segment_size));
         prop_assert!(none.is_empty());
         let mut written = Vec::new();
+        // A copy of the layout taken once predicts every position, across rotations.
+        let mut layout = wal.layout();
         for (kind, payload, sync_now) in &records {
+            let (predicted, _) = layout.place(payload.len());
             let (lsn, pos) = wal.append(*kind, payload).expect("append");
+            prop_assert_eq!(pos, predicted);
             prop_assert_eq!(lsn, Lsn(written.len() as u64 + 1));
             prop_assert_eq!(&wal.read_payload(pos, payload.len() as u32).expect("read"), payload);
             written.push(Record { lsn, kind: *kind, payload: payload.clone(), pos });
@@ -73,6 +77,9 @@ proptest! {
         drop(wal);
         let (wal, got, report) = open(&s, opts(max_segment_size));
         prop_assert_eq!(&got, &written);
+        // After reopening, the layout continues where the log ends.
+        let mut reopened = wal.layout();
+        prop_assert_eq!(reopened.place(1).0, layout.place(1).0);
         prop_assert_eq!(report.records, written.len() as u64);
         prop_assert_eq!(report.truncated_bytes, 0);
         for r in &written {
