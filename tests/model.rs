@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use bytes::Bytes;
 use larder::engine::{Engine, EngineConfig, JobState, Outcome, ProcessInfo, SessionId, Timestamp};
-use larder::protocol::{Command, JobId, Reply, TubeName};
+use larder::protocol::{Body, Command, JobId, Reply, TubeName};
 use proptest::prelude::*;
 
 const SEC: u64 = 1_000_000_000;
@@ -841,7 +841,28 @@ fn replay_check(ops: Vec<Op>) -> Result<(), TestCaseError> {
     let mut engine = Engine::new(EngineConfig::default(), ProcessInfo::fixed(), now);
     let mut sids: Vec<SessionId> = (0..3).map(|_| engine.open_session()).collect();
     let mut log = Vec::new();
-    for op in &ops {
+    let mut imaged_buried = false;
+    for (step, op) in ops.iter().enumerate() {
+        // Now and then, compaction copies some jobs forward as images.
+        if step % 3 == 2 {
+            let ids: Vec<JobId> = engine
+                .job_ids()
+                .filter(|id| (id.0 + step as u64) % 3 == 0)
+                .collect();
+            for id in ids {
+                let job = engine.job(id).expect("job");
+                let (from, buried) = (job.body, matches!(job.state, JobState::Buried { .. }));
+                let Outcome::Reply(Reply::Found {
+                    body: Body::Bytes(body),
+                    ..
+                }) = engine.apply(sids[0], Command::Peek(id), now)
+                else {
+                    return Err(TestCaseError::fail("peek of a live job failed"));
+                };
+                prop_assert!(engine.relocate(id, from, body));
+                imaged_buried |= buried;
+            }
+        }
         match *op {
             Op::Advance { millis } => {
                 now = Timestamp(now.0 + millis * 1_000_000);
@@ -873,7 +894,11 @@ fn replay_check(ops: Vec<Op>) -> Result<(), TestCaseError> {
             after_restart(&engine, id, now)
         );
     }
-    prop_assert_eq!(buried_order(&restored), buried_order(&engine));
+    // Compaction may reorder buried jobs (an imaged one is buried again at replay); see
+    // protocol.md's durability section. The sets are always equal (checked job by job above).
+    if !imaged_buried {
+        prop_assert_eq!(buried_order(&restored), buried_order(&engine));
+    }
     // Ids keep growing after a restart: a new put never reuses one.
     let sid = restored.open_session();
     let next = restored.apply(

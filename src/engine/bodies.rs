@@ -9,7 +9,8 @@
 use bytes::Bytes;
 use rustc_hash::FxHashMap as HashMap;
 
-use super::job::{BodyRef, Job};
+use super::change::{Change, ImageState};
+use super::job::{BodyRef, Job, JobState};
 use super::{Engine, SegmentUse};
 use crate::protocol::{Body, JobId, StoredBody};
 
@@ -73,6 +74,66 @@ impl Engine {
         body_from(&self.mem_bodies, job)
     }
 
+    /// Queues an [`Change::Image`] of job `id` with `body` (its bytes, read from `from`),
+    /// so compaction can move it off the segment at `from`. Returns false, queuing
+    /// nothing, if the job is gone or its body has moved since. A reserved job is imaged
+    /// as ready (what a restart makes it); its reservation carries on.
+    pub fn relocate(&mut self, id: JobId, from: BodyRef, body: Bytes) -> bool {
+        let Some(job) = self.jobs.get(&id) else {
+            return false;
+        };
+        if job.body != from || body.len() != from.len as usize {
+            return false;
+        }
+        let state = match job.state {
+            JobState::Ready | JobState::Reserved { .. } => ImageState::Ready,
+            JobState::Delayed { until } => ImageState::Delayed(until),
+            JobState::Buried { .. } => ImageState::Buried,
+        };
+        self.changes.push(Change::Image {
+            id,
+            tube: self.tubes.get(job.tube).name.clone(),
+            pri: job.pri,
+            delay: job.delay,
+            ttr: job.ttr,
+            created_at: job.created_at,
+            state,
+            counters: job.counters,
+            body,
+        });
+        true
+    }
+
+    /// Queues a [`Change::PauseTube`] for every paused tube, so a pause survives the
+    /// removal of the segment that recorded it.
+    pub fn journal_pauses(&mut self) {
+        for &(until, tube) in &self.pauses {
+            self.changes.push(Change::PauseTube {
+                tube: self.tubes.get(tube).name.clone(),
+                until,
+            });
+        }
+    }
+
+    /// Up to `limit` live jobs whose body is in `segment`, with their body's place,
+    /// scanning at most `scan` jobs from id `from` on; also returns where to continue
+    /// (`None` when the scan reached the end). Bounded so the engine lock is held briefly.
+    pub fn jobs_in_segment(
+        &self,
+        segment: u64,
+        from: JobId,
+        scan: usize,
+    ) -> (Vec<(JobId, BodyRef)>, Option<JobId>) {
+        let mut found = Vec::new();
+        let mut iter = self.jobs.range(from..);
+        for (_, job) in iter.by_ref().take(scan) {
+            if job.body.segment == segment {
+                found.push((job.id, job.body));
+            }
+        }
+        (found, iter.next().map(|(&id, _)| id))
+    }
+
     /// The oldest log segment holding a live job's body, if any.
     pub fn oldest_live_segment(&self) -> Option<u64> {
         self.segment_use.keys().next().copied()
@@ -81,15 +142,6 @@ impl Engine {
     /// Live jobs and bytes per log segment, oldest segment first.
     pub fn segment_use(&self) -> impl Iterator<Item = (u64, SegmentUse)> + '_ {
         self.segment_use.iter().map(|(&s, &u)| (s, u))
-    }
-
-    /// Live jobs whose body is in `segment`, in id order.
-    pub fn jobs_in_segment(&self, segment: u64) -> Vec<JobId> {
-        self.jobs
-            .values()
-            .filter(|j| j.body.segment == segment)
-            .map(|j| j.id)
-            .collect()
     }
 
     /// Body bytes of all live jobs.

@@ -209,8 +209,18 @@ impl Engine {
         let _ = write!(
             y,
             "log-fsync: {}\nlog-segments: {}\nlog-oldest-segment: {}\nlog-current-segment: {}\n\
-             log-records-written: {}\nlog-fsyncs: {}\nlog-records-per-fsync: {per_fsync:.2}\n",
-            l.fsync, l.segments, l.oldest_segment, l.current_segment, l.records_written, l.fsyncs,
+             log-records-written: {}\nlog-fsyncs: {}\nlog-records-per-fsync: {per_fsync:.2}\n\
+             log-bytes: {}\nlog-live-bytes: {}\nlog-segments-removed: {}\nlog-jobs-compacted: {}\n",
+            l.fsync,
+            l.segments,
+            l.oldest_segment,
+            l.current_segment,
+            l.records_written,
+            l.fsyncs,
+            l.bytes,
+            self.live_bytes(),
+            l.segments_removed,
+            l.jobs_compacted,
         );
         Reply::Ok(y.into())
     }

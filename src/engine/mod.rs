@@ -31,7 +31,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use bytes::Bytes;
 use rustc_hash::FxHashMap as HashMap;
 
-pub use change::Change;
+pub use change::{Change, ImageState};
 pub use job::{BodyRef, Job, JobCounters, JobState, URGENT_THRESHOLD};
 pub use restore::RestoreError;
 pub use session::SessionId;

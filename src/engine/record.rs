@@ -11,7 +11,8 @@
 
 use bytes::{BufMut, Bytes};
 
-use super::change::Change;
+use super::change::{Change, ImageState};
+use super::job::JobCounters;
 use super::time::Timestamp;
 use crate::protocol::{JobId, TubeName};
 
@@ -33,6 +34,8 @@ pub mod kind {
     pub const TIMEOUT: u8 = 7;
     /// [`super::Change::PauseTube`]
     pub const PAUSE_TUBE: u8 = 8;
+    /// [`super::Change::Image`]
+    pub const IMAGE: u8 = 9;
 }
 
 /// A record kind's name, for `larder wal dump`.
@@ -46,6 +49,7 @@ pub fn kind_name(k: u8) -> String {
         kind::KICK => "kick".into(),
         kind::TIMEOUT => "timeout".into(),
         kind::PAUSE_TUBE => "pause-tube".into(),
+        kind::IMAGE => "image".into(),
         other => format!("unknown({other})"),
     }
 }
@@ -57,6 +61,25 @@ const PUT_FIXED: usize = 8 + 4 + 4 + 4 + 8 + 8 + 1;
 /// Where a put's body starts within its payload, for a tube name of `tube_len` bytes.
 pub fn put_body_offset(tube_len: usize) -> usize {
     PUT_FIXED + tube_len
+}
+
+/// Fixed part of an image payload before the tube name: id, pri, delay, ttr, created_at,
+/// ready_at, state, five counters, tube name length.
+const IMAGE_FIXED: usize = 8 + 4 + 4 + 4 + 8 + 8 + 1 + 5 * 4 + 1;
+
+/// Where an image's body starts within its payload, for a tube name of `tube_len` bytes.
+pub fn image_body_offset(tube_len: usize) -> usize {
+    IMAGE_FIXED + tube_len
+}
+
+/// Where the body of a put or image change starts in its record's payload, and its
+/// bytes; `None` for changes without a body.
+pub fn body_in(change: &Change) -> Option<(usize, &Bytes)> {
+    match change {
+        Change::Put { tube, body, .. } => Some((put_body_offset(tube.as_str().len()), body)),
+        Change::Image { tube, body, .. } => Some((image_body_offset(tube.as_str().len()), body)),
+        _ => None,
+    }
 }
 
 /// A record that does not decode.
@@ -108,6 +131,45 @@ pub fn encode(change: &Change) -> (u8, Vec<u8>) {
             p.put_slice(name);
             p.put_slice(body);
             kind::PUT
+        }
+        Change::Image {
+            id,
+            tube,
+            pri,
+            delay,
+            ttr,
+            created_at,
+            state,
+            counters,
+            body,
+        } => {
+            let name = tube.as_str().as_bytes();
+            p.reserve(IMAGE_FIXED + name.len() + body.len());
+            p.put_u64_le(id.0);
+            p.put_u32_le(*pri);
+            p.put_u32_le(*delay);
+            p.put_u32_le(*ttr);
+            p.put_u64_le(created_at.0);
+            let (code, ready_at) = match state {
+                ImageState::Ready => (0, 0),
+                ImageState::Delayed(t) => (1, t.0),
+                ImageState::Buried => (2, 0),
+            };
+            p.put_u64_le(ready_at);
+            p.put_u8(code);
+            for c in [
+                counters.reserves,
+                counters.timeouts,
+                counters.releases,
+                counters.buries,
+                counters.kicks,
+            ] {
+                p.put_u32_le(c);
+            }
+            p.put_u8(name.len() as u8);
+            p.put_slice(name);
+            p.put_slice(body);
+            kind::IMAGE
         }
         Change::Reserve { id } => id_only(&mut p, *id, kind::RESERVE),
         Change::Delete { id } => id_only(&mut p, *id, kind::DELETE),
@@ -232,7 +294,7 @@ pub fn decode_metadata(
         body = u32::try_from(len).ok().map(|len| (start, len));
         Bytes::new()
     })?;
-    if matches!(change, Change::Put { .. }) && body.is_none() {
+    if matches!(change, Change::Put { .. } | Change::Image { .. }) && body.is_none() {
         return Err(RecordError::Malformed {
             kind,
             len: payload.len(),
@@ -269,6 +331,43 @@ fn decode_with(
                 ttr,
                 created_at,
                 ready_at,
+                body,
+            }
+        }
+        kind::IMAGE => {
+            let id = JobId(r.u64()?);
+            let pri = r.u32()?;
+            let delay = r.u32()?;
+            let ttr = r.u32()?;
+            let created_at = Timestamp(r.u64()?);
+            let ready_at = r.u64()?;
+            let state = match (r.u8()?, timestamp_opt(ready_at)) {
+                (0, None) => ImageState::Ready,
+                (1, Some(t)) => ImageState::Delayed(t),
+                (2, None) => ImageState::Buried,
+                _ => return Err(r.malformed()),
+            };
+            let counters = JobCounters {
+                reserves: r.u32()?,
+                timeouts: r.u32()?,
+                releases: r.u32()?,
+                buries: r.u32()?,
+                kicks: r.u32()?,
+            };
+            let name_len = usize::from(r.u8()?);
+            let name = r.take(name_len)?;
+            let tube = r.tube(name)?;
+            r.rest();
+            let body = body(image_body_offset(name_len));
+            Change::Image {
+                id,
+                tube,
+                pri,
+                delay,
+                ttr,
+                created_at,
+                state,
+                counters,
                 body,
             }
         }
@@ -354,8 +453,46 @@ mod tests {
                     delay,
                     ready_at
                 }),
-            (id, any::<u32>()).prop_map(|(id, pri)| Change::Bury { id, pri }),
-            (tube, ts).prop_map(|(tube, until)| Change::PauseTube { tube, until }),
+            (id.clone(), any::<u32>()).prop_map(|(id, pri)| Change::Bury { id, pri }),
+            (tube.clone(), ts.clone()).prop_map(|(tube, until)| Change::PauseTube { tube, until }),
+            (
+                (
+                    id,
+                    tube,
+                    any::<u32>(),
+                    any::<u32>(),
+                    any::<u32>(),
+                    ts.clone()
+                ),
+                prop_oneof![
+                    Just(ImageState::Ready),
+                    ts.prop_map(ImageState::Delayed),
+                    Just(ImageState::Buried)
+                ],
+                any::<[u32; 5]>(),
+                prop::collection::vec(any::<u8>(), 0..200)
+            )
+                .prop_map(
+                    |((id, tube, pri, delay, ttr, created_at), state, c, body)| {
+                        Change::Image {
+                            id,
+                            tube,
+                            pri,
+                            delay,
+                            ttr,
+                            created_at,
+                            state,
+                            counters: JobCounters {
+                                reserves: c[0],
+                                timeouts: c[1],
+                                releases: c[2],
+                                buries: c[3],
+                                kicks: c[4],
+                            },
+                            body: body.into(),
+                        }
+                    }
+                ),
         ]
     }
 
@@ -370,7 +507,7 @@ mod tests {
         fn truncated_or_extended_payloads_are_errors_not_panics(c in change(), cut in 0usize..40, extra in 1usize..3) {
             let (kind, payload) = encode(&c);
             let short = &payload[..payload.len().saturating_sub(cut.max(1)).min(payload.len())];
-            let short_ok = matches!(c, Change::Put { .. } | Change::PauseTube { .. });
+            let short_ok = matches!(c, Change::Put { .. } | Change::Image { .. } | Change::PauseTube { .. });
             let decoded = decode(kind, &Bytes::copy_from_slice(short));
             if !short_ok {
                 prop_assert!(decoded.is_err());
@@ -398,6 +535,29 @@ mod tests {
         };
         let (_, payload) = encode(&c);
         assert_eq!(&payload[put_body_offset(4)..], b"hello");
+        let (change, body) = decode_metadata(kind::PUT, &payload).expect("decodes");
+        assert_eq!(body, Some((put_body_offset(4), 5)));
+        assert!(matches!(change, Change::Put { body, .. } if body.is_empty()));
+    }
+
+    #[test]
+    fn an_image_body_sits_at_its_documented_offset() {
+        let c = Change::Image {
+            id: JobId(9),
+            tube: TubeName::new(b"mail").expect("valid"),
+            pri: 1,
+            delay: 0,
+            ttr: 5,
+            created_at: Timestamp(1),
+            state: ImageState::Buried,
+            counters: JobCounters::default(),
+            body: Bytes::from_static(b"hello"),
+        };
+        let (kind, payload) = encode(&c);
+        assert_eq!(&payload[image_body_offset(4)..], b"hello");
+        assert_eq!(body_in(&c).map(|(at, _)| at), Some(image_body_offset(4)));
+        let (_, body) = decode_metadata(kind, &payload).expect("decodes");
+        assert_eq!(body, Some((image_body_offset(4), 5)));
     }
 
     #[test]

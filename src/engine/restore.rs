@@ -3,8 +3,8 @@
 //! `now`, with the promise-3 twist that a job reserved before the restart is ready again
 //! (reservations die with their connections). Restoring emits no new changes.
 
-use super::change::Change;
-use super::job::{BodyRef, Job};
+use super::change::{Change, ImageState};
+use super::job::{BodyRef, Job, JobState};
 use super::time::Timestamp;
 use super::tube::Pause;
 use super::Engine;
@@ -109,6 +109,52 @@ impl Engine {
                 self.job_mut(id)?.counters.kicks += 1;
                 self.detach(id);
                 self.insert_ready(id);
+            }
+            Change::Image {
+                id,
+                tube,
+                pri,
+                delay,
+                ttr,
+                created_at,
+                state,
+                counters,
+                body,
+            } => {
+                let bytes = body_at.is_none().then_some(body.clone());
+                let at = body_at.unwrap_or(BodyRef::in_memory(body.len() as u32));
+                if self.jobs.contains_key(&id) {
+                    self.detach(id);
+                    self.unindex_job(id);
+                    let tube_id = self.tubes.find_or_create(&tube);
+                    self.index_job(
+                        Job {
+                            id,
+                            tube: tube_id,
+                            pri,
+                            delay,
+                            ttr,
+                            created_at,
+                            state: JobState::Ready,
+                            counters,
+                            body: at,
+                        },
+                        bytes,
+                    );
+                } else {
+                    let tube_id = self.tubes.find_or_create(&tube);
+                    self.next_job_id = self.next_job_id.max(id.0.saturating_add(1));
+                    self.insert_job(id, tube_id, pri, delay, ttr, created_at, at, bytes);
+                    self.job_mut(id)?.counters = counters;
+                }
+                match state {
+                    ImageState::Ready => self.insert_ready(id),
+                    ImageState::Delayed(until) => self.place(id, Some(until), now),
+                    ImageState::Buried => {
+                        self.make_buried(id);
+                        self.job_mut(id)?.counters = counters;
+                    }
+                }
             }
             Change::PauseTube { tube, until } => {
                 if let Some(tube_id) = self.tubes.find(&tube) {

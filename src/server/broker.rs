@@ -84,11 +84,12 @@ impl State {
         for change in &changes {
             let (kind, payload) = record::encode(change);
             let (_, pos) = self.journal.push(kind, payload);
-            if let Change::Put { id, tube, body, .. } = change {
-                let offset = pos.offset + record::put_body_offset(tube.as_str().len()) as u64;
+            if let (Change::Put { id, .. } | Change::Image { id, .. }, Some((start, body))) =
+                (change, record::body_in(change))
+            {
                 // Offsets fit 32 bits (segments are at most 4 GiB); a body that somehow
                 // did not would simply stay in memory.
-                if let Ok(offset) = u32::try_from(offset) {
+                if let Ok(offset) = u32::try_from(pos.offset + start as u64) {
                     let at = BodyRef {
                         segment: pos.segment,
                         offset,
@@ -96,6 +97,8 @@ impl State {
                     };
                     self.engine.place_body(*id, at);
                 }
+            }
+            if let Change::Put { .. } = change {
                 self.last_put_segment = pos.segment;
             }
         }
@@ -255,6 +258,51 @@ impl Broker {
                 _ = &mut shutdown => return,
             }
         }
+    }
+
+    /// The segment compaction should empty next, if the log has grown past its slack
+    /// (see [`super::compact`]): the oldest segment, when it holds live jobs, is not the
+    /// one being written, and is less than half live.
+    pub fn compaction_target(&self, segment_size: u64) -> Option<u64> {
+        use super::compact::{SLACK_FACTOR, SLACK_SEGMENTS};
+        let st = self.lock();
+        let (oldest, usage) = st.engine.segment_use().next()?;
+        if oldest != self.journal.oldest_segment() || oldest >= self.journal.current_segment() {
+            return None;
+        }
+        let live = st.engine.live_bytes();
+        let allowed = live
+            .saturating_mul(SLACK_FACTOR)
+            .saturating_add(SLACK_SEGMENTS.saturating_mul(segment_size));
+        (self.journal.log_bytes() > allowed && usage.bytes < segment_size / 2).then_some(oldest)
+    }
+
+    /// Journals images of jobs `(id, where its body was read from, the body)` so their
+    /// bodies move to the head of the log; skips jobs that died or moved meanwhile.
+    /// Returns how many were relocated.
+    pub fn relocate(&self, jobs: Vec<(crate::protocol::JobId, BodyRef, bytes::Bytes)>) -> u64 {
+        if jobs.is_empty() {
+            return 0;
+        }
+        let mut st = self.lock();
+        let mut moved = 0;
+        for (id, from, body) in jobs {
+            if st.engine.relocate(id, from, body) {
+                moved += 1;
+            }
+        }
+        st.settle(&self.timer);
+        self.journal
+            .jobs_compacted
+            .fetch_add(moved, std::sync::atomic::Ordering::Relaxed);
+        moved
+    }
+
+    /// Journals every tube pause again (compaction may remove the records of old ones).
+    pub fn journal_pauses(&self) {
+        let mut st = self.lock();
+        st.engine.journal_pauses();
+        st.settle(&self.timer);
     }
 
     /// Runs `f` with the engine locked (for tests and inspection).

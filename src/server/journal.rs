@@ -50,6 +50,12 @@ pub struct Journal {
     fsyncs: AtomicU64,
     oldest_segment: AtomicU64,
     current_segment: AtomicU64,
+    /// Bytes in the log's segments (sealed ones counted at the segment size limit).
+    log_bytes: AtomicU64,
+    /// Segments removed since start.
+    segments_removed: AtomicU64,
+    /// Jobs copied forward by compaction since start.
+    pub jobs_compacted: AtomicU64,
 }
 
 impl Journal {
@@ -70,6 +76,9 @@ impl Journal {
             fsyncs: AtomicU64::new(0),
             oldest_segment: AtomicU64::new(0),
             current_segment: AtomicU64::new(0),
+            log_bytes: AtomicU64::new(0),
+            segments_removed: AtomicU64::new(0),
+            jobs_compacted: AtomicU64::new(0),
         }
     }
 
@@ -110,6 +119,16 @@ impl Journal {
         self.oldest_segment.load(Ordering::Relaxed)
     }
 
+    /// The segment being appended to.
+    pub fn current_segment(&self) -> u64 {
+        self.current_segment.load(Ordering::Relaxed)
+    }
+
+    /// Bytes in the log's segments, about (sealed segments count as full).
+    pub fn log_bytes(&self) -> u64 {
+        self.log_bytes.load(Ordering::Relaxed)
+    }
+
     /// The log figures for `stats` under `policy`.
     pub fn stats(&self, policy: crate::config::FsyncPolicy) -> crate::engine::LogStats {
         let oldest = self.oldest_segment.load(Ordering::Relaxed);
@@ -125,6 +144,9 @@ impl Journal {
             current_segment: current,
             records_written: self.records_written.load(Ordering::Relaxed),
             fsyncs: self.fsyncs.load(Ordering::Relaxed),
+            bytes: self.log_bytes.load(Ordering::Relaxed),
+            segments_removed: self.segments_removed.load(Ordering::Relaxed),
+            jobs_compacted: self.jobs_compacted.load(Ordering::Relaxed),
         }
     }
 
@@ -191,6 +213,9 @@ impl Writer {
             .store(self.wal.oldest_segment(), Ordering::Relaxed);
         j.current_segment
             .store(self.wal.active_segment(), Ordering::Relaxed);
+        let sealed = self.wal.active_segment() - self.wal.oldest_segment();
+        let bytes = sealed * self.wal.options().max_segment_size + self.wal.layout().end();
+        j.log_bytes.store(bytes, Ordering::Relaxed);
     }
 
     /// Waits for records (or, with unsynced data under `every=MS`, for the sync interval).
@@ -281,14 +306,27 @@ impl Writer {
         self.unsynced = false;
     }
 
-    /// Removes the segments before the oldest one the broker still needs.
+    /// Removes the segments before the oldest one the broker still needs. Syncs first
+    /// whatever policy is in force: the records that made those segments unneeded (a
+    /// delete, or compaction's copy of a job) must be durable before the old ones go.
     fn reclaim(&mut self) {
         let keep = self.journal.keep_segment.load(Ordering::Relaxed);
+        let keep = keep.min(self.wal.active_segment());
         if keep <= self.wal.oldest_segment() || self.wal.is_poisoned() {
             return;
         }
+        // A no-op when everything written is already synced.
+        if let Err(e) = self.wal.sync() {
+            return self.fail(e);
+        }
+        self.unsynced = false;
         match self.wal.remove_segments_before(keep) {
-            Ok(n) => tracing::debug!(removed = n, "removed log segments"),
+            Ok(n) => {
+                self.journal
+                    .segments_removed
+                    .fetch_add(n, Ordering::Relaxed);
+                tracing::debug!(removed = n, "removed log segments");
+            }
             Err(e) => self.fail(e),
         }
     }

@@ -135,6 +135,12 @@ pub async fn run(
             .await;
     });
 
+    let compactor = tokio::spawn(super::compact::run(
+        broker.clone(),
+        config.segment_size,
+        stop_rx.clone(),
+    ));
+
     let mut drain = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())
         .context("installing SIGUSR1 handler")?;
     let mut conns = JoinSet::new();
@@ -186,6 +192,7 @@ pub async fn run(
     let _ = stop_tx.send(true);
     while conns.join_next().await.is_some() {}
     let _ = timers.await;
+    let _ = compactor.await;
     journal.close();
     tokio::task::spawn_blocking(move || writer.join())
         .await

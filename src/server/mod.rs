@@ -9,6 +9,7 @@
 mod bodies;
 mod broker;
 mod clock;
+mod compact;
 mod connection;
 mod journal;
 mod listener;

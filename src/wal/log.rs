@@ -100,6 +100,11 @@ impl Layout {
     pub fn segment(&self) -> u64 {
         self.segment
     }
+
+    /// The active segment's length, including frames not written yet.
+    pub fn end(&self) -> u64 {
+        self.end
+    }
 }
 
 pub(super) struct Active<F> {
