@@ -100,7 +100,12 @@ pub struct ServerConfig {
     pub fsync: FsyncPolicy,
     /// Largest log segment file, in bytes.
     pub segment_size: u64,
+    /// Bytes of disk held in reserve for when the disk fills (0: none).
+    pub disk_reserve: u64,
 }
+
+/// Default disk reserve: 32 MiB, room for about a million delete records.
+pub const DEFAULT_DISK_RESERVE: u64 = 32 << 20;
 
 /// Default largest log segment file: 64 MiB.
 pub const DEFAULT_SEGMENT_SIZE: u64 = 64 << 20;
@@ -113,6 +118,7 @@ impl Default for ServerConfig {
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             fsync: FsyncPolicy::Always,
             segment_size: DEFAULT_SEGMENT_SIZE,
+            disk_reserve: DEFAULT_DISK_RESERVE,
         }
     }
 }

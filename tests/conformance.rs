@@ -775,7 +775,8 @@ mod yaml {
             binlog-oldest-index binlog-current-index binlog-records-migrated \
             binlog-records-written binlog-max-size draining id hostname os platform \
             log-fsync log-segments log-oldest-segment log-current-segment log-records-written \
-            log-fsyncs log-records-per-fsync";
+            log-fsyncs log-records-per-fsync log-bytes log-live-bytes log-segments-removed \
+            log-jobs-compacted";
         assert_eq!(keys, expect.split_whitespace().collect::<Vec<_>>());
     }
 

@@ -14,11 +14,12 @@
 //! before it. Every record in those is about a job whose body record is gone too: a job's
 //! records all follow its put (or the copy compaction made of it).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use super::reserve::DiskReserve;
 use crate::config::FsyncPolicy;
 use crate::wal::commit::Watermark;
 use crate::wal::storage::FsStorage;
@@ -56,6 +57,8 @@ pub struct Journal {
     segments_removed: AtomicU64,
     /// Jobs copied forward by compaction since start.
     pub jobs_compacted: AtomicU64,
+    /// The disk filled and the reserve is spent: new jobs must be refused.
+    log_full: AtomicBool,
 }
 
 impl Journal {
@@ -79,6 +82,7 @@ impl Journal {
             log_bytes: AtomicU64::new(0),
             segments_removed: AtomicU64::new(0),
             jobs_compacted: AtomicU64::new(0),
+            log_full: AtomicBool::new(false),
         }
     }
 
@@ -124,6 +128,11 @@ impl Journal {
         self.current_segment.load(Ordering::Relaxed)
     }
 
+    /// Whether the disk is full: the reserve has been spent and not yet taken back.
+    pub fn log_full(&self) -> bool {
+        self.log_full.load(Ordering::Relaxed)
+    }
+
     /// Bytes in the log's segments, about (sealed segments count as full).
     pub fn log_bytes(&self) -> u64 {
         self.log_bytes.load(Ordering::Relaxed)
@@ -157,12 +166,20 @@ impl Journal {
     }
 }
 
-/// Starts the writer thread that owns `wal`.
+/// How long the writer waits between attempts when the disk is full and there is no
+/// reserve left to release, and between attempts to take the reserve back.
+const FULL_DISK_RETRY: Duration = Duration::from_millis(250);
+
+/// Starts the writer thread that owns `wal`, with `reserve` held (if it could be taken).
 pub fn spawn_writer(
     journal: Arc<Journal>,
     wal: Wal<FsStorage>,
     policy: FsyncPolicy,
+    reserve: DiskReserve,
 ) -> std::io::Result<JoinHandle<()>> {
+    journal
+        .log_full
+        .store(!reserve.is_held(), Ordering::Relaxed);
     std::thread::Builder::new()
         .name("larder-wal".to_owned())
         .spawn(move || {
@@ -170,6 +187,8 @@ pub fn spawn_writer(
                 journal,
                 wal,
                 policy,
+                reserve,
+                last_retake: Instant::now(),
                 last_sync: Instant::now(),
                 unsynced: false,
             }
@@ -181,6 +200,9 @@ struct Writer {
     journal: Arc<Journal>,
     wal: Wal<FsStorage>,
     policy: FsyncPolicy,
+    reserve: DiskReserve,
+    /// When the writer last tried to take the reserve back.
+    last_retake: Instant,
     last_sync: Instant,
     unsynced: bool,
 }
@@ -203,6 +225,7 @@ impl Writer {
                 return;
             }
             self.reclaim();
+            self.retake_reserve();
             self.publish_figures();
         }
     }
@@ -225,7 +248,20 @@ impl Writer {
             if !q.records.is_empty() || q.closed {
                 return (std::mem::take(&mut q.records), q.closed);
             }
+            let full = self.journal.log_full();
             match (self.policy, self.unsynced) {
+                _ if full => {
+                    // Wake up now and then to try to take the reserve back.
+                    let (guard, timeout) = self
+                        .journal
+                        .wake
+                        .wait_timeout(q, FULL_DISK_RETRY)
+                        .unwrap_or_else(|e| e.into_inner());
+                    q = guard;
+                    if timeout.timed_out() && q.records.is_empty() && !q.closed {
+                        return (Vec::new(), false);
+                    }
+                }
                 (FsyncPolicy::Every(interval), true) => {
                     let left = interval.saturating_sub(self.last_sync.elapsed());
                     if left.is_zero() {
@@ -249,7 +285,7 @@ impl Writer {
         let mut last = 0;
         let count = batch.len() as u64;
         for (kind, payload, promised) in batch {
-            match self.wal.append(kind, &payload) {
+            match self.until_space(|wal| wal.append(kind, &payload)) {
                 Ok((_, pos)) if pos != promised => {
                     // Jobs already point at the promised place: confirming would be a lie.
                     return self.fail(format!(
@@ -269,19 +305,61 @@ impl Writer {
             .records_written
             .fetch_add(count, Ordering::Relaxed);
         if sync_now {
-            if let Err(e) = self.wal.sync() {
+            if let Err(e) = self.until_space(|wal| wal.sync()) {
                 return self.fail(e);
             }
             self.journal.fsyncs.fetch_add(1, Ordering::Relaxed);
             self.last_sync = Instant::now();
             self.unsynced = false;
         } else {
-            if let Err(e) = self.wal.flush() {
+            if let Err(e) = self.until_space(|wal| wal.flush()) {
                 return self.fail(e);
             }
             self.unsynced = !matches!(self.policy, FsyncPolicy::Never);
         }
         self.journal.watermark.publish(last);
+    }
+
+    /// Runs `op` until it does not fail for want of space. The first time the disk is
+    /// full the reserve is released, which lets the write through; after that the writer
+    /// waits for space (new jobs are refused meanwhile, so what waits is work already
+    /// accepted). Gives up, returning the error, only when the server is shutting down.
+    fn until_space<T>(
+        &mut self,
+        mut op: impl FnMut(&mut Wal<FsStorage>) -> Result<T, crate::wal::WalError>,
+    ) -> Result<T, crate::wal::WalError> {
+        loop {
+            match op(&mut self.wal) {
+                Err(e @ crate::wal::WalError::NoSpace { .. }) => {
+                    if !self.journal.log_full.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(error = %e, "the disk is full: refusing new jobs until space returns");
+                    }
+                    self.last_retake = Instant::now();
+                    if self.reserve.release() {
+                        tracing::warn!("released the disk reserve so accepted work can be written");
+                        continue;
+                    }
+                    if self.journal.lock().closed {
+                        return Err(e);
+                    }
+                    std::thread::sleep(FULL_DISK_RETRY);
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// While the disk is full, tries now and then to take the reserve back; once it has
+    /// it, new jobs are accepted again.
+    fn retake_reserve(&mut self) {
+        if !self.journal.log_full() || self.last_retake.elapsed() < FULL_DISK_RETRY {
+            return;
+        }
+        self.last_retake = Instant::now();
+        if self.reserve.take().is_ok() {
+            self.journal.log_full.store(false, Ordering::Relaxed);
+            tracing::info!("disk space is back: accepting new jobs again");
+        }
     }
 
     fn sync(&mut self) {

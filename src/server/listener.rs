@@ -11,6 +11,7 @@ use tokio::task::JoinSet;
 
 use super::bodies::SegmentFiles;
 use super::journal::{spawn_writer, Journal};
+use super::reserve::DiskReserve;
 use super::{connection, process_info, Broker, Clock};
 use crate::config::{ListenAddr, ServerConfig};
 use crate::engine::{Engine, EngineConfig};
@@ -113,7 +114,18 @@ pub async fn run(
     )?;
     let journal = Arc::new(Journal::new(recovered.next_lsn, recovered.wal.layout()));
     let files = Arc::new(SegmentFiles::new(recovered.wal.dir().to_path_buf()));
-    let writer = spawn_writer(journal.clone(), recovered.wal, config.fsync)
+    let mut reserve = DiskReserve::new(
+        config.data_dir.join(super::reserve::FILE_NAME),
+        config.disk_reserve,
+    );
+    if let Err(e) = reserve.take() {
+        tracing::warn!(
+            bytes = config.disk_reserve,
+            error = %e,
+            "cannot take the disk reserve: refusing new jobs until there is space"
+        );
+    }
+    let writer = spawn_writer(journal.clone(), recovered.wal, config.fsync, reserve)
         .context("starting the log writer thread")?;
     let broker = Arc::new(Broker::new(
         engine,

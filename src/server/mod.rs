@@ -15,6 +15,7 @@ mod journal;
 mod listener;
 mod process;
 mod recovery;
+mod reserve;
 
 pub use broker::Broker;
 pub use clock::Clock;

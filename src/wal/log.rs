@@ -335,7 +335,10 @@ impl<S: Storage> Wal<S> {
     }
 
     fn poison_on_error<T>(&mut self, r: Result<T, WalError>) -> Result<T, WalError> {
-        if r.is_err() {
+        // A full disk leaves the log as it was (see `write_buf` and `rotate`).
+        if r.as_ref()
+            .is_err_and(|e| !matches!(e, WalError::NoSpace { .. }))
+        {
             self.poisoned = true;
         }
         r
@@ -346,10 +349,21 @@ impl<S: Storage> Wal<S> {
             return Ok(());
         }
         let path = segment::path(&self.dir, self.active.seq);
-        self.active
-            .file
-            .append(&self.buf)
-            .map_err(WalError::io("append to", path))?;
+        if let Err(e) = self.active.file.append(&self.buf) {
+            if !WalError::is_no_space(&e) {
+                return Err(WalError::io("append to", path)(e));
+            }
+            // Part of the buffer may have reached the file: cut it off so the file again
+            // ends at a record boundary and a retry writes the buffer whole.
+            self.active
+                .file
+                .set_len(self.active.written_len)
+                .map_err(WalError::io("truncate", &path))?;
+            return Err(WalError::NoSpace {
+                op: "append to",
+                path,
+            });
+        }
         self.active.written_len += self.buf.len() as u64;
         self.buf.clear();
         self.written_lsn = Lsn(self.next_lsn.0 - 1);
@@ -372,7 +386,24 @@ impl<S: Storage> Wal<S> {
         self.write_buf()?;
         self.sync_active()?;
         let seq = self.active.seq + 1;
-        let file = segment::create(&self.storage, &self.dir, seq, self.next_lsn)?;
+        let file = match segment::create(&self.storage, &self.dir, seq, self.next_lsn) {
+            Ok(file) => file,
+            Err(WalError::Io { op, source, .. }) if WalError::is_no_space(&source) => {
+                // Remove the half-created segment, so the log ends where it did and a
+                // retry creates it afresh.
+                let path = segment::path(&self.dir, seq);
+                match self.storage.remove(&path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(WalError::io("remove", path)(e)),
+                }
+                self.storage
+                    .sync_dir(&self.dir)
+                    .map_err(WalError::io("sync", &self.dir))?;
+                return Err(WalError::NoSpace { op, path });
+            }
+            Err(e) => return Err(e),
+        };
         self.active = Active {
             seq,
             file,
