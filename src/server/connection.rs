@@ -43,6 +43,7 @@ pub async fn serve<R, W>(
     let mut out = Pending {
         bytes: BytesMut::with_capacity(4096),
         holes: Vec::new(),
+        replies: 0,
         lsn: 0,
     };
     let mut pending: VecDeque<Item> = VecDeque::new();
@@ -123,21 +124,25 @@ pub async fn serve<R, W>(
 struct Pending {
     bytes: BytesMut,
     holes: Vec<BodyHole>,
+    /// How many replies `bytes` holds.
+    replies: usize,
     lsn: u64,
 }
 
 impl Pending {
     fn push(&mut self, reply: &Reply) {
+        self.replies += 1;
         if let Some(hole) = reply.encode(&mut self.bytes) {
             self.holes.push(hole);
         }
     }
 
     /// Waits until the replies' changes are durable, reads the bodies they carry, then
-    /// writes them. If the log has failed, the replies are dropped unsent (their changes
-    /// may not be on disk) and an error ends the connection: a client never gets a
-    /// confirmation the log cannot back. A body that cannot be read also ends the
-    /// connection (its reserved job goes back to ready).
+    /// writes them. If the log has failed (an I/O error writing or syncing it), every
+    /// reply is replaced by `INTERNAL_ERROR`: a client never gets a confirmation the log
+    /// cannot back, and from then on every command gets that answer until the server is
+    /// restarted. A body that cannot be read ends the connection (its reserved job goes
+    /// back to ready).
     async fn write(
         &mut self,
         writer: &mut (impl AsyncWrite + Unpin),
@@ -146,10 +151,13 @@ impl Pending {
         if self.bytes.is_empty() {
             return Ok(());
         }
-        if let Err(poisoned) = broker.durable(self.lsn).await {
+        let replies = std::mem::take(&mut self.replies);
+        if broker.durable(self.lsn).await.is_err() {
             self.bytes.clear();
             self.holes.clear();
-            return Err(std::io::Error::other(poisoned));
+            for _ in 0..replies {
+                self.bytes.extend_from_slice(b"INTERNAL_ERROR\r\n");
+            }
         }
         for hole in self.holes.drain(..) {
             let room = self
