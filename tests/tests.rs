@@ -13,6 +13,7 @@
 mod support;
 
 mod cli;
+mod compaction;
 mod conformance;
 mod differential;
 mod durability;
