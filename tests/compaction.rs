@@ -17,6 +17,9 @@ use larder::wal::{Wal, WalOptions};
 
 const SEGMENT: u64 = 512;
 
+/// One step of the compaction scenario.
+type Step = Box<dyn FnMut(&mut Harness)>;
+
 fn options() -> WalOptions {
     WalOptions {
         max_segment_size: SEGMENT,
@@ -180,7 +183,7 @@ fn a_power_cut_at_any_step_of_compaction_loses_nothing_and_resurrects_nothing() 
         let before = h.wal.oldest_segment();
         assert_eq!(before, 1, "the long-lived jobs pin the first segment");
 
-        let mut steps: Vec<Box<dyn FnMut(&mut Harness)>> = vec![
+        let mut steps: Vec<Step> = vec![
             Box::new(move |h| h.relocate(keep)),
             Box::new(move |h| h.relocate(later)),
             // Removing the pinned segment syncs the images first.
