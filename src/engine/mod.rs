@@ -22,6 +22,7 @@ pub mod record;
 mod restore;
 mod session;
 mod stats;
+mod table;
 mod time;
 mod tube;
 mod tubes;
@@ -41,6 +42,7 @@ pub use tube::TubeId;
 
 use crate::protocol::{Command, CommandKind, JobId, ProtocolError, Reply, TubeName};
 use session::Session;
+use table::JobTable;
 use tube::Tubes;
 
 /// A reserved job within this long of its TTR deadline makes `reserve` answer
@@ -101,9 +103,9 @@ pub struct Engine {
     process: ProcessInfo,
     log: LogStats,
     started_at: Timestamp,
-    /// Every job by id. A B-tree rather than a hash table: it never rehashes everything at
-    /// once, which with hundreds of thousands of jobs stalled every client for tens of ms.
-    jobs: BTreeMap<JobId, Job>,
+    /// Every job by id (see [`table`]: densely packed, and never rehashed all at once,
+    /// which with hundreds of thousands of jobs stalled every client for tens of ms).
+    jobs: JobTable,
     /// Bodies of jobs whose put record has no place in a log yet (all of them when the
     /// engine runs without one). The server places each put as it journals it.
     mem_bodies: HashMap<JobId, Bytes>,
@@ -141,7 +143,7 @@ impl Engine {
             process,
             log: LogStats::default(),
             started_at: now,
-            jobs: BTreeMap::new(),
+            jobs: JobTable::default(),
             mem_bodies: HashMap::default(),
             segment_use: BTreeMap::new(),
             tubes,
