@@ -11,6 +11,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::client::Client;
 use crate::config::{FsyncPolicy, ListenAddr, ServerConfig, DEFAULT_LISTEN};
+use crate::engine::Limits;
 use crate::protocol::{Command, Reply, TubeName};
 
 /// larder: a durable job broker that speaks the beanstalkd protocol.
@@ -144,6 +145,39 @@ pub struct ServeArgs {
     /// Directory for the server's data (beanstalkd's -b). Created if missing.
     #[arg(short = 'b', long, env = "LARDER_DATA_DIR", default_value = crate::config::DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
+    /// Most jobs the server holds, counting every state (ready, delayed, reserved,
+    /// buried); a put beyond it gets REFUSED max-jobs. 0: no limit.
+    #[arg(long, env = "LARDER_MAX_JOBS", default_value_t = Limits::DEFAULT.max_jobs)]
+    pub max_jobs: u64,
+    /// Most body bytes the server holds, summed over jobs in every state; a put that would
+    /// go over gets REFUSED max-bytes. 0: no limit.
+    #[arg(long, env = "LARDER_MAX_BYTES", default_value_t = Limits::DEFAULT.max_bytes)]
+    pub max_bytes: u64,
+    /// Most jobs one tube holds (every state), for tubes without a setting of their own;
+    /// a put beyond it gets REFUSED max-tube-jobs. 0: no limit.
+    #[arg(long, env = "LARDER_MAX_TUBE_JOBS", default_value_t = Limits::DEFAULT.max_tube_jobs)]
+    pub max_tube_jobs: u64,
+    /// Most body bytes one tube holds (every state), for tubes without a setting of their
+    /// own; a put that would go over gets REFUSED max-tube-bytes. 0: no limit.
+    #[arg(long, env = "LARDER_MAX_TUBE_BYTES", default_value_t = Limits::DEFAULT.max_tube_bytes)]
+    pub max_tube_bytes: u64,
+    /// Most client connections open at once; one more is sent "REFUSED max-connections"
+    /// and closed. 0: no limit.
+    #[arg(long, env = "LARDER_MAX_CONNECTIONS", default_value_t = Limits::DEFAULT.max_connections)]
+    pub max_connections: u64,
+    /// Reply bytes waiting to be written to one client at which the server stops reading
+    /// that client's commands until it reads its replies. 0: no limit.
+    #[arg(long, env = "LARDER_MAX_OUTPUT_PER_CONNECTION", default_value_t = Limits::DEFAULT.max_output_per_connection)]
+    pub max_output_per_connection: u64,
+    /// Seconds a client may leave waiting replies unread (not one byte taken) before it is
+    /// disconnected. 0: never.
+    #[arg(long, env = "LARDER_OUTPUT_STALL_TIMEOUT", default_value_t = Limits::DEFAULT.output_stall_timeout)]
+    pub output_stall_timeout: u64,
+    /// Free bytes the data directory's filesystem must keep; while it has less, puts get
+    /// REFUSED min-free-disk (deletes and other commands still work). Measured every
+    /// second. 0: no floor.
+    #[arg(long, env = "LARDER_MIN_FREE_DISK", default_value_t = Limits::DEFAULT.min_free_disk)]
+    pub min_free_disk: u64,
 }
 
 impl ServeArgs {
@@ -193,6 +227,17 @@ impl ServeArgs {
             data_dir: self.data_dir.clone(),
             fsync,
             segment_size: self.wal_segment_size,
+            limits: Limits {
+                max_jobs: self.max_jobs,
+                max_bytes: self.max_bytes,
+                max_tube_jobs: self.max_tube_jobs,
+                max_tube_bytes: self.max_tube_bytes,
+                max_connections: self.max_connections,
+                max_output_per_connection: self.max_output_per_connection,
+                output_stall_timeout: self.output_stall_timeout,
+                min_free_disk: self.min_free_disk,
+            },
+            ..ServerConfig::default()
         })
     }
 }
@@ -360,6 +405,10 @@ pub async fn put(args: PutArgs, out: &mut impl Write) -> anyhow::Result<()> {
         Reply::Inserted(id) => writeln!(out, "{id}")?,
         Reply::JobTooBig => bail!("the job body is larger than the server's maximum job size"),
         Reply::Draining => bail!("the server is draining and accepts no new jobs"),
+        Reply::Refused(limit) => bail!(
+            "the server refused the job: its {} limit is reached (nothing was stored)",
+            limit.setting()
+        ),
         other => bail!("the server refused the job: {other:?}"),
     }
     Ok(())

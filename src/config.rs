@@ -100,7 +100,17 @@ pub struct ServerConfig {
     pub fsync: FsyncPolicy,
     /// Largest log segment file, in bytes.
     pub segment_size: u64,
+    /// Back-pressure limits (protocol.md §7.2).
+    pub limits: crate::engine::Limits,
+    /// How often free space on the data directory's filesystem is measured for
+    /// `--min-free-disk`.
+    pub disk_check_interval: std::time::Duration,
+    /// How free space is measured (tests substitute their own reading).
+    pub free_space: crate::datadir::FreeSpaceProbe,
 }
+
+/// Default interval between free-space measurements.
+pub const DEFAULT_DISK_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Default largest log segment file: 64 MiB.
 pub const DEFAULT_SEGMENT_SIZE: u64 = 64 << 20;
@@ -113,6 +123,9 @@ impl Default for ServerConfig {
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             fsync: FsyncPolicy::Always,
             segment_size: DEFAULT_SEGMENT_SIZE,
+            limits: crate::engine::Limits::DEFAULT,
+            disk_check_interval: DEFAULT_DISK_CHECK_INTERVAL,
+            free_space: crate::datadir::FreeSpaceProbe::default(),
         }
     }
 }

@@ -212,6 +212,7 @@ impl Engine {
              log-records-written: {}\nlog-fsyncs: {}\nlog-records-per-fsync: {per_fsync:.2}\n",
             l.fsync, l.segments, l.oldest_segment, l.current_segment, l.records_written, l.fsyncs,
         );
+        self.limit_stats(&mut y);
         Reply::Ok(y.into())
     }
 }

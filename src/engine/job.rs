@@ -80,6 +80,8 @@ pub struct Job {
     pub state: JobState,
     /// Lifetime counters.
     pub counters: JobCounters,
+    /// Body length in bytes, as put (counted against the byte limits).
+    pub size: u32,
     /// The body.
     pub body: Bytes,
 }

@@ -23,11 +23,18 @@ impl Engine {
         };
         session.producer = true;
         let tube_id = session.using;
-        let id = JobId(self.next_job_id);
-        self.next_job_id += 1;
         if self.draining {
+            // beanstalkd uses up an id here (protocol.md §3.3).
+            self.next_job_id += 1;
             return Reply::Draining;
         }
+        if let Err(reason) = self.admit(tube_id, body.len() as u64) {
+            self.count_refusal(reason, Some(tube_id));
+            return Reply::Refused(reason);
+        }
+        self.count_admission(tube_id);
+        let id = JobId(self.next_job_id);
+        self.next_job_id += 1;
         let ttr = ttr.max(1);
         let ready_at = (delay > 0).then(|| now.plus_secs(delay));
         self.changes.push(Change::Put {
@@ -60,8 +67,12 @@ impl Engine {
         created_at: Timestamp,
         body: Bytes,
     ) {
-        self.tubes.get_mut(tube).counters.total_jobs += 1;
+        let size = body.len() as u64;
+        let t = self.tubes.get_mut(tube);
+        t.counters.total_jobs += 1;
+        t.bytes += size;
         self.counters.total_jobs += 1;
+        self.pressure.bytes += size;
         self.jobs.insert(
             id,
             Job {
@@ -73,9 +84,19 @@ impl Engine {
                 created_at,
                 state: JobState::Ready,
                 counters: JobCounters::default(),
+                size: size as u32,
                 body,
             },
         );
+    }
+
+    /// Removes a (detached) job and uncounts its body. Tube dropping is the caller's.
+    pub(super) fn remove_job(&mut self, id: JobId) -> Option<Job> {
+        let job = self.jobs.remove(&id)?;
+        let size = u64::from(job.size);
+        self.tubes.get_mut(job.tube).bytes -= size;
+        self.pressure.bytes -= size;
+        Some(job)
     }
 
     pub(super) fn reserve(
@@ -140,7 +161,7 @@ impl Engine {
             return Reply::NotFound;
         }
         self.detach(id);
-        let Some(job) = self.jobs.remove(&id) else {
+        let Some(job) = self.remove_job(id) else {
             return Reply::InternalError;
         };
         self.tubes.get_mut(job.tube).counters.deletes += 1;

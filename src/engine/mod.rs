@@ -16,6 +16,7 @@ mod change;
 mod inspect;
 mod job;
 mod jobs;
+mod limits;
 mod queue;
 pub mod record;
 mod restore;
@@ -31,6 +32,7 @@ use rustc_hash::FxHashMap as HashMap;
 
 pub use change::Change;
 pub use job::{Job, JobCounters, JobState, URGENT_THRESHOLD};
+pub use limits::Limits;
 pub use restore::RestoreError;
 pub use session::SessionId;
 pub use stats::{CpuTimes, LogStats, ProcessInfo};
@@ -38,6 +40,7 @@ pub use time::{Timestamp, NANOS_PER_SEC};
 pub use tube::TubeId;
 
 use crate::protocol::{Command, CommandKind, JobId, ProtocolError, Reply, TubeName};
+use limits::Pressure;
 use session::Session;
 use tube::Tubes;
 
@@ -50,12 +53,15 @@ pub const SAFETY_MARGIN: u64 = NANOS_PER_SEC;
 pub struct EngineConfig {
     /// Largest job body accepted, in bytes (reported in `stats`).
     pub max_job_size: u32,
+    /// Back-pressure limits.
+    pub limits: Limits,
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
             max_job_size: 65_535,
+            limits: Limits::DEFAULT,
         }
     }
 }
@@ -110,6 +116,8 @@ pub struct Engine {
     /// Tubes with at least one waiting session.
     tubes_with_waiters: BTreeSet<TubeId>,
     counters: Counters,
+    /// Use measured against the limits, and refusals.
+    pressure: Pressure,
     draining: bool,
     wakeups: Vec<(SessionId, Reply)>,
     changes: Vec<Change>,
@@ -138,6 +146,7 @@ impl Engine {
             pauses: BTreeSet::new(),
             tubes_with_waiters: BTreeSet::new(),
             counters: Counters::default(),
+            pressure: Pressure::default(),
             draining: false,
             wakeups: Vec::new(),
             changes: Vec::new(),
@@ -149,6 +158,7 @@ impl Engine {
         let id = SessionId(self.next_session_id);
         self.next_session_id += 1;
         self.counters.total_connections += 1;
+        self.count_connection();
         let default = self.default_tube;
         let tube = self.tubes.get_mut(default);
         tube.using += 1;

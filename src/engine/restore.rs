@@ -64,7 +64,7 @@ impl Engine {
             Change::Delete { id } => {
                 self.job_mut(id)?;
                 self.detach(id);
-                if let Some(job) = self.jobs.remove(&id) {
+                if let Some(job) = self.remove_job(id) {
                     self.drop_tube_if_unused(job.tube);
                 }
             }

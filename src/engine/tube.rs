@@ -46,6 +46,8 @@ pub struct Tube {
     pub buried: BTreeMap<u64, JobId>,
     /// Jobs of this tube currently reserved.
     pub reserved: u64,
+    /// Body bytes of the tube's jobs, in any state.
+    pub bytes: u64,
     /// Ready jobs with an urgent priority.
     pub urgent: u64,
     /// Sessions using this tube.
@@ -68,6 +70,7 @@ impl Tube {
             delayed: BTreeSet::new(),
             buried: BTreeMap::new(),
             reserved: 0,
+            bytes: 0,
             urgent: 0,
             using: 0,
             watching: 0,

@@ -9,7 +9,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use tokio_util::codec::Decoder;
 
 use super::command::is_name_char;
-use super::{Command, CommandKind, JobId, ProtocolError, Reply, TubeName};
+use super::{Command, CommandKind, JobId, ProtocolError, Refusal, Reply, TubeName};
 
 /// Longest command line, including its `\r\n`, as in beanstalkd (11 + 201 + 12).
 pub const MAX_LINE_LEN: usize = 224;
@@ -502,6 +502,12 @@ impl Decoder for ReplyDecoder {
             "UNKNOWN_COMMAND" => Reply::UnknownCommand,
             "EXPECTED_CRLF" => Reply::ExpectedCrlf,
             "JOB_TOO_BIG" => Reply::JobTooBig,
+            "REFUSED" => Reply::Refused(
+                words
+                    .next()
+                    .and_then(Refusal::from_setting)
+                    .ok_or_else(|| invalid(&format!("unknown refusal {line:?}")))?,
+            ),
             _ => return Err(invalid(&format!("unknown reply {line:?}"))),
         };
         Ok(Some(reply))
@@ -688,6 +694,7 @@ mod tests {
                 Reply::Paused, Reply::Draining, Reply::OutOfMemory, Reply::InternalError,
                 Reply::BadFormat, Reply::UnknownCommand, Reply::ExpectedCrlf, Reply::JobTooBig,
             ];
+            let replies: Vec<Reply> = replies.into_iter().chain(Refusal::ALL.map(Reply::Refused)).collect();
             let mut wire = BytesMut::new();
             for r in &replies {
                 r.encode(&mut wire);

@@ -18,4 +18,4 @@ pub use command::{Command, CommandKind, JobId, TubeName, MAX_TUBE_NAME_LEN};
 pub use decode::{CommandDecoder, ReplyDecoder, MAX_LINE_LEN};
 pub use encode::CommandEncoder;
 pub use error::ProtocolError;
-pub use reply::Reply;
+pub use reply::{Refusal, Reply};

@@ -162,14 +162,15 @@ impl Broker {
     }
 
     /// Runs a batch of decoded items for one session, in order, passing each reply to
-    /// `reply`. Stops after an item that blocks or closes. Returns that final outcome
+    /// `reply`. Stops after an item that blocks or closes, or whose reply `reply` answers
+    /// with `false` (the connection's output is full). Returns that final outcome
     /// (`None` if every item got a reply) and the log tail the replies depend on: they may
     /// be sent only once [`Broker::durable`] of it has returned.
     pub fn execute(
         &self,
         sid: SessionId,
         items: &mut std::collections::VecDeque<Result<Command, ProtocolError>>,
-        mut reply: impl FnMut(Reply),
+        mut reply: impl FnMut(Reply) -> bool,
     ) -> (Option<Outcome>, u64) {
         let now = self.clock.now();
         let mut st = self.lock();
@@ -184,7 +185,11 @@ impl Broker {
                 Err(e) => Outcome::Reply(st.engine.reject(sid, e)),
             };
             match outcome {
-                Outcome::Reply(r) => reply(r),
+                Outcome::Reply(r) => {
+                    if !reply(r) {
+                        break;
+                    }
+                }
                 other => {
                     stop = Some(other);
                     break;

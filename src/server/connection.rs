@@ -4,9 +4,16 @@
 //! input, so pipelined commands are answered in one write. Commands that arrive while a
 //! reserve is blocked are held (at most [`MAX_PENDING`]) and run after it answers, as
 //! beanstalkd does; reading on while blocked is also how a hang-up is noticed at once.
+//!
+//! Output is bounded ([`OutputLimit`]): once the replies waiting for a client reach
+//! `--max-output-per-connection`, no further command of that client runs and none is read
+//! until they are written, so a client that does not read its replies is held back by
+//! TCP flow control instead of growing the server's memory. A write that makes no progress
+//! for `--output-stall-timeout` ends the connection.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::BytesMut;
 use futures_util::{FutureExt, StreamExt};
@@ -15,7 +22,7 @@ use tokio::sync::watch;
 use tokio_util::codec::FramedRead;
 
 use super::Broker;
-use crate::engine::Outcome;
+use crate::engine::{Limits, Outcome};
 use crate::protocol::{Command, CommandDecoder, ProtocolError};
 
 /// Most decoded commands held while a reserve is blocked, or run under one lock.
@@ -23,6 +30,32 @@ pub const MAX_PENDING: usize = 64;
 
 /// Buffered reply bytes that force a write even while more commands are waiting.
 const FLUSH_AT: usize = 64 * 1024;
+
+/// How much reply output one connection may have waiting, and for how long.
+#[derive(Clone, Copy, Debug)]
+pub struct OutputLimit {
+    /// Waiting reply bytes at which commands stop running until they are written. One
+    /// reply is never split, so the buffer can exceed this by at most one reply.
+    pub max_bytes: usize,
+    /// How long a write may make no progress before the connection is closed.
+    pub stall_timeout: Option<Duration>,
+}
+
+impl OutputLimit {
+    /// The limit `limits` configures (0 means none).
+    pub fn new(limits: &Limits) -> OutputLimit {
+        let max = limits.max_output_per_connection;
+        OutputLimit {
+            max_bytes: if max == 0 {
+                usize::MAX
+            } else {
+                usize::try_from(max).unwrap_or(usize::MAX)
+            },
+            stall_timeout: (limits.output_stall_timeout > 0)
+                .then(|| Duration::from_secs(limits.output_stall_timeout)),
+        }
+    }
+}
 
 type Item = Result<Command, ProtocolError>;
 
@@ -32,6 +65,7 @@ pub async fn serve<R, W>(
     mut writer: W,
     broker: Arc<Broker>,
     max_job_size: u32,
+    limit: OutputLimit,
     mut shutdown: watch::Receiver<bool>,
 ) where
     R: AsyncRead + Unpin,
@@ -43,7 +77,9 @@ pub async fn serve<R, W>(
     let mut out = Pending {
         bytes: BytesMut::with_capacity(4096),
         lsn: 0,
+        stall_timeout: limit.stall_timeout,
     };
+    let flush_at = FLUSH_AT.min(limit.max_bytes);
     let mut pending: VecDeque<Item> = VecDeque::new();
 
     'conn: loop {
@@ -69,7 +105,10 @@ pub async fn serve<R, W>(
             }
             continue;
         }
-        let (stop, lsn) = broker.execute(sid, &mut pending, |reply| reply.encode(&mut out.bytes));
+        let (stop, lsn) = broker.execute(sid, &mut pending, |reply| {
+            reply.encode(&mut out.bytes);
+            out.bytes.len() < limit.max_bytes
+        });
         out.lsn = out.lsn.max(lsn);
         match stop {
             None | Some(Outcome::Reply(_)) => {}
@@ -109,7 +148,7 @@ pub async fn serve<R, W>(
                 }
             }
         }
-        if out.bytes.len() >= FLUSH_AT && out.write(&mut writer, &broker).await.is_err() {
+        if out.bytes.len() >= flush_at && out.write(&mut writer, &broker).await.is_err() {
             break;
         }
     }
@@ -121,6 +160,8 @@ pub async fn serve<R, W>(
 struct Pending {
     bytes: BytesMut,
     lsn: u64,
+    /// See [`OutputLimit::stall_timeout`].
+    stall_timeout: Option<Duration>,
 }
 
 impl Pending {
@@ -139,8 +180,42 @@ impl Pending {
             self.bytes.clear();
             return Err(std::io::Error::other(poisoned));
         }
-        writer.write_all(&self.bytes).await?;
+        let result = self.write_out(writer, broker).await;
+        // After a failure the rest is dropped too: the connection is ending.
         self.bytes.clear();
+        result
+    }
+
+    /// Writes every buffered byte, failing if one write takes no byte for the stall
+    /// timeout (the client is not reading).
+    async fn write_out(
+        &mut self,
+        writer: &mut (impl AsyncWrite + Unpin),
+        broker: &Broker,
+    ) -> std::io::Result<()> {
+        let mut done = 0;
+        while done < self.bytes.len() {
+            let write = writer.write(&self.bytes[done..]);
+            let n = match self.stall_timeout {
+                None => write.await?,
+                Some(limit) => match tokio::time::timeout(limit, write).await {
+                    Ok(n) => n?,
+                    Err(_) => {
+                        broker.with_engine(|e| e.count_stalled_output());
+                        tracing::warn!(
+                            waiting = self.bytes.len() - done,
+                            seconds = limit.as_secs(),
+                            "disconnecting a client that left its replies unread"
+                        );
+                        return Err(std::io::ErrorKind::TimedOut.into());
+                    }
+                },
+            };
+            if n == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+            done += n;
+        }
         Ok(())
     }
 }

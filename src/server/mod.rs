@@ -10,6 +10,7 @@ mod broker;
 mod clock;
 mod connection;
 mod journal;
+mod limits;
 mod listener;
 mod process;
 mod recovery;

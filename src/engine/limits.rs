@@ -1,0 +1,455 @@
+//! Back-pressure: the limits a `put` must pass ([`Engine::admit`]), the use they are
+//! measured against, the refusal counters, and the log lines that mark refusing episodes.
+//!
+//! Use is kept as running totals, updated in the one place a job is created
+//! (`insert_job`) and the one place it is removed (`remove_job`), for commands and replay
+//! alike, so a restarted server counts exactly what it holds and admission costs a few
+//! comparisons. Body bytes are counted from each body's length at put time. A limit of 0
+//! means "no limit".
+//!
+//! An episode of refusals for one limit (and one tube, for the per-tube limits) starts with
+//! its first refusal, logged as a warning, and ends with the next put that passes that
+//! limit — for `min-free-disk`, when free space is back over the floor; for
+//! `max-connections`, when a connection is accepted again — logged with the number refused
+//! meanwhile. So a flood of refused puts makes two log lines, not one per put.
+
+use super::tube::TubeId;
+use super::Engine;
+use crate::protocol::{Refusal, TubeName};
+
+/// The back-pressure settings. Every field is a documented `larder serve` flag; 0 means
+/// no limit (for `min_free_disk`, no floor).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Jobs in any state, server-wide (`--max-jobs`).
+    pub max_jobs: u64,
+    /// Body bytes of jobs in any state, server-wide (`--max-bytes`).
+    pub max_bytes: u64,
+    /// Jobs in any state per tube, for tubes without a setting of their own
+    /// (`--max-tube-jobs`).
+    pub max_tube_jobs: u64,
+    /// Body bytes per tube, for tubes without a setting of their own (`--max-tube-bytes`).
+    pub max_tube_bytes: u64,
+    /// Open client connections (`--max-connections`); enforced by the server.
+    pub max_connections: u64,
+    /// Reply bytes waiting to be written to one client before the server stops reading
+    /// its commands (`--max-output-per-connection`); enforced by the server.
+    pub max_output_per_connection: u64,
+    /// Seconds a client may leave the server's replies unread, while they wait, before it
+    /// is disconnected (`--output-stall-timeout`); enforced by the server.
+    pub output_stall_timeout: u64,
+    /// Free bytes the data directory's filesystem must keep; below it puts are refused
+    /// (`--min-free-disk`). The server measures free space and reports it to the engine.
+    pub min_free_disk: u64,
+}
+
+impl Limits {
+    /// The documented defaults (protocol.md §7.2).
+    pub const DEFAULT: Limits = Limits {
+        max_jobs: 10_000_000,
+        max_bytes: 4 << 30,
+        max_tube_jobs: 0,
+        max_tube_bytes: 0,
+        max_connections: 10_000,
+        max_output_per_connection: 1 << 20,
+        output_stall_timeout: 60,
+        min_free_disk: 64 << 20,
+    };
+
+    /// No limit at all (for tests of other things).
+    pub const UNLIMITED: Limits = Limits {
+        max_jobs: 0,
+        max_bytes: 0,
+        max_tube_jobs: 0,
+        max_tube_bytes: 0,
+        max_connections: 0,
+        max_output_per_connection: 0,
+        output_stall_timeout: 0,
+        min_free_disk: 0,
+    };
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits::DEFAULT
+    }
+}
+
+/// Whether `used + adding` goes over `limit` (0: no limit).
+fn over(limit: u64, used: u64, adding: u64) -> bool {
+    limit > 0 && used.saturating_add(adding) > limit
+}
+
+/// A run of refusals by one limit.
+#[derive(Clone, Debug)]
+struct Episode {
+    reason: Refusal,
+    /// The tube, for per-tube limits.
+    tube: Option<TubeName>,
+    /// Refusals so far.
+    refused: u64,
+}
+
+/// The use and refusal figures behind the limits.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Pressure {
+    /// Body bytes of every job.
+    pub bytes: u64,
+    /// Free bytes on the data directory's filesystem, as last measured by the server.
+    pub free_disk: Option<u64>,
+    /// Refusals since start, by [`Refusal::index`].
+    pub refused: [u64; Refusal::COUNT],
+    /// Connections closed because they left their replies unread too long.
+    pub stalled_output_disconnects: u64,
+    episodes: Vec<Episode>,
+}
+
+impl Engine {
+    /// Whether a job of `size` body bytes may be put into tube `tube` now, and if not, the
+    /// limit that refuses it. Checked in this order: the disk floor, the server-wide
+    /// limits (jobs, then bytes), then the tube's (jobs, then bytes).
+    pub(super) fn admit(&self, tube: TubeId, size: u64) -> Result<(), Refusal> {
+        let l = &self.config.limits;
+        let p = &self.pressure;
+        if self.disk_low() {
+            return Err(Refusal::MinFreeDisk);
+        }
+        if over(l.max_jobs, self.jobs.len() as u64, 1) {
+            return Err(Refusal::MaxJobs);
+        }
+        if over(l.max_bytes, p.bytes, size) {
+            return Err(Refusal::MaxBytes);
+        }
+        let t = self.tubes.get(tube);
+        if over(l.max_tube_jobs, t.job_count(), 1) {
+            return Err(Refusal::MaxTubeJobs);
+        }
+        if over(l.max_tube_bytes, t.bytes, size) {
+            return Err(Refusal::MaxTubeBytes);
+        }
+        Ok(())
+    }
+
+    /// Whether free space is known to be below the floor.
+    fn disk_low(&self) -> bool {
+        let floor = self.config.limits.min_free_disk;
+        floor > 0 && self.pressure.free_disk.is_some_and(|f| f < floor)
+    }
+
+    /// Counts a refusal by `reason` (of a put into `tube`, for per-tube limits), starting an
+    /// episode if none is running.
+    pub(super) fn count_refusal(&mut self, reason: Refusal, tube: Option<TubeId>) {
+        self.pressure.refused[reason.index()] += 1;
+        let tube = tube
+            .filter(|_| reason.per_tube())
+            .map(|t| self.tubes.get(t).name.clone());
+        let p = &mut self.pressure;
+        if let Some(e) = p
+            .episodes
+            .iter_mut()
+            .find(|e| e.reason == reason && e.tube == tube)
+        {
+            e.refused += 1;
+            return;
+        }
+        tracing::warn!(
+            limit = reason.setting(),
+            tube = tube.as_ref().map(|t| t.as_str()),
+            jobs = self.jobs.len(),
+            bytes = p.bytes,
+            "refusing new work: limit reached"
+        );
+        p.episodes.push(Episode {
+            reason,
+            tube,
+            refused: 1,
+        });
+    }
+
+    /// A put into `tube` passed every limit: ends the episodes of the limits it passed.
+    pub(super) fn count_admission(&mut self, tube: TubeId) {
+        if self.pressure.episodes.is_empty() {
+            return;
+        }
+        let name = self.tubes.get(tube).name.clone();
+        self.end_episodes(|e| match e.reason {
+            Refusal::MaxJobs | Refusal::MaxBytes => true,
+            Refusal::MaxTubeJobs | Refusal::MaxTubeBytes => e.tube.as_ref() == Some(&name),
+            Refusal::MinFreeDisk | Refusal::MaxConnections => false,
+        });
+    }
+
+    fn end_episodes(&mut self, ends: impl Fn(&Episode) -> bool) {
+        self.pressure.episodes.retain(|e| {
+            if !ends(e) {
+                return true;
+            }
+            tracing::info!(
+                limit = e.reason.setting(),
+                tube = e.tube.as_ref().map(|t| t.as_str()),
+                refused = e.refused,
+                "accepting new work again"
+            );
+            false
+        });
+    }
+
+    /// Records the free space on the data directory's filesystem (`None`: could not be
+    /// measured, which refuses nothing). Crossing the `min-free-disk` floor either way
+    /// starts or ends its episode.
+    pub fn set_free_disk(&mut self, free: Option<u64>) {
+        let was_low = self.disk_low();
+        self.pressure.free_disk = free;
+        let low = self.disk_low();
+        if low && !was_low {
+            tracing::warn!(
+                limit = Refusal::MinFreeDisk.setting(),
+                free,
+                floor = self.config.limits.min_free_disk,
+                "refusing new work: free disk space below the floor"
+            );
+            self.pressure.episodes.push(Episode {
+                reason: Refusal::MinFreeDisk,
+                tube: None,
+                refused: 0,
+            });
+        } else if was_low && !low {
+            self.end_episodes(|e| e.reason == Refusal::MinFreeDisk);
+        }
+    }
+
+    /// Free bytes on the data directory's filesystem as last measured, if known.
+    pub fn free_disk(&self) -> Option<u64> {
+        self.pressure.free_disk
+    }
+
+    /// Counts a connection the server turned away because of `max-connections`.
+    pub fn refuse_connection(&mut self) {
+        self.count_refusal(Refusal::MaxConnections, None);
+    }
+
+    /// Ends a `max-connections` episode: a connection was accepted.
+    pub(super) fn count_connection(&mut self) {
+        if !self.pressure.episodes.is_empty() {
+            self.end_episodes(|e| e.reason == Refusal::MaxConnections);
+        }
+    }
+
+    /// Counts a connection the server closed for leaving its replies unread.
+    pub fn count_stalled_output(&mut self) {
+        self.pressure.stalled_output_disconnects += 1;
+    }
+
+    /// Refusals so far by `reason`.
+    pub fn refusals(&self, reason: Refusal) -> u64 {
+        self.pressure.refused[reason.index()]
+    }
+
+    /// Body bytes of every job.
+    pub fn body_bytes(&self) -> u64 {
+        self.pressure.bytes
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &Limits {
+        &self.config.limits
+    }
+
+    /// The `stats` lines for the limits: settings, use, refusals.
+    pub(super) fn limit_stats(&self, y: &mut String) {
+        use std::fmt::Write;
+        let l = &self.config.limits;
+        let p = &self.pressure;
+        let _ = write!(
+            y,
+            "max-jobs: {}\nmax-bytes: {}\nmax-tube-jobs: {}\nmax-tube-bytes: {}\n\
+             max-connections: {}\nmax-output-per-connection: {}\noutput-stall-timeout: {}\n\
+             min-free-disk: {}\ncurrent-jobs: {}\ncurrent-bytes: {}\n",
+            l.max_jobs,
+            l.max_bytes,
+            l.max_tube_jobs,
+            l.max_tube_bytes,
+            l.max_connections,
+            l.max_output_per_connection,
+            l.output_stall_timeout,
+            l.min_free_disk,
+            self.jobs.len(),
+            p.bytes,
+        );
+        match p.free_disk {
+            Some(free) => {
+                let _ = writeln!(y, "current-free-disk: {free}");
+            }
+            None => y.push_str("current-free-disk: unknown\n"),
+        }
+        for reason in Refusal::ALL {
+            let _ = writeln!(y, "refused-{}: {}", reason.setting(), self.refusals(reason));
+        }
+        let _ = writeln!(
+            y,
+            "stalled-output-disconnects: {}",
+            p.stalled_output_disconnects
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{EngineConfig, Outcome, ProcessInfo, Timestamp};
+    use crate::protocol::{Command, JobId, Reply};
+
+    fn engine(limits: Limits) -> Engine {
+        Engine::new(
+            EngineConfig {
+                max_job_size: 1000,
+                limits,
+            },
+            ProcessInfo::fixed(),
+            Timestamp(1),
+        )
+    }
+
+    fn put(e: &mut Engine, s: crate::engine::SessionId, body: &'static [u8]) -> Reply {
+        let cmd = Command::Put {
+            pri: 0,
+            delay: 0,
+            ttr: 10,
+            body: body.into(),
+        };
+        match e.apply(s, cmd, Timestamp(2)) {
+            Outcome::Reply(r) => r,
+            other => panic!("put gave {other:?}"),
+        }
+    }
+
+    fn cmd(e: &mut Engine, s: crate::engine::SessionId, cmd: Command) -> Reply {
+        match e.apply(s, cmd, Timestamp(2)) {
+            Outcome::Reply(r) => r,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_refused_put_stores_nothing_and_uses_no_id() {
+        let mut e = engine(Limits {
+            max_jobs: 2,
+            ..Limits::UNLIMITED
+        });
+        let s = e.open_session();
+        assert_eq!(put(&mut e, s, b"a"), Reply::Inserted(JobId(1)));
+        assert_eq!(put(&mut e, s, b"b"), Reply::Inserted(JobId(2)));
+        assert_eq!(put(&mut e, s, b"c"), Reply::Refused(Refusal::MaxJobs));
+        assert_eq!(e.job_count(), 2);
+        assert_eq!(e.body_bytes(), 2);
+        assert!(e.take_changes().iter().all(|c| matches!(
+            c,
+            crate::engine::Change::Put { id, .. } if id.0 <= 2
+        )));
+        assert_eq!(e.refusals(Refusal::MaxJobs), 1);
+        assert_eq!(cmd(&mut e, s, Command::Delete(JobId(1))), Reply::Deleted);
+        assert_eq!(put(&mut e, s, b"d"), Reply::Inserted(JobId(3)));
+    }
+
+    #[test]
+    fn bytes_count_bodies_in_every_state_and_free_on_delete() {
+        let mut e = engine(Limits {
+            max_bytes: 10,
+            ..Limits::UNLIMITED
+        });
+        let s = e.open_session();
+        assert_eq!(put(&mut e, s, b"12345"), Reply::Inserted(JobId(1)));
+        assert!(matches!(
+            cmd(&mut e, s, Command::Reserve),
+            Reply::Reserved { .. }
+        ));
+        assert_eq!(
+            cmd(&mut e, s, Command::Bury { id: JobId(1), pri: 0 }),
+            Reply::Buried
+        );
+        assert_eq!(put(&mut e, s, b"12345"), Reply::Inserted(JobId(2)));
+        assert_eq!(put(&mut e, s, b"1"), Reply::Refused(Refusal::MaxBytes));
+        assert_eq!(put(&mut e, s, b""), Reply::Inserted(JobId(3)));
+        assert_eq!(e.body_bytes(), 10);
+        assert_eq!(cmd(&mut e, s, Command::Delete(JobId(1))), Reply::Deleted);
+        assert_eq!(e.body_bytes(), 5);
+        assert_eq!(put(&mut e, s, b"12345"), Reply::Inserted(JobId(4)));
+    }
+
+    #[test]
+    fn tube_limits_count_only_their_tube() {
+        let mut e = engine(Limits {
+            max_tube_jobs: 1,
+            max_tube_bytes: 4,
+            ..Limits::UNLIMITED
+        });
+        let s = e.open_session();
+        assert_eq!(put(&mut e, s, b"abc"), Reply::Inserted(JobId(1)));
+        assert_eq!(put(&mut e, s, b"x"), Reply::Refused(Refusal::MaxTubeJobs));
+        let other = crate::protocol::TubeName::new(b"other").expect("name");
+        cmd(&mut e, s, Command::Use(other));
+        assert_eq!(put(&mut e, s, b"abcde"), Reply::Refused(Refusal::MaxTubeBytes));
+        assert_eq!(put(&mut e, s, b"abcd"), Reply::Inserted(JobId(2)));
+        assert_eq!(e.refusals(Refusal::MaxTubeJobs), 1);
+        assert_eq!(e.refusals(Refusal::MaxTubeBytes), 1);
+    }
+
+    #[test]
+    fn the_disk_floor_refuses_puts_but_not_deletes_and_lifts() {
+        let mut e = engine(Limits {
+            min_free_disk: 100,
+            ..Limits::UNLIMITED
+        });
+        let s = e.open_session();
+        assert_eq!(put(&mut e, s, b"a"), Reply::Inserted(JobId(1)));
+        e.set_free_disk(Some(99));
+        assert_eq!(put(&mut e, s, b"b"), Reply::Refused(Refusal::MinFreeDisk));
+        assert_eq!(cmd(&mut e, s, Command::Delete(JobId(1))), Reply::Deleted);
+        e.set_free_disk(None);
+        assert_eq!(put(&mut e, s, b"c"), Reply::Inserted(JobId(2)));
+        e.set_free_disk(Some(100));
+        assert_eq!(put(&mut e, s, b"d"), Reply::Inserted(JobId(3)));
+        assert_eq!(e.refusals(Refusal::MinFreeDisk), 1);
+    }
+
+    #[test]
+    fn draining_wins_over_limits_and_uses_an_id_as_beanstalkd_does() {
+        let mut e = engine(Limits {
+            max_jobs: 1,
+            ..Limits::UNLIMITED
+        });
+        let s = e.open_session();
+        assert_eq!(put(&mut e, s, b"a"), Reply::Inserted(JobId(1)));
+        e.set_draining(true);
+        assert_eq!(put(&mut e, s, b"b"), Reply::Draining);
+        e.set_draining(false);
+        assert_eq!(cmd(&mut e, s, Command::Delete(JobId(1))), Reply::Deleted);
+        assert_eq!(put(&mut e, s, b"c"), Reply::Inserted(JobId(3)));
+    }
+
+    #[test]
+    fn restore_rebuilds_the_counts() {
+        let mut e = engine(Limits {
+            max_jobs: 2,
+            max_bytes: 100,
+            ..Limits::UNLIMITED
+        });
+        let s = e.open_session();
+        put(&mut e, s, b"12345");
+        put(&mut e, s, b"678");
+        cmd(&mut e, s, Command::Delete(JobId(1)));
+        let changes = e.take_changes();
+        let mut r = engine(Limits {
+            max_jobs: 2,
+            max_bytes: 100,
+            ..Limits::UNLIMITED
+        });
+        for c in changes {
+            r.restore(c, Timestamp(3)).expect("restore");
+        }
+        assert_eq!((r.job_count(), r.body_bytes()), (1, 3));
+        let s = r.open_session();
+        assert_eq!(put(&mut r, s, b"x"), Reply::Inserted(JobId(3)));
+        assert_eq!(put(&mut r, s, b"y"), Reply::Refused(Refusal::MaxJobs));
+    }
+}

@@ -1,0 +1,113 @@
+//! The limits the server enforces around the engine: the connection gate
+//! (`--max-connections`) and the free-space watcher (`--min-free-disk`). The engine
+//! enforces the job limits and counts every refusal; the per-connection output limit lives
+//! in `connection`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use super::Broker;
+use crate::datadir::FreeSpaceProbe;
+use crate::protocol::{Refusal, Reply};
+
+/// How long a refused connection is given to take its `REFUSED` line and hang up.
+const REFUSAL_LINGER: Duration = Duration::from_secs(1);
+
+/// Admits at most `--max-connections` connections at once.
+pub struct ConnectionGate {
+    /// `None`: no limit.
+    permits: Option<Arc<Semaphore>>,
+}
+
+/// A connection's place under the limit, given back when dropped.
+pub struct Admitted {
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+impl ConnectionGate {
+    /// A gate for `max` connections (0: no limit).
+    pub fn new(max: u64) -> ConnectionGate {
+        let max = usize::try_from(max)
+            .unwrap_or(Semaphore::MAX_PERMITS)
+            .min(Semaphore::MAX_PERMITS);
+        ConnectionGate {
+            permits: (max > 0).then(|| Arc::new(Semaphore::new(max))),
+        }
+    }
+
+    /// A place for one more connection, or `None` if the server has as many as it takes.
+    pub fn admit(&self) -> Option<Admitted> {
+        match &self.permits {
+            None => Some(Admitted { _permit: None }),
+            Some(s) => s.clone().try_acquire_owned().ok().map(|p| Admitted {
+                _permit: Some(p),
+            }),
+        }
+    }
+}
+
+/// Tells a connection over the limit why it is closed, and closes it: writes
+/// `REFUSED max-connections`, half-closes, and reads (discarding) until the client hangs
+/// up or [`REFUSAL_LINGER`] passes, so that closing with unread input does not reset the
+/// connection before the client has read the line.
+pub async fn turn_away<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, broker: Arc<Broker>) {
+    broker.with_engine(|e| e.refuse_connection());
+    let line = Reply::Refused(Refusal::MaxConnections).to_bytes();
+    let _ = tokio::time::timeout(REFUSAL_LINGER, async {
+        stream.write_all(&line).await?;
+        stream.shutdown().await?;
+        let mut sink = [0u8; 4096];
+        while stream.read(&mut sink).await? > 0 {}
+        Ok::<(), std::io::Error>(())
+    })
+    .await;
+}
+
+/// Measures the free space of `dir`'s filesystem with `probe` every `interval` and hands
+/// it to the engine, until the task is dropped. The first measurement is taken by
+/// [`measure_free_space`] before the server accepts connections.
+pub async fn watch_free_space(
+    broker: Arc<Broker>,
+    dir: PathBuf,
+    probe: FreeSpaceProbe,
+    interval: Duration,
+) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        let (dir2, probe2) = (dir.clone(), probe.clone());
+        // statvfs is quick, but a hung filesystem must not stall the connections' thread.
+        let free = tokio::task::spawn_blocking(move || probe2.measure(&dir2))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        report(&broker, &dir, free, false);
+    }
+}
+
+/// Measures once, now (at start-up).
+pub fn measure_free_space(broker: &Broker, dir: &std::path::Path, probe: &FreeSpaceProbe) {
+    report(broker, dir, probe.measure(dir), true);
+}
+
+/// Hands a measurement to the engine. A failure is logged when it is the first one after
+/// a success (or `always`), not every second.
+fn report(broker: &Broker, dir: &std::path::Path, free: std::io::Result<u64>, always: bool) {
+    let free = match free {
+        Ok(free) => Some(free),
+        Err(e) => {
+            // Unknown free space refuses nothing: the log's own write errors still stop
+            // confirmations if the disk really is full.
+            if always || broker.with_engine(|e| e.free_disk().is_some()) {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot measure free disk space");
+            }
+            None
+        }
+    };
+    broker.with_engine(|e| e.set_free_disk(free));
+}
