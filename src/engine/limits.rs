@@ -46,7 +46,7 @@ pub struct Limits {
 impl Limits {
     /// The documented defaults (protocol.md §7.2).
     pub const DEFAULT: Limits = Limits {
-        max_jobs: 10_000_000,
+        max_jobs: 1_000_000,
         max_bytes: 4 << 30,
         max_tube_jobs: 0,
         max_tube_bytes: 0,
