@@ -96,7 +96,10 @@ pub fn free_space(path: &Path) -> std::io::Result<u64> {
 /// How the server measures the data directory's free space for `--min-free-disk`: by
 /// default [`free_space`]; tests substitute their own reading.
 #[derive(Clone)]
-pub struct FreeSpaceProbe(Arc<dyn Fn(&Path) -> std::io::Result<u64> + Send + Sync>);
+pub struct FreeSpaceProbe(Arc<MeasureFn>);
+
+/// A function from a path to the free bytes of its filesystem.
+type MeasureFn = dyn Fn(&Path) -> std::io::Result<u64> + Send + Sync;
 
 impl FreeSpaceProbe {
     /// A probe that calls `f`.

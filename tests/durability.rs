@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use rand::{Rng, SeedableRng};
 
-use crate::support::{ChildServer, Raw};
+use crate::support::{ChildServer, Raw, SmallDisk};
 
 fn field(reply: &str, key: &str) -> String {
     let yaml = reply.split_once("\r\n").map(|(_, y)| y).unwrap_or_default();
@@ -262,30 +262,6 @@ async fn log_segments_are_reclaimed_as_jobs_are_deleted() {
     );
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-/// A 1 MiB tmpfs mounted for the life of the value (needs root, as CI has).
-struct SmallDisk(std::path::PathBuf);
-
-impl SmallDisk {
-    fn mount(name: &str) -> SmallDisk {
-        let dir = temp_dir(name);
-        std::fs::create_dir_all(&dir).expect("mkdir");
-        let status = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
-            .arg(&dir)
-            .status()
-            .expect("run mount");
-        assert!(status.success(), "mounting a tmpfs needs root");
-        SmallDisk(dir)
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg(&self.0).status();
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 #[tokio::test]

@@ -9,6 +9,8 @@
 //!   changes it emits.
 //! - `durability`: restarts and SIGKILL under load against the real binary.
 //! - `fuzz_corpus`: the fuzzers' corpora replayed.
+//! - `limits`: back-pressure: every limit refuses, changes nothing, lets workers drain and
+//!   holds across a restart; a flood keeps the server's memory bounded.
 
 mod support;
 
@@ -17,5 +19,6 @@ mod conformance;
 mod differential;
 mod durability;
 mod fuzz_corpus;
+mod limits;
 mod model;
 mod server;

@@ -364,7 +364,14 @@ mod tests {
             Reply::Reserved { .. }
         ));
         assert_eq!(
-            cmd(&mut e, s, Command::Bury { id: JobId(1), pri: 0 }),
+            cmd(
+                &mut e,
+                s,
+                Command::Bury {
+                    id: JobId(1),
+                    pri: 0
+                }
+            ),
             Reply::Buried
         );
         assert_eq!(put(&mut e, s, b"12345"), Reply::Inserted(JobId(2)));
@@ -388,7 +395,10 @@ mod tests {
         assert_eq!(put(&mut e, s, b"x"), Reply::Refused(Refusal::MaxTubeJobs));
         let other = crate::protocol::TubeName::new(b"other").expect("name");
         cmd(&mut e, s, Command::Use(other));
-        assert_eq!(put(&mut e, s, b"abcde"), Reply::Refused(Refusal::MaxTubeBytes));
+        assert_eq!(
+            put(&mut e, s, b"abcde"),
+            Reply::Refused(Refusal::MaxTubeBytes)
+        );
         assert_eq!(put(&mut e, s, b"abcd"), Reply::Inserted(JobId(2)));
         assert_eq!(e.refusals(Refusal::MaxTubeJobs), 1);
         assert_eq!(e.refusals(Refusal::MaxTubeBytes), 1);

@@ -219,3 +219,94 @@ impl Pending {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use tokio::io::AsyncReadExt;
+
+    use super::*;
+    use crate::config::FsyncPolicy;
+    use crate::engine::{Engine, EngineConfig, ProcessInfo};
+    use crate::protocol::Reply;
+    use crate::server::journal::Journal;
+    use crate::server::Clock;
+
+    /// A broker holding job 1 with a 60,000-byte body, and no log writer (the test runs
+    /// only commands that change nothing durable).
+    fn broker() -> Arc<Broker> {
+        let clock = Clock::new();
+        let mut engine = Engine::new(EngineConfig::default(), ProcessInfo::fixed(), clock.now());
+        let sid = engine.open_session();
+        let put = Command::Put {
+            pri: 0,
+            delay: 0,
+            ttr: 60,
+            body: vec![b'x'; 60_000].into(),
+        };
+        engine.apply(sid, put, clock.now());
+        engine.close_session(sid, clock.now());
+        engine.discard_changes();
+        let journal = Arc::new(Journal::new(1));
+        Arc::new(Broker::new(
+            engine,
+            clock,
+            journal,
+            BTreeMap::new(),
+            0,
+            FsyncPolicy::Never,
+        ))
+    }
+
+    /// How many `peek`s the engine has run.
+    fn peeks(broker: &Broker) -> u64 {
+        broker.with_engine(|e| {
+            let sid = e.open_session();
+            let reply = e.apply(sid, Command::Stats, Timestamp(0));
+            e.close_session(sid, Timestamp(0));
+            let Outcome::Reply(Reply::Ok(yaml)) = reply else {
+                panic!("stats gave {reply:?}");
+            };
+            crate::client::parse_yaml_map(&yaml)
+                .into_iter()
+                .find(|(k, _)| k == "cmd-peek")
+                .and_then(|(_, v)| v.parse().ok())
+                .expect("cmd-peek")
+        })
+    }
+
+    use crate::engine::Timestamp;
+
+    #[tokio::test]
+    async fn commands_stop_running_once_unread_output_reaches_the_limit() {
+        let broker = broker();
+        // A pipe that holds 1 kB: the client's replies back up at once.
+        let (client, server) = tokio::io::duplex(1024);
+        let (sr, sw) = tokio::io::split(server);
+        let (_stop, stop_rx) = watch::channel(false);
+        let limit = OutputLimit {
+            max_bytes: 64 << 10,
+            stall_timeout: Some(Duration::from_millis(300)),
+        };
+        let conn = tokio::spawn(serve(sr, sw, broker.clone(), 65_535, limit, stop_rx));
+        let (mut cr, mut cw) = tokio::io::split(client);
+        // 64 requests for 60 kB each, all readable at once; the client reads nothing.
+        cw.write_all(&b"peek 1\r\n".repeat(64)).await.expect("send");
+        tokio::time::timeout(Duration::from_secs(10), conn)
+            .await
+            .expect("the stalled connection was not closed")
+            .expect("connection task");
+        // The first reply fits under 64 kB, the second reaches it: nothing more ran.
+        assert_eq!(peeks(&broker), 2);
+        assert_eq!(broker.with_engine(|e| e.session_count()), 0);
+        let mut got = Vec::new();
+        let _ = cr.read_to_end(&mut got).await;
+        assert!(
+            got.starts_with(b"FOUND 1 60000\r\n"),
+            "{:?}",
+            &got[..20.min(got.len())]
+        );
+        assert!(got.len() < 2 * 60_000, "{} bytes arrived", got.len());
+    }
+}

@@ -43,9 +43,11 @@ impl ConnectionGate {
     pub fn admit(&self) -> Option<Admitted> {
         match &self.permits {
             None => Some(Admitted { _permit: None }),
-            Some(s) => s.clone().try_acquire_owned().ok().map(|p| Admitted {
-                _permit: Some(p),
-            }),
+            Some(s) => s
+                .clone()
+                .try_acquire_owned()
+                .ok()
+                .map(|p| Admitted { _permit: Some(p) }),
         }
     }
 }
