@@ -193,6 +193,7 @@ impl ServeArgs {
             data_dir: self.data_dir.clone(),
             fsync,
             segment_size: self.wal_segment_size,
+            setting_defaults: crate::engine::SettingDefaults::default(),
         })
     }
 }

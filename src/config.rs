@@ -100,6 +100,8 @@ pub struct ServerConfig {
     pub fsync: FsyncPolicy,
     /// Largest log segment file, in bytes.
     pub segment_size: u64,
+    /// Tube settings for tubes that do not set their own (`--max-attempts` and friends).
+    pub setting_defaults: crate::engine::SettingDefaults,
 }
 
 /// Default largest log segment file: 64 MiB.
@@ -113,6 +115,7 @@ impl Default for ServerConfig {
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             fsync: FsyncPolicy::Always,
             segment_size: DEFAULT_SEGMENT_SIZE,
+            setting_defaults: crate::engine::SettingDefaults::default(),
         }
     }
 }

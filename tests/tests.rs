@@ -9,6 +9,7 @@
 //!   changes it emits.
 //! - `durability`: restarts and SIGKILL under load against the real binary.
 //! - `fuzz_corpus`: the fuzzers' corpora replayed.
+//! - `retries`: larder's retry and dead-letter extensions, over TCP and through the CLI.
 
 mod support;
 
@@ -18,4 +19,5 @@ mod differential;
 mod durability;
 mod fuzz_corpus;
 mod model;
+mod retries;
 mod server;

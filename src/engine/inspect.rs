@@ -8,7 +8,7 @@ use super::session::SessionId;
 use super::time::{Timestamp, NANOS_PER_SEC};
 use super::tube::TubeId;
 use super::Engine;
-use crate::protocol::{CommandKind as K, JobId, Reply, TubeName};
+use crate::protocol::{CommandKind as K, JobId, Reply, TubeName, TubeSetting};
 
 impl Engine {
     fn found(&self, id: Option<JobId>) -> Reply {
@@ -118,6 +118,10 @@ impl Engine {
             pause,
             left,
         );
+        for setting in TubeSetting::ALL {
+            let v = self.setting(id, setting);
+            let _ = writeln!(y, "{setting}: {}", setting.format(v));
+        }
         Reply::Ok(y.into())
     }
 

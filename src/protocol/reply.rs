@@ -67,6 +67,10 @@ pub enum Reply {
     ExpectedCrlf,
     /// `JOB_TOO_BIG`
     JobTooBig,
+    /// `CONFIGURED` (larder extension: `config-tube` succeeded).
+    Configured,
+    /// `UNKNOWN_SETTING` (larder extension: `config-tube` named no known setting).
+    UnknownSetting,
 }
 
 impl Reply {
@@ -104,6 +108,8 @@ impl Reply {
             Reply::UnknownCommand => b"UNKNOWN_COMMAND\r\n",
             Reply::ExpectedCrlf => b"EXPECTED_CRLF\r\n",
             Reply::JobTooBig => b"JOB_TOO_BIG\r\n",
+            Reply::Configured => b"CONFIGURED\r\n",
+            Reply::UnknownSetting => b"UNKNOWN_SETTING\r\n",
         };
         dst.put_slice(word);
     }

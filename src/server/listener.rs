@@ -100,6 +100,7 @@ pub async fn run(
     let mut engine = Engine::new(
         EngineConfig {
             max_job_size: config.max_job_size,
+            defaults: config.setting_defaults,
         },
         process_info(),
         clock.now(),
