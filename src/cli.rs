@@ -12,7 +12,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::client::Client;
 use crate::config::{FsyncPolicy, ListenAddr, ServerConfig, DEFAULT_LISTEN};
 use crate::engine::Limits;
-use crate::protocol::{Command, Reply, TubeName};
+use crate::protocol::{Command, Reply, TubeName, TubeSetting};
 
 /// larder: a durable job broker that speaks the beanstalkd protocol.
 #[derive(Debug, Parser)]
@@ -155,11 +155,11 @@ pub struct ServeArgs {
     pub max_bytes: u64,
     /// Most jobs one tube holds (every state), for tubes without a setting of their own;
     /// a put beyond it gets REFUSED max-tube-jobs. 0: no limit.
-    #[arg(long, env = "LARDER_MAX_TUBE_JOBS", default_value_t = Limits::DEFAULT.max_tube_jobs)]
+    #[arg(long, env = "LARDER_MAX_TUBE_JOBS", default_value_t = TubeSetting::MaxTubeJobs.builtin_default())]
     pub max_tube_jobs: u64,
     /// Most body bytes one tube holds (every state), for tubes without a setting of their
     /// own; a put that would go over gets REFUSED max-tube-bytes. 0: no limit.
-    #[arg(long, env = "LARDER_MAX_TUBE_BYTES", default_value_t = Limits::DEFAULT.max_tube_bytes)]
+    #[arg(long, env = "LARDER_MAX_TUBE_BYTES", default_value_t = TubeSetting::MaxTubeBytes.builtin_default())]
     pub max_tube_bytes: u64,
     /// Most client connections open at once; one more is sent "REFUSED max-connections"
     /// and closed. 0: no limit.
@@ -221,6 +221,9 @@ impl ServeArgs {
             (Some(ms), false) => FsyncPolicy::Every(std::time::Duration::from_millis(ms)),
             (None, false) => self.fsync,
         };
+        let mut setting_defaults = crate::engine::SettingDefaults::default();
+        setting_defaults.set(TubeSetting::MaxTubeJobs, self.max_tube_jobs);
+        setting_defaults.set(TubeSetting::MaxTubeBytes, self.max_tube_bytes);
         Ok(ServerConfig {
             listen,
             max_job_size: self.max_job_size,
@@ -230,13 +233,12 @@ impl ServeArgs {
             limits: Limits {
                 max_jobs: self.max_jobs,
                 max_bytes: self.max_bytes,
-                max_tube_jobs: self.max_tube_jobs,
-                max_tube_bytes: self.max_tube_bytes,
                 max_connections: self.max_connections,
                 max_output_per_connection: self.max_output_per_connection,
                 output_stall_timeout: self.output_stall_timeout,
                 min_free_disk: self.min_free_disk,
             },
+            setting_defaults,
             ..ServerConfig::default()
         })
     }

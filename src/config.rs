@@ -100,13 +100,15 @@ pub struct ServerConfig {
     pub fsync: FsyncPolicy,
     /// Largest log segment file, in bytes.
     pub segment_size: u64,
-    /// Back-pressure limits (protocol.md §7.2).
+    /// Back-pressure limits (protocol.md §9.2).
     pub limits: crate::engine::Limits,
     /// How often free space on the data directory's filesystem is measured for
     /// `--min-free-disk`.
     pub disk_check_interval: std::time::Duration,
     /// How free space is measured (tests substitute their own reading).
     pub free_space: crate::datadir::FreeSpaceProbe,
+    /// Tube settings for tubes that do not set their own (`--max-attempts` and friends).
+    pub setting_defaults: crate::engine::SettingDefaults,
 }
 
 /// Default interval between free-space measurements.
@@ -126,6 +128,7 @@ impl Default for ServerConfig {
             limits: crate::engine::Limits::DEFAULT,
             disk_check_interval: DEFAULT_DISK_CHECK_INTERVAL,
             free_space: crate::datadir::FreeSpaceProbe::default(),
+            setting_defaults: crate::engine::SettingDefaults::default(),
         }
     }
 }

@@ -748,7 +748,9 @@ mod yaml {
         let expect = "---\nname: t\ncurrent-jobs-urgent: 1\ncurrent-jobs-ready: 2\n\
                       current-jobs-reserved: 0\ncurrent-jobs-delayed: 1\ncurrent-jobs-buried: 0\n\
                       total-jobs: 3\ncurrent-using: 1\ncurrent-watching: 0\ncurrent-waiting: 0\n\
-                      cmd-delete: 0\ncmd-pause-tube: 0\npause: 0\npause-time-left: 0\n";
+                      cmd-delete: 0\ncmd-pause-tube: 0\npause: 0\npause-time-left: 0\n\
+                      max-attempts: 0\nretry-delay: 0\nretry-backoff: 2\nretry-max: 0\n\
+                      retry-jitter: 0\n";
         step(
             &mut c,
             "stats-tube t\r\n",

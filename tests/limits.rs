@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use larder::config::ServerConfig;
 use larder::datadir::FreeSpaceProbe;
-use larder::engine::Limits;
+use larder::engine::{Limits, SettingDefaults};
+use larder::protocol::TubeSetting;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
@@ -62,21 +63,49 @@ fn put(body: &str) -> String {
     format!("put 0 0 60 {}\r\n{body}\r\n", body.len())
 }
 
+/// How a test sets its limit: server flags, and optionally a `config-tube` line sent
+/// before the tube is filled (journaled, so it must hold after the restart too).
+struct Setup {
+    limits: Limits,
+    defaults: SettingDefaults,
+    config_tube: Option<&'static str>,
+}
+
+impl Setup {
+    fn limits(limits: Limits) -> Setup {
+        Setup {
+            limits,
+            defaults: SettingDefaults::default(),
+            config_tube: None,
+        }
+    }
+
+    fn server_config(&self, dir: &std::path::Path) -> ServerConfig {
+        ServerConfig {
+            setting_defaults: self.defaults,
+            ..config(dir, self.limits)
+        }
+    }
+}
+
 /// The scenario every job limit must pass: `fits` puts of `body` into `tube` are stored,
 /// the next is refused with `REFUSED <setting>` and changes nothing, workers can still
 /// reserve, touch, release, bury, kick and delete, a delete makes room for exactly the
 /// next id, and after a restart the server is just as full.
 async fn fill_refuse_drain_restart(
     name: &str,
-    limits: Limits,
+    setup: Setup,
     tube: &str,
     body: &str,
     fits: u64,
     setting: &str,
 ) {
     let dir = data_dir(name);
-    let server = InProcess::with_config(config(&dir, limits)).await;
+    let server = InProcess::with_config(setup.server_config(&dir)).await;
     let mut p = server.connect().await;
+    if let Some(line) = setup.config_tube {
+        assert_eq!(p.cmd(line).await, "CONFIGURED\r\n");
+    }
     assert_eq!(
         p.cmd(&format!("use {tube}\r\n")).await,
         format!("USING {tube}\r\n")
@@ -142,7 +171,7 @@ async fn fill_refuse_drain_restart(
     server.shutdown().await.expect("shutdown");
 
     // Across a restart the counts are rebuilt from the log: still full.
-    let server = InProcess::with_config(config(&dir, limits)).await;
+    let server = InProcess::with_config(setup.server_config(&dir)).await;
     let mut p = server.connect().await;
     p.cmd(&format!("use {tube}\r\n")).await;
     assert_eq!(
@@ -169,7 +198,15 @@ async fn max_jobs_refuses_the_put_after_the_limit_and_recovers() {
         max_jobs: 3,
         ..Limits::DEFAULT
     };
-    fill_refuse_drain_restart("jobs", limits, "default", "hello", 3, "max-jobs").await;
+    fill_refuse_drain_restart(
+        "jobs",
+        Setup::limits(limits),
+        "default",
+        "hello",
+        3,
+        "max-jobs",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -179,18 +216,40 @@ async fn max_bytes_counts_body_bytes_of_jobs_in_every_state() {
         ..Limits::DEFAULT
     };
     // Three 8-byte bodies fit in 25 bytes; a fourth would make 32.
-    fill_refuse_drain_restart("bytes", limits, "default", "12345678", 3, "max-bytes").await;
+    fill_refuse_drain_restart(
+        "bytes",
+        Setup::limits(limits),
+        "default",
+        "12345678",
+        3,
+        "max-bytes",
+    )
+    .await;
+}
+
+fn tube_jobs_default(n: u64) -> Setup {
+    let mut defaults = SettingDefaults::default();
+    defaults.set(TubeSetting::MaxTubeJobs, n);
+    Setup {
+        limits: Limits::DEFAULT,
+        defaults,
+        config_tube: None,
+    }
 }
 
 #[tokio::test]
 async fn max_tube_jobs_limits_each_tube_and_not_the_others() {
-    let limits = Limits {
-        max_tube_jobs: 2,
-        ..Limits::DEFAULT
-    };
-    fill_refuse_drain_restart("tubejobs", limits, "mail", "x", 2, "max-tube-jobs").await;
+    fill_refuse_drain_restart(
+        "tubejobs",
+        tube_jobs_default(2),
+        "mail",
+        "x",
+        2,
+        "max-tube-jobs",
+    )
+    .await;
     let dir = data_dir("tubejobs-other");
-    let server = InProcess::with_config(config(&dir, limits)).await;
+    let server = InProcess::with_config(tube_jobs_default(2).server_config(&dir)).await;
     let mut c = server.connect().await;
     c.cmd("use a\r\n").await;
     assert_eq!(c.cmd(&put("1")).await, "INSERTED 1\r\n");
@@ -204,12 +263,67 @@ async fn max_tube_jobs_limits_each_tube_and_not_the_others() {
 }
 
 #[tokio::test]
-async fn max_tube_bytes_limits_each_tube() {
-    let limits = Limits {
-        max_tube_bytes: 10,
-        ..Limits::DEFAULT
+async fn max_tube_bytes_set_with_config_tube_limits_that_tube_across_a_restart() {
+    let setup = Setup {
+        config_tube: Some("config-tube big max-tube-bytes 10\r\n"),
+        ..Setup::limits(Limits::DEFAULT)
     };
-    fill_refuse_drain_restart("tubebytes", limits, "big", "12345", 2, "max-tube-bytes").await;
+    fill_refuse_drain_restart("tubebytes", setup, "big", "12345", 2, "max-tube-bytes").await;
+}
+
+#[tokio::test]
+async fn tube_limits_are_set_shown_and_reset_at_run_time() {
+    let dir = data_dir("tubeconfig");
+    let server = InProcess::with_config(tube_jobs_default(5).server_config(&dir)).await;
+    let mut c = server.connect().await;
+    c.cmd("use q\r\n").await;
+    let stats = c.cmd("stats-tube q\r\n").await;
+    assert_eq!(
+        field(&stats, "max-tube-jobs"),
+        "5",
+        "the server default shows"
+    );
+    assert_eq!(field(&stats, "max-tube-bytes"), "0");
+    // Bad values are refused precisely and change nothing.
+    for bad in ["-1", "1.5", "x", "18446744073709551616", ""] {
+        let reply = c
+            .cmd(&format!("config-tube q max-tube-jobs {bad}\r\n"))
+            .await;
+        assert_eq!(reply, "BAD_FORMAT\r\n", "value {bad:?}");
+    }
+    assert_eq!(
+        field(&c.cmd("stats-tube q\r\n").await, "max-tube-jobs"),
+        "5"
+    );
+    assert_eq!(
+        c.cmd("config-tube q max-tube-job 1\r\n").await,
+        "UNKNOWN_SETTING\r\n"
+    );
+    assert_eq!(
+        c.cmd("config-tube q max-tube-jobs 1\r\n").await,
+        "CONFIGURED\r\n"
+    );
+    assert_eq!(c.cmd(&put("abc")).await, "INSERTED 1\r\n");
+    assert_eq!(c.cmd(&put("abc")).await, "REFUSED max-tube-jobs\r\n");
+    let stats = c.cmd("stats-tube q\r\n").await;
+    assert_eq!(field(&stats, "max-tube-jobs"), "1");
+    assert_eq!(num(&stats, "current-bytes"), 3);
+    assert_eq!(num(&stats, "refused-max-tube-jobs"), 1);
+    assert_eq!(num(&stats, "refused-max-tube-bytes"), 0);
+    assert_eq!(
+        c.cmd("config-tube q max-tube-jobs default\r\n").await,
+        "CONFIGURED\r\n"
+    );
+    assert_eq!(c.cmd(&put("abc")).await, "INSERTED 2\r\n");
+    assert_eq!(
+        field(&c.cmd("stats-tube q\r\n").await, "max-tube-jobs"),
+        "5"
+    );
+    // The global stats show the server defaults, not one tube's setting.
+    assert_eq!(num(&c.cmd("stats\r\n").await, "max-tube-jobs"), 5);
+    drop(c);
+    server.shutdown().await.expect("shutdown");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]

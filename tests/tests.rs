@@ -11,6 +11,7 @@
 //! - `fuzz_corpus`: the fuzzers' corpora replayed.
 //! - `limits`: back-pressure: every limit refuses, changes nothing, lets workers drain and
 //!   holds across a restart; a flood keeps the server's memory bounded.
+//! - `retries`: larder's retry and dead-letter extensions, over TCP and through the CLI.
 
 mod support;
 
@@ -21,4 +22,5 @@ mod durability;
 mod fuzz_corpus;
 mod limits;
 mod model;
+mod retries;
 mod server;

@@ -7,7 +7,7 @@
 use bytes::Bytes;
 
 use super::time::Timestamp;
-use crate::protocol::{JobId, TubeName};
+use crate::protocol::{JobId, TubeName, TubeSetting};
 
 /// One durable state change.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -75,5 +75,14 @@ pub enum Change {
         tube: TubeName,
         /// When the pause ends.
         until: Timestamp,
+    },
+    /// A tube setting was set, or (`value` `None`) returned to the server default.
+    ConfigTube {
+        /// The tube.
+        tube: TubeName,
+        /// The setting.
+        setting: TubeSetting,
+        /// Its new value, in the setting's unit.
+        value: Option<u64>,
     },
 }

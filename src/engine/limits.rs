@@ -15,21 +15,18 @@
 
 use super::tube::TubeId;
 use super::Engine;
-use crate::protocol::{Refusal, TubeName};
+use crate::protocol::{Refusal, TubeName, TubeSetting};
 
-/// The back-pressure settings. Every field is a documented `larder serve` flag; 0 means
-/// no limit (for `min_free_disk`, no floor).
+/// The server-wide back-pressure settings. Every field is a documented `larder serve`
+/// flag; 0 means no limit (for `min_free_disk`, no floor). The per-tube limits are tube
+/// settings ([`TubeSetting::MaxTubeJobs`], [`TubeSetting::MaxTubeBytes`]): set per tube
+/// with `config-tube`, their server defaults in `EngineConfig::defaults`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
     /// Jobs in any state, server-wide (`--max-jobs`).
     pub max_jobs: u64,
     /// Body bytes of jobs in any state, server-wide (`--max-bytes`).
     pub max_bytes: u64,
-    /// Jobs in any state per tube, for tubes without a setting of their own
-    /// (`--max-tube-jobs`).
-    pub max_tube_jobs: u64,
-    /// Body bytes per tube, for tubes without a setting of their own (`--max-tube-bytes`).
-    pub max_tube_bytes: u64,
     /// Open client connections (`--max-connections`); enforced by the server.
     pub max_connections: u64,
     /// Reply bytes waiting to be written to one client before the server stops reading
@@ -44,12 +41,10 @@ pub struct Limits {
 }
 
 impl Limits {
-    /// The documented defaults (protocol.md §7.2).
+    /// The documented defaults (protocol.md §9.2).
     pub const DEFAULT: Limits = Limits {
         max_jobs: 1_000_000,
         max_bytes: 4 << 30,
-        max_tube_jobs: 0,
-        max_tube_bytes: 0,
         max_connections: 10_000,
         max_output_per_connection: 1 << 20,
         output_stall_timeout: 60,
@@ -60,8 +55,6 @@ impl Limits {
     pub const UNLIMITED: Limits = Limits {
         max_jobs: 0,
         max_bytes: 0,
-        max_tube_jobs: 0,
-        max_tube_bytes: 0,
         max_connections: 0,
         max_output_per_connection: 0,
         output_stall_timeout: 0,
@@ -121,10 +114,14 @@ impl Engine {
             return Err(Refusal::MaxBytes);
         }
         let t = self.tubes.get(tube);
-        if over(l.max_tube_jobs, t.job_count(), 1) {
+        if over(
+            self.setting(tube, TubeSetting::MaxTubeJobs),
+            t.job_count(),
+            1,
+        ) {
             return Err(Refusal::MaxTubeJobs);
         }
-        if over(l.max_tube_bytes, t.bytes, size) {
+        if over(self.setting(tube, TubeSetting::MaxTubeBytes), t.bytes, size) {
             return Err(Refusal::MaxTubeBytes);
         }
         Ok(())
@@ -140,6 +137,14 @@ impl Engine {
     /// episode if none is running.
     pub(super) fn count_refusal(&mut self, reason: Refusal, tube: Option<TubeId>) {
         self.pressure.refused[reason.index()] += 1;
+        if let Some(t) = tube {
+            let counters = &mut self.tubes.get_mut(t).counters;
+            match reason {
+                Refusal::MaxTubeJobs => counters.refused_jobs += 1,
+                Refusal::MaxTubeBytes => counters.refused_bytes += 1,
+                _ => {}
+            }
+        }
         let tube = tube
             .filter(|_| reason.per_tube())
             .map(|t| self.tubes.get(t).name.clone());
@@ -267,8 +272,8 @@ impl Engine {
              min-free-disk: {}\ncurrent-jobs: {}\ncurrent-bytes: {}\n",
             l.max_jobs,
             l.max_bytes,
-            l.max_tube_jobs,
-            l.max_tube_bytes,
+            self.config.defaults.get(TubeSetting::MaxTubeJobs),
+            self.config.defaults.get(TubeSetting::MaxTubeBytes),
             l.max_connections,
             l.max_output_per_connection,
             l.output_stall_timeout,
@@ -296,14 +301,19 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::{EngineConfig, Outcome, ProcessInfo, Timestamp};
-    use crate::protocol::{Command, JobId, Reply};
+    use crate::engine::{EngineConfig, Outcome, ProcessInfo, SettingDefaults, Timestamp};
+    use crate::protocol::{Command, JobId, Reply, TubeName};
 
     fn engine(limits: Limits) -> Engine {
+        engine_with(limits, SettingDefaults::default())
+    }
+
+    fn engine_with(limits: Limits, defaults: SettingDefaults) -> Engine {
         Engine::new(
             EngineConfig {
                 max_job_size: 1000,
                 limits,
+                defaults,
             },
             ProcessInfo::fixed(),
             Timestamp(1),
@@ -383,18 +393,20 @@ mod tests {
         assert_eq!(put(&mut e, s, b"12345"), Reply::Inserted(JobId(4)));
     }
 
+    fn tube(name: &str) -> TubeName {
+        TubeName::new(name.as_bytes()).expect("name")
+    }
+
     #[test]
     fn tube_limits_count_only_their_tube() {
-        let mut e = engine(Limits {
-            max_tube_jobs: 1,
-            max_tube_bytes: 4,
-            ..Limits::UNLIMITED
-        });
+        let mut defaults = SettingDefaults::default();
+        defaults.set(TubeSetting::MaxTubeJobs, 1);
+        defaults.set(TubeSetting::MaxTubeBytes, 4);
+        let mut e = engine_with(Limits::UNLIMITED, defaults);
         let s = e.open_session();
         assert_eq!(put(&mut e, s, b"abc"), Reply::Inserted(JobId(1)));
         assert_eq!(put(&mut e, s, b"x"), Reply::Refused(Refusal::MaxTubeJobs));
-        let other = crate::protocol::TubeName::new(b"other").expect("name");
-        cmd(&mut e, s, Command::Use(other));
+        cmd(&mut e, s, Command::Use(tube("other")));
         assert_eq!(
             put(&mut e, s, b"abcde"),
             Reply::Refused(Refusal::MaxTubeBytes)
@@ -402,6 +414,28 @@ mod tests {
         assert_eq!(put(&mut e, s, b"abcd"), Reply::Inserted(JobId(2)));
         assert_eq!(e.refusals(Refusal::MaxTubeJobs), 1);
         assert_eq!(e.refusals(Refusal::MaxTubeBytes), 1);
+    }
+
+    #[test]
+    fn a_tube_setting_overrides_the_server_default_and_default_restores_it() {
+        let mut defaults = SettingDefaults::default();
+        defaults.set(TubeSetting::MaxTubeJobs, 1);
+        let mut e = engine_with(Limits::UNLIMITED, defaults);
+        let s = e.open_session();
+        let config = |value| Command::ConfigTube {
+            tube: tube("default"),
+            setting: TubeSetting::MaxTubeJobs,
+            value,
+        };
+        assert_eq!(put(&mut e, s, b"a"), Reply::Inserted(JobId(1)));
+        assert_eq!(put(&mut e, s, b"b"), Reply::Refused(Refusal::MaxTubeJobs));
+        assert_eq!(cmd(&mut e, s, config(Some(2))), Reply::Configured);
+        assert_eq!(put(&mut e, s, b"b"), Reply::Inserted(JobId(2)));
+        assert_eq!(put(&mut e, s, b"c"), Reply::Refused(Refusal::MaxTubeJobs));
+        assert_eq!(cmd(&mut e, s, config(Some(0))), Reply::Configured);
+        assert_eq!(put(&mut e, s, b"c"), Reply::Inserted(JobId(3)));
+        assert_eq!(cmd(&mut e, s, config(None)), Reply::Configured);
+        assert_eq!(put(&mut e, s, b"d"), Reply::Refused(Refusal::MaxTubeJobs));
     }
 
     #[test]

@@ -21,6 +21,7 @@ mod queue;
 pub mod record;
 mod restore;
 mod session;
+mod settings;
 mod stats;
 mod time;
 mod tube;
@@ -35,11 +36,12 @@ pub use job::{Job, JobCounters, JobState, URGENT_THRESHOLD};
 pub use limits::Limits;
 pub use restore::RestoreError;
 pub use session::SessionId;
+pub use settings::{SettingDefaults, TubeSettings};
 pub use stats::{CpuTimes, LogStats, ProcessInfo};
 pub use time::{Timestamp, NANOS_PER_SEC};
 pub use tube::TubeId;
 
-use crate::protocol::{Command, CommandKind, JobId, ProtocolError, Reply, TubeName};
+use crate::protocol::{Command, CommandKind, JobId, ProtocolError, Reply, TubeName, TubeSetting};
 use limits::Pressure;
 use session::Session;
 use tube::Tubes;
@@ -55,6 +57,8 @@ pub struct EngineConfig {
     pub max_job_size: u32,
     /// Back-pressure limits.
     pub limits: Limits,
+    /// Values of the tube settings for tubes that do not set their own.
+    pub defaults: SettingDefaults,
 }
 
 impl Default for EngineConfig {
@@ -62,6 +66,7 @@ impl Default for EngineConfig {
         EngineConfig {
             max_job_size: 65_535,
             limits: Limits::DEFAULT,
+            defaults: SettingDefaults::default(),
         }
     }
 }
@@ -244,6 +249,11 @@ impl Engine {
             Command::StatsTube(name) => self.stats_tube(&name, now),
             Command::Stats => self.stats(now),
             Command::Quit => return Outcome::Close,
+            Command::ConfigTube {
+                tube,
+                setting,
+                value,
+            } => self.config_tube(&tube, setting, value),
         };
         Outcome::Reply(reply)
     }
@@ -266,7 +276,9 @@ impl Engine {
                     s.producer = true;
                 }
             }
-            ProtocolError::BadFormat | ProtocolError::UnknownCommand => {}
+            ProtocolError::BadFormat
+            | ProtocolError::UnknownCommand
+            | ProtocolError::UnknownSetting => {}
         }
         error.reply()
     }
@@ -337,6 +349,33 @@ impl Engine {
     /// Number of open sessions.
     pub fn session_count(&self) -> usize {
         self.sessions.len()
+    }
+
+    /// The value of `setting` in force for tube `id`: its own, or the server default.
+    pub fn setting(&self, id: TubeId, setting: TubeSetting) -> u64 {
+        self.tubes
+            .get(id)
+            .settings
+            .get(setting)
+            .unwrap_or_else(|| self.config.defaults.get(setting))
+    }
+
+    /// One [`Change::ConfigTube`] for every setting a tube sets itself: replayed alone, they
+    /// rebuild every tube's settings. The server re-logs them so that reclaiming old log
+    /// segments never loses a setting.
+    pub fn settings_in_force(&self) -> Vec<Change> {
+        self.tubes
+            .iter()
+            .flat_map(|(_, t)| {
+                t.settings
+                    .explicit()
+                    .map(|(setting, v)| Change::ConfigTube {
+                        tube: t.name.clone(),
+                        setting,
+                        value: Some(v),
+                    })
+            })
+            .collect()
     }
 
     /// Names of live tubes in `list-tubes` order.

@@ -68,8 +68,12 @@ pub enum Reply {
     /// `JOB_TOO_BIG`
     JobTooBig,
     /// `REFUSED <setting>`: a limit refused the request; nothing was stored (larder's
-    /// extension, protocol.md §7).
+    /// extension, protocol.md §9).
     Refused(Refusal),
+    /// `CONFIGURED` (larder extension: `config-tube` succeeded).
+    Configured,
+    /// `UNKNOWN_SETTING` (larder extension: `config-tube` named no known setting).
+    UnknownSetting,
 }
 
 /// A limit that refuses work, named on the wire by its setting (`REFUSED max-jobs`).
@@ -174,6 +178,8 @@ impl Reply {
             Reply::UnknownCommand => b"UNKNOWN_COMMAND\r\n",
             Reply::ExpectedCrlf => b"EXPECTED_CRLF\r\n",
             Reply::JobTooBig => b"JOB_TOO_BIG\r\n",
+            Reply::Configured => b"CONFIGURED\r\n",
+            Reply::UnknownSetting => b"UNKNOWN_SETTING\r\n",
         };
         dst.put_slice(word);
     }

@@ -8,7 +8,11 @@ use tokio::sync::{mpsc, Notify};
 use super::journal::Journal;
 use super::Clock;
 use crate::engine::{record, Change, Engine, Outcome, SessionId, Timestamp};
-use crate::protocol::{Command, JobId, ProtocolError, Reply};
+use crate::protocol::{Command, JobId, ProtocolError, Reply, TubeName, TubeSetting};
+
+/// Records after which a tube setting's record is written again if it is the oldest record
+/// the log must keep, so settings never hold old segments back for long.
+const RELOG_SETTINGS_AFTER: u64 = 10_000;
 
 /// A reply for a blocked session and the log LSN it must wait for before it is sent.
 pub type Wakeup = (Reply, u64);
@@ -30,6 +34,8 @@ struct State {
     put_lsns: BTreeMap<JobId, u64>,
     /// LSN of the newest put record.
     last_put_lsn: u64,
+    /// LSN of the record that set each tube setting in force.
+    config_lsns: BTreeMap<(TubeName, TubeSetting), u64>,
     /// Where replies for blocked sessions go.
     outboxes: HashMap<SessionId, mpsc::UnboundedSender<Wakeup>>,
     /// The deadline the timer task is sleeping towards.
@@ -82,16 +88,62 @@ impl State {
                 Change::Delete { id } => {
                     self.put_lsns.remove(id);
                 }
-                _ => {}
+                _ => self.note_config(change, lsn),
             }
         }
+        self.relog_old_settings();
         self.update_keep_from();
     }
 
+    /// Remembers which record set a tube setting in force.
+    fn note_config(&mut self, change: &Change, lsn: u64) {
+        if let Change::ConfigTube {
+            tube,
+            setting,
+            value,
+        } = change
+        {
+            let key = (tube.clone(), *setting);
+            match value {
+                Some(_) => self.config_lsns.insert(key, lsn),
+                None => self.config_lsns.remove(&key),
+            };
+        }
+    }
+
+    /// Writes every setting in force again when the oldest setting record is what keeps old
+    /// log segments from being reclaimed (replaying a setting twice changes nothing).
+    fn relog_old_settings(&mut self) {
+        let Some(oldest) = self.config_lsns.values().min().copied() else {
+            return;
+        };
+        let jobs_keep = self.oldest_live_put().min(self.last_put_lsn);
+        if oldest >= jobs_keep || self.journal.tail() - oldest < RELOG_SETTINGS_AFTER {
+            return;
+        }
+        self.log_settings_in_force();
+    }
+
+    /// Writes a record for every setting in force.
+    fn log_settings_in_force(&mut self) {
+        for change in self.engine.settings_in_force() {
+            let (kind, payload) = record::encode(&change);
+            let lsn = self.journal.push(kind, payload);
+            self.note_config(&change, lsn);
+        }
+    }
+
+    fn oldest_live_put(&self) -> u64 {
+        self.put_lsns.values().next().copied().unwrap_or(u64::MAX)
+    }
+
     fn update_keep_from(&self) {
-        let oldest_live = self.put_lsns.values().next().copied().unwrap_or(u64::MAX);
-        self.journal
-            .set_keep_from(oldest_live.min(self.last_put_lsn));
+        let oldest_config = self.config_lsns.values().min().copied().unwrap_or(u64::MAX);
+        self.journal.set_keep_from(
+            self.oldest_live_put()
+                .min(self.last_put_lsn)
+                .min(oldest_config),
+        );
     }
 }
 
@@ -106,14 +158,18 @@ impl Broker {
         last_put_lsn: u64,
         fsync: crate::config::FsyncPolicy,
     ) -> Broker {
-        let state = State {
+        let mut state = State {
             engine,
             journal: journal.clone(),
             put_lsns,
             last_put_lsn,
+            config_lsns: BTreeMap::new(),
             outboxes: HashMap::new(),
             timer_at: None,
         };
+        // Recovery does not track which records set the settings; writing them afresh
+        // gives every setting a known record.
+        state.log_settings_in_force();
         state.update_keep_from();
         Broker {
             state: Mutex::new(state),

@@ -101,6 +101,7 @@ pub async fn run(
         EngineConfig {
             max_job_size: config.max_job_size,
             limits: config.limits,
+            defaults: config.setting_defaults,
         },
         process_info(),
         clock.now(),
