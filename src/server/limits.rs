@@ -52,6 +52,40 @@ impl ConnectionGate {
     }
 }
 
+/// File descriptors the server needs besides its connections (listener, log segments,
+/// lock file, standard streams), with room to spare.
+const OTHER_FILES: u64 = 64;
+
+/// Makes sure, at start-up, that the process may open enough files for `max_connections`:
+/// raises the soft open-files limit towards the hard one if needed, and warns if that is
+/// not enough (connections beyond it would fail at `accept` instead of being told
+/// `REFUSED`).
+pub fn check_open_files_limit(max_connections: u64) {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let needed = max_connections.saturating_add(OTHER_FILES);
+    let mut limit = getrlimit(Resource::Nofile);
+    if max_connections > 0 && limit.current.is_some_and(|soft| soft < needed) {
+        let raised = limit.maximum.map_or(needed, |hard| hard.min(needed));
+        let wanted = rustix::process::Rlimit {
+            current: Some(raised),
+            maximum: limit.maximum,
+        };
+        if setrlimit(Resource::Nofile, wanted).is_ok() {
+            limit = getrlimit(Resource::Nofile);
+        }
+    }
+    if let Some(soft) = limit.current {
+        if max_connections == 0 || soft < needed {
+            tracing::warn!(
+                open_files_limit = soft,
+                max_connections,
+                "the open-files limit (ulimit -n) is below --max-connections plus {OTHER_FILES}: \
+                 connections past it fail at accept without a REFUSED line"
+            );
+        }
+    }
+}
+
 /// Tells a connection over the limit why it is closed, and closes it: writes
 /// `REFUSED max-connections`, half-closes, and reads (discarding) until the client hangs
 /// up or [`REFUSAL_LINGER`] passes, so that closing with unread input does not reset the

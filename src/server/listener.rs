@@ -137,6 +137,7 @@ pub async fn run(
         config.disk_check_interval,
     ));
     let gate = limits::ConnectionGate::new(config.limits.max_connections);
+    limits::check_open_files_limit(config.limits.max_connections);
     let output = connection::OutputLimit::new(&config.limits);
 
     let timer_broker = broker.clone();
