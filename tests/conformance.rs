@@ -750,7 +750,8 @@ mod yaml {
                       total-jobs: 3\ncurrent-using: 1\ncurrent-watching: 0\ncurrent-waiting: 0\n\
                       cmd-delete: 0\ncmd-pause-tube: 0\npause: 0\npause-time-left: 0\n\
                       max-attempts: 0\nretry-delay: 0\nretry-backoff: 2\nretry-max: 0\n\
-                      retry-jitter: 0\n";
+                      retry-jitter: 0\nmax-tube-jobs: 0\nmax-tube-bytes: 0\ncurrent-bytes: 3\n\
+                      refused-max-tube-jobs: 0\nrefused-max-tube-bytes: 0\n";
         step(
             &mut c,
             "stats-tube t\r\n",
@@ -777,7 +778,11 @@ mod yaml {
             binlog-oldest-index binlog-current-index binlog-records-migrated \
             binlog-records-written binlog-max-size draining id hostname os platform \
             log-fsync log-segments log-oldest-segment log-current-segment log-records-written \
-            log-fsyncs log-records-per-fsync";
+            log-fsyncs log-records-per-fsync max-jobs max-bytes max-tube-jobs max-tube-bytes \
+            max-connections max-output-per-connection output-stall-timeout min-free-disk \
+            current-jobs current-bytes current-free-disk refused-max-jobs refused-max-bytes \
+            refused-max-tube-jobs refused-max-tube-bytes refused-min-free-disk \
+            refused-max-connections stalled-output-disconnects";
         assert_eq!(keys, expect.split_whitespace().collect::<Vec<_>>());
     }
 

@@ -63,29 +63,11 @@ fn put(body: &str) -> String {
     format!("put 0 0 60 {}\r\n{body}\r\n", body.len())
 }
 
-/// How a test sets its limit: server flags, and optionally a `config-tube` line sent
-/// before the tube is filled (journaled, so it must hold after the restart too).
+/// How a test sets its limit: `larder serve` flags, and optionally a `config-tube` line
+/// sent before the tube is filled (journaled, so it must hold after the restart too).
 struct Setup {
-    limits: Limits,
-    defaults: SettingDefaults,
+    flags: &'static [&'static str],
     config_tube: Option<&'static str>,
-}
-
-impl Setup {
-    fn limits(limits: Limits) -> Setup {
-        Setup {
-            limits,
-            defaults: SettingDefaults::default(),
-            config_tube: None,
-        }
-    }
-
-    fn server_config(&self, dir: &std::path::Path) -> ServerConfig {
-        ServerConfig {
-            setting_defaults: self.defaults,
-            ..config(dir, self.limits)
-        }
-    }
 }
 
 /// The scenario every job limit must pass: `fits` puts of `body` into `tube` are stored,
@@ -101,8 +83,8 @@ async fn fill_refuse_drain_restart(
     setting: &str,
 ) {
     let dir = data_dir(name);
-    let server = InProcess::with_config(setup.server_config(&dir)).await;
-    let mut p = server.connect().await;
+    let server = ChildServer::larder_in(&dir, setup.flags);
+    let mut p = Raw::connect(server.addr).await;
     if let Some(line) = setup.config_tube {
         assert_eq!(p.cmd(line).await, "CONFIGURED\r\n");
     }
@@ -144,7 +126,7 @@ async fn fill_refuse_drain_restart(
     );
 
     // Workers drain a full broker; none of their commands is refused.
-    let mut w = server.connect().await;
+    let mut w = Raw::connect(server.addr).await;
     assert!(w
         .cmd(&format!("watch {tube}\r\n"))
         .await
@@ -168,11 +150,11 @@ async fn fill_refuse_drain_restart(
     assert_eq!(p.cmd(&put(body)).await, format!("INSERTED {next}\r\n"));
     assert_eq!(p.cmd(&put(body)).await, refused);
     drop((p, w));
-    server.shutdown().await.expect("shutdown");
+    server.kill9();
 
     // Across a restart the counts are rebuilt from the log: still full.
-    let server = InProcess::with_config(setup.server_config(&dir)).await;
-    let mut p = server.connect().await;
+    let server = ChildServer::larder_in(&dir, setup.flags);
+    let mut p = Raw::connect(server.addr).await;
     p.cmd(&format!("use {tube}\r\n")).await;
     assert_eq!(
         p.cmd(&put(body)).await,
@@ -187,69 +169,48 @@ async fn fill_refuse_drain_restart(
         p.cmd(&put(body)).await,
         format!("INSERTED {}\r\n", next + 1)
     );
-    drop(p);
-    server.shutdown().await.expect("shutdown");
+    drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]
 async fn max_jobs_refuses_the_put_after_the_limit_and_recovers() {
-    let limits = Limits {
-        max_jobs: 3,
-        ..Limits::DEFAULT
+    let setup = Setup {
+        flags: &["--max-jobs", "3"],
+        config_tube: None,
     };
-    fill_refuse_drain_restart(
-        "jobs",
-        Setup::limits(limits),
-        "default",
-        "hello",
-        3,
-        "max-jobs",
-    )
-    .await;
+    fill_refuse_drain_restart("jobs", setup, "default", "hello", 3, "max-jobs").await;
 }
 
 #[tokio::test]
 async fn max_bytes_counts_body_bytes_of_jobs_in_every_state() {
-    let limits = Limits {
-        max_bytes: 25,
-        ..Limits::DEFAULT
+    let setup = Setup {
+        flags: &["--max-bytes", "25"],
+        config_tube: None,
     };
     // Three 8-byte bodies fit in 25 bytes; a fourth would make 32.
-    fill_refuse_drain_restart(
-        "bytes",
-        Setup::limits(limits),
-        "default",
-        "12345678",
-        3,
-        "max-bytes",
-    )
-    .await;
+    fill_refuse_drain_restart("bytes", setup, "default", "12345678", 3, "max-bytes").await;
 }
 
-fn tube_jobs_default(n: u64) -> Setup {
-    let mut defaults = SettingDefaults::default();
-    defaults.set(TubeSetting::MaxTubeJobs, n);
-    Setup {
-        limits: Limits::DEFAULT,
-        defaults,
-        config_tube: None,
+/// An in-process server whose tubes default to `max-tube-jobs` `n`.
+fn tube_jobs_config(dir: &std::path::Path, n: u64) -> ServerConfig {
+    let mut setting_defaults = SettingDefaults::default();
+    setting_defaults.set(TubeSetting::MaxTubeJobs, n);
+    ServerConfig {
+        setting_defaults,
+        ..config(dir, Limits::DEFAULT)
     }
 }
 
 #[tokio::test]
 async fn max_tube_jobs_limits_each_tube_and_not_the_others() {
-    fill_refuse_drain_restart(
-        "tubejobs",
-        tube_jobs_default(2),
-        "mail",
-        "x",
-        2,
-        "max-tube-jobs",
-    )
-    .await;
+    let setup = Setup {
+        flags: &["--max-tube-jobs", "2"],
+        config_tube: None,
+    };
+    fill_refuse_drain_restart("tubejobs", setup, "mail", "x", 2, "max-tube-jobs").await;
     let dir = data_dir("tubejobs-other");
-    let server = InProcess::with_config(tube_jobs_default(2).server_config(&dir)).await;
+    let server = InProcess::with_config(tube_jobs_config(&dir, 2)).await;
     let mut c = server.connect().await;
     c.cmd("use a\r\n").await;
     assert_eq!(c.cmd(&put("1")).await, "INSERTED 1\r\n");
@@ -265,8 +226,8 @@ async fn max_tube_jobs_limits_each_tube_and_not_the_others() {
 #[tokio::test]
 async fn max_tube_bytes_set_with_config_tube_limits_that_tube_across_a_restart() {
     let setup = Setup {
+        flags: &[],
         config_tube: Some("config-tube big max-tube-bytes 10\r\n"),
-        ..Setup::limits(Limits::DEFAULT)
     };
     fill_refuse_drain_restart("tubebytes", setup, "big", "12345", 2, "max-tube-bytes").await;
 }
@@ -274,7 +235,7 @@ async fn max_tube_bytes_set_with_config_tube_limits_that_tube_across_a_restart()
 #[tokio::test]
 async fn tube_limits_are_set_shown_and_reset_at_run_time() {
     let dir = data_dir("tubeconfig");
-    let server = InProcess::with_config(tube_jobs_default(5).server_config(&dir)).await;
+    let server = InProcess::with_config(tube_jobs_config(&dir, 5)).await;
     let mut c = server.connect().await;
     c.cmd("use q\r\n").await;
     let stats = c.cmd("stats-tube q\r\n").await;
