@@ -444,3 +444,60 @@ pub async fn reserve(args: ReserveArgs, out: &mut impl Write) -> anyhow::Result<
     }
     Ok(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serve_config(args: &[&str]) -> ServerConfig {
+        let cli = Cli::try_parse_from(["larder", "serve"].iter().chain(args)).expect("parse");
+        match cli.command {
+            Cmd::Serve(args) => args.config().expect("valid config"),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn limit_flags_reach_the_server_config() {
+        let config = serve_config(&[
+            "--max-jobs",
+            "5",
+            "--max-bytes",
+            "6",
+            "--max-tube-jobs",
+            "7",
+            "--max-tube-bytes",
+            "8",
+            "--max-connections",
+            "9",
+            "--max-output-per-connection",
+            "10",
+            "--output-stall-timeout",
+            "11",
+            "--min-free-disk",
+            "12",
+        ]);
+        assert_eq!(
+            config.limits,
+            Limits {
+                max_jobs: 5,
+                max_bytes: 6,
+                max_connections: 9,
+                max_output_per_connection: 10,
+                output_stall_timeout: 11,
+                min_free_disk: 12,
+            }
+        );
+        let d = config.setting_defaults;
+        assert_eq!(d.get(TubeSetting::MaxTubeJobs), 7);
+        assert_eq!(d.get(TubeSetting::MaxTubeBytes), 8);
+    }
+
+    #[test]
+    fn limits_default_to_the_documented_values() {
+        let config = serve_config(&[]);
+        assert_eq!(config.limits, Limits::DEFAULT);
+        assert_eq!(config.setting_defaults.get(TubeSetting::MaxTubeJobs), 0);
+        assert_eq!(config.setting_defaults.get(TubeSetting::MaxTubeBytes), 0);
+    }
+}

@@ -7,6 +7,9 @@
 //! ([`Engine::take_changes`]). [`Engine::tick`] runs timers (delays, TTR expiry, reserve
 //! timeouts, pauses) and [`Engine::next_deadline`] says when it next has work.
 //!
+//! A `put` passes one admission check against the [`Limits`] and the tube's limit settings
+//! before it takes an id (`limits`); use is counted where jobs are created and removed.
+//!
 //! Invariants: every job is in exactly one of its tube's ready, delayed or buried sets, or in
 //! its reserving session's set, matching its [`JobState`]; the global `delayed` and
 //! `reserved` sets mirror the per-tube and per-session ones; a session with a `wait` is in
