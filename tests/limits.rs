@@ -413,6 +413,7 @@ async fn a_connection_over_the_limit_is_told_and_closed_and_the_others_go_on() {
         Some("REFUSED max-connections\r\n")
     );
     assert!(c.closed().await, "the refused connection stays open");
+    drop(c);
     assert_eq!(a.cmd(&put("x")).await, "INSERTED 1\r\n");
     let stats = b.cmd("stats\r\n").await;
     assert_eq!(num(&stats, "refused-max-connections"), 1);

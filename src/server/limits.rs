@@ -17,10 +17,16 @@ use crate::protocol::{Refusal, Reply};
 /// How long a refused connection is given to take its `REFUSED` line and hang up.
 const REFUSAL_LINGER: Duration = Duration::from_secs(1);
 
+/// Refused connections that may linger at once; past this, they are closed right after
+/// the `REFUSED` line, so a connection storm cannot pile up open descriptors.
+const MAX_LINGERING: usize = 64;
+
 /// Admits at most `--max-connections` connections at once.
 pub struct ConnectionGate {
     /// `None`: no limit.
     permits: Option<Arc<Semaphore>>,
+    /// Places for refused connections to linger.
+    lingering: Arc<Semaphore>,
 }
 
 /// A connection's place under the limit, given back when dropped.
@@ -36,6 +42,7 @@ impl ConnectionGate {
             .min(Semaphore::MAX_PERMITS);
         ConnectionGate {
             permits: (max > 0).then(|| Arc::new(Semaphore::new(max))),
+            lingering: Arc::new(Semaphore::new(MAX_LINGERING)),
         }
     }
 
@@ -49,6 +56,23 @@ impl ConnectionGate {
                 .ok()
                 .map(|p| Admitted { _permit: Some(p) }),
         }
+    }
+
+    /// Tells a connection over the limit why it is closed, and closes it: writes
+    /// `REFUSED max-connections`, half-closes, and reads (discarding) until the client
+    /// hangs up or [`REFUSAL_LINGER`] passes, so that closing with unread input does not
+    /// reset the connection before the client has read the line. Beyond [`MAX_LINGERING`]
+    /// refused connections at once, it closes without lingering.
+    pub fn turn_away<S>(
+        &self,
+        stream: S,
+        broker: Arc<Broker>,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let linger = self.lingering.clone().try_acquire_owned().ok();
+        turn_away(stream, broker, linger)
     }
 }
 
@@ -86,21 +110,25 @@ pub fn check_open_files_limit(max_connections: u64) {
     }
 }
 
-/// Tells a connection over the limit why it is closed, and closes it: writes
-/// `REFUSED max-connections`, half-closes, and reads (discarding) until the client hangs
-/// up or [`REFUSAL_LINGER`] passes, so that closing with unread input does not reset the
-/// connection before the client has read the line.
-pub async fn turn_away<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, broker: Arc<Broker>) {
+/// See [`ConnectionGate::turn_away`]; lingers only with a `linger` place.
+async fn turn_away<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    broker: Arc<Broker>,
+    linger: Option<OwnedSemaphorePermit>,
+) {
     broker.with_engine(|e| e.refuse_connection());
     let line = Reply::Refused(Refusal::MaxConnections).to_bytes();
     let _ = tokio::time::timeout(REFUSAL_LINGER, async {
         stream.write_all(&line).await?;
         stream.shutdown().await?;
-        let mut sink = [0u8; 4096];
-        while stream.read(&mut sink).await? > 0 {}
+        if linger.is_some() {
+            let mut sink = [0u8; 4096];
+            while stream.read(&mut sink).await? > 0 {}
+        }
         Ok::<(), std::io::Error>(())
     })
     .await;
+    drop(linger);
 }
 
 /// Measures the free space of `dir`'s filesystem with `probe` every `interval` and hands

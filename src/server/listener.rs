@@ -190,10 +190,10 @@ pub async fn run(
                 });
             }
             (Ok(Accepted::Tcp(stream)), None) => {
-                conns.spawn(limits::turn_away(stream, broker.clone()));
+                conns.spawn(gate.turn_away(stream, broker.clone()));
             }
             (Ok(Accepted::Unix(stream)), None) => {
-                conns.spawn(limits::turn_away(stream, broker.clone()));
+                conns.spawn(gate.turn_away(stream, broker.clone()));
             }
             (Err(e), _) => {
                 // Out of file descriptors and similar: keep serving the others.
