@@ -145,6 +145,7 @@ impl Engine {
                 _ => {}
             }
         }
+        let value = self.limit_value(reason, tube);
         let tube = tube
             .filter(|_| reason.per_tube())
             .map(|t| self.tubes.get(t).name.clone());
@@ -159,6 +160,7 @@ impl Engine {
         }
         tracing::warn!(
             limit = reason.setting(),
+            value,
             tube = tube.as_ref().map(|t| t.as_str()),
             jobs = self.jobs.len(),
             bytes = p.bytes,
@@ -169,6 +171,20 @@ impl Engine {
             tube,
             refused: 1,
         });
+    }
+
+    /// The value of the limit behind `reason` (for a put into `tube`).
+    fn limit_value(&self, reason: Refusal, tube: Option<TubeId>) -> u64 {
+        let l = &self.config.limits;
+        let tube_setting = |s| tube.map_or(self.config.defaults.get(s), |t| self.setting(t, s));
+        match reason {
+            Refusal::MaxJobs => l.max_jobs,
+            Refusal::MaxBytes => l.max_bytes,
+            Refusal::MaxTubeJobs => tube_setting(TubeSetting::MaxTubeJobs),
+            Refusal::MaxTubeBytes => tube_setting(TubeSetting::MaxTubeBytes),
+            Refusal::MinFreeDisk => l.min_free_disk,
+            Refusal::MaxConnections => l.max_connections,
+        }
     }
 
     /// A put into `tube` passed every limit: ends the episodes of the limits it passed.
