@@ -11,7 +11,8 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::client::Client;
 use crate::config::{FsyncPolicy, ListenAddr, ServerConfig, DEFAULT_LISTEN};
-use crate::protocol::{Command, Reply, TubeName};
+use crate::engine::Limits;
+use crate::protocol::{Command, Reply, TubeName, TubeSetting};
 
 /// larder: a durable job broker that speaks the beanstalkd protocol.
 #[derive(Debug, Parser)]
@@ -150,6 +151,39 @@ pub struct ServeArgs {
     /// Directory for the server's data (beanstalkd's -b). Created if missing.
     #[arg(short = 'b', long, env = "LARDER_DATA_DIR", default_value = crate::config::DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
+    /// Most jobs the server holds, counting every state (ready, delayed, reserved,
+    /// buried); a put beyond it gets REFUSED max-jobs. 0: no limit.
+    #[arg(long, env = "LARDER_MAX_JOBS", default_value_t = Limits::DEFAULT.max_jobs)]
+    pub max_jobs: u64,
+    /// Most body bytes the server holds, summed over jobs in every state; a put that would
+    /// go over gets REFUSED max-bytes. 0: no limit.
+    #[arg(long, env = "LARDER_MAX_BYTES", default_value_t = Limits::DEFAULT.max_bytes)]
+    pub max_bytes: u64,
+    /// Most jobs one tube holds (every state), for tubes without a setting of their own;
+    /// a put beyond it gets REFUSED max-tube-jobs. 0: no limit.
+    #[arg(long, env = "LARDER_MAX_TUBE_JOBS", default_value_t = TubeSetting::MaxTubeJobs.builtin_default())]
+    pub max_tube_jobs: u64,
+    /// Most body bytes one tube holds (every state), for tubes without a setting of their
+    /// own; a put that would go over gets REFUSED max-tube-bytes. 0: no limit.
+    #[arg(long, env = "LARDER_MAX_TUBE_BYTES", default_value_t = TubeSetting::MaxTubeBytes.builtin_default())]
+    pub max_tube_bytes: u64,
+    /// Most client connections open at once; one more is sent "REFUSED max-connections"
+    /// and closed. 0: no limit.
+    #[arg(long, env = "LARDER_MAX_CONNECTIONS", default_value_t = Limits::DEFAULT.max_connections)]
+    pub max_connections: u64,
+    /// Reply bytes waiting to be written to one client at which the server stops reading
+    /// that client's commands until it reads its replies. 0: no limit.
+    #[arg(long, env = "LARDER_MAX_OUTPUT_PER_CONNECTION", default_value_t = Limits::DEFAULT.max_output_per_connection)]
+    pub max_output_per_connection: u64,
+    /// Seconds a client may leave waiting replies unread (not one byte taken) before it is
+    /// disconnected. 0: never.
+    #[arg(long, env = "LARDER_OUTPUT_STALL_TIMEOUT", default_value_t = Limits::DEFAULT.output_stall_timeout)]
+    pub output_stall_timeout: u64,
+    /// Free bytes the data directory's filesystem must keep; while it has less, puts get
+    /// REFUSED min-free-disk (deletes and other commands still work). Measured every
+    /// second. 0: no floor.
+    #[arg(long, env = "LARDER_MIN_FREE_DISK", default_value_t = Limits::DEFAULT.min_free_disk)]
+    pub min_free_disk: u64,
 }
 
 impl ServeArgs {
@@ -193,6 +227,9 @@ impl ServeArgs {
             (Some(ms), false) => FsyncPolicy::Every(std::time::Duration::from_millis(ms)),
             (None, false) => self.fsync,
         };
+        let mut setting_defaults = crate::engine::SettingDefaults::default();
+        setting_defaults.set(TubeSetting::MaxTubeJobs, self.max_tube_jobs);
+        setting_defaults.set(TubeSetting::MaxTubeBytes, self.max_tube_bytes);
         Ok(ServerConfig {
             listen,
             max_job_size: self.max_job_size,
@@ -200,6 +237,16 @@ impl ServeArgs {
             fsync,
             segment_size: self.wal_segment_size,
             disk_reserve: self.disk_reserve,
+            limits: Limits {
+                max_jobs: self.max_jobs,
+                max_bytes: self.max_bytes,
+                max_connections: self.max_connections,
+                max_output_per_connection: self.max_output_per_connection,
+                output_stall_timeout: self.output_stall_timeout,
+                min_free_disk: self.min_free_disk,
+            },
+            setting_defaults,
+            ..ServerConfig::default()
         })
     }
 }
@@ -367,6 +414,10 @@ pub async fn put(args: PutArgs, out: &mut impl Write) -> anyhow::Result<()> {
         Reply::Inserted(id) => writeln!(out, "{id}")?,
         Reply::JobTooBig => bail!("the job body is larger than the server's maximum job size"),
         Reply::Draining => bail!("the server is draining and accepts no new jobs"),
+        Reply::Refused(limit) => bail!(
+            "the server refused the job: its {} limit is reached (nothing was stored)",
+            limit.setting()
+        ),
         other => bail!("the server refused the job: {other:?}"),
     }
     Ok(())
@@ -399,4 +450,61 @@ pub async fn reserve(args: ReserveArgs, out: &mut impl Write) -> anyhow::Result<
         client.delete(id).await?;
     }
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serve_config(args: &[&str]) -> ServerConfig {
+        let cli = Cli::try_parse_from(["larder", "serve"].iter().chain(args)).expect("parse");
+        match cli.command {
+            Cmd::Serve(args) => args.config().expect("valid config"),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn limit_flags_reach_the_server_config() {
+        let config = serve_config(&[
+            "--max-jobs",
+            "5",
+            "--max-bytes",
+            "6",
+            "--max-tube-jobs",
+            "7",
+            "--max-tube-bytes",
+            "8",
+            "--max-connections",
+            "9",
+            "--max-output-per-connection",
+            "10",
+            "--output-stall-timeout",
+            "11",
+            "--min-free-disk",
+            "12",
+        ]);
+        assert_eq!(
+            config.limits,
+            Limits {
+                max_jobs: 5,
+                max_bytes: 6,
+                max_connections: 9,
+                max_output_per_connection: 10,
+                output_stall_timeout: 11,
+                min_free_disk: 12,
+            }
+        );
+        let d = config.setting_defaults;
+        assert_eq!(d.get(TubeSetting::MaxTubeJobs), 7);
+        assert_eq!(d.get(TubeSetting::MaxTubeBytes), 8);
+    }
+
+    #[test]
+    fn limits_default_to_the_documented_values() {
+        let config = serve_config(&[]);
+        assert_eq!(config.limits, Limits::DEFAULT);
+        assert_eq!(config.setting_defaults.get(TubeSetting::MaxTubeJobs), 0);
+        assert_eq!(config.setting_defaults.get(TubeSetting::MaxTubeBytes), 0);
+    }
 }

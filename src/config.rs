@@ -102,10 +102,22 @@ pub struct ServerConfig {
     pub segment_size: u64,
     /// Bytes of disk held in reserve for when the disk fills (0: none).
     pub disk_reserve: u64,
+    /// Back-pressure limits (protocol.md §9.2).
+    pub limits: crate::engine::Limits,
+    /// How often free space on the data directory's filesystem is measured for
+    /// `--min-free-disk`.
+    pub disk_check_interval: std::time::Duration,
+    /// How free space is measured (tests substitute their own reading).
+    pub free_space: crate::datadir::FreeSpaceProbe,
+    /// Tube settings for tubes that do not set their own (`--max-attempts` and friends).
+    pub setting_defaults: crate::engine::SettingDefaults,
 }
 
 /// Default disk reserve: 32 MiB, room for about a million delete records.
 pub const DEFAULT_DISK_RESERVE: u64 = 32 << 20;
+
+/// Default interval between free-space measurements.
+pub const DEFAULT_DISK_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Default largest log segment file: 64 MiB.
 pub const DEFAULT_SEGMENT_SIZE: u64 = 64 << 20;
@@ -119,6 +131,10 @@ impl Default for ServerConfig {
             fsync: FsyncPolicy::Always,
             segment_size: DEFAULT_SEGMENT_SIZE,
             disk_reserve: DEFAULT_DISK_RESERVE,
+            limits: crate::engine::Limits::DEFAULT,
+            disk_check_interval: DEFAULT_DISK_CHECK_INTERVAL,
+            free_space: crate::datadir::FreeSpaceProbe::default(),
+            setting_defaults: crate::engine::SettingDefaults::default(),
         }
     }
 }

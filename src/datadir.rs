@@ -4,6 +4,7 @@
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Name of the lock file inside the data directory.
 pub const LOCK_FILE: &str = "lock";
@@ -82,6 +83,45 @@ impl DataDir {
     /// The directory.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+}
+
+/// Bytes an unprivileged writer can still use on the filesystem holding `path`
+/// (statvfs: available blocks times fragment size). One system call, no I/O on the disk.
+pub fn free_space(path: &Path) -> std::io::Result<u64> {
+    let st = rustix::fs::statvfs(path)?;
+    Ok(st.f_bavail.saturating_mul(st.f_frsize))
+}
+
+/// How the server measures the data directory's free space for `--min-free-disk`: by
+/// default [`free_space`]; tests substitute their own reading.
+#[derive(Clone)]
+pub struct FreeSpaceProbe(Arc<MeasureFn>);
+
+/// A function from a path to the free bytes of its filesystem.
+type MeasureFn = dyn Fn(&Path) -> std::io::Result<u64> + Send + Sync;
+
+impl FreeSpaceProbe {
+    /// A probe that calls `f`.
+    pub fn new(f: impl Fn(&Path) -> std::io::Result<u64> + Send + Sync + 'static) -> Self {
+        FreeSpaceProbe(Arc::new(f))
+    }
+
+    /// Free bytes on the filesystem holding `path`.
+    pub fn measure(&self, path: &Path) -> std::io::Result<u64> {
+        (self.0)(path)
+    }
+}
+
+impl Default for FreeSpaceProbe {
+    fn default() -> Self {
+        FreeSpaceProbe::new(free_space)
+    }
+}
+
+impl std::fmt::Debug for FreeSpaceProbe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FreeSpaceProbe")
     }
 }
 

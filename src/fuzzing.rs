@@ -56,7 +56,14 @@ fn decode_in_pieces(
 /// consistent (checked through its public counts).
 pub fn session(data: &[u8]) {
     let mut now = Timestamp(1_800_000_000_000_000_000);
-    let mut engine = Engine::new(EngineConfig { max_job_size: 64 }, ProcessInfo::fixed(), now);
+    let mut engine = Engine::new(
+        EngineConfig {
+            max_job_size: 64,
+            ..EngineConfig::default()
+        },
+        ProcessInfo::fixed(),
+        now,
+    );
     let mut sids = [engine.open_session(), engine.open_session()];
     let mut decoders = [CommandDecoder::new(64), CommandDecoder::new(64)];
     let mut bufs = [BytesMut::new(), BytesMut::new()];

@@ -748,7 +748,10 @@ mod yaml {
         let expect = "---\nname: t\ncurrent-jobs-urgent: 1\ncurrent-jobs-ready: 2\n\
                       current-jobs-reserved: 0\ncurrent-jobs-delayed: 1\ncurrent-jobs-buried: 0\n\
                       total-jobs: 3\ncurrent-using: 1\ncurrent-watching: 0\ncurrent-waiting: 0\n\
-                      cmd-delete: 0\ncmd-pause-tube: 0\npause: 0\npause-time-left: 0\n";
+                      cmd-delete: 0\ncmd-pause-tube: 0\npause: 0\npause-time-left: 0\n\
+                      max-attempts: 0\nretry-delay: 0\nretry-backoff: 2\nretry-max: 0\n\
+                      retry-jitter: 0\nmax-tube-jobs: 0\nmax-tube-bytes: 0\ncurrent-bytes: 3\n\
+                      refused-max-tube-jobs: 0\nrefused-max-tube-bytes: 0\n";
         step(
             &mut c,
             "stats-tube t\r\n",
@@ -776,7 +779,11 @@ mod yaml {
             binlog-records-written binlog-max-size draining id hostname os platform \
             log-fsync log-segments log-oldest-segment log-current-segment log-records-written \
             log-fsyncs log-records-per-fsync log-bytes log-live-bytes log-segments-removed \
-            log-jobs-compacted";
+            log-jobs-compacted max-jobs max-bytes max-tube-jobs max-tube-bytes \
+            max-connections max-output-per-connection output-stall-timeout min-free-disk \
+            current-jobs current-bytes current-free-disk refused-max-jobs refused-max-bytes \
+            refused-max-tube-jobs refused-max-tube-bytes refused-min-free-disk \
+            refused-max-connections refused-log-full stalled-output-disconnects";
         assert_eq!(keys, expect.split_whitespace().collect::<Vec<_>>());
     }
 

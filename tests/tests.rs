@@ -9,6 +9,9 @@
 //!   changes it emits.
 //! - `durability`: restarts and SIGKILL under load against the real binary.
 //! - `fuzz_corpus`: the fuzzers' corpora replayed.
+//! - `limits`: back-pressure: every limit refuses, changes nothing, lets workers drain and
+//!   holds across a restart; a flood keeps the server's memory bounded.
+//! - `retries`: larder's retry and dead-letter extensions, over TCP and through the CLI.
 
 mod support;
 
@@ -18,5 +21,7 @@ mod conformance;
 mod differential;
 mod durability;
 mod fuzz_corpus;
+mod limits;
 mod model;
+mod retries;
 mod server;

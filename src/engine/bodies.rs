@@ -15,8 +15,12 @@ use super::{Engine, SegmentUse};
 use crate::protocol::{Body, JobId, StoredBody};
 
 impl Engine {
-    /// Adds `job` to the index, with its body bytes if they are not in a log.
+    /// Adds `job` to the index, with its body bytes if they are not in a log, and counts
+    /// its body against the byte limits.
     pub(super) fn index_job(&mut self, job: Job, bytes: Option<Bytes>) {
+        let size = u64::from(job.body.len);
+        self.tubes.get_mut(job.tube).bytes += size;
+        self.pressure.bytes += size;
         if job.body.is_placed() {
             self.count_segment(job.body, true);
         } else if let Some(bytes) = bytes {
@@ -25,9 +29,13 @@ impl Engine {
         self.jobs.insert(job.id, job);
     }
 
-    /// Removes a job from the index (the caller has detached it from every queue).
+    /// Removes a job from the index and uncounts its body (the caller has detached it
+    /// from every queue; dropping an unused tube is the caller's too).
     pub(super) fn unindex_job(&mut self, id: JobId) -> Option<Job> {
         let job = self.jobs.remove(&id)?;
+        let size = u64::from(job.body.len);
+        self.tubes.get_mut(job.tube).bytes -= size;
+        self.pressure.bytes -= size;
         if job.body.is_placed() {
             self.count_segment(job.body, false);
         } else {

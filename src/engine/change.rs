@@ -8,7 +8,7 @@ use bytes::Bytes;
 
 use super::job::JobCounters;
 use super::time::Timestamp;
-use crate::protocol::{JobId, TubeName};
+use crate::protocol::{JobId, TubeName, TubeSetting};
 
 /// A job's state as an [`Change::Image`] records it. A reserved job is recorded as ready:
 /// that is what it becomes after a restart.
@@ -111,5 +111,14 @@ pub enum Change {
         tube: TubeName,
         /// When the pause ends.
         until: Timestamp,
+    },
+    /// A tube setting was set, or (`value` `None`) returned to the server default.
+    ConfigTube {
+        /// The tube.
+        tube: TubeName,
+        /// The setting.
+        setting: TubeSetting,
+        /// Its new value, in the setting's unit.
+        value: Option<u64>,
     },
 }

@@ -8,7 +8,7 @@ use super::session::SessionId;
 use super::time::{Timestamp, NANOS_PER_SEC};
 use super::tube::TubeId;
 use super::Engine;
-use crate::protocol::{CommandKind as K, JobId, Reply, TubeName};
+use crate::protocol::{CommandKind as K, JobId, Reply, TubeName, TubeSetting};
 
 impl Engine {
     fn found(&self, id: Option<JobId>) -> Reply {
@@ -118,6 +118,15 @@ impl Engine {
             pause,
             left,
         );
+        for setting in TubeSetting::ALL {
+            let v = self.setting(id, setting);
+            let _ = writeln!(y, "{setting}: {}", setting.format(v));
+        }
+        let _ = write!(
+            y,
+            "current-bytes: {}\nrefused-max-tube-jobs: {}\nrefused-max-tube-bytes: {}\n",
+            t.bytes, t.counters.refused_jobs, t.counters.refused_bytes
+        );
         Reply::Ok(y.into())
     }
 
@@ -222,6 +231,7 @@ impl Engine {
             l.segments_removed,
             l.jobs_compacted,
         );
+        self.limit_stats(&mut y);
         Reply::Ok(y.into())
     }
 }

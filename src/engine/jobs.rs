@@ -23,11 +23,18 @@ impl Engine {
         };
         session.producer = true;
         let tube_id = session.using;
-        let id = JobId(self.next_job_id);
-        self.next_job_id += 1;
         if self.draining {
+            // beanstalkd uses up an id here (protocol.md §3.3).
+            self.next_job_id += 1;
             return Reply::Draining;
         }
+        if let Err(reason) = self.admit(tube_id, body.len() as u64) {
+            self.count_refusal(reason, Some(tube_id));
+            return Reply::Refused(reason);
+        }
+        self.count_admission(tube_id);
+        let id = JobId(self.next_job_id);
+        self.next_job_id += 1;
         let ttr = ttr.max(1);
         let ready_at = (delay > 0).then(|| now.plus_secs(delay));
         self.changes.push(Change::Put {

@@ -7,6 +7,9 @@
 //! ([`Engine::take_changes`]). [`Engine::tick`] runs timers (delays, TTR expiry, reserve
 //! timeouts, pauses) and [`Engine::next_deadline`] says when it next has work.
 //!
+//! A `put` passes one admission check against the [`Limits`] and the tube's limit settings
+//! before it takes an id (`limits`); use is counted where jobs are created and removed.
+//!
 //! Invariants: every job is in exactly one of its tube's ready, delayed or buried sets, or in
 //! its reserving session's set, matching its [`JobState`]; the global `delayed` and
 //! `reserved` sets mirror the per-tube and per-session ones; a session with a `wait` is in
@@ -17,10 +20,12 @@ mod change;
 mod inspect;
 mod job;
 mod jobs;
+mod limits;
 mod queue;
 pub mod record;
 mod restore;
 mod session;
+mod settings;
 mod stats;
 mod table;
 mod time;
@@ -34,13 +39,16 @@ use rustc_hash::FxHashMap as HashMap;
 
 pub use change::{Change, ImageState};
 pub use job::{BodyRef, Job, JobCounters, JobState, URGENT_THRESHOLD};
+pub use limits::Limits;
 pub use restore::RestoreError;
 pub use session::SessionId;
+pub use settings::{SettingDefaults, TubeSettings};
 pub use stats::{CpuTimes, LogStats, ProcessInfo};
 pub use time::{Timestamp, NANOS_PER_SEC};
 pub use tube::TubeId;
 
-use crate::protocol::{Command, CommandKind, JobId, ProtocolError, Reply, TubeName};
+use crate::protocol::{Command, CommandKind, JobId, ProtocolError, Reply, TubeName, TubeSetting};
+use limits::Pressure;
 use session::Session;
 use table::JobTable;
 use tube::Tubes;
@@ -54,12 +62,18 @@ pub const SAFETY_MARGIN: u64 = NANOS_PER_SEC;
 pub struct EngineConfig {
     /// Largest job body accepted, in bytes (reported in `stats`).
     pub max_job_size: u32,
+    /// Back-pressure limits.
+    pub limits: Limits,
+    /// Values of the tube settings for tubes that do not set their own.
+    pub defaults: SettingDefaults,
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
             max_job_size: 65_535,
+            limits: Limits::DEFAULT,
+            defaults: SettingDefaults::default(),
         }
     }
 }
@@ -128,6 +142,8 @@ pub struct Engine {
     /// Tubes with at least one waiting session.
     tubes_with_waiters: BTreeSet<TubeId>,
     counters: Counters,
+    /// Use measured against the limits, and refusals.
+    pressure: Pressure,
     draining: bool,
     wakeups: Vec<(SessionId, Reply)>,
     changes: Vec<Change>,
@@ -158,6 +174,7 @@ impl Engine {
             pauses: BTreeSet::new(),
             tubes_with_waiters: BTreeSet::new(),
             counters: Counters::default(),
+            pressure: Pressure::default(),
             draining: false,
             wakeups: Vec::new(),
             changes: Vec::new(),
@@ -169,6 +186,7 @@ impl Engine {
         let id = SessionId(self.next_session_id);
         self.next_session_id += 1;
         self.counters.total_connections += 1;
+        self.count_connection();
         let default = self.default_tube;
         let tube = self.tubes.get_mut(default);
         tube.using += 1;
@@ -254,6 +272,11 @@ impl Engine {
             Command::StatsTube(name) => self.stats_tube(&name, now),
             Command::Stats => self.stats(now),
             Command::Quit => return Outcome::Close,
+            Command::ConfigTube {
+                tube,
+                setting,
+                value,
+            } => self.config_tube(&tube, setting, value),
         };
         Outcome::Reply(reply)
     }
@@ -276,7 +299,9 @@ impl Engine {
                     s.producer = true;
                 }
             }
-            ProtocolError::BadFormat | ProtocolError::UnknownCommand => {}
+            ProtocolError::BadFormat
+            | ProtocolError::UnknownCommand
+            | ProtocolError::UnknownSetting => {}
         }
         error.reply()
     }
@@ -347,6 +372,33 @@ impl Engine {
     /// Number of open sessions.
     pub fn session_count(&self) -> usize {
         self.sessions.len()
+    }
+
+    /// The value of `setting` in force for tube `id`: its own, or the server default.
+    pub fn setting(&self, id: TubeId, setting: TubeSetting) -> u64 {
+        self.tubes
+            .get(id)
+            .settings
+            .get(setting)
+            .unwrap_or_else(|| self.config.defaults.get(setting))
+    }
+
+    /// One [`Change::ConfigTube`] for every setting a tube sets itself: replayed alone, they
+    /// rebuild every tube's settings. The server re-logs them so that reclaiming old log
+    /// segments never loses a setting.
+    pub fn settings_in_force(&self) -> Vec<Change> {
+        self.tubes
+            .iter()
+            .flat_map(|(_, t)| {
+                t.settings
+                    .explicit()
+                    .map(|(setting, v)| Change::ConfigTube {
+                        tube: t.name.clone(),
+                        setting,
+                        value: Some(v),
+                    })
+            })
+            .collect()
     }
 
     /// Names of live tubes in `list-tubes` order.

@@ -14,7 +14,7 @@ use bytes::{BufMut, Bytes};
 use super::change::{Change, ImageState};
 use super::job::JobCounters;
 use super::time::Timestamp;
-use crate::protocol::{JobId, TubeName};
+use crate::protocol::{JobId, TubeName, TubeSetting};
 
 /// Record kinds, one per [`Change`] variant.
 pub mod kind {
@@ -36,6 +36,8 @@ pub mod kind {
     pub const PAUSE_TUBE: u8 = 8;
     /// [`super::Change::Image`]
     pub const IMAGE: u8 = 9;
+    /// [`super::Change::ConfigTube`] (kinds 16–23 belong to retries and tube settings)
+    pub const CONFIG_TUBE: u8 = 16;
 }
 
 /// A record kind's name, for `larder wal dump`.
@@ -50,6 +52,7 @@ pub fn kind_name(k: u8) -> String {
         kind::TIMEOUT => "timeout".into(),
         kind::PAUSE_TUBE => "pause-tube".into(),
         kind::IMAGE => "image".into(),
+        kind::CONFIG_TUBE => "config-tube".into(),
         other => format!("unknown({other})"),
     }
 }
@@ -99,6 +102,13 @@ pub enum RecordError {
     /// A tube name in the record breaks the naming rules.
     #[error("record kind {kind} names an invalid tube")]
     BadTubeName {
+        /// The record kind.
+        kind: u8,
+    },
+    /// A tube setting record names a setting this version does not know, or holds a value
+    /// the setting does not accept.
+    #[error("record kind {kind} holds an unknown tube setting or an invalid value")]
+    BadSetting {
         /// The record kind.
         kind: u8,
     },
@@ -197,8 +207,27 @@ pub fn encode(change: &Change) -> (u8, Vec<u8>) {
             p.put_slice(tube.as_str().as_bytes());
             kind::PAUSE_TUBE
         }
+        // The setting is stored by name, so records stay meaningful as settings are added.
+        Change::ConfigTube {
+            tube,
+            setting,
+            value,
+        } => {
+            p.put_u8(u8::from(value.is_some()));
+            p.put_u64_le(value.unwrap_or(0));
+            put_short_str(&mut p, tube.as_str());
+            p.put_slice(setting.name().as_bytes());
+            kind::CONFIG_TUBE
+        }
     };
     (kind, p)
+}
+
+/// A string of at most 255 bytes, after its length byte.
+fn put_short_str(p: &mut Vec<u8>, s: &str) {
+    let s = &s.as_bytes()[..s.len().min(255)];
+    p.put_u8(s.len() as u8);
+    p.put_slice(s);
 }
 
 fn id_only(p: &mut Vec<u8>, id: JobId, kind: u8) -> u8 {
@@ -399,6 +428,25 @@ fn decode_with(
             let tube = r.tube(name)?;
             Change::PauseTube { tube, until }
         }
+        kind::CONFIG_TUBE => {
+            let has_value = r.u8()?;
+            let raw = r.u64()?;
+            let name_len = usize::from(r.u8()?);
+            let name = r.take(name_len)?;
+            let tube = r.tube(name)?;
+            let bad = RecordError::BadSetting { kind };
+            let setting = TubeSetting::from_name(r.rest()).ok_or(bad.clone())?;
+            let value = match has_value {
+                0 if raw == 0 => None,
+                1 if setting.parse(setting.format(raw).as_bytes()) == Some(raw) => Some(raw),
+                _ => return Err(bad),
+            };
+            Change::ConfigTube {
+                tube,
+                setting,
+                value,
+            }
+        }
         other => return Err(RecordError::UnknownKind(other)),
     };
     r.done(change)
@@ -458,7 +506,7 @@ mod tests {
             (
                 (
                     id,
-                    tube,
+                    tube.clone(),
                     any::<u32>(),
                     any::<u32>(),
                     any::<u32>(),
@@ -493,7 +541,26 @@ mod tests {
                         }
                     }
                 ),
+            (
+                tube,
+                prop::sample::select(TubeSetting::ALL.to_vec()),
+                prop::option::of(any::<u64>())
+            )
+                .prop_map(|(tube, setting, raw)| Change::ConfigTube {
+                    tube,
+                    setting,
+                    value: raw.map(|v| valid_value(setting, v)),
+                }),
         ]
+    }
+
+    /// A value `setting` accepts, derived from `raw`.
+    fn valid_value(setting: TubeSetting, raw: u64) -> u64 {
+        match setting.unit() {
+            crate::protocol::Unit::Count { max } => max.checked_add(1).map_or(raw, |m| raw % m),
+            crate::protocol::Unit::Millis => raw % (crate::protocol::MAX_MILLIS + 1),
+            crate::protocol::Unit::Thousandths { min, max } => min + raw % (max - min + 1),
+        }
     }
 
     proptest! {

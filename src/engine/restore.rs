@@ -156,6 +156,15 @@ impl Engine {
                     }
                 }
             }
+            Change::ConfigTube {
+                tube,
+                setting,
+                value,
+            } => {
+                let id = self.tubes.find_or_create(&tube);
+                self.tubes.get_mut(id).settings.set(setting, value);
+                self.drop_tube_if_unused(id);
+            }
             Change::PauseTube { tube, until } => {
                 if let Some(tube_id) = self.tubes.find(&tube) {
                     let t = self.tubes.get_mut(tube_id);

@@ -1,10 +1,11 @@
 //! Tubes: named queues holding ready, delayed and buried jobs, and the sessions waiting on
-//! them. A tube lives while a session uses or watches it or it holds a job; `default`
-//! always lives.
+//! them. A tube lives while a session uses or watches it, it holds a job, or it has a
+//! setting of its own; `default` always lives.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use super::session::SessionId;
+use super::settings::TubeSettings;
 use super::time::Timestamp;
 use crate::protocol::{JobId, TubeName};
 
@@ -22,6 +23,10 @@ pub struct TubeCounters {
     pub deletes: u64,
     /// `pause-tube` commands on this tube.
     pub pauses: u64,
+    /// Puts refused by the tube's `max-tube-jobs`.
+    pub refused_jobs: u64,
+    /// Puts refused by the tube's `max-tube-bytes`.
+    pub refused_bytes: u64,
 }
 
 /// A pause in force.
@@ -46,6 +51,8 @@ pub struct Tube {
     pub buried: BTreeMap<u64, JobId>,
     /// Jobs of this tube currently reserved.
     pub reserved: u64,
+    /// Body bytes of the tube's jobs, in any state.
+    pub bytes: u64,
     /// Ready jobs with an urgent priority.
     pub urgent: u64,
     /// Sessions using this tube.
@@ -58,6 +65,8 @@ pub struct Tube {
     pub pause: Option<Pause>,
     /// Counters.
     pub counters: TubeCounters,
+    /// Settings the tube sets itself (`config-tube`).
+    pub settings: TubeSettings,
 }
 
 impl Tube {
@@ -68,12 +77,14 @@ impl Tube {
             delayed: BTreeSet::new(),
             buried: BTreeMap::new(),
             reserved: 0,
+            bytes: 0,
             urgent: 0,
             using: 0,
             watching: 0,
             waiting: VecDeque::new(),
             pause: None,
             counters: TubeCounters::default(),
+            settings: TubeSettings::default(),
         }
     }
 
@@ -91,7 +102,11 @@ impl Tube {
     }
 
     fn unused(&self) -> bool {
-        self.using == 0 && self.watching == 0 && self.job_count() == 0 && self.waiting.is_empty()
+        self.using == 0
+            && self.watching == 0
+            && self.job_count() == 0
+            && self.waiting.is_empty()
+            && self.settings.is_default()
     }
 }
 

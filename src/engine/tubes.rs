@@ -1,5 +1,5 @@
 //! Tube commands: use, watch, ignore, pause-tube, list-tubes, list-tube-used,
-//! list-tubes-watched.
+//! list-tubes-watched, and larder's config-tube.
 
 use std::fmt::Write;
 
@@ -7,7 +7,7 @@ use super::session::SessionId;
 use super::time::Timestamp;
 use super::tube::Pause;
 use super::{Change, Engine};
-use crate::protocol::{Reply, TubeName};
+use crate::protocol::{Reply, TubeName, TubeSetting};
 
 impl Engine {
     pub(super) fn use_tube(&mut self, sid: SessionId, name: &TubeName) -> Reply {
@@ -71,6 +71,23 @@ impl Engine {
             until,
         });
         Reply::Paused
+    }
+
+    pub(super) fn config_tube(
+        &mut self,
+        name: &TubeName,
+        setting: TubeSetting,
+        value: Option<u64>,
+    ) -> Reply {
+        let id = self.tubes.find_or_create(name);
+        self.tubes.get_mut(id).settings.set(setting, value);
+        self.changes.push(Change::ConfigTube {
+            tube: name.clone(),
+            setting,
+            value,
+        });
+        self.drop_tube_if_unused(id);
+        Reply::Configured
     }
 
     pub(super) fn list_tubes(&self) -> Reply {

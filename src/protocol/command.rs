@@ -5,6 +5,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use super::TubeSetting;
+
 /// Longest tube name, in bytes.
 pub const MAX_TUBE_NAME_LEN: usize = 200;
 
@@ -136,6 +138,16 @@ pub enum Command {
     },
     /// `quit`
     Quit,
+    /// `config-tube <tube> <setting> <value>` (larder extension): sets one of a tube's
+    /// settings; `value` `None` (`default` on the wire) returns it to the server default.
+    ConfigTube {
+        /// The tube (created if it does not exist).
+        tube: TubeName,
+        /// Which setting.
+        setting: TubeSetting,
+        /// The new value in the setting's unit, or `None` for the server default.
+        value: Option<u64>,
+    },
 }
 
 /// The command families counted in `stats` (`cmd-*` fields).
@@ -167,11 +179,12 @@ pub enum CommandKind {
     ListTubesWatched,
     PauseTube,
     Quit,
+    ConfigTube,
 }
 
 impl CommandKind {
     /// Number of kinds, for counter arrays.
-    pub const COUNT: usize = 25;
+    pub const COUNT: usize = 26;
 
     /// A dense index in `0..COUNT`.
     pub fn index(self) -> usize {
@@ -208,6 +221,7 @@ impl Command {
             Command::ListTubesWatched => CommandKind::ListTubesWatched,
             Command::PauseTube { .. } => CommandKind::PauseTube,
             Command::Quit => CommandKind::Quit,
+            Command::ConfigTube { .. } => CommandKind::ConfigTube,
         }
     }
 }

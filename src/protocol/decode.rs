@@ -9,7 +9,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use tokio_util::codec::Decoder;
 
 use super::command::is_name_char;
-use super::{Command, CommandKind, JobId, ProtocolError, Reply, TubeName};
+use super::{Command, CommandKind, JobId, ProtocolError, Refusal, Reply, TubeName, TubeSetting};
 
 /// Longest command line, including its `\r\n`, as in beanstalkd (11 + 201 + 12).
 pub const MAX_LINE_LEN: usize = 224;
@@ -189,7 +189,7 @@ enum Parsed {
 /// Command names in beanstalkd's matching order: a line selects the first name it starts
 /// with. Names without a trailing space take no argument (or, for `pause-tube`, parse their
 /// own).
-const NAMES: [&[u8]; 25] = [
+const NAMES: [&[u8]; 26] = [
     b"put ",
     b"peek ",
     b"peek-ready",
@@ -215,6 +215,8 @@ const NAMES: [&[u8]; 25] = [
     b"list-tubes",
     b"quit",
     b"pause-tube",
+    // larder extensions; none starts with a beanstalkd name above.
+    b"config-tube ",
 ];
 
 fn parse_line(line: &[u8], max_job_size: u32) -> Parsed {
@@ -275,6 +277,7 @@ fn parse_line(line: &[u8], max_job_size: u32) -> Parsed {
         // beanstalkd closes on any line starting with "quit".
         b"quit" => Ok(C::Quit),
         b"pause-tube" => parse_pause(args),
+        b"config-tube " => parse_config(args),
         _ => Err(ProtocolError::UnknownCommand),
     };
     Parsed::Done(result)
@@ -318,6 +321,29 @@ fn parse_pause(args: &[u8]) -> Result<Command, ProtocolError> {
     let tube =
         TubeName::new(name).ok_or(ProtocolError::CountedBadFormat(CommandKind::PauseTube))?;
     Ok(Command::PauseTube { tube, delay })
+}
+
+/// `config-tube`'s arguments: exactly `<tube> <setting> <value>`, one space apart, where
+/// `value` is in the setting's unit or `default`.
+fn parse_config(args: &[u8]) -> Result<Command, ProtocolError> {
+    let bad = ProtocolError::BadFormat;
+    let mut parts = args.split(|&b| b == b' ');
+    let (Some(tube), Some(setting), Some(value), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(bad);
+    };
+    let tube = TubeName::new(tube).ok_or(bad)?;
+    let setting = TubeSetting::from_name(setting).ok_or(ProtocolError::UnknownSetting)?;
+    let value = match value {
+        b"default" => None,
+        v => Some(setting.parse(v).ok_or(bad)?),
+    };
+    Ok(Command::ConfigTube {
+        tube,
+        setting,
+        value,
+    })
 }
 
 fn skip_spaces(s: &[u8]) -> &[u8] {
@@ -508,6 +534,14 @@ impl Decoder for ReplyDecoder {
             "UNKNOWN_COMMAND" => Reply::UnknownCommand,
             "EXPECTED_CRLF" => Reply::ExpectedCrlf,
             "JOB_TOO_BIG" => Reply::JobTooBig,
+            "REFUSED" => Reply::Refused(
+                words
+                    .next()
+                    .and_then(Refusal::from_setting)
+                    .ok_or_else(|| invalid(&format!("unknown refusal {line:?}")))?,
+            ),
+            "CONFIGURED" => Reply::Configured,
+            "UNKNOWN_SETTING" => Reply::UnknownSetting,
             _ => return Err(invalid(&format!("unknown reply {line:?}"))),
         };
         Ok(Some(reply))
@@ -660,7 +694,69 @@ mod tests {
             Just(Command::ListTubesWatched),
             (name, any::<u32>()).prop_map(|(tube, delay)| Command::PauseTube { tube, delay }),
             Just(Command::Quit),
+            // Short names: the whole line must fit in MAX_LINE_LEN.
+            (
+                "[a-z][a-z0-9-]{0,150}".prop_map(|s| TubeName::new(s.as_bytes()).expect("valid")),
+                prop::sample::select(TubeSetting::ALL.to_vec()),
+                any::<u64>(),
+                any::<bool>()
+            )
+                .prop_map(|(tube, setting, raw, reset)| {
+                    let value = setting_value(setting, raw);
+                    Command::ConfigTube {
+                        tube,
+                        setting,
+                        value: (!reset).then_some(value),
+                    }
+                }),
         ]
+    }
+
+    /// A valid value of `setting` derived from `raw`.
+    fn setting_value(setting: TubeSetting, raw: u64) -> u64 {
+        match setting.unit() {
+            crate::protocol::Unit::Count { max } => max.checked_add(1).map_or(raw, |m| raw % m),
+            crate::protocol::Unit::Millis => raw % (crate::protocol::MAX_MILLIS + 1),
+            crate::protocol::Unit::Thousandths { min, max } => min + raw % (max - min + 1),
+        }
+    }
+
+    #[test]
+    fn config_tube_refuses_unknown_settings_and_bad_values() {
+        let t = |s: &str| TubeName::new(s.as_bytes()).expect("tube");
+        assert_eq!(
+            one("config-tube jobs max-attempts 3\r\n"),
+            Ok(Command::ConfigTube {
+                tube: t("jobs"),
+                setting: TubeSetting::MaxAttempts,
+                value: Some(3)
+            })
+        );
+        assert_eq!(
+            one("config-tube jobs retry-backoff default\r\n"),
+            Ok(Command::ConfigTube {
+                tube: t("jobs"),
+                setting: TubeSetting::RetryBackoff,
+                value: None
+            })
+        );
+        assert_eq!(
+            one("config-tube jobs colour 3\r\n"),
+            Err(ProtocolError::UnknownSetting)
+        );
+        for bad in [
+            "config-tube jobs max-attempts x\r\n",
+            "config-tube jobs max-attempts -1\r\n",
+            "config-tube jobs max-attempts 3 \r\n",
+            "config-tube jobs  max-attempts 3\r\n",
+            "config-tube jobs max-attempts\r\n",
+            "config-tube -jobs max-attempts 3\r\n",
+            "config-tube jobs retry-jitter 1.5\r\n",
+            "config-tube jobs retry-backoff 0.9\r\n",
+        ] {
+            assert_eq!(one(bad), Err(ProtocolError::BadFormat), "{bad:?}");
+        }
+        assert_eq!(one("config-tube\r\n"), Err(ProtocolError::UnknownCommand));
     }
 
     proptest! {
@@ -693,7 +789,9 @@ mod tests {
                 Reply::Deleted, Reply::Released, Reply::Touched, Reply::NotIgnored, Reply::NotFound,
                 Reply::Paused, Reply::Draining, Reply::OutOfMemory, Reply::InternalError,
                 Reply::BadFormat, Reply::UnknownCommand, Reply::ExpectedCrlf, Reply::JobTooBig,
+                Reply::Configured, Reply::UnknownSetting,
             ];
+            let replies: Vec<Reply> = replies.into_iter().chain(Refusal::ALL.map(Reply::Refused)).collect();
             let mut wire = BytesMut::new();
             for r in &replies {
                 prop_assert!(r.encode(&mut wire).is_none());

@@ -54,6 +54,14 @@ impl Command {
             C::ListTubesWatched => write!(line, "list-tubes-watched"),
             C::PauseTube { tube, delay } => write!(line, "pause-tube {tube} {delay}"),
             C::Quit => write!(line, "quit"),
+            C::ConfigTube {
+                tube,
+                setting,
+                value,
+            } => match value {
+                Some(v) => write!(line, "config-tube {tube} {setting} {}", setting.format(*v)),
+                None => write!(line, "config-tube {tube} {setting} default"),
+            },
         };
         dst.reserve(line.len() + 2);
         dst.put_slice(line.as_bytes());

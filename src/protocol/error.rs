@@ -25,6 +25,9 @@ pub enum ProtocolError {
     /// read and discarded.
     #[error("job body larger than the maximum job size")]
     JobTooBig,
+    /// `config-tube` named a setting that does not exist (larder extension).
+    #[error("unknown tube setting")]
+    UnknownSetting,
 }
 
 impl ProtocolError {
@@ -35,6 +38,7 @@ impl ProtocolError {
             ProtocolError::UnknownCommand => Reply::UnknownCommand,
             ProtocolError::ExpectedCrlf => Reply::ExpectedCrlf,
             ProtocolError::JobTooBig => Reply::JobTooBig,
+            ProtocolError::UnknownSetting => Reply::UnknownSetting,
         }
     }
 }

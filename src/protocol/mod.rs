@@ -13,9 +13,12 @@ mod decode;
 mod encode;
 mod error;
 mod reply;
+mod setting;
 
 pub use command::{Command, CommandKind, JobId, TubeName, MAX_TUBE_NAME_LEN};
 pub use decode::{CommandDecoder, ReplyDecoder, MAX_LINE_LEN};
 pub use encode::CommandEncoder;
 pub use error::ProtocolError;
+pub use reply::Refusal;
 pub use reply::{Body, BodyHole, Reply, StoredBody};
+pub use setting::{format_thousandths, TubeSetting, Unit, MAX_MILLIS};

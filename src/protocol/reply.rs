@@ -153,6 +153,77 @@ pub enum Reply {
     ExpectedCrlf,
     /// `JOB_TOO_BIG`
     JobTooBig,
+    /// `REFUSED <setting>`: a limit refused the request; nothing was stored (larder's
+    /// extension, protocol.md §9).
+    Refused(Refusal),
+    /// `CONFIGURED` (larder extension: `config-tube` succeeded).
+    Configured,
+    /// `UNKNOWN_SETTING` (larder extension: `config-tube` named no known setting).
+    UnknownSetting,
+}
+
+/// A limit that refuses work, named on the wire by its setting (`REFUSED max-jobs`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Refusal {
+    /// `--max-jobs`: jobs in any state, server-wide.
+    MaxJobs,
+    /// `--max-bytes`: body bytes of jobs in any state, server-wide.
+    MaxBytes,
+    /// `max-tube-jobs`: jobs in any state in the put's tube.
+    MaxTubeJobs,
+    /// `max-tube-bytes`: body bytes of jobs in any state in the put's tube.
+    MaxTubeBytes,
+    /// `--min-free-disk`: the data directory's filesystem is below its free-space floor.
+    MinFreeDisk,
+    /// `--max-connections`: the server has as many connections as it takes.
+    MaxConnections,
+    /// The disk filled and the log has spent its `--disk-reserve`: only work that drains
+    /// the broker is taken until space returns.
+    LogFull,
+}
+
+impl Refusal {
+    /// Every reason, in the order `stats` lists their counters.
+    pub const ALL: [Refusal; 7] = [
+        Refusal::MaxJobs,
+        Refusal::MaxBytes,
+        Refusal::MaxTubeJobs,
+        Refusal::MaxTubeBytes,
+        Refusal::MinFreeDisk,
+        Refusal::MaxConnections,
+        Refusal::LogFull,
+    ];
+
+    /// Number of reasons.
+    pub const COUNT: usize = Refusal::ALL.len();
+
+    /// The setting's name, as `REFUSED` and `stats` spell it.
+    pub fn setting(self) -> &'static str {
+        match self {
+            Refusal::MaxJobs => "max-jobs",
+            Refusal::MaxBytes => "max-bytes",
+            Refusal::MaxTubeJobs => "max-tube-jobs",
+            Refusal::MaxTubeBytes => "max-tube-bytes",
+            Refusal::MinFreeDisk => "min-free-disk",
+            Refusal::MaxConnections => "max-connections",
+            Refusal::LogFull => "log-full",
+        }
+    }
+
+    /// The reason a setting name stands for.
+    pub fn from_setting(name: &str) -> Option<Refusal> {
+        Refusal::ALL.into_iter().find(|r| r.setting() == name)
+    }
+
+    /// A dense index, for counters.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// Whether the limit is about one tube rather than the whole server.
+    pub fn per_tube(self) -> bool {
+        matches!(self, Refusal::MaxTubeJobs | Refusal::MaxTubeBytes)
+    }
 }
 
 impl Reply {
@@ -177,6 +248,14 @@ impl Reply {
             }
             Reply::Watching(n) => return line2(dst, b"WATCHING ", *n as u64),
             Reply::Kicked(n) => return line2(dst, b"KICKED ", u64::from(*n)),
+            Reply::Refused(r) => {
+                let name = r.setting().as_bytes();
+                dst.reserve(10 + name.len());
+                dst.put_slice(b"REFUSED ");
+                dst.put_slice(name);
+                dst.put_slice(b"\r\n");
+                return None;
+            }
             Reply::Buried => b"BURIED\r\n",
             Reply::DeadlineSoon => b"DEADLINE_SOON\r\n",
             Reply::TimedOut => b"TIMED_OUT\r\n",
@@ -194,6 +273,8 @@ impl Reply {
             Reply::UnknownCommand => b"UNKNOWN_COMMAND\r\n",
             Reply::ExpectedCrlf => b"EXPECTED_CRLF\r\n",
             Reply::JobTooBig => b"JOB_TOO_BIG\r\n",
+            Reply::Configured => b"CONFIGURED\r\n",
+            Reply::UnknownSetting => b"UNKNOWN_SETTING\r\n",
         };
         dst.put_slice(word);
         None

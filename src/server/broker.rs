@@ -1,6 +1,6 @@
 //! The engine shared between connection tasks and the timer task.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::{mpsc, Notify};
@@ -9,7 +9,7 @@ use super::bodies::SegmentFiles;
 use super::journal::Journal;
 use super::Clock;
 use crate::engine::{record, BodyRef, Change, Engine, Outcome, SessionId, Timestamp};
-use crate::protocol::{Command, ProtocolError, Reply};
+use crate::protocol::{Command, ProtocolError, Reply, TubeName, TubeSetting};
 
 /// A reply for a blocked session and the log LSN it must wait for before it is sent.
 pub type Wakeup = (Reply, u64);
@@ -31,6 +31,8 @@ struct State {
     files: Arc<SegmentFiles>,
     /// Segment of the newest put record: kept, so the highest job id survives a restart.
     last_put_segment: u64,
+    /// Segment of the record that set each tube setting in force.
+    config_segments: BTreeMap<(TubeName, TubeSetting), u64>,
     /// The oldest segment the log had when open files were last pruned.
     pruned_below: u64,
     /// Where replies for blocked sessions go.
@@ -101,16 +103,67 @@ impl State {
             if let Change::Put { .. } = change {
                 self.last_put_segment = pos.segment;
             }
+            self.note_config(change, pos.segment);
         }
+        self.relog_old_settings();
         self.update_keep();
     }
 
-    /// Tells the writer which segments must stay: every one from the oldest holding a
-    /// live body, and the one holding the newest put.
-    fn update_keep(&self) {
+    /// Remembers which segment holds the record that set a tube setting in force.
+    fn note_config(&mut self, change: &Change, segment: u64) {
+        if let Change::ConfigTube {
+            tube,
+            setting,
+            value,
+        } = change
+        {
+            let key = (tube.clone(), *setting);
+            match value {
+                Some(_) => self.config_segments.insert(key, segment),
+                None => self.config_segments.remove(&key),
+            };
+        }
+    }
+
+    /// The oldest segment the jobs need: the oldest holding a live body, or the newest
+    /// put's if older.
+    fn jobs_keep(&self) -> u64 {
         let oldest_live = self.engine.oldest_live_segment().unwrap_or(u64::MAX);
+        oldest_live.min(self.last_put_segment)
+    }
+
+    /// Writes every setting in force again once the oldest setting record is all that
+    /// keeps an old segment (replaying a setting twice changes nothing). That happens at
+    /// most once per segment the jobs move past.
+    fn relog_old_settings(&mut self) {
+        let Some(oldest) = self.config_segments.values().min().copied() else {
+            return;
+        };
+        if oldest < self.jobs_keep() {
+            self.log_settings_in_force();
+        }
+    }
+
+    /// Writes a record for every setting in force.
+    fn log_settings_in_force(&mut self) {
+        for change in self.engine.settings_in_force() {
+            let (kind, payload) = record::encode(&change);
+            let (_, pos) = self.journal.push(kind, payload);
+            self.note_config(&change, pos.segment);
+        }
+    }
+
+    /// Tells the writer which segments must stay: every one from the oldest the jobs or
+    /// the tube settings need.
+    fn update_keep(&self) {
+        let oldest_config = self
+            .config_segments
+            .values()
+            .min()
+            .copied()
+            .unwrap_or(u64::MAX);
         self.journal
-            .set_keep_segment(oldest_live.min(self.last_put_segment));
+            .set_keep_segment(self.jobs_keep().min(oldest_config));
     }
 }
 
@@ -125,15 +178,19 @@ impl Broker {
         last_put_segment: u64,
         fsync: crate::config::FsyncPolicy,
     ) -> Broker {
-        let state = State {
+        let mut state = State {
             engine,
             journal: journal.clone(),
             files: files.clone(),
             last_put_segment,
+            config_segments: BTreeMap::new(),
             pruned_below: 0,
             outboxes: HashMap::new(),
             timer_at: None,
         };
+        // Recovery does not track which records set the settings; writing them afresh
+        // gives every setting a known record.
+        state.log_settings_in_force();
         state.update_keep();
         Broker {
             state: Mutex::new(state),
@@ -188,14 +245,15 @@ impl Broker {
     }
 
     /// Runs a batch of decoded items for one session, in order, passing each reply to
-    /// `reply`. Stops after an item that blocks or closes. Returns that final outcome
+    /// `reply`. Stops after an item that blocks or closes, or whose reply `reply` answers
+    /// with `false` (the connection's output is full). Returns that final outcome
     /// (`None` if every item got a reply) and the log tail the replies depend on: they may
     /// be sent only once [`Broker::durable`] of it has returned.
     pub fn execute(
         &self,
         sid: SessionId,
         items: &mut std::collections::VecDeque<Result<Command, ProtocolError>>,
-        mut reply: impl FnMut(Reply),
+        mut reply: impl FnMut(Reply) -> bool,
     ) -> (Option<Outcome>, u64) {
         let now = self.clock.now();
         let mut st = self.lock();
@@ -203,6 +261,7 @@ impl Broker {
             let log = self.journal.stats(self.fsync);
             st.engine.set_log_stats(log);
         }
+        st.engine.set_log_full(self.journal.log_full());
         let mut stop = None;
         while let Some(item) = items.pop_front() {
             let outcome = match item {
@@ -210,7 +269,11 @@ impl Broker {
                 Err(e) => Outcome::Reply(st.engine.reject(sid, e)),
             };
             match outcome {
-                Outcome::Reply(r) => reply(st.files.attach(r)),
+                Outcome::Reply(r) => {
+                    if !reply(st.files.attach(r)) {
+                        break;
+                    }
+                }
                 other => {
                     stop = Some(other);
                     break;

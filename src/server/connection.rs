@@ -4,9 +4,16 @@
 //! input, so pipelined commands are answered in one write. Commands that arrive while a
 //! reserve is blocked are held (at most [`MAX_PENDING`]) and run after it answers, as
 //! beanstalkd does; reading on while blocked is also how a hang-up is noticed at once.
+//!
+//! Output is bounded ([`OutputLimit`]): once the replies waiting for a client reach
+//! `--max-output-per-connection`, no further command of that client runs and none is read
+//! until they are written, so a client that does not read its replies is held back by
+//! TCP flow control instead of growing the server's memory. A write that makes no progress
+//! for `--output-stall-timeout` ends the connection.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::BytesMut;
 use futures_util::{FutureExt, StreamExt};
@@ -15,7 +22,7 @@ use tokio::sync::watch;
 use tokio_util::codec::FramedRead;
 
 use super::Broker;
-use crate::engine::Outcome;
+use crate::engine::{Limits, Outcome};
 use crate::protocol::{BodyHole, Command, CommandDecoder, ProtocolError, Reply};
 
 /// Most decoded commands held while a reserve is blocked, or run under one lock.
@@ -23,6 +30,32 @@ pub const MAX_PENDING: usize = 64;
 
 /// Buffered reply bytes that force a write even while more commands are waiting.
 const FLUSH_AT: usize = 64 * 1024;
+
+/// How much reply output one connection may have waiting, and for how long.
+#[derive(Clone, Copy, Debug)]
+pub struct OutputLimit {
+    /// Waiting reply bytes at which commands stop running until they are written. One
+    /// reply is never split, so the buffer can exceed this by at most one reply.
+    pub max_bytes: usize,
+    /// How long a write may make no progress before the connection is closed.
+    pub stall_timeout: Option<Duration>,
+}
+
+impl OutputLimit {
+    /// The limit `limits` configures (0 means none).
+    pub fn new(limits: &Limits) -> OutputLimit {
+        let max = limits.max_output_per_connection;
+        OutputLimit {
+            max_bytes: if max == 0 {
+                usize::MAX
+            } else {
+                usize::try_from(max).unwrap_or(usize::MAX)
+            },
+            stall_timeout: (limits.output_stall_timeout > 0)
+                .then(|| Duration::from_secs(limits.output_stall_timeout)),
+        }
+    }
+}
 
 type Item = Result<Command, ProtocolError>;
 
@@ -32,6 +65,7 @@ pub async fn serve<R, W>(
     mut writer: W,
     broker: Arc<Broker>,
     max_job_size: u32,
+    limit: OutputLimit,
     mut shutdown: watch::Receiver<bool>,
 ) where
     R: AsyncRead + Unpin,
@@ -45,7 +79,9 @@ pub async fn serve<R, W>(
         holes: Vec::new(),
         replies: 0,
         lsn: 0,
+        stall_timeout: limit.stall_timeout,
     };
+    let flush_at = FLUSH_AT.min(limit.max_bytes);
     let mut pending: VecDeque<Item> = VecDeque::new();
 
     'conn: loop {
@@ -71,7 +107,10 @@ pub async fn serve<R, W>(
             }
             continue;
         }
-        let (stop, lsn) = broker.execute(sid, &mut pending, |reply| out.push(&reply));
+        let (stop, lsn) = broker.execute(sid, &mut pending, |reply| {
+            out.push(&reply);
+            out.bytes.len() < limit.max_bytes
+        });
         out.lsn = out.lsn.max(lsn);
         match stop {
             None | Some(Outcome::Reply(_)) => {}
@@ -111,7 +150,7 @@ pub async fn serve<R, W>(
                 }
             }
         }
-        if out.bytes.len() >= FLUSH_AT && out.write(&mut writer, &broker).await.is_err() {
+        if out.bytes.len() >= flush_at && out.write(&mut writer, &broker).await.is_err() {
             break;
         }
     }
@@ -127,6 +166,8 @@ struct Pending {
     /// How many replies `bytes` holds.
     replies: usize,
     lsn: u64,
+    /// See [`OutputLimit::stall_timeout`].
+    stall_timeout: Option<Duration>,
 }
 
 impl Pending {
@@ -175,8 +216,135 @@ impl Pending {
                 return Err(e);
             }
         }
-        writer.write_all(&self.bytes).await?;
+        let result = self.write_out(writer, broker).await;
+        // After a failure the rest is dropped too: the connection is ending.
         self.bytes.clear();
+        result
+    }
+
+    /// Writes every buffered byte, failing if one write takes no byte for the stall
+    /// timeout (the client is not reading).
+    async fn write_out(
+        &mut self,
+        writer: &mut (impl AsyncWrite + Unpin),
+        broker: &Broker,
+    ) -> std::io::Result<()> {
+        let mut done = 0;
+        while done < self.bytes.len() {
+            let write = writer.write(&self.bytes[done..]);
+            let n = match self.stall_timeout {
+                None => write.await?,
+                Some(limit) => match tokio::time::timeout(limit, write).await {
+                    Ok(n) => n?,
+                    Err(_) => {
+                        broker.with_engine(|e| e.count_stalled_output());
+                        tracing::warn!(
+                            waiting = self.bytes.len() - done,
+                            seconds = limit.as_secs(),
+                            "disconnecting a client that left its replies unread"
+                        );
+                        return Err(std::io::ErrorKind::TimedOut.into());
+                    }
+                },
+            };
+            if n == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+            done += n;
+        }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+
+    use tokio::io::AsyncReadExt;
+
+    use super::*;
+    use crate::config::FsyncPolicy;
+    use crate::engine::{Engine, EngineConfig, ProcessInfo};
+    use crate::protocol::Reply;
+    use crate::server::bodies::SegmentFiles;
+    use crate::server::journal::Journal;
+    use crate::server::Clock;
+    use crate::wal::Layout;
+
+    /// A broker holding job 1 with a 60,000-byte body, and no log writer (the test runs
+    /// only commands that change nothing durable).
+    fn broker() -> Arc<Broker> {
+        let clock = Clock::new();
+        let mut engine = Engine::new(EngineConfig::default(), ProcessInfo::fixed(), clock.now());
+        let sid = engine.open_session();
+        let put = Command::Put {
+            pri: 0,
+            delay: 0,
+            ttr: 60,
+            body: vec![b'x'; 60_000].into(),
+        };
+        engine.apply(sid, put, clock.now());
+        engine.close_session(sid, clock.now());
+        engine.discard_changes();
+        let journal = Arc::new(Journal::new(1, Layout::empty(1, 1 << 20)));
+        let files = Arc::new(SegmentFiles::new(std::env::temp_dir()));
+        Arc::new(Broker::new(
+            engine,
+            clock,
+            journal,
+            files,
+            0,
+            FsyncPolicy::Never,
+        ))
+    }
+
+    /// How many `peek`s the engine has run.
+    fn peeks(broker: &Broker) -> u64 {
+        broker.with_engine(|e| {
+            let sid = e.open_session();
+            let reply = e.apply(sid, Command::Stats, Timestamp(0));
+            e.close_session(sid, Timestamp(0));
+            let Outcome::Reply(Reply::Ok(yaml)) = reply else {
+                panic!("stats gave {reply:?}");
+            };
+            crate::client::parse_yaml_map(&yaml)
+                .into_iter()
+                .find(|(k, _)| k == "cmd-peek")
+                .and_then(|(_, v)| v.parse().ok())
+                .expect("cmd-peek")
+        })
+    }
+
+    use crate::engine::Timestamp;
+
+    #[tokio::test]
+    async fn commands_stop_running_once_unread_output_reaches_the_limit() {
+        let broker = broker();
+        // A pipe that holds 1 kB: the client's replies back up at once.
+        let (client, server) = tokio::io::duplex(1024);
+        let (sr, sw) = tokio::io::split(server);
+        let (_stop, stop_rx) = watch::channel(false);
+        let limit = OutputLimit {
+            max_bytes: 64 << 10,
+            stall_timeout: Some(Duration::from_millis(300)),
+        };
+        let conn = tokio::spawn(serve(sr, sw, broker.clone(), 65_535, limit, stop_rx));
+        let (mut cr, mut cw) = tokio::io::split(client);
+        // 64 requests for 60 kB each, all readable at once; the client reads nothing.
+        cw.write_all(&b"peek 1\r\n".repeat(64)).await.expect("send");
+        tokio::time::timeout(Duration::from_secs(10), conn)
+            .await
+            .expect("the stalled connection was not closed")
+            .expect("connection task");
+        // The first reply fits under 64 kB, the second reaches it: nothing more ran.
+        assert_eq!(peeks(&broker), 2);
+        assert_eq!(broker.with_engine(|e| e.session_count()), 0);
+        let mut got = Vec::new();
+        let _ = cr.read_to_end(&mut got).await;
+        assert!(
+            got.starts_with(b"FOUND 1 60000\r\n"),
+            "{:?}",
+            &got[..20.min(got.len())]
+        );
+        assert!(got.len() < 2 * 60_000, "{} bytes arrived", got.len());
     }
 }

@@ -12,7 +12,7 @@ use tokio::task::JoinSet;
 use super::bodies::SegmentFiles;
 use super::journal::{spawn_writer, Journal};
 use super::reserve::DiskReserve;
-use super::{connection, process_info, Broker, Clock};
+use super::{connection, limits, process_info, Broker, Clock};
 use crate::config::{ListenAddr, ServerConfig};
 use crate::engine::{Engine, EngineConfig};
 
@@ -102,6 +102,8 @@ pub async fn run(
     let mut engine = Engine::new(
         EngineConfig {
             max_job_size: config.max_job_size,
+            limits: config.limits,
+            defaults: config.setting_defaults,
         },
         process_info(),
         clock.now(),
@@ -136,6 +138,16 @@ pub async fn run(
         config.fsync,
     ));
     let (stop_tx, stop_rx) = watch::channel(false);
+    limits::measure_free_space(&broker, data_dir.path(), &config.free_space);
+    let disk_watch = tokio::spawn(limits::watch_free_space(
+        broker.clone(),
+        data_dir.path().to_path_buf(),
+        config.free_space.clone(),
+        config.disk_check_interval,
+    ));
+    let gate = limits::ConnectionGate::new(config.limits.max_connections);
+    limits::check_open_files_limit(config.limits.max_connections);
+    let output = connection::OutputLimit::new(&config.limits);
 
     let timer_broker = broker.clone();
     let mut timer_stop = stop_rx.clone();
@@ -170,29 +182,35 @@ pub async fn run(
             _ = &mut shutdown => break,
         };
         let max = config.max_job_size;
-        match accepted {
-            Ok(Accepted::Tcp(stream)) => {
+        let admitted = match &accepted {
+            Ok(_) => gate.admit(),
+            Err(_) => None,
+        };
+        match (accepted, admitted) {
+            (Ok(Accepted::Tcp(stream)), Some(place)) => {
                 let _ = stream.set_nodelay(true);
                 let (r, w) = stream.into_split();
-                conns.spawn(connection::serve(
-                    r,
-                    w,
-                    broker.clone(),
-                    max,
-                    stop_rx.clone(),
-                ));
+                let serve = connection::serve(r, w, broker.clone(), max, output, stop_rx.clone());
+                conns.spawn(async move {
+                    serve.await;
+                    drop(place);
+                });
             }
-            Ok(Accepted::Unix(stream)) => {
+            (Ok(Accepted::Unix(stream)), Some(place)) => {
                 let (r, w) = stream.into_split();
-                conns.spawn(connection::serve(
-                    r,
-                    w,
-                    broker.clone(),
-                    max,
-                    stop_rx.clone(),
-                ));
+                let serve = connection::serve(r, w, broker.clone(), max, output, stop_rx.clone());
+                conns.spawn(async move {
+                    serve.await;
+                    drop(place);
+                });
             }
-            Err(e) => {
+            (Ok(Accepted::Tcp(stream)), None) => {
+                conns.spawn(gate.turn_away(stream, broker.clone()));
+            }
+            (Ok(Accepted::Unix(stream)), None) => {
+                conns.spawn(gate.turn_away(stream, broker.clone()));
+            }
+            (Err(e), _) => {
                 // Out of file descriptors and similar: keep serving the others.
                 tracing::warn!(error = %e, "accept failed");
                 tokio::time::sleep(std::time::Duration::from_millis(10)).await;
@@ -205,6 +223,7 @@ pub async fn run(
     while conns.join_next().await.is_some() {}
     let _ = timers.await;
     let _ = compactor.await;
+    disk_watch.abort();
     journal.close();
     tokio::task::spawn_blocking(move || writer.join())
         .await

@@ -5,6 +5,10 @@
 //! `.await`. Each connection task decodes commands, applies them under the lock, and writes
 //! replies in order; a blocked reserve waits on the connection's own channel for its reply.
 //! The timer task sleeps until the engine's next deadline and runs its timers.
+//!
+//! Back-pressure around the engine (`limits`): a connection gate for `--max-connections`,
+//! a free-space watcher for `--min-free-disk`, and, in `connection`, the per-connection
+//! output limit. The engine itself refuses puts over the job limits.
 
 mod bodies;
 mod broker;
@@ -12,6 +16,7 @@ mod clock;
 mod compact;
 mod connection;
 mod journal;
+mod limits;
 mod listener;
 mod process;
 mod recovery;

@@ -76,6 +76,16 @@ pub struct Layout {
 }
 
 impl Layout {
+    /// The layout of a log with no records, whose first segment is `segment`.
+    pub fn empty(segment: u64, max_segment_size: u64) -> Layout {
+        Layout {
+            segment,
+            end: SEGMENT_HEADER_LEN as u64,
+            records: 0,
+            max_segment_size,
+        }
+    }
+
     /// Places a record with a payload of `payload_len` bytes: returns its payload's
     /// position and whether the active segment is rotated first (a record that would
     /// make a non-empty segment longer than the limit starts a new one).

@@ -372,3 +372,29 @@ pub fn beanstalkd_bin() -> &'static str {
     static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     BIN.get_or_init(|| std::env::var("BEANSTALKD").unwrap_or_else(|_| "beanstalkd".to_owned()))
 }
+
+/// A 1 MiB tmpfs mounted for the life of the value (needs root, as CI has).
+pub struct SmallDisk(pub std::path::PathBuf);
+
+impl SmallDisk {
+    /// Mounts a fresh tmpfs in a temporary directory named after `name`.
+    pub fn mount(name: &str) -> SmallDisk {
+        let dir = std::env::temp_dir().join(format!("larder-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+            .arg(&dir)
+            .status()
+            .expect("run mount");
+        assert!(status.success(), "mounting a tmpfs needs root");
+        SmallDisk(dir)
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

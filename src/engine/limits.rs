@@ -1,0 +1,584 @@
+//! Back-pressure: the limits a `put` must pass ([`Engine::admit`]), the use they are
+//! measured against, the refusal counters, and the log lines that mark refusing episodes.
+//!
+//! Use is kept as running totals, updated in the one place a job is created
+//! (`insert_job`) and the one place it is removed (`remove_job`), for commands and replay
+//! alike, so a restarted server counts exactly what it holds and admission costs a few
+//! comparisons. Body bytes are counted from each body's length at put time. A limit of 0
+//! means "no limit".
+//!
+//! An episode of refusals for one limit (and one tube, for the per-tube limits) starts with
+//! its first refusal, logged as a warning, and ends with the next put that passes that
+//! limit — for `min-free-disk`, when free space is back over the floor; for
+//! `max-connections`, when a connection is accepted again — logged with the number refused
+//! meanwhile. So a flood of refused puts makes two log lines, not one per put.
+
+use super::tube::TubeId;
+use super::Engine;
+use crate::protocol::{Refusal, TubeName, TubeSetting};
+
+/// The server-wide back-pressure settings. Every field is a documented `larder serve`
+/// flag; 0 means no limit (for `min_free_disk`, no floor). The per-tube limits are tube
+/// settings ([`TubeSetting::MaxTubeJobs`], [`TubeSetting::MaxTubeBytes`]): set per tube
+/// with `config-tube`, their server defaults in `EngineConfig::defaults`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Jobs in any state, server-wide (`--max-jobs`).
+    pub max_jobs: u64,
+    /// Body bytes of jobs in any state, server-wide (`--max-bytes`).
+    pub max_bytes: u64,
+    /// Open client connections (`--max-connections`); enforced by the server.
+    pub max_connections: u64,
+    /// Reply bytes waiting to be written to one client before the server stops reading
+    /// its commands (`--max-output-per-connection`); enforced by the server.
+    pub max_output_per_connection: u64,
+    /// Seconds a client may leave the server's replies unread, while they wait, before it
+    /// is disconnected (`--output-stall-timeout`); enforced by the server.
+    pub output_stall_timeout: u64,
+    /// Free bytes the data directory's filesystem must keep; below it puts are refused
+    /// (`--min-free-disk`). The server measures free space and reports it to the engine.
+    pub min_free_disk: u64,
+}
+
+impl Limits {
+    /// The documented defaults (protocol.md §9.2).
+    pub const DEFAULT: Limits = Limits {
+        max_jobs: 1_000_000,
+        max_bytes: 4 << 30,
+        max_connections: 10_000,
+        max_output_per_connection: 1 << 20,
+        output_stall_timeout: 60,
+        min_free_disk: 64 << 20,
+    };
+
+    /// No limit at all (for tests of other things).
+    pub const UNLIMITED: Limits = Limits {
+        max_jobs: 0,
+        max_bytes: 0,
+        max_connections: 0,
+        max_output_per_connection: 0,
+        output_stall_timeout: 0,
+        min_free_disk: 0,
+    };
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits::DEFAULT
+    }
+}
+
+/// Whether `used + adding` goes over `limit` (0: no limit).
+fn over(limit: u64, used: u64, adding: u64) -> bool {
+    limit > 0 && used.saturating_add(adding) > limit
+}
+
+/// A run of refusals by one limit.
+#[derive(Clone, Debug)]
+struct Episode {
+    reason: Refusal,
+    /// The tube, for per-tube limits.
+    tube: Option<TubeName>,
+    /// Refusals so far.
+    refused: u64,
+}
+
+/// The use and refusal figures behind the limits.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Pressure {
+    /// Body bytes of every job.
+    pub bytes: u64,
+    /// Free bytes on the data directory's filesystem, as last measured by the server.
+    pub free_disk: Option<u64>,
+    /// Refusals since start, by [`Refusal::index`].
+    pub refused: [u64; Refusal::COUNT],
+    /// Connections closed because they left their replies unread too long.
+    pub stalled_output_disconnects: u64,
+    /// The log found the disk full and has spent its reserve (the log writer says when
+    /// it starts and ends, so no episode is kept for it here).
+    pub log_full: bool,
+    episodes: Vec<Episode>,
+}
+
+impl Engine {
+    /// Whether a job of `size` body bytes may be put into tube `tube` now, and if not, the
+    /// limit that refuses it. Checked in this order: the disk floor, the server-wide
+    /// limits (jobs, then bytes), then the tube's (jobs, then bytes).
+    pub(super) fn admit(&self, tube: TubeId, size: u64) -> Result<(), Refusal> {
+        let l = &self.config.limits;
+        let p = &self.pressure;
+        if p.log_full {
+            return Err(Refusal::LogFull);
+        }
+        if self.disk_low() {
+            return Err(Refusal::MinFreeDisk);
+        }
+        if over(l.max_jobs, self.jobs.len() as u64, 1) {
+            return Err(Refusal::MaxJobs);
+        }
+        if over(l.max_bytes, p.bytes, size) {
+            return Err(Refusal::MaxBytes);
+        }
+        let t = self.tubes.get(tube);
+        if over(
+            self.setting(tube, TubeSetting::MaxTubeJobs),
+            t.job_count(),
+            1,
+        ) {
+            return Err(Refusal::MaxTubeJobs);
+        }
+        if over(self.setting(tube, TubeSetting::MaxTubeBytes), t.bytes, size) {
+            return Err(Refusal::MaxTubeBytes);
+        }
+        Ok(())
+    }
+
+    /// Whether free space is known to be below the floor.
+    fn disk_low(&self) -> bool {
+        let floor = self.config.limits.min_free_disk;
+        floor > 0 && self.pressure.free_disk.is_some_and(|f| f < floor)
+    }
+
+    /// Counts a refusal by `reason` (of a put into `tube`, for per-tube limits), starting an
+    /// episode if none is running.
+    pub(super) fn count_refusal(&mut self, reason: Refusal, tube: Option<TubeId>) {
+        self.pressure.refused[reason.index()] += 1;
+        if let Some(t) = tube {
+            let counters = &mut self.tubes.get_mut(t).counters;
+            match reason {
+                Refusal::MaxTubeJobs => counters.refused_jobs += 1,
+                Refusal::MaxTubeBytes => counters.refused_bytes += 1,
+                _ => {}
+            }
+        }
+        let value = self.limit_value(reason, tube);
+        let tube = tube
+            .filter(|_| reason.per_tube())
+            .map(|t| self.tubes.get(t).name.clone());
+        let p = &mut self.pressure;
+        if let Some(e) = p
+            .episodes
+            .iter_mut()
+            .find(|e| e.reason == reason && e.tube == tube)
+        {
+            e.refused += 1;
+            return;
+        }
+        tracing::warn!(
+            limit = reason.setting(),
+            value,
+            tube = tube.as_ref().map(|t| t.as_str()),
+            jobs = self.jobs.len(),
+            bytes = p.bytes,
+            "refusing new work: limit reached"
+        );
+        p.episodes.push(Episode {
+            reason,
+            tube,
+            refused: 1,
+        });
+    }
+
+    /// The value of the limit behind `reason` (for a put into `tube`).
+    fn limit_value(&self, reason: Refusal, tube: Option<TubeId>) -> u64 {
+        let l = &self.config.limits;
+        let tube_setting = |s| tube.map_or(self.config.defaults.get(s), |t| self.setting(t, s));
+        match reason {
+            Refusal::MaxJobs => l.max_jobs,
+            Refusal::MaxBytes => l.max_bytes,
+            Refusal::MaxTubeJobs => tube_setting(TubeSetting::MaxTubeJobs),
+            Refusal::MaxTubeBytes => tube_setting(TubeSetting::MaxTubeBytes),
+            Refusal::MinFreeDisk => l.min_free_disk,
+            Refusal::MaxConnections => l.max_connections,
+            Refusal::LogFull => 0,
+        }
+    }
+
+    /// A put into `tube` passed every limit: ends the episodes of the limits it passed.
+    pub(super) fn count_admission(&mut self, tube: TubeId) {
+        if self.pressure.episodes.is_empty() {
+            return;
+        }
+        let name = self.tubes.get(tube).name.clone();
+        self.end_episodes(|e| match e.reason {
+            Refusal::MaxJobs | Refusal::MaxBytes => true,
+            Refusal::MaxTubeJobs | Refusal::MaxTubeBytes => e.tube.as_ref() == Some(&name),
+            Refusal::MinFreeDisk | Refusal::MaxConnections | Refusal::LogFull => false,
+        });
+    }
+
+    fn end_episodes(&mut self, ends: impl Fn(&Episode) -> bool) {
+        self.pressure.episodes.retain(|e| {
+            if !ends(e) {
+                return true;
+            }
+            tracing::info!(
+                limit = e.reason.setting(),
+                tube = e.tube.as_ref().map(|t| t.as_str()),
+                refused = e.refused,
+                "accepting new work again"
+            );
+            false
+        });
+    }
+
+    /// Sets whether the log has found the disk full (new jobs are refused meanwhile).
+    pub fn set_log_full(&mut self, full: bool) {
+        self.pressure.log_full = full;
+    }
+
+    /// Records the free space on the data directory's filesystem (`None`: could not be
+    /// measured, which refuses nothing). Crossing the `min-free-disk` floor either way
+    /// starts or ends its episode.
+    pub fn set_free_disk(&mut self, free: Option<u64>) {
+        let was_low = self.disk_low();
+        self.pressure.free_disk = free;
+        let low = self.disk_low();
+        if low && !was_low {
+            tracing::warn!(
+                limit = Refusal::MinFreeDisk.setting(),
+                free,
+                floor = self.config.limits.min_free_disk,
+                "refusing new work: free disk space below the floor"
+            );
+            self.pressure.episodes.push(Episode {
+                reason: Refusal::MinFreeDisk,
+                tube: None,
+                refused: 0,
+            });
+        } else if was_low && !low {
+            self.end_episodes(|e| e.reason == Refusal::MinFreeDisk);
+        }
+    }
+
+    /// Free bytes on the data directory's filesystem as last measured, if known.
+    pub fn free_disk(&self) -> Option<u64> {
+        self.pressure.free_disk
+    }
+
+    /// Counts a connection the server turned away because of `max-connections`.
+    pub fn refuse_connection(&mut self) {
+        self.count_refusal(Refusal::MaxConnections, None);
+    }
+
+    /// Ends a `max-connections` episode: a connection was accepted.
+    pub(super) fn count_connection(&mut self) {
+        if !self.pressure.episodes.is_empty() {
+            self.end_episodes(|e| e.reason == Refusal::MaxConnections);
+        }
+    }
+
+    /// Counts a connection the server closed for leaving its replies unread.
+    pub fn count_stalled_output(&mut self) {
+        self.pressure.stalled_output_disconnects += 1;
+    }
+
+    /// Refusals so far by `reason`.
+    pub fn refusals(&self, reason: Refusal) -> u64 {
+        self.pressure.refused[reason.index()]
+    }
+
+    /// Body bytes of every job.
+    pub fn body_bytes(&self) -> u64 {
+        self.pressure.bytes
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &Limits {
+        &self.config.limits
+    }
+
+    /// The `stats` lines for the limits: settings, use, refusals.
+    pub(super) fn limit_stats(&self, y: &mut String) {
+        use std::fmt::Write;
+        let l = &self.config.limits;
+        let p = &self.pressure;
+        let _ = write!(
+            y,
+            "max-jobs: {}\nmax-bytes: {}\nmax-tube-jobs: {}\nmax-tube-bytes: {}\n\
+             max-connections: {}\nmax-output-per-connection: {}\noutput-stall-timeout: {}\n\
+             min-free-disk: {}\ncurrent-jobs: {}\ncurrent-bytes: {}\n",
+            l.max_jobs,
+            l.max_bytes,
+            self.config.defaults.get(TubeSetting::MaxTubeJobs),
+            self.config.defaults.get(TubeSetting::MaxTubeBytes),
+            l.max_connections,
+            l.max_output_per_connection,
+            l.output_stall_timeout,
+            l.min_free_disk,
+            self.jobs.len(),
+            p.bytes,
+        );
+        match p.free_disk {
+            Some(free) => {
+                let _ = writeln!(y, "current-free-disk: {free}");
+            }
+            None => y.push_str("current-free-disk: unknown\n"),
+        }
+        for reason in Refusal::ALL {
+            let _ = writeln!(y, "refused-{}: {}", reason.setting(), self.refusals(reason));
+        }
+        let _ = writeln!(
+            y,
+            "stalled-output-disconnects: {}",
+            p.stalled_output_disconnects
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{EngineConfig, Outcome, ProcessInfo, SettingDefaults, Timestamp};
+    use crate::protocol::{Command, JobId, Reply, TubeName};
+
+    fn engine(limits: Limits) -> Engine {
+        engine_with(limits, SettingDefaults::default())
+    }
+
+    fn engine_with(limits: Limits, defaults: SettingDefaults) -> Engine {
+        Engine::new(
+            EngineConfig {
+                max_job_size: 1000,
+                limits,
+                defaults,
+            },
+            ProcessInfo::fixed(),
+            Timestamp(1),
+        )
+    }
+
+    fn put(e: &mut Engine, s: crate::engine::SessionId, body: &'static [u8]) -> Reply {
+        let cmd = Command::Put {
+            pri: 0,
+            delay: 0,
+            ttr: 10,
+            body: body.into(),
+        };
+        match e.apply(s, cmd, Timestamp(2)) {
+            Outcome::Reply(r) => r,
+            other => panic!("put gave {other:?}"),
+        }
+    }
+
+    fn cmd(e: &mut Engine, s: crate::engine::SessionId, cmd: Command) -> Reply {
+        match e.apply(s, cmd, Timestamp(2)) {
+            Outcome::Reply(r) => r,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_refused_put_stores_nothing_and_uses_no_id() {
+        let mut e = engine(Limits {
+            max_jobs: 2,
+            ..Limits::UNLIMITED
+        });
+        let s = e.open_session();
+        assert_eq!(put(&mut e, s, b"a"), Reply::Inserted(JobId(1)));
+        assert_eq!(put(&mut e, s, b"b"), Reply::Inserted(JobId(2)));
+        assert_eq!(put(&mut e, s, b"c"), Reply::Refused(Refusal::MaxJobs));
+        assert_eq!(e.job_count(), 2);
+        assert_eq!(e.body_bytes(), 2);
+        assert!(e.take_changes().iter().all(|c| matches!(
+            c,
+            crate::engine::Change::Put { id, .. } if id.0 <= 2
+        )));
+        assert_eq!(e.refusals(Refusal::MaxJobs), 1);
+        assert_eq!(cmd(&mut e, s, Command::Delete(JobId(1))), Reply::Deleted);
+        assert_eq!(put(&mut e, s, b"d"), Reply::Inserted(JobId(3)));
+    }
+
+    #[test]
+    fn bytes_count_bodies_in_every_state_and_free_on_delete() {
+        let mut e = engine(Limits {
+            max_bytes: 10,
+            ..Limits::UNLIMITED
+        });
+        let s = e.open_session();
+        assert_eq!(put(&mut e, s, b"12345"), Reply::Inserted(JobId(1)));
+        assert!(matches!(
+            cmd(&mut e, s, Command::Reserve),
+            Reply::Reserved { .. }
+        ));
+        assert_eq!(
+            cmd(
+                &mut e,
+                s,
+                Command::Bury {
+                    id: JobId(1),
+                    pri: 0
+                }
+            ),
+            Reply::Buried
+        );
+        assert_eq!(put(&mut e, s, b"12345"), Reply::Inserted(JobId(2)));
+        assert_eq!(put(&mut e, s, b"1"), Reply::Refused(Refusal::MaxBytes));
+        assert_eq!(put(&mut e, s, b""), Reply::Inserted(JobId(3)));
+        assert_eq!(e.body_bytes(), 10);
+        assert_eq!(cmd(&mut e, s, Command::Delete(JobId(1))), Reply::Deleted);
+        assert_eq!(e.body_bytes(), 5);
+        assert_eq!(put(&mut e, s, b"12345"), Reply::Inserted(JobId(4)));
+    }
+
+    fn tube(name: &str) -> TubeName {
+        TubeName::new(name.as_bytes()).expect("name")
+    }
+
+    #[test]
+    fn tube_limits_count_only_their_tube() {
+        let mut defaults = SettingDefaults::default();
+        defaults.set(TubeSetting::MaxTubeJobs, 1);
+        defaults.set(TubeSetting::MaxTubeBytes, 4);
+        let mut e = engine_with(Limits::UNLIMITED, defaults);
+        let s = e.open_session();
+        assert_eq!(put(&mut e, s, b"abc"), Reply::Inserted(JobId(1)));
+        assert_eq!(put(&mut e, s, b"x"), Reply::Refused(Refusal::MaxTubeJobs));
+        cmd(&mut e, s, Command::Use(tube("other")));
+        assert_eq!(
+            put(&mut e, s, b"abcde"),
+            Reply::Refused(Refusal::MaxTubeBytes)
+        );
+        assert_eq!(put(&mut e, s, b"abcd"), Reply::Inserted(JobId(2)));
+        assert_eq!(e.refusals(Refusal::MaxTubeJobs), 1);
+        assert_eq!(e.refusals(Refusal::MaxTubeBytes), 1);
+    }
+
+    #[test]
+    fn a_tube_setting_overrides_the_server_default_and_default_restores_it() {
+        let mut defaults = SettingDefaults::default();
+        defaults.set(TubeSetting::MaxTubeJobs, 1);
+        let mut e = engine_with(Limits::UNLIMITED, defaults);
+        let s = e.open_session();
+        let config = |value| Command::ConfigTube {
+            tube: tube("default"),
+            setting: TubeSetting::MaxTubeJobs,
+            value,
+        };
+        assert_eq!(put(&mut e, s, b"a"), Reply::Inserted(JobId(1)));
+        assert_eq!(put(&mut e, s, b"b"), Reply::Refused(Refusal::MaxTubeJobs));
+        assert_eq!(cmd(&mut e, s, config(Some(2))), Reply::Configured);
+        assert_eq!(put(&mut e, s, b"b"), Reply::Inserted(JobId(2)));
+        assert_eq!(put(&mut e, s, b"c"), Reply::Refused(Refusal::MaxTubeJobs));
+        assert_eq!(cmd(&mut e, s, config(Some(0))), Reply::Configured);
+        assert_eq!(put(&mut e, s, b"c"), Reply::Inserted(JobId(3)));
+        assert_eq!(cmd(&mut e, s, config(None)), Reply::Configured);
+        assert_eq!(put(&mut e, s, b"d"), Reply::Refused(Refusal::MaxTubeJobs));
+    }
+
+    #[test]
+    fn the_disk_floor_refuses_puts_but_not_deletes_and_lifts() {
+        let mut e = engine(Limits {
+            min_free_disk: 100,
+            ..Limits::UNLIMITED
+        });
+        let s = e.open_session();
+        assert_eq!(put(&mut e, s, b"a"), Reply::Inserted(JobId(1)));
+        e.set_free_disk(Some(99));
+        assert_eq!(put(&mut e, s, b"b"), Reply::Refused(Refusal::MinFreeDisk));
+        assert_eq!(cmd(&mut e, s, Command::Delete(JobId(1))), Reply::Deleted);
+        e.set_free_disk(None);
+        assert_eq!(put(&mut e, s, b"c"), Reply::Inserted(JobId(2)));
+        e.set_free_disk(Some(100));
+        assert_eq!(put(&mut e, s, b"d"), Reply::Inserted(JobId(3)));
+        assert_eq!(e.refusals(Refusal::MinFreeDisk), 1);
+    }
+
+    #[test]
+    fn draining_wins_over_limits_and_uses_an_id_as_beanstalkd_does() {
+        let mut e = engine(Limits {
+            max_jobs: 1,
+            ..Limits::UNLIMITED
+        });
+        let s = e.open_session();
+        assert_eq!(put(&mut e, s, b"a"), Reply::Inserted(JobId(1)));
+        e.set_draining(true);
+        assert_eq!(put(&mut e, s, b"b"), Reply::Draining);
+        e.set_draining(false);
+        assert_eq!(cmd(&mut e, s, Command::Delete(JobId(1))), Reply::Deleted);
+        assert_eq!(put(&mut e, s, b"c"), Reply::Inserted(JobId(3)));
+    }
+
+    #[test]
+    fn restore_rebuilds_the_counts() {
+        let mut e = engine(Limits {
+            max_jobs: 2,
+            max_bytes: 100,
+            ..Limits::UNLIMITED
+        });
+        let s = e.open_session();
+        put(&mut e, s, b"12345");
+        put(&mut e, s, b"678");
+        cmd(&mut e, s, Command::Delete(JobId(1)));
+        let changes = e.take_changes();
+        let mut r = engine(Limits {
+            max_jobs: 2,
+            max_bytes: 100,
+            ..Limits::UNLIMITED
+        });
+        for c in changes {
+            r.restore(c, None, Timestamp(3)).expect("restore");
+        }
+        assert_eq!((r.job_count(), r.body_bytes()), (1, 3));
+        let s = r.open_session();
+        assert_eq!(put(&mut r, s, b"x"), Reply::Inserted(JobId(3)));
+        assert_eq!(put(&mut r, s, b"y"), Reply::Refused(Refusal::MaxJobs));
+    }
+
+    /// Collects what `f` logs, as text.
+    fn logged(f: impl FnOnce()) -> String {
+        use std::sync::{Arc, Mutex};
+        #[derive(Clone)]
+        struct Sink(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Sink {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let sink = Sink(Arc::default());
+        let writer = sink.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::with_default(subscriber, f);
+        let bytes = sink.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    #[test]
+    fn one_line_marks_entering_and_one_leaving_a_refusing_state() {
+        let log = logged(|| {
+            let mut e = engine(Limits {
+                max_jobs: 1,
+                min_free_disk: 10,
+                ..Limits::UNLIMITED
+            });
+            let s = e.open_session();
+            put(&mut e, s, b"a");
+            for _ in 0..5 {
+                assert_eq!(put(&mut e, s, b"b"), Reply::Refused(Refusal::MaxJobs));
+            }
+            cmd(&mut e, s, Command::Delete(JobId(1)));
+            assert_eq!(put(&mut e, s, b"c"), Reply::Inserted(JobId(2)));
+            e.set_free_disk(Some(5));
+            e.set_free_disk(Some(6));
+            e.set_free_disk(Some(50));
+        });
+        let lines: Vec<&str> = log.lines().collect();
+        assert_eq!(lines.len(), 4, "{log}");
+        assert!(lines[0].contains("refusing new work") && lines[0].contains("max-jobs"));
+        assert!(lines[1].contains("accepting new work again") && lines[1].contains("refused=5"));
+        assert!(lines[2].contains("refusing new work") && lines[2].contains("min-free-disk"));
+        assert!(
+            lines[3].contains("accepting new work again") && lines[3].contains("min-free-disk")
+        );
+    }
+}
