@@ -727,7 +727,8 @@ mod yaml {
         .await;
         let expect = "---\nid: 1\ntube: jobs\nstate: ready\npri: 3\nage: 0\ndelay: 0\nttr: 1\n\
                       time-left: 0\nfile: 0\nreserves: 0\ntimeouts: 0\nreleases: 0\nburies: 0\n\
-                      kicks: 0\n";
+                      kicks: 0\nattempts: 0\nmax-attempts: 0\nlast-error: \"\"\n\
+                      bury-reason: none\nburied-at: 0\n";
         step(
             &mut c,
             "stats-job 1\r\n",
@@ -750,7 +751,7 @@ mod yaml {
                       total-jobs: 3\ncurrent-using: 1\ncurrent-watching: 0\ncurrent-waiting: 0\n\
                       cmd-delete: 0\ncmd-pause-tube: 0\npause: 0\npause-time-left: 0\n\
                       max-attempts: 0\nretry-delay: 0\nretry-backoff: 2\nretry-max: 0\n\
-                      retry-jitter: 0\n";
+                      retry-jitter: 0\ndead-letters-buried: 0\ndead-letters-max-attempts: 0\n";
         step(
             &mut c,
             "stats-tube t\r\n",
@@ -777,7 +778,9 @@ mod yaml {
             binlog-oldest-index binlog-current-index binlog-records-migrated \
             binlog-records-written binlog-max-size draining id hostname os platform \
             log-fsync log-segments log-oldest-segment log-current-segment log-records-written \
-            log-fsyncs log-records-per-fsync";
+            log-fsyncs log-records-per-fsync dead-letters-buried dead-letters-max-attempts \
+            total-attempts total-retries-delayed total-dead-lettered cmd-config-tube cmd-fail \
+            cmd-list-dead cmd-kick-dead cmd-delete-dead";
         assert_eq!(keys, expect.split_whitespace().collect::<Vec<_>>());
     }
 

@@ -3,12 +3,13 @@
 
 use std::fmt::Write;
 
+use super::dead::yaml_quoted;
 use super::job::JobState;
 use super::session::SessionId;
 use super::time::{Timestamp, NANOS_PER_SEC};
 use super::tube::TubeId;
 use super::Engine;
-use crate::protocol::{CommandKind as K, JobId, Reply, TubeName, TubeSetting};
+use crate::protocol::{BuryReason, CommandKind as K, JobId, Reply, TubeName, TubeSetting};
 
 impl Engine {
     fn found(&self, id: Option<JobId>) -> Reply {
@@ -84,6 +85,18 @@ impl Engine {
             c.buries,
             c.kicks,
         );
+        let burial = job.burial();
+        let _ = write!(
+            y,
+            "attempts: {}\nmax-attempts: {}\nlast-error: {}\nbury-reason: {}\nburied-at: {}\n",
+            job.attempts,
+            self.setting(job.tube, TubeSetting::MaxAttempts),
+            yaml_quoted(job.last_error().unwrap_or("")),
+            burial.map_or("none", |b| b.reason.name()),
+            burial
+                .and_then(|b| b.at)
+                .map_or(0, |t| t.0 / (NANOS_PER_SEC / 1000)),
+        );
         Reply::Ok(y.into())
     }
 
@@ -121,6 +134,9 @@ impl Engine {
         for setting in TubeSetting::ALL {
             let v = self.setting(id, setting);
             let _ = writeln!(y, "{setting}: {}", setting.format(v));
+        }
+        for reason in BuryReason::ALL {
+            let _ = writeln!(y, "dead-letters-{reason}: {}", t.dead[reason.index()]);
         }
         Reply::Ok(y.into())
     }
@@ -216,6 +232,35 @@ impl Engine {
              log-records-written: {}\nlog-fsyncs: {}\nlog-records-per-fsync: {per_fsync:.2}\n",
             l.fsync, l.segments, l.oldest_segment, l.current_segment, l.records_written, l.fsyncs,
         );
+        self.retry_stats(&mut y);
         Reply::Ok(y.into())
+    }
+
+    /// larder's retry and dead-letter fields of `stats` (§7 of protocol.md).
+    fn retry_stats(&self, y: &mut String) {
+        let mut dead = [0u64; BuryReason::COUNT];
+        for (_, t) in self.tubes.iter() {
+            for (total, n) in dead.iter_mut().zip(t.dead) {
+                *total += n;
+            }
+        }
+        for reason in BuryReason::ALL {
+            let _ = writeln!(y, "dead-letters-{reason}: {}", dead[reason.index()]);
+        }
+        let c = &self.counters;
+        let _ = write!(
+            y,
+            "total-attempts: {}\ntotal-retries-delayed: {}\ntotal-dead-lettered: {}\n",
+            c.attempts, c.retries_delayed, c.dead_lettered
+        );
+        for (name, kind) in [
+            ("config-tube", K::ConfigTube),
+            ("fail", K::Fail),
+            ("list-dead", K::ListDead),
+            ("kick-dead", K::KickDead),
+            ("delete-dead", K::DeleteDead),
+        ] {
+            let _ = writeln!(y, "cmd-{name}: {}", c.commands[kind.index()]);
+        }
     }
 }

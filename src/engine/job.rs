@@ -1,11 +1,11 @@
-//! A job's metadata and body.
+//! A job's metadata and body, and the retry facts larder keeps beside beanstalkd's.
 
 use bytes::Bytes;
 
 use super::session::SessionId;
 use super::time::Timestamp;
 use super::tube::TubeId;
-use crate::protocol::JobId;
+use crate::protocol::{BuryReason, JobId};
 
 /// Priorities below this are "urgent" in the stats.
 pub const URGENT_THRESHOLD: u32 = 1024;
@@ -82,4 +82,51 @@ pub struct Job {
     pub counters: JobCounters,
     /// The body.
     pub body: Bytes,
+    /// Reservations that ended without a delete since the job was put or last redriven
+    /// (larder's retry accounting; beanstalkd's counters are in `counters`).
+    pub attempts: u32,
+    /// Rarely present facts, boxed so that jobs without them stay small.
+    pub notes: Option<Box<JobNotes>>,
+}
+
+/// What larder remembers about a job beyond beanstalkd's fields.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct JobNotes {
+    /// The message of the last failure a worker reported (`fail`).
+    pub last_error: Option<Box<str>>,
+    /// Why and when it was buried; present exactly while it is buried.
+    pub burial: Option<Burial>,
+}
+
+/// Why and when a job was buried.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Burial {
+    /// Why.
+    pub reason: BuryReason,
+    /// When; `None` for burials replayed from records that did not store it.
+    pub at: Option<Timestamp>,
+}
+
+impl Job {
+    /// The last reported failure's message.
+    pub fn last_error(&self) -> Option<&str> {
+        self.notes.as_ref().and_then(|n| n.last_error.as_deref())
+    }
+
+    /// Why and when the job was buried, while it is buried.
+    pub fn burial(&self) -> Option<Burial> {
+        self.notes.as_ref().and_then(|n| n.burial)
+    }
+
+    /// The notes, created if absent.
+    pub fn notes_mut(&mut self) -> &mut JobNotes {
+        self.notes.get_or_insert_with(Box::default)
+    }
+
+    /// Forgets the notes if nothing is left in them.
+    pub fn tidy_notes(&mut self) {
+        if self.notes.as_deref() == Some(&JobNotes::default()) {
+            self.notes = None;
+        }
+    }
 }

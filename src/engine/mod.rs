@@ -13,12 +13,14 @@
 //! the `waiting` list of every tube it watches and in no other.
 
 mod change;
+mod dead;
 mod inspect;
 mod job;
 mod jobs;
 mod queue;
 pub mod record;
 mod restore;
+mod retry;
 mod session;
 mod settings;
 mod stats;
@@ -31,8 +33,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use rustc_hash::FxHashMap as HashMap;
 
 pub use change::Change;
-pub use job::{Job, JobCounters, JobState, URGENT_THRESHOLD};
+pub use dead::yaml_quoted;
+pub use job::{Burial, Job, JobCounters, JobNotes, JobState, URGENT_THRESHOLD};
 pub use restore::RestoreError;
+pub use retry::backoff_delay;
 pub use session::SessionId;
 pub use settings::{SettingDefaults, TubeSettings};
 pub use stats::{CpuTimes, LogStats, ProcessInfo};
@@ -54,6 +58,8 @@ pub struct EngineConfig {
     pub max_job_size: u32,
     /// Values of the tube settings for tubes that do not set their own.
     pub defaults: SettingDefaults,
+    /// Seed for the retry jitter's pseudo-random numbers.
+    pub seed: u64,
 }
 
 impl Default for EngineConfig {
@@ -61,6 +67,7 @@ impl Default for EngineConfig {
         EngineConfig {
             max_job_size: 65_535,
             defaults: SettingDefaults::default(),
+            seed: 0x5eed,
         }
     }
 }
@@ -87,6 +94,12 @@ pub struct Counters {
     pub total_jobs: u64,
     /// Sessions ever opened.
     pub total_connections: u64,
+    /// Reservations that ended without a delete (attempts) since start.
+    pub attempts: u64,
+    /// Jobs sent back delayed by a retry policy since start.
+    pub retries_delayed: u64,
+    /// Jobs buried for running out of attempts since start.
+    pub dead_lettered: u64,
 }
 
 /// The broker.
@@ -118,6 +131,8 @@ pub struct Engine {
     draining: bool,
     wakeups: Vec<(SessionId, Reply)>,
     changes: Vec<Change>,
+    /// State of the jitter's pseudo-random numbers.
+    rng: u64,
 }
 
 impl Engine {
@@ -126,6 +141,7 @@ impl Engine {
         let mut tubes = Tubes::default();
         let default_tube = tubes.find_or_create(&TubeName::default_tube());
         Engine {
+            rng: config.seed,
             config,
             process,
             log: LogStats::default(),
@@ -176,7 +192,7 @@ impl Engine {
             .collect();
         for id in reserved {
             self.detach(id);
-            self.make_ready(id, now);
+            self.end_attempt(id, retry::Ending::Abandon, now);
         }
         let Some(session) = self.sessions.remove(&sid) else {
             return;
@@ -220,7 +236,7 @@ impl Engine {
             Command::ReserveJob(id) => self.reserve_job(sid, id, now),
             Command::Delete(id) => self.delete(sid, id),
             Command::Release { id, pri, delay } => self.release(sid, id, pri, delay, now),
-            Command::Bury { id, pri } => self.bury(sid, id, pri),
+            Command::Bury { id, pri } => self.bury(sid, id, pri, now),
             Command::Touch(id) => self.touch(sid, id, now),
             Command::Kick(bound) => self.kick(sid, bound, now),
             Command::KickJob(id) => self.kick_job(id, now),
@@ -244,6 +260,10 @@ impl Engine {
                 setting,
                 value,
             } => self.config_tube(&tube, setting, value),
+            Command::Fail { id, message } => self.fail(sid, id, message, now),
+            Command::ListDead { filter, limit } => self.list_dead(&filter, limit, now),
+            Command::KickDead { filter, limit } => self.kick_dead(&filter, limit, now),
+            Command::DeleteDead { filter, limit } => self.delete_dead(sid, &filter, limit, now),
         };
         Outcome::Reply(reply)
     }
@@ -418,13 +438,8 @@ impl Engine {
             if deadline > now {
                 break;
             }
-            self.counters.timeouts += 1;
             self.detach(id);
-            if let Some(job) = self.jobs.get_mut(&id) {
-                job.counters.timeouts += 1;
-            }
-            self.changes.push(Change::Timeout { id });
-            self.make_ready(id, now);
+            self.end_attempt(id, retry::Ending::Timeout, now);
         }
     }
 }

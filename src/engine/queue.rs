@@ -2,7 +2,7 @@
 //! transition goes through [`Engine::detach`] and one of the `make_*`/`reserve_for`
 //! functions, which keep the per-tube, per-session and global sets in step.
 
-use super::job::{JobState, URGENT_THRESHOLD};
+use super::job::{Burial, JobState, URGENT_THRESHOLD};
 use super::session::{SessionId, Wait};
 use super::time::Timestamp;
 use super::{Change, Engine, SAFETY_MARGIN};
@@ -28,6 +28,12 @@ impl Engine {
             }
             JobState::Buried { seq } => {
                 tube.buried.remove(&seq);
+                if let Some(job) = self.jobs.get_mut(&id) {
+                    if let Some(burial) = job.notes.as_mut().and_then(|n| n.burial.take()) {
+                        tube.dead[burial.reason.index()] -= 1;
+                    }
+                    job.tidy_notes();
+                }
             }
             JobState::Reserved { by, deadline } => {
                 tube.reserved -= 1;
@@ -69,8 +75,8 @@ impl Engine {
         self.delayed.insert((until, id));
     }
 
-    /// Buries a detached job at the end of its tube's buried list.
-    pub(super) fn make_buried(&mut self, id: JobId) {
+    /// Buries a detached job at the end of its tube's buried list, noting why and when.
+    pub(super) fn make_buried(&mut self, id: JobId, burial: Burial) {
         let seq = self.next_bury_seq;
         self.next_bury_seq += 1;
         let Some(job) = self.jobs.get_mut(&id) else {
@@ -78,7 +84,10 @@ impl Engine {
         };
         job.state = JobState::Buried { seq };
         job.counters.buries += 1;
-        self.tubes.get_mut(job.tube).buried.insert(seq, id);
+        job.notes_mut().burial = Some(burial);
+        let tube = self.tubes.get_mut(job.tube);
+        tube.buried.insert(seq, id);
+        tube.dead[burial.reason.index()] += 1;
     }
 
     /// Reserves a detached job for `sid` until now + its TTR. Returns the reply carrying it.

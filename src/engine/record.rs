@@ -13,7 +13,7 @@ use bytes::{BufMut, Bytes};
 
 use super::change::Change;
 use super::time::Timestamp;
-use crate::protocol::{JobId, TubeName, TubeSetting};
+use crate::protocol::{BuryReason, JobId, TubeName, TubeSetting};
 
 /// Record kinds, one per [`Change`] variant.
 pub mod kind {
@@ -35,6 +35,14 @@ pub mod kind {
     pub const PAUSE_TUBE: u8 = 8;
     /// [`super::Change::ConfigTube`] (kinds 16–23 belong to retries and tube settings)
     pub const CONFIG_TUBE: u8 = 16;
+    /// [`super::Change::Retry`]
+    pub const RETRY: u8 = 17;
+    /// [`super::Change::DeadLetter`]
+    pub const DEAD_LETTER: u8 = 18;
+    /// [`super::Change::Abandon`]
+    pub const ABANDON: u8 = 19;
+    /// [`super::Change::Fail`]
+    pub const FAIL: u8 = 20;
 }
 
 /// A record kind's name, for `larder wal dump`.
@@ -49,6 +57,10 @@ pub fn kind_name(k: u8) -> String {
         kind::TIMEOUT => "timeout".into(),
         kind::PAUSE_TUBE => "pause-tube".into(),
         kind::CONFIG_TUBE => "config-tube".into(),
+        kind::RETRY => "retry".into(),
+        kind::DEAD_LETTER => "dead-letter".into(),
+        kind::ABANDON => "abandon".into(),
+        kind::FAIL => "fail".into(),
         other => format!("unknown({other})"),
     }
 }
@@ -156,6 +168,29 @@ pub fn encode(change: &Change) -> (u8, Vec<u8>) {
             put_short_str(&mut p, tube.as_str());
             p.put_slice(setting.name().as_bytes());
             kind::CONFIG_TUBE
+        }
+        Change::Abandon { id } => id_only(&mut p, *id, kind::ABANDON),
+        Change::Retry { id, ready_at } => {
+            p.put_u64_le(id.0);
+            p.put_u64_le(ready_at.map_or(0, |t| t.0));
+            kind::RETRY
+        }
+        Change::DeadLetter {
+            id,
+            pri,
+            reason,
+            at,
+        } => {
+            p.put_u64_le(id.0);
+            p.put_u32_le(*pri);
+            p.put_u64_le(at.0);
+            p.put_u8(reason.index() as u8);
+            kind::DEAD_LETTER
+        }
+        Change::Fail { id, message } => {
+            p.put_u64_le(id.0);
+            p.put_slice(message.as_bytes());
+            kind::FAIL
         }
     };
     (kind, p)
@@ -318,6 +353,27 @@ pub fn decode(kind: u8, payload: &Bytes) -> Result<Change, RecordError> {
                 value,
             }
         }
+        kind::ABANDON => Change::Abandon {
+            id: JobId(r.u64()?),
+        },
+        kind::RETRY => Change::Retry {
+            id: JobId(r.u64()?),
+            ready_at: timestamp_opt(r.u64()?),
+        },
+        kind::DEAD_LETTER => Change::DeadLetter {
+            id: JobId(r.u64()?),
+            pri: r.u32()?,
+            at: Timestamp(r.u64()?),
+            reason: BuryReason::from_index(usize::from(r.u8()?)).ok_or(r.malformed())?,
+        },
+        kind::FAIL => {
+            let id = JobId(r.u64()?);
+            let message = std::str::from_utf8(r.rest()).map_err(|_| r.malformed())?;
+            Change::Fail {
+                id,
+                message: message.into(),
+            }
+        }
         other => return Err(RecordError::UnknownKind(other)),
     };
     r.done(change)
@@ -372,7 +428,7 @@ mod tests {
                     delay,
                     ready_at
                 }),
-            (id, any::<u32>()).prop_map(|(id, pri)| Change::Bury { id, pri }),
+            (id.clone(), any::<u32>()).prop_map(|(id, pri)| Change::Bury { id, pri }),
             (tube.clone(), ts).prop_map(|(tube, until)| Change::PauseTube { tube, until }),
             (
                 tube,
@@ -407,7 +463,7 @@ mod tests {
         fn truncated_or_extended_payloads_are_errors_not_panics(c in change(), cut in 0usize..40, extra in 1usize..3) {
             let (kind, payload) = encode(&c);
             let short = &payload[..payload.len().saturating_sub(cut.max(1)).min(payload.len())];
-            let short_ok = matches!(c, Change::Put { .. } | Change::PauseTube { .. });
+            let short_ok = matches!(c, Change::Put { .. } | Change::PauseTube { .. } | Change::Fail { .. });
             let decoded = decode(kind, &Bytes::copy_from_slice(short));
             if !short_ok {
                 prop_assert!(decoded.is_err());

@@ -71,6 +71,8 @@ pub enum Reply {
     Configured,
     /// `UNKNOWN_SETTING` (larder extension: `config-tube` named no known setting).
     UnknownSetting,
+    /// `DELETED <count>` (larder extension: `delete-dead`).
+    DeletedCount(u32),
 }
 
 impl Reply {
@@ -91,6 +93,7 @@ impl Reply {
             Reply::Ok(body) => return with_body(dst, b"OK ", None, body),
             Reply::Watching(n) => return line2(dst, b"WATCHING ", *n as u64),
             Reply::Kicked(n) => return line2(dst, b"KICKED ", u64::from(*n)),
+            Reply::DeletedCount(n) => return line2(dst, b"DELETED ", u64::from(*n)),
             Reply::Buried => b"BURIED\r\n",
             Reply::DeadlineSoon => b"DEADLINE_SOON\r\n",
             Reply::TimedOut => b"TIMED_OUT\r\n",

@@ -101,6 +101,7 @@ pub async fn run(
         EngineConfig {
             max_job_size: config.max_job_size,
             defaults: config.setting_defaults,
+            seed: clock.now().0 ^ u64::from(std::process::id()),
         },
         process_info(),
         clock.now(),
