@@ -169,6 +169,55 @@ mod config_tube {
         s.shutdown().await.expect("shutdown");
         let _ = std::fs::remove_dir_all(&dir);
     }
+
+    #[tokio::test]
+    async fn a_setting_outlives_the_reclaiming_of_the_segment_that_held_it() {
+        let dir = data_dir("reclaim");
+        let config = ServerConfig {
+            data_dir: dir.clone(),
+            segment_size: 4096,
+            fsync: larder::config::FsyncPolicy::Never,
+            ..ServerConfig::default()
+        };
+        let s = InProcess::with_config(config.clone()).await;
+        let mut c = s.connect().await;
+        step(
+            &mut c,
+            "config-tube keep max-attempts 9\r\n",
+            "CONFIGURED\r\n",
+        )
+        .await;
+        // Enough put/delete pairs that the setting's first record is far behind the tail.
+        let batch = "put 0 0 1 1\r\nx\r\n".repeat(100);
+        for round in 0..60u64 {
+            c.send(batch.as_bytes()).await;
+            let mut deletes = String::new();
+            for _ in 0..100 {
+                let reply = c.reply().await;
+                let id = reply.trim().strip_prefix("INSERTED ").expect("inserted");
+                deletes.push_str(&format!("delete {id}\r\n"));
+            }
+            c.send(deletes.as_bytes()).await;
+            for _ in 0..100 {
+                assert_eq!(c.reply().await, "DELETED\r\n", "round {round}");
+            }
+        }
+        let st = c.cmd("stats\r\n").await;
+        let oldest: u64 = field(&st, "log-oldest-segment").parse().expect("number");
+        assert!(oldest > 1, "no segment was reclaimed: {st}");
+        c.close().await;
+        s.shutdown().await.expect("shutdown");
+
+        let s = InProcess::with_config(config).await;
+        let mut c = s.connect().await;
+        assert_eq!(
+            field(&c.cmd("stats-tube keep\r\n").await, "max-attempts"),
+            "9"
+        );
+        c.close().await;
+        s.shutdown().await.expect("shutdown");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
 
 /// Runs the `larder` binary.

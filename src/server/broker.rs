@@ -118,7 +118,8 @@ impl State {
             return;
         };
         let jobs_keep = self.oldest_live_put().min(self.last_put_lsn);
-        if oldest >= jobs_keep || self.journal.tail() - oldest < RELOG_SETTINGS_AFTER {
+        if oldest >= jobs_keep || self.journal.tail().saturating_sub(oldest) < RELOG_SETTINGS_AFTER
+        {
             return;
         }
         self.log_settings_in_force();
