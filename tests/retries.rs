@@ -235,6 +235,63 @@ fn larder_ok(args: &[&str]) -> String {
     String::from_utf8(out.stdout).expect("utf-8 output")
 }
 
+mod transcripts {
+    use super::*;
+
+    #[tokio::test]
+    async fn fail_and_the_dead_letter_commands_answer_precisely() {
+        let s = InProcess::start().await;
+        let mut c = s.connect().await;
+        let mut other = s.connect().await;
+        step(&mut c, "put 5 0 60 3\r\nabc\r\n", "INSERTED 1\r\n").await;
+        // Only the reserving connection may report a failure.
+        step(&mut c, "fail 1 nope\r\n", "NOT_FOUND\r\n").await;
+        step(&mut c, "fail 9 nope\r\n", "NOT_FOUND\r\n").await;
+        step(&mut c, "fail x\r\n", "BAD_FORMAT\r\n").await;
+        step(&mut c, "reserve\r\n", "RESERVED 1 3\r\nabc\r\n").await;
+        step(&mut other, "fail 1 not mine\r\n", "NOT_FOUND\r\n").await;
+        // Without a policy a failure sends the job straight back, keeping its priority.
+        step(&mut c, "fail 1 bad input\r\n", "RELEASED\r\n").await;
+        let st = c.cmd("stats-job 1\r\n").await;
+        assert_eq!(field(&st, "state"), "ready");
+        assert_eq!(field(&st, "pri"), "5");
+        assert_eq!(field(&st, "attempts"), "1");
+        assert_eq!(field(&st, "last-error"), "bad input");
+        // A worker's bury makes a dead letter with reason `buried`.
+        step(&mut c, "reserve\r\n", "RESERVED 1 3\r\nabc\r\n").await;
+        step(&mut c, "bury 1 7\r\n", "BURIED\r\n").await;
+        let list = c.cmd("list-dead * * 0 0 18446744073709551615 5\r\n").await;
+        assert!(
+            list.contains("- id: 1\n  tube: default\n  reason: buried\n  attempts: 1\n  pri: 7\n"),
+            "{list}"
+        );
+        assert!(
+            list.ends_with("  last-error: \"bad input\"\n\r\n"),
+            "{list}"
+        );
+        step(
+            &mut c,
+            "list-dead * max-attempts 0 0 18446744073709551615 5\r\n",
+            "OK 4\r\n---\n\r\n",
+        )
+        .await;
+        step(&mut c, "list-dead * * 0 0 1\r\n", "BAD_FORMAT\r\n").await;
+        step(&mut c, "kick-dead * nosuch 0 0 9 5\r\n", "BAD_FORMAT\r\n").await;
+        step(&mut c, "delete-dead nosuch * 0 0 9 5\r\n", "DELETED 0\r\n").await;
+        step(&mut c, "kick-dead default * 0 2 9 5\r\n", "KICKED 0\r\n").await;
+        step(&mut c, "kick-dead default * 0 1 1 5\r\n", "KICKED 1\r\n").await;
+        let st = c.cmd("stats-job 1\r\n").await;
+        assert_eq!(field(&st, "state"), "ready");
+        assert_eq!(field(&st, "attempts"), "0");
+        assert_eq!(field(&st, "kicks"), "1");
+        step(&mut c, "delete-dead * * 0 0 9 5\r\n", "DELETED 0\r\n").await;
+        let stats = c.cmd("stats\r\n").await;
+        // Lines refused with BAD_FORMAT are not counted.
+        assert_eq!(field(&stats, "cmd-fail"), "4");
+        assert_eq!(field(&stats, "cmd-kick-dead"), "2");
+    }
+}
+
 mod attempts {
     use std::time::{Duration, Instant};
 
