@@ -144,6 +144,12 @@ pub struct ServeArgs {
     /// segment at a time.
     #[arg(long, env = "LARDER_WAL_SEGMENT_SIZE", default_value_t = crate::config::DEFAULT_SEGMENT_SIZE)]
     pub wal_segment_size: u64,
+    /// Disk space in bytes kept in reserve (the file `wal-reserve` in the data
+    /// directory). When the disk fills, the log releases it so in-flight work is
+    /// confirmed and workers can keep deleting, releasing and burying while new jobs
+    /// are refused (`REFUSED log-full`); it is taken back once space returns. 0 disables.
+    #[arg(long, env = "LARDER_DISK_RESERVE", default_value_t = crate::config::DEFAULT_DISK_RESERVE)]
+    pub disk_reserve: u64,
     /// beanstalkd's -f MS: sync at most every MS milliseconds (0 means always).
     #[arg(short = 'f', value_name = "MS", conflicts_with = "fsync_never")]
     pub fsync_ms: Option<u64>,
@@ -219,6 +225,7 @@ impl ServeArgs {
             fsync,
             segment_size: self.wal_segment_size,
             setting_defaults: self.setting_defaults()?,
+            disk_reserve: self.disk_reserve,
         })
     }
 

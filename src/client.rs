@@ -13,7 +13,7 @@ use tokio::net::TcpStream;
 use tokio_util::codec::FramedRead;
 
 use crate::protocol::{
-    BuryReason, Command, DeadFilter, JobId, Reply, ReplyDecoder, TubeName, TubeSetting,
+    Body, BuryReason, Command, DeadFilter, JobId, Reply, ReplyDecoder, TubeName, TubeSetting,
 };
 
 /// Why a client call failed.
@@ -174,7 +174,10 @@ impl Client {
             None => Command::Reserve,
         };
         match self.call(&cmd).await? {
-            Reply::Reserved { id, body } => Ok(Some((id, body))),
+            Reply::Reserved {
+                id,
+                body: Body::Bytes(body),
+            } => Ok(Some((id, body))),
             Reply::TimedOut => Ok(None),
             other => Err(ClientError::Unexpected(other)),
         }
@@ -289,7 +292,10 @@ impl Client {
     /// `peek`: the job's body, or `None` if there is no such job.
     pub async fn peek(&mut self, id: JobId) -> Result<Option<Bytes>, ClientError> {
         match self.call(&Command::Peek(id)).await? {
-            Reply::Found { body, .. } => Ok(Some(body)),
+            Reply::Found {
+                body: Body::Bytes(body),
+                ..
+            } => Ok(Some(body)),
             Reply::NotFound => Ok(None),
             other => Err(ClientError::Unexpected(other)),
         }

@@ -102,7 +102,12 @@ pub struct ServerConfig {
     pub segment_size: u64,
     /// Tube settings for tubes that do not set their own (`--max-attempts` and friends).
     pub setting_defaults: crate::engine::SettingDefaults,
+    /// Bytes of disk held in reserve for when the disk fills (0: none).
+    pub disk_reserve: u64,
 }
+
+/// Default disk reserve: 32 MiB, room for about a million delete records.
+pub const DEFAULT_DISK_RESERVE: u64 = 32 << 20;
 
 /// Default largest log segment file: 64 MiB.
 pub const DEFAULT_SEGMENT_SIZE: u64 = 64 << 20;
@@ -116,6 +121,7 @@ impl Default for ServerConfig {
             fsync: FsyncPolicy::Always,
             segment_size: DEFAULT_SEGMENT_SIZE,
             setting_defaults: crate::engine::SettingDefaults::default(),
+            disk_reserve: DEFAULT_DISK_RESERVE,
         }
     }
 }

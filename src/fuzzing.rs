@@ -166,7 +166,7 @@ pub fn wal_scan(data: &[u8]) {
             if let Ok(change) =
                 crate::engine::record::decode(*kind, &bytes::Bytes::copy_from_slice(payload))
             {
-                let _ = engine.restore(change, now);
+                let _ = engine.restore(change, None, now);
             }
         }
     }

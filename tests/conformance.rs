@@ -778,7 +778,8 @@ mod yaml {
             binlog-oldest-index binlog-current-index binlog-records-migrated \
             binlog-records-written binlog-max-size draining id hostname os platform \
             log-fsync log-segments log-oldest-segment log-current-segment log-records-written \
-            log-fsyncs log-records-per-fsync dead-letters-buried dead-letters-max-attempts \
+            log-fsyncs log-records-per-fsync log-bytes log-live-bytes log-segments-removed \
+            log-jobs-compacted dead-letters-buried dead-letters-max-attempts \
             total-attempts total-retries-delayed total-dead-lettered cmd-config-tube cmd-fail \
             cmd-list-dead cmd-kick-dead cmd-delete-dead";
         assert_eq!(keys, expect.split_whitespace().collect::<Vec<_>>());

@@ -124,8 +124,10 @@ async fn confirmed_work_survives_sigkill_at_random_moments() {
     let dir = temp_dir("crash");
     let confirmed = Arc::new(Mutex::new(Confirmed::default()));
     let mut rng = rand::rngs::StdRng::seed_from_u64(0x001a_2de5);
+    // Small segments, so reclamation and compaction run (and get killed) too.
+    let args = ["--wal-segment-size", "16384"];
     for round in 0..6 {
-        let server = ChildServer::larder_in(&dir, &[]);
+        let server = ChildServer::larder_in(&dir, &args);
         let addr = server.addr;
         let mut tasks = Vec::new();
         for p in 0..3u64 {
@@ -168,7 +170,7 @@ async fn confirmed_work_survives_sigkill_at_random_moments() {
             let _ = t.await;
         }
 
-        let server = ChildServer::larder_in(&dir, &[]);
+        let server = ChildServer::larder_in(&dir, &args);
         let mut c = Raw::connect(server.addr).await;
         let (puts, deleted, deleting) = {
             let guard = confirmed.lock().expect("lock");
@@ -259,6 +261,98 @@ async fn log_segments_are_reclaimed_as_jobs_are_deleted() {
     assert_eq!(
         c.cmd("put 0 0 60 1\r\ny\r\n").await,
         format!("INSERTED {}\r\n", id + 2)
+    );
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Long-lived buried and delayed jobs pin the first segments; compaction copies them
+/// forward so the log stays a small multiple of the live data, and they keep their exact
+/// state, priority, counters and body across a kill.
+#[tokio::test]
+async fn compaction_keeps_the_log_small_around_long_lived_jobs() {
+    let dir = temp_dir("compact");
+    let args = ["--wal-segment-size", "4096"];
+    let server = ChildServer::larder_in(&dir, &args);
+    let mut c = Raw::connect(server.addr).await;
+    assert_eq!(c.cmd("use keep\r\n").await, "USING keep\r\n");
+    assert_eq!(c.cmd("put 5 0 60 6\r\nburied\r\n").await, "INSERTED 1\r\n");
+    assert_eq!(
+        c.cmd("put 6 3600 60 7\r\ndelayed\r\n").await,
+        "INSERTED 2\r\n"
+    );
+    assert_eq!(c.cmd("watch keep\r\n").await, "WATCHING 2\r\n");
+    assert_eq!(c.cmd("reserve\r\n").await, "RESERVED 1 6\r\nburied\r\n");
+    assert_eq!(c.cmd("bury 1 9\r\n").await, "BURIED\r\n");
+    assert_eq!(c.cmd("use default\r\n").await, "USING default\r\n");
+    let body = "c".repeat(100);
+    let mut id = 2;
+    for _ in 0..30 {
+        let mut send = String::new();
+        let mut expect = String::new();
+        for _ in 0..100 {
+            id += 1;
+            send.push_str(&format!("put 0 0 60 100\r\n{body}\r\ndelete {id}\r\n"));
+            expect.push_str(&format!("INSERTED {id}\r\nDELETED\r\n"));
+        }
+        c.send(send.as_bytes()).await;
+        assert_eq!(
+            String::from_utf8_lossy(&c.read_exact(expect.len()).await),
+            expect
+        );
+    }
+    // ~120 segments were written. Without compaction the first one (holding jobs 1 and 2)
+    // would keep them all; the compactor runs in the background, so poll its figures.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let segments = loop {
+        // A confirmed command lets the writer reclaim what compaction freed.
+        assert_eq!(
+            c.cmd("put 0 0 60 1\r\nx\r\n").await,
+            format!("INSERTED {}\r\n", id + 1)
+        );
+        id += 1;
+        assert_eq!(c.cmd(&format!("delete {id}\r\n")).await, "DELETED\r\n");
+        let segments = std::fs::read_dir(dir.join("wal")).expect("wal dir").count();
+        if segments <= 4 || std::time::Instant::now() > deadline {
+            break segments;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let stats = c.cmd("stats\r\n").await;
+    assert!(segments <= 4, "{segments} segments left; {stats}");
+    assert!(
+        field(&stats, "log-jobs-compacted")
+            .parse::<u64>()
+            .expect("number")
+            >= 2
+    );
+    assert_eq!(field(&stats, "log-live-bytes"), "13");
+    server.kill9();
+
+    let server = ChildServer::larder_in(&dir, &args);
+    let mut c = Raw::connect(server.addr).await;
+    assert_eq!(c.cmd("peek 1\r\n").await, "FOUND 1 6\r\nburied\r\n");
+    assert_eq!(c.cmd("peek 2\r\n").await, "FOUND 2 7\r\ndelayed\r\n");
+    let j1 = c.cmd("stats-job 1\r\n").await;
+    assert_eq!(
+        (field(&j1, "state"), field(&j1, "pri"), field(&j1, "tube")),
+        ("buried".into(), "9".into(), "keep".into())
+    );
+    assert_eq!(
+        (field(&j1, "reserves"), field(&j1, "buries")),
+        ("1".into(), "1".into())
+    );
+    let j2 = c.cmd("stats-job 2\r\n").await;
+    assert_eq!(
+        (field(&j2, "state"), field(&j2, "pri")),
+        ("delayed".into(), "6".into())
+    );
+    let left: u64 = field(&j2, "time-left").parse().expect("number");
+    assert!((3000..=3600).contains(&left), "time-left {left}");
+    assert_eq!(c.cmd(&format!("peek {}\r\n", id)).await, "NOT_FOUND\r\n");
+    assert_eq!(
+        c.cmd("put 0 0 60 1\r\ny\r\n").await,
+        format!("INSERTED {}\r\n", id + 1)
     );
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);

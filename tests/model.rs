@@ -6,7 +6,9 @@ use std::collections::BTreeSet;
 
 use bytes::Bytes;
 use larder::engine::{Engine, EngineConfig, JobState, Outcome, ProcessInfo, SessionId, Timestamp};
-use larder::protocol::{BuryReason, Command, DeadFilter, JobId, Reply, TubeName, TubeSetting};
+use larder::protocol::{
+    Body, BuryReason, Command, DeadFilter, JobId, Reply, TubeName, TubeSetting,
+};
 use proptest::prelude::*;
 
 const SEC: u64 = 1_000_000_000;
@@ -298,7 +300,7 @@ impl Model {
             j.counts[0] += 1;
             return Reply::Reserved {
                 id: JobId(id),
-                body: Bytes::from(j.body.clone()),
+                body: Bytes::from(j.body.clone()).into(),
             };
         }
         let soon = self.jobs.iter().any(|j| matches!(j.st, St::Reserved { by, deadline } if by == s && self.now + SEC >= deadline));
@@ -339,7 +341,7 @@ impl Model {
         match pick.and_then(|id| self.jobs.iter().find(|j| j.id == id)) {
             Some(j) => Reply::Found {
                 id: JobId(j.id),
-                body: Bytes::from(j.body.clone()),
+                body: Bytes::from(j.body.clone()).into(),
             },
             None => Reply::NotFound,
         }
@@ -417,7 +419,7 @@ impl Model {
                     j.counts[0] += 1;
                     Reply::Reserved {
                         id: JobId(id),
-                        body: Bytes::from(j.body.clone()),
+                        body: Bytes::from(j.body.clone()).into(),
                     }
                 }
                 _ => Reply::NotFound,
@@ -925,7 +927,28 @@ fn replay_check(ops: Vec<Op>) -> Result<(), TestCaseError> {
     let mut engine = Engine::new(EngineConfig::default(), ProcessInfo::fixed(), now);
     let mut sids: Vec<SessionId> = (0..3).map(|_| engine.open_session()).collect();
     let mut log = Vec::new();
-    for op in &ops {
+    let mut imaged_buried = false;
+    for (step, op) in ops.iter().enumerate() {
+        // Now and then, compaction copies some jobs forward as images.
+        if step % 3 == 2 {
+            let ids: Vec<JobId> = engine
+                .job_ids()
+                .filter(|id| (id.0 + step as u64) % 3 == 0)
+                .collect();
+            for id in ids {
+                let job = engine.job(id).expect("job");
+                let (from, buried) = (job.body, matches!(job.state, JobState::Buried { .. }));
+                let Outcome::Reply(Reply::Found {
+                    body: Body::Bytes(body),
+                    ..
+                }) = engine.apply(sids[0], Command::Peek(id), now)
+                else {
+                    return Err(TestCaseError::fail("peek of a live job failed"));
+                };
+                prop_assert!(engine.relocate(id, from, body));
+                imaged_buried |= buried;
+            }
+        }
         match *op {
             Op::Advance { millis } => {
                 now = Timestamp(now.0 + millis * 1_000_000);
@@ -946,7 +969,7 @@ fn replay_check(ops: Vec<Op>) -> Result<(), TestCaseError> {
     let mut restored = Engine::new(EngineConfig::default(), ProcessInfo::fixed(), now);
     for change in log {
         restored
-            .restore(change, now)
+            .restore(change, None, now)
             .map_err(|e| TestCaseError::fail(e.to_string()))?;
     }
     let ids: Vec<JobId> = engine.job_ids().collect();
@@ -957,7 +980,11 @@ fn replay_check(ops: Vec<Op>) -> Result<(), TestCaseError> {
             after_restart(&engine, id, now)
         );
     }
-    prop_assert_eq!(buried_order(&restored), buried_order(&engine));
+    // Compaction may reorder buried jobs (an imaged one is buried again at replay); see
+    // protocol.md's durability section. The sets are always equal (checked job by job above).
+    if !imaged_buried {
+        prop_assert_eq!(buried_order(&restored), buried_order(&engine));
+    }
     // Tube settings and dead-letter counts, as stats-tube shows them.
     let settings = |e: &Engine| {
         let mut v: Vec<String> = e

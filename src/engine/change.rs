@@ -2,12 +2,25 @@
 //!
 //! Every command or timer event that changes durable state emits one [`Change`]. Together
 //! with the order they were emitted in, they are enough to rebuild every job and tube
-//! setting. Nothing persists them yet; the server collects and drops them.
+//! setting. The server journals them to the write-ahead log.
 
 use bytes::Bytes;
 
+use super::job::JobCounters;
 use super::time::Timestamp;
 use crate::protocol::{BuryReason, JobId, TubeName, TubeSetting};
+
+/// A job's state as an [`Change::Image`] records it. A reserved job is recorded as ready:
+/// that is what it becomes after a restart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ImageState {
+    /// Ready.
+    Ready,
+    /// Delayed until then.
+    Delayed(Timestamp),
+    /// Buried.
+    Buried,
+}
 
 /// One durable state change.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -69,6 +82,29 @@ pub enum Change {
         /// The job.
         id: JobId,
     },
+    /// A live job's whole state and body, written again at the head of the log by
+    /// compaction so the segment holding its put can be removed. On replay it replaces
+    /// whatever earlier records said about the job (or creates it).
+    Image {
+        /// Its id.
+        id: JobId,
+        /// Its tube.
+        tube: TubeName,
+        /// Priority.
+        pri: u32,
+        /// Delay in seconds as last given.
+        delay: u32,
+        /// Time to run in seconds.
+        ttr: u32,
+        /// When it was put.
+        created_at: Timestamp,
+        /// Its state.
+        state: ImageState,
+        /// Lifetime counters.
+        counters: JobCounters,
+        /// The body.
+        body: Bytes,
+    },
     /// A tube was paused.
     PauseTube {
         /// The tube.
@@ -115,5 +151,17 @@ pub enum Change {
         reason: BuryReason,
         /// When.
         at: Timestamp,
+    },
+    /// A job's retry facts, written after its [`Change::Image`] so compaction keeps them:
+    /// the attempt count, the last reported failure and, for a buried job, why and when.
+    JobNotes {
+        /// The job.
+        id: JobId,
+        /// Its attempt count.
+        attempts: u32,
+        /// The last failure a worker reported.
+        last_error: Option<Box<str>>,
+        /// Why and when it was buried, if it is.
+        burial: Option<super::job::Burial>,
     },
 }

@@ -16,7 +16,7 @@ impl Engine {
         match id.and_then(|id| self.jobs.get(&id)) {
             Some(job) => Reply::Found {
                 id: job.id,
-                body: job.body.clone(),
+                body: self.body_of(job),
             },
             None => Reply::NotFound,
         }
@@ -229,8 +229,18 @@ impl Engine {
         let _ = write!(
             y,
             "log-fsync: {}\nlog-segments: {}\nlog-oldest-segment: {}\nlog-current-segment: {}\n\
-             log-records-written: {}\nlog-fsyncs: {}\nlog-records-per-fsync: {per_fsync:.2}\n",
-            l.fsync, l.segments, l.oldest_segment, l.current_segment, l.records_written, l.fsyncs,
+             log-records-written: {}\nlog-fsyncs: {}\nlog-records-per-fsync: {per_fsync:.2}\n\
+             log-bytes: {}\nlog-live-bytes: {}\nlog-segments-removed: {}\nlog-jobs-compacted: {}\n",
+            l.fsync,
+            l.segments,
+            l.oldest_segment,
+            l.current_segment,
+            l.records_written,
+            l.fsyncs,
+            l.bytes,
+            self.live_bytes(),
+            l.segments_removed,
+            l.jobs_compacted,
         );
         self.retry_stats(&mut y);
         Reply::Ok(y.into())

@@ -1,6 +1,5 @@
-//! A job's metadata and body, and the retry facts larder keeps beside beanstalkd's.
-
-use bytes::Bytes;
+//! A job's metadata, where its body is, and the retry facts larder keeps beside
+//! beanstalkd's.
 
 use super::session::SessionId;
 use super::time::Timestamp;
@@ -80,13 +79,44 @@ pub struct Job {
     pub state: JobState,
     /// Lifetime counters.
     pub counters: JobCounters,
-    /// The body.
-    pub body: Bytes,
+    /// Where the body is in the log.
+    pub body: BodyRef,
     /// Reservations that ended without a delete since the job was put or last redriven
     /// (larder's retry accounting; beanstalkd's counters are in `counters`).
     pub attempts: u32,
     /// Rarely present facts, boxed so that jobs without them stay small.
     pub notes: Option<Box<JobNotes>>,
+}
+
+/// Where a job's body is: a segment of the write-ahead log and the offset of its first
+/// byte there, or — until its put record has a place in the log — the engine's own
+/// memory ([`BodyRef::is_placed`] is false).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BodyRef {
+    /// The segment's sequence number.
+    pub segment: u64,
+    /// Offset of the body's first byte in the segment file.
+    pub offset: u32,
+    /// Length in bytes.
+    pub len: u32,
+}
+
+impl BodyRef {
+    const IN_MEMORY: u64 = u64::MAX;
+
+    /// A body of `len` bytes held in memory.
+    pub fn in_memory(len: u32) -> BodyRef {
+        BodyRef {
+            segment: Self::IN_MEMORY,
+            offset: 0,
+            len,
+        }
+    }
+
+    /// Whether the body has a place in the log.
+    pub fn is_placed(&self) -> bool {
+        self.segment != Self::IN_MEMORY
+    }
 }
 
 /// What larder remembers about a job beyond beanstalkd's fields.

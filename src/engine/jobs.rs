@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 
-use super::job::{Job, JobCounters, JobState};
+use super::job::{BodyRef, Job, JobCounters, JobState};
 use super::retry::Ending;
 use super::session::SessionId;
 use super::time::Timestamp;
@@ -41,7 +41,17 @@ impl Engine {
             ready_at,
             body: body.clone(),
         });
-        self.insert_job(id, tube_id, pri, delay, ttr, now, body);
+        let len = body.len() as u32;
+        self.insert_job(
+            id,
+            tube_id,
+            pri,
+            delay,
+            ttr,
+            now,
+            BodyRef::in_memory(len),
+            Some(body),
+        );
         match ready_at {
             Some(until) => self.make_delayed(id, until),
             None => self.make_ready(id, now),
@@ -59,12 +69,12 @@ impl Engine {
         delay: u32,
         ttr: u32,
         created_at: Timestamp,
-        body: Bytes,
+        body: BodyRef,
+        bytes: Option<Bytes>,
     ) {
         self.tubes.get_mut(tube).counters.total_jobs += 1;
         self.counters.total_jobs += 1;
-        self.jobs.insert(
-            id,
+        self.index_job(
             Job {
                 id,
                 tube,
@@ -78,6 +88,7 @@ impl Engine {
                 attempts: 0,
                 notes: None,
             },
+            bytes,
         );
     }
 
@@ -143,7 +154,7 @@ impl Engine {
             return Reply::NotFound;
         }
         self.detach(id);
-        let Some(job) = self.jobs.remove(&id) else {
+        let Some(job) = self.unindex_job(id) else {
             return Reply::InternalError;
         };
         self.tubes.get_mut(job.tube).counters.deletes += 1;

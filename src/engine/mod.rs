@@ -12,6 +12,7 @@
 //! `reserved` sets mirror the per-tube and per-session ones; a session with a `wait` is in
 //! the `waiting` list of every tube it watches and in no other.
 
+mod bodies;
 mod change;
 mod dead;
 mod inspect;
@@ -30,11 +31,12 @@ mod tubes;
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use bytes::Bytes;
 use rustc_hash::FxHashMap as HashMap;
 
-pub use change::Change;
+pub use change::{Change, ImageState};
 pub use dead::yaml_quoted;
-pub use job::{Burial, Job, JobCounters, JobNotes, JobState, URGENT_THRESHOLD};
+pub use job::{BodyRef, Burial, Job, JobCounters, JobNotes, JobState, URGENT_THRESHOLD};
 pub use restore::RestoreError;
 pub use retry::backoff_delay;
 pub use session::SessionId;
@@ -102,6 +104,15 @@ pub struct Counters {
     pub dead_lettered: u64,
 }
 
+/// How much live data one log segment holds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SegmentUse {
+    /// Live jobs whose body is in the segment.
+    pub jobs: u64,
+    /// Their body bytes.
+    pub bytes: u64,
+}
+
 /// The broker.
 pub struct Engine {
     config: EngineConfig,
@@ -111,6 +122,11 @@ pub struct Engine {
     /// Every job by id. A B-tree rather than a hash table: it never rehashes everything at
     /// once, which with hundreds of thousands of jobs stalled every client for tens of ms.
     jobs: BTreeMap<JobId, Job>,
+    /// Bodies of jobs whose put record has no place in a log yet (all of them when the
+    /// engine runs without one). The server places each put as it journals it.
+    mem_bodies: HashMap<JobId, Bytes>,
+    /// Live jobs and body bytes per log segment, for reclamation and compaction.
+    segment_use: BTreeMap<u64, SegmentUse>,
     tubes: Tubes,
     default_tube: TubeId,
     sessions: HashMap<SessionId, Session>,
@@ -147,6 +163,8 @@ impl Engine {
             log: LogStats::default(),
             started_at: now,
             jobs: BTreeMap::new(),
+            mem_bodies: HashMap::default(),
+            segment_use: BTreeMap::new(),
             tubes,
             default_tube,
             sessions: HashMap::default(),

@@ -90,6 +90,19 @@ impl Engine {
         tube.dead[burial.reason.index()] += 1;
     }
 
+    /// Changes why and when buried job `id` was buried, keeping its place in the tube's
+    /// buried list.
+    pub(super) fn rebury_as(&mut self, id: JobId, burial: Burial) {
+        let Some(job) = self.jobs.get_mut(&id) else {
+            return;
+        };
+        let dead = &mut self.tubes.get_mut(job.tube).dead;
+        if let Some(old) = job.notes_mut().burial.replace(burial) {
+            dead[old.reason.index()] -= 1;
+        }
+        dead[burial.reason.index()] += 1;
+    }
+
     /// Reserves a detached job for `sid` until now + its TTR. Returns the reply carrying it.
     pub(super) fn reserve_for(&mut self, sid: SessionId, id: JobId, now: Timestamp) -> Reply {
         let Some(job) = self.jobs.get_mut(&id) else {
@@ -98,7 +111,7 @@ impl Engine {
         let deadline = now.plus_secs(job.ttr);
         job.state = JobState::Reserved { by: sid, deadline };
         job.counters.reserves += 1;
-        let body = job.body.clone();
+        let body = super::bodies::body_from(&self.mem_bodies, job);
         self.tubes.get_mut(job.tube).reserved += 1;
         self.reserved.insert((deadline, id));
         if let Some(s) = self.sessions.get_mut(&sid) {

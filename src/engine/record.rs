@@ -11,7 +11,8 @@
 
 use bytes::{BufMut, Bytes};
 
-use super::change::Change;
+use super::change::{Change, ImageState};
+use super::job::{Burial, JobCounters};
 use super::time::Timestamp;
 use crate::protocol::{BuryReason, JobId, TubeName, TubeSetting};
 
@@ -33,6 +34,8 @@ pub mod kind {
     pub const TIMEOUT: u8 = 7;
     /// [`super::Change::PauseTube`]
     pub const PAUSE_TUBE: u8 = 8;
+    /// [`super::Change::Image`]
+    pub const IMAGE: u8 = 9;
     /// [`super::Change::ConfigTube`] (kinds 16–23 belong to retries and tube settings)
     pub const CONFIG_TUBE: u8 = 16;
     /// [`super::Change::Retry`]
@@ -43,6 +46,8 @@ pub mod kind {
     pub const ABANDON: u8 = 19;
     /// [`super::Change::Fail`]
     pub const FAIL: u8 = 20;
+    /// [`super::Change::JobNotes`]
+    pub const JOB_NOTES: u8 = 21;
 }
 
 /// A record kind's name, for `larder wal dump`.
@@ -56,11 +61,13 @@ pub fn kind_name(k: u8) -> String {
         kind::KICK => "kick".into(),
         kind::TIMEOUT => "timeout".into(),
         kind::PAUSE_TUBE => "pause-tube".into(),
+        kind::IMAGE => "image".into(),
         kind::CONFIG_TUBE => "config-tube".into(),
         kind::RETRY => "retry".into(),
         kind::DEAD_LETTER => "dead-letter".into(),
         kind::ABANDON => "abandon".into(),
         kind::FAIL => "fail".into(),
+        kind::JOB_NOTES => "job-notes".into(),
         other => format!("unknown({other})"),
     }
 }
@@ -72,6 +79,25 @@ const PUT_FIXED: usize = 8 + 4 + 4 + 4 + 8 + 8 + 1;
 /// Where a put's body starts within its payload, for a tube name of `tube_len` bytes.
 pub fn put_body_offset(tube_len: usize) -> usize {
     PUT_FIXED + tube_len
+}
+
+/// Fixed part of an image payload before the tube name: id, pri, delay, ttr, created_at,
+/// ready_at, state, five counters, tube name length.
+const IMAGE_FIXED: usize = 8 + 4 + 4 + 4 + 8 + 8 + 1 + 5 * 4 + 1;
+
+/// Where an image's body starts within its payload, for a tube name of `tube_len` bytes.
+pub fn image_body_offset(tube_len: usize) -> usize {
+    IMAGE_FIXED + tube_len
+}
+
+/// Where the body of a put or image change starts in its record's payload, and its
+/// bytes; `None` for changes without a body.
+pub fn body_in(change: &Change) -> Option<(usize, &Bytes)> {
+    match change {
+        Change::Put { tube, body, .. } => Some((put_body_offset(tube.as_str().len()), body)),
+        Change::Image { tube, body, .. } => Some((image_body_offset(tube.as_str().len()), body)),
+        _ => None,
+    }
 }
 
 /// A record that does not decode.
@@ -130,6 +156,45 @@ pub fn encode(change: &Change) -> (u8, Vec<u8>) {
             p.put_slice(name);
             p.put_slice(body);
             kind::PUT
+        }
+        Change::Image {
+            id,
+            tube,
+            pri,
+            delay,
+            ttr,
+            created_at,
+            state,
+            counters,
+            body,
+        } => {
+            let name = tube.as_str().as_bytes();
+            p.reserve(IMAGE_FIXED + name.len() + body.len());
+            p.put_u64_le(id.0);
+            p.put_u32_le(*pri);
+            p.put_u32_le(*delay);
+            p.put_u32_le(*ttr);
+            p.put_u64_le(created_at.0);
+            let (code, ready_at) = match state {
+                ImageState::Ready => (0, 0),
+                ImageState::Delayed(t) => (1, t.0),
+                ImageState::Buried => (2, 0),
+            };
+            p.put_u64_le(ready_at);
+            p.put_u8(code);
+            for c in [
+                counters.reserves,
+                counters.timeouts,
+                counters.releases,
+                counters.buries,
+                counters.kicks,
+            ] {
+                p.put_u32_le(c);
+            }
+            p.put_u8(name.len() as u8);
+            p.put_slice(name);
+            p.put_slice(body);
+            kind::IMAGE
         }
         Change::Reserve { id } => id_only(&mut p, *id, kind::RESERVE),
         Change::Delete { id } => id_only(&mut p, *id, kind::DELETE),
@@ -191,6 +256,28 @@ pub fn encode(change: &Change) -> (u8, Vec<u8>) {
             p.put_u64_le(id.0);
             p.put_slice(message.as_bytes());
             kind::FAIL
+        }
+        // Flags: 1 = a last error follows the fixed part, 2 = buried, 4 = burial time known.
+        Change::JobNotes {
+            id,
+            attempts,
+            last_error,
+            burial,
+        } => {
+            let flags = u8::from(last_error.is_some())
+                | if burial.is_some() { 2 } else { 0 }
+                | if burial.is_some_and(|b| b.at.is_some()) {
+                    4
+                } else {
+                    0
+                };
+            p.put_u64_le(id.0);
+            p.put_u32_le(*attempts);
+            p.put_u8(flags);
+            p.put_u8(burial.map_or(0, |b| b.reason.index() as u8));
+            p.put_u64_le(burial.and_then(|b| b.at).map_or(0, |t| t.0));
+            p.put_slice(last_error.as_deref().unwrap_or("").as_bytes());
+            kind::JOB_NOTES
         }
     };
     (kind, p)
@@ -281,6 +368,36 @@ fn timestamp_opt(raw: u64) -> Option<Timestamp> {
 
 /// Decodes a record. `payload` is shared so a put's body is not copied.
 pub fn decode(kind: u8, payload: &Bytes) -> Result<Change, RecordError> {
+    decode_with(kind, payload, |start| payload.slice(start..))
+}
+
+/// Decodes a record without its body: a put comes back with an empty body, plus where
+/// the body starts in `payload` and its length, so replay can point the job at the log.
+pub fn decode_metadata(
+    kind: u8,
+    payload: &[u8],
+) -> Result<(Change, Option<(usize, u32)>), RecordError> {
+    let mut body = None;
+    let change = decode_with(kind, payload, |start| {
+        let len = payload.len().saturating_sub(start);
+        body = u32::try_from(len).ok().map(|len| (start, len));
+        Bytes::new()
+    })?;
+    if matches!(change, Change::Put { .. } | Change::Image { .. }) && body.is_none() {
+        return Err(RecordError::Malformed {
+            kind,
+            len: payload.len(),
+        });
+    }
+    Ok((change, body))
+}
+
+/// Decodes a record; `body` turns the offset where a put's body starts into its bytes.
+fn decode_with(
+    kind: u8,
+    payload: &[u8],
+    body: impl FnOnce(usize) -> Bytes,
+) -> Result<Change, RecordError> {
     let mut r = Reader::new(kind, payload);
     let change = match kind {
         kind::PUT => {
@@ -293,8 +410,8 @@ pub fn decode(kind: u8, payload: &Bytes) -> Result<Change, RecordError> {
             let name_len = usize::from(r.u8()?);
             let name = r.take(name_len)?;
             let tube = r.tube(name)?;
-            let body = payload.slice(put_body_offset(name_len)..);
             r.rest();
+            let body = body(put_body_offset(name_len));
             Change::Put {
                 id,
                 tube,
@@ -303,6 +420,43 @@ pub fn decode(kind: u8, payload: &Bytes) -> Result<Change, RecordError> {
                 ttr,
                 created_at,
                 ready_at,
+                body,
+            }
+        }
+        kind::IMAGE => {
+            let id = JobId(r.u64()?);
+            let pri = r.u32()?;
+            let delay = r.u32()?;
+            let ttr = r.u32()?;
+            let created_at = Timestamp(r.u64()?);
+            let ready_at = r.u64()?;
+            let state = match (r.u8()?, timestamp_opt(ready_at)) {
+                (0, None) => ImageState::Ready,
+                (1, Some(t)) => ImageState::Delayed(t),
+                (2, None) => ImageState::Buried,
+                _ => return Err(r.malformed()),
+            };
+            let counters = JobCounters {
+                reserves: r.u32()?,
+                timeouts: r.u32()?,
+                releases: r.u32()?,
+                buries: r.u32()?,
+                kicks: r.u32()?,
+            };
+            let name_len = usize::from(r.u8()?);
+            let name = r.take(name_len)?;
+            let tube = r.tube(name)?;
+            r.rest();
+            let body = body(image_body_offset(name_len));
+            Change::Image {
+                id,
+                tube,
+                pri,
+                delay,
+                ttr,
+                created_at,
+                state,
+                counters,
                 body,
             }
         }
@@ -374,6 +528,31 @@ pub fn decode(kind: u8, payload: &Bytes) -> Result<Change, RecordError> {
                 message: message.into(),
             }
         }
+        kind::JOB_NOTES => {
+            let id = JobId(r.u64()?);
+            let attempts = r.u32()?;
+            let flags = r.u8()?;
+            let reason = r.u8()?;
+            let at = r.u64()?;
+            let text = std::str::from_utf8(r.rest()).map_err(|_| r.malformed())?;
+            if flags > 7 || (flags & 1 == 0 && !text.is_empty()) || (flags & 6 == 4) {
+                return Err(r.malformed());
+            }
+            let burial = if flags & 2 != 0 {
+                Some(Burial {
+                    reason: BuryReason::from_index(usize::from(reason)).ok_or(r.malformed())?,
+                    at: (flags & 4 != 0).then_some(Timestamp(at)),
+                })
+            } else {
+                None
+            };
+            Change::JobNotes {
+                id,
+                attempts,
+                last_error: (flags & 1 != 0).then(|| text.into()),
+                burial,
+            }
+        }
         other => return Err(RecordError::UnknownKind(other)),
     };
     r.done(change)
@@ -429,7 +608,79 @@ mod tests {
                     ready_at
                 }),
             (id.clone(), any::<u32>()).prop_map(|(id, pri)| Change::Bury { id, pri }),
-            (tube.clone(), ts).prop_map(|(tube, until)| Change::PauseTube { tube, until }),
+            (tube.clone(), ts.clone()).prop_map(|(tube, until)| Change::PauseTube { tube, until }),
+            (
+                (
+                    id.clone(),
+                    tube.clone(),
+                    any::<u32>(),
+                    any::<u32>(),
+                    any::<u32>(),
+                    ts.clone()
+                ),
+                prop_oneof![
+                    Just(ImageState::Ready),
+                    ts.clone().prop_map(ImageState::Delayed),
+                    Just(ImageState::Buried)
+                ],
+                any::<[u32; 5]>(),
+                prop::collection::vec(any::<u8>(), 0..200)
+            )
+                .prop_map(
+                    |((id, tube, pri, delay, ttr, created_at), state, c, body)| {
+                        Change::Image {
+                            id,
+                            tube,
+                            pri,
+                            delay,
+                            ttr,
+                            created_at,
+                            state,
+                            counters: JobCounters {
+                                reserves: c[0],
+                                timeouts: c[1],
+                                releases: c[2],
+                                buries: c[3],
+                                kicks: c[4],
+                            },
+                            body: body.into(),
+                        }
+                    }
+                ),
+            id.clone().prop_map(|id| Change::Abandon { id }),
+            (id.clone(), prop::option::of(ts.clone()))
+                .prop_map(|(id, ready_at)| Change::Retry { id, ready_at }),
+            (
+                id.clone(),
+                any::<u32>(),
+                prop::sample::select(BuryReason::ALL.to_vec()),
+                ts.clone()
+            )
+                .prop_map(|(id, pri, reason, at)| Change::DeadLetter {
+                    id,
+                    pri,
+                    reason,
+                    at
+                }),
+            (id.clone(), ".{0,80}").prop_map(|(id, message)| Change::Fail {
+                id,
+                message: message.into()
+            }),
+            (
+                id,
+                any::<u32>(),
+                prop::option::of(".{0,40}"),
+                prop::option::of((
+                    prop::sample::select(BuryReason::ALL.to_vec()),
+                    prop::option::of(ts)
+                ))
+            )
+                .prop_map(|(id, attempts, last_error, burial)| Change::JobNotes {
+                    id,
+                    attempts,
+                    last_error: last_error.map(Into::into),
+                    burial: burial.map(|(reason, at)| Burial { reason, at }),
+                }),
             (
                 tube,
                 prop::sample::select(TubeSetting::ALL.to_vec()),
@@ -463,7 +714,7 @@ mod tests {
         fn truncated_or_extended_payloads_are_errors_not_panics(c in change(), cut in 0usize..40, extra in 1usize..3) {
             let (kind, payload) = encode(&c);
             let short = &payload[..payload.len().saturating_sub(cut.max(1)).min(payload.len())];
-            let short_ok = matches!(c, Change::Put { .. } | Change::PauseTube { .. } | Change::Fail { .. });
+            let short_ok = matches!(c, Change::Put { .. } | Change::Image { .. } | Change::PauseTube { .. } | Change::Fail { .. } | Change::JobNotes { .. });
             let decoded = decode(kind, &Bytes::copy_from_slice(short));
             if !short_ok {
                 prop_assert!(decoded.is_err());
@@ -491,6 +742,29 @@ mod tests {
         };
         let (_, payload) = encode(&c);
         assert_eq!(&payload[put_body_offset(4)..], b"hello");
+        let (change, body) = decode_metadata(kind::PUT, &payload).expect("decodes");
+        assert_eq!(body, Some((put_body_offset(4), 5)));
+        assert!(matches!(change, Change::Put { body, .. } if body.is_empty()));
+    }
+
+    #[test]
+    fn an_image_body_sits_at_its_documented_offset() {
+        let c = Change::Image {
+            id: JobId(9),
+            tube: TubeName::new(b"mail").expect("valid"),
+            pri: 1,
+            delay: 0,
+            ttr: 5,
+            created_at: Timestamp(1),
+            state: ImageState::Buried,
+            counters: JobCounters::default(),
+            body: Bytes::from_static(b"hello"),
+        };
+        let (kind, payload) = encode(&c);
+        assert_eq!(&payload[image_body_offset(4)..], b"hello");
+        assert_eq!(body_in(&c).map(|(at, _)| at), Some(image_body_offset(4)));
+        let (_, body) = decode_metadata(kind, &payload).expect("decodes");
+        assert_eq!(body, Some((image_body_offset(4), 5)));
     }
 
     #[test]

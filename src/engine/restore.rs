@@ -3,8 +3,8 @@
 //! `now`, with the promise-3 twist that a job reserved before the restart is ready again
 //! (reservations die with their connections). Restoring emits no new changes.
 
-use super::change::Change;
-use super::job::{Burial, Job, JobState};
+use super::change::{Change, ImageState};
+use super::job::{BodyRef, Burial, Job, JobState};
 use super::time::Timestamp;
 use super::tube::Pause;
 use super::Engine;
@@ -22,15 +22,27 @@ pub enum RestoreError {
 }
 
 impl Engine {
-    /// Applies one replayed record at time `now`.
-    pub fn restore(&mut self, change: Change, now: Timestamp) -> Result<(), RestoreError> {
-        let result = self.restore_one(change, now);
+    /// Applies one replayed record at time `now`. For a put read from a log, `body_at`
+    /// says where its body is and the change's own body bytes are ignored (recovery
+    /// passes none); without it the body is kept in memory.
+    pub fn restore(
+        &mut self,
+        change: Change,
+        body_at: Option<BodyRef>,
+        now: Timestamp,
+    ) -> Result<(), RestoreError> {
+        let result = self.restore_one(change, body_at, now);
         self.changes.clear();
         self.wakeups.clear();
         result
     }
 
-    fn restore_one(&mut self, change: Change, now: Timestamp) -> Result<(), RestoreError> {
+    fn restore_one(
+        &mut self,
+        change: Change,
+        body_at: Option<BodyRef>,
+        now: Timestamp,
+    ) -> Result<(), RestoreError> {
         match change {
             Change::Put {
                 id,
@@ -47,7 +59,11 @@ impl Engine {
                 }
                 let tube_id = self.tubes.find_or_create(&tube);
                 self.next_job_id = self.next_job_id.max(id.0.saturating_add(1));
-                self.insert_job(id, tube_id, pri, delay, ttr, created_at, body);
+                let (at, bytes) = match body_at {
+                    Some(at) => (at, None),
+                    None => (BodyRef::in_memory(body.len() as u32), Some(body)),
+                };
+                self.insert_job(id, tube_id, pri, delay, ttr, created_at, at, bytes);
                 self.place(id, ready_at, now);
             }
             // A reservation ends with the restart: the job is ready again, whichever state
@@ -98,7 +114,7 @@ impl Engine {
             Change::Delete { id } => {
                 self.job_mut(id)?;
                 self.detach(id);
-                if let Some(job) = self.jobs.remove(&id) {
+                if let Some(job) = self.unindex_job(id) {
                     self.drop_tube_if_unused(job.tube);
                 }
             }
@@ -146,6 +162,77 @@ impl Engine {
                 let id = self.tubes.find_or_create(&tube);
                 self.tubes.get_mut(id).settings.set(setting, value);
                 self.drop_tube_if_unused(id);
+            }
+            Change::Image {
+                id,
+                tube,
+                pri,
+                delay,
+                ttr,
+                created_at,
+                state,
+                counters,
+                body,
+            } => {
+                let bytes = body_at.is_none().then_some(body.clone());
+                let at = body_at.unwrap_or(BodyRef::in_memory(body.len() as u32));
+                if self.jobs.contains_key(&id) {
+                    self.detach(id);
+                    self.unindex_job(id);
+                    let tube_id = self.tubes.find_or_create(&tube);
+                    self.index_job(
+                        Job {
+                            id,
+                            tube: tube_id,
+                            pri,
+                            delay,
+                            ttr,
+                            created_at,
+                            state: JobState::Ready,
+                            counters,
+                            body: at,
+                            attempts: 0,
+                            notes: None,
+                        },
+                        bytes,
+                    );
+                } else {
+                    let tube_id = self.tubes.find_or_create(&tube);
+                    self.next_job_id = self.next_job_id.max(id.0.saturating_add(1));
+                    self.insert_job(id, tube_id, pri, delay, ttr, created_at, at, bytes);
+                    self.job_mut(id)?.counters = counters;
+                }
+                match state {
+                    ImageState::Ready => self.insert_ready(id),
+                    ImageState::Delayed(until) => self.place(id, Some(until), now),
+                    ImageState::Buried => {
+                        // A following job-notes record says why and when, if known.
+                        self.make_buried(
+                            id,
+                            Burial {
+                                reason: BuryReason::Buried,
+                                at: None,
+                            },
+                        );
+                        self.job_mut(id)?.counters = counters;
+                    }
+                }
+            }
+            Change::JobNotes {
+                id,
+                attempts,
+                last_error,
+                burial,
+            } => {
+                let job = self.job_mut(id)?;
+                job.attempts = attempts;
+                job.notes_mut().last_error = last_error;
+                if let (Some(burial), JobState::Buried { .. }) = (burial, job.state) {
+                    self.rebury_as(id, burial);
+                }
+                if let Some(job) = self.jobs.get_mut(&id) {
+                    job.tidy_notes();
+                }
             }
             Change::PauseTube { tube, until } => {
                 if let Some(tube_id) = self.tubes.find(&tube) {

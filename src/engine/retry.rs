@@ -639,7 +639,7 @@ mod engine_tests {
         log.extend(w.e.take_changes());
         let mut restored = Engine::new(EngineConfig::default(), ProcessInfo::fixed(), w.now);
         for change in log {
-            restored.restore(change, w.now).expect("restore");
+            restored.restore(change, None, w.now).expect("restore");
         }
         for id in [a, b] {
             let (x, y) = (w.e.job(id).expect("job"), restored.job(id).expect("job"));

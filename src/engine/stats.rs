@@ -71,4 +71,10 @@ pub struct LogStats {
     pub records_written: u64,
     /// fdatasync calls since the server started.
     pub fsyncs: u64,
+    /// Bytes in the log's segments.
+    pub bytes: u64,
+    /// Segments removed since the server started.
+    pub segments_removed: u64,
+    /// Jobs copied forward by compaction since the server started.
+    pub jobs_compacted: u64,
 }

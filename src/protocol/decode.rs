@@ -524,8 +524,14 @@ impl Decoder for ReplyDecoder {
             let body: Bytes = body.freeze();
             let id = JobId(id);
             return Ok(Some(match kind {
-                BodyKind::Reserved => Reply::Reserved { id, body },
-                BodyKind::Found => Reply::Found { id, body },
+                BodyKind::Reserved => Reply::Reserved {
+                    id,
+                    body: body.into(),
+                },
+                BodyKind::Found => Reply::Found {
+                    id,
+                    body: body.into(),
+                },
                 BodyKind::Ok => Reply::Ok(body),
             }));
         }
@@ -910,7 +916,7 @@ mod tests {
             ];
             let mut wire = BytesMut::new();
             for r in &replies {
-                r.encode(&mut wire);
+                prop_assert!(r.encode(&mut wire).is_none());
             }
             let mut dec = ReplyDecoder::default();
             let mut got = Vec::new();

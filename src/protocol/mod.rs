@@ -21,5 +21,5 @@ pub use dead::{BuryReason, DeadFilter};
 pub use decode::{CommandDecoder, ReplyDecoder, MAX_LINE_LEN};
 pub use encode::CommandEncoder;
 pub use error::ProtocolError;
-pub use reply::Reply;
+pub use reply::{Body, BodyHole, Reply, StoredBody};
 pub use setting::{format_thousandths, TubeSetting, Unit, MAX_MILLIS};

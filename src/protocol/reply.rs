@@ -1,8 +1,94 @@
 //! Replies the server sends.
 
+use std::sync::Arc;
+
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::{JobId, TubeName};
+
+/// A job body in a reply: bytes at hand, or a place in the write-ahead log that the server
+/// reads when it writes the reply out (bodies live on disk, not in the job index).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Body {
+    /// The bytes.
+    Bytes(Bytes),
+    /// Where to read them.
+    Stored(StoredBody),
+}
+
+impl Body {
+    /// The body's length in bytes.
+    pub fn len(&self) -> usize {
+        match self {
+            Body::Bytes(b) => b.len(),
+            Body::Stored(s) => s.len as usize,
+        }
+    }
+
+    /// Whether the body is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The bytes, if they are at hand.
+    pub fn as_bytes(&self) -> Option<&Bytes> {
+        match self {
+            Body::Bytes(b) => Some(b),
+            Body::Stored(_) => None,
+        }
+    }
+}
+
+impl From<Bytes> for Body {
+    fn from(b: Bytes) -> Body {
+        Body::Bytes(b)
+    }
+}
+
+impl From<Vec<u8>> for Body {
+    fn from(b: Vec<u8>) -> Body {
+        Body::Bytes(b.into())
+    }
+}
+
+impl From<&'static [u8]> for Body {
+    fn from(b: &'static [u8]) -> Body {
+        Body::Bytes(Bytes::from_static(b))
+    }
+}
+
+/// A body's place in the log: `len` bytes at `offset` in segment `segment`. The server
+/// attaches the open segment `file` while the job cannot move, so the bytes stay readable
+/// even if the segment is removed before the reply is written.
+#[derive(Clone, Debug)]
+pub struct StoredBody {
+    /// The segment's sequence number.
+    pub segment: u64,
+    /// Offset of the first byte in the segment file.
+    pub offset: u64,
+    /// Length in bytes.
+    pub len: u32,
+    /// The open segment, once attached.
+    pub file: Option<Arc<std::fs::File>>,
+}
+
+impl PartialEq for StoredBody {
+    fn eq(&self, other: &Self) -> bool {
+        (self.segment, self.offset, self.len) == (other.segment, other.offset, other.len)
+    }
+}
+
+impl Eq for StoredBody {}
+
+/// Where [`Reply::encode`] left room for a stored body: `dst[at..at + len]` must be filled
+/// with the bytes `body` names before the buffer is sent.
+#[derive(Clone, Debug)]
+pub struct BodyHole {
+    /// Offset of the room in the buffer.
+    pub at: usize,
+    /// The body to read into it.
+    pub body: StoredBody,
+}
 
 /// One server reply. Encoding is byte-identical to beanstalkd 1.12.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -20,14 +106,14 @@ pub enum Reply {
         /// The job.
         id: JobId,
         /// Its body.
-        body: Bytes,
+        body: Body,
     },
     /// `FOUND <id> <bytes>` and the body (peek commands).
     Found {
         /// The job.
         id: JobId,
         /// Its body.
-        body: Bytes,
+        body: Body,
     },
     /// `DEADLINE_SOON`: a job reserved by this client is within its safety margin.
     DeadlineSoon,
@@ -76,21 +162,25 @@ pub enum Reply {
 }
 
 impl Reply {
-    /// Appends the wire form of this reply to `dst`.
-    pub fn encode(&self, dst: &mut BytesMut) {
+    /// Appends the wire form of this reply to `dst`. A stored body is not read here: its
+    /// room is left zeroed and returned, and the caller fills it before sending.
+    #[must_use = "a stored body's room must be filled before the buffer is sent"]
+    pub fn encode(&self, dst: &mut BytesMut) -> Option<BodyHole> {
         let word: &[u8] = match self {
             Reply::Inserted(id) => return line2(dst, b"INSERTED ", id.0),
             Reply::BuriedId(id) => return line2(dst, b"BURIED ", id.0),
+            Reply::Reserved { id, body } => return with_body(dst, b"RESERVED ", Some(*id), body),
+            Reply::Found { id, body } => return with_body(dst, b"FOUND ", Some(*id), body),
             Reply::Using(tube) => {
                 dst.reserve(8 + tube.as_str().len());
                 dst.put_slice(b"USING ");
                 dst.put_slice(tube.as_str().as_bytes());
                 dst.put_slice(b"\r\n");
-                return;
+                return None;
             }
-            Reply::Reserved { id, body } => return with_body(dst, b"RESERVED ", Some(*id), body),
-            Reply::Found { id, body } => return with_body(dst, b"FOUND ", Some(*id), body),
-            Reply::Ok(body) => return with_body(dst, b"OK ", None, body),
+            Reply::Ok(body) => {
+                return with_body(dst, b"OK ", None, &Body::Bytes(body.clone()));
+            }
             Reply::Watching(n) => return line2(dst, b"WATCHING ", *n as u64),
             Reply::Kicked(n) => return line2(dst, b"KICKED ", u64::from(*n)),
             Reply::DeletedCount(n) => return line2(dst, b"DELETED ", u64::from(*n)),
@@ -115,26 +205,30 @@ impl Reply {
             Reply::UnknownSetting => b"UNKNOWN_SETTING\r\n",
         };
         dst.put_slice(word);
+        None
     }
 
-    /// The reply's wire form as a new buffer.
-    pub fn to_bytes(&self) -> Bytes {
+    /// The reply's wire form as a new buffer; `None` if it names a stored body.
+    pub fn to_bytes(&self) -> Option<Bytes> {
         let mut buf = BytesMut::new();
-        self.encode(&mut buf);
-        buf.freeze()
+        match self.encode(&mut buf) {
+            None => Some(buf.freeze()),
+            Some(_) => None,
+        }
     }
 }
 
-fn line2(dst: &mut BytesMut, word: &[u8], n: u64) {
+fn line2(dst: &mut BytesMut, word: &[u8], n: u64) -> Option<BodyHole> {
     let mut num = itoa::Buffer::new();
     let n = num.format(n);
     dst.reserve(word.len() + n.len() + 2);
     dst.put_slice(word);
     dst.put_slice(n.as_bytes());
     dst.put_slice(b"\r\n");
+    None
 }
 
-fn with_body(dst: &mut BytesMut, word: &[u8], id: Option<JobId>, body: &Bytes) {
+fn with_body(dst: &mut BytesMut, word: &[u8], id: Option<JobId>, body: &Body) -> Option<BodyHole> {
     let mut num = itoa::Buffer::new();
     dst.reserve(word.len() + 44 + body.len());
     dst.put_slice(word);
@@ -144,6 +238,20 @@ fn with_body(dst: &mut BytesMut, word: &[u8], id: Option<JobId>, body: &Bytes) {
     }
     dst.put_slice(num.format(body.len()).as_bytes());
     dst.put_slice(b"\r\n");
-    dst.put_slice(body);
+    let hole = match body {
+        Body::Bytes(b) => {
+            dst.put_slice(b);
+            None
+        }
+        Body::Stored(s) => {
+            let at = dst.len();
+            dst.put_bytes(0, s.len as usize);
+            Some(BodyHole {
+                at,
+                body: s.clone(),
+            })
+        }
+    };
     dst.put_slice(b"\r\n");
+    hole
 }

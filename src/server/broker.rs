@@ -5,14 +5,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::{mpsc, Notify};
 
+use super::bodies::SegmentFiles;
 use super::journal::Journal;
 use super::Clock;
-use crate::engine::{record, Change, Engine, Outcome, SessionId, Timestamp};
-use crate::protocol::{Command, JobId, ProtocolError, Reply, TubeName, TubeSetting};
-
-/// Records after which a tube setting's record is written again if it is the oldest record
-/// the log must keep, so settings never hold old segments back for long.
-const RELOG_SETTINGS_AFTER: u64 = 10_000;
+use crate::engine::{record, BodyRef, Change, Engine, Outcome, SessionId, Timestamp};
+use crate::protocol::{Command, ProtocolError, Reply, TubeName, TubeSetting};
 
 /// A reply for a blocked session and the log LSN it must wait for before it is sent.
 pub type Wakeup = (Reply, u64);
@@ -24,18 +21,20 @@ pub struct Broker {
     timer: Notify,
     clock: Clock,
     journal: Arc<Journal>,
+    files: Arc<SegmentFiles>,
     fsync: crate::config::FsyncPolicy,
 }
 
 struct State {
     engine: Engine,
     journal: Arc<Journal>,
-    /// LSN of each live job's put record, for log reclamation.
-    put_lsns: BTreeMap<JobId, u64>,
-    /// LSN of the newest put record.
-    last_put_lsn: u64,
-    /// LSN of the record that set each tube setting in force.
-    config_lsns: BTreeMap<(TubeName, TubeSetting), u64>,
+    files: Arc<SegmentFiles>,
+    /// Segment of the newest put record: kept, so the highest job id survives a restart.
+    last_put_segment: u64,
+    /// The oldest segment the log had when open files were last pruned.
+    pruned_below: u64,
+    /// Segment of the record that set each tube setting in force.
+    config_segments: BTreeMap<(TubeName, TubeSetting), u64>,
     /// Where replies for blocked sessions go.
     outboxes: HashMap<SessionId, mpsc::UnboundedSender<Wakeup>>,
     /// The deadline the timer task is sleeping towards.
@@ -59,9 +58,15 @@ impl State {
     /// tail they depend on.
     fn deliver(&mut self) {
         self.journal_changes();
+        let oldest = self.journal.oldest_segment();
+        if oldest > self.pruned_below {
+            self.files.forget_before(oldest);
+            self.pruned_below = oldest;
+        }
         if self.engine.has_wakeups() {
             let tail = self.journal.tail();
             for (sid, reply) in self.engine.take_wakeups() {
+                let reply = self.files.attach(reply);
                 if let Some(tx) = self.outboxes.get(&sid) {
                     // A closed receiver means the connection is going away; its session is
                     // closed under this same lock, which returns any job it was handed.
@@ -71,7 +76,8 @@ impl State {
         }
     }
 
-    /// Encodes and queues every change, in the order the engine made them.
+    /// Encodes and queues every change, in the order the engine made them, and tells the
+    /// engine where each new body will be in the log.
     fn journal_changes(&mut self) {
         let changes = self.engine.take_changes();
         if changes.is_empty() {
@@ -79,24 +85,32 @@ impl State {
         }
         for change in &changes {
             let (kind, payload) = record::encode(change);
-            let lsn = self.journal.push(kind, payload);
-            match change {
-                Change::Put { id, .. } => {
-                    self.put_lsns.insert(*id, lsn);
-                    self.last_put_lsn = lsn;
+            let (_, pos) = self.journal.push(kind, payload);
+            if let (Change::Put { id, .. } | Change::Image { id, .. }, Some((start, body))) =
+                (change, record::body_in(change))
+            {
+                // Offsets fit 32 bits (segments are at most 4 GiB); a body that somehow
+                // did not would simply stay in memory.
+                if let Ok(offset) = u32::try_from(pos.offset + start as u64) {
+                    let at = BodyRef {
+                        segment: pos.segment,
+                        offset,
+                        len: body.len() as u32,
+                    };
+                    self.engine.place_body(*id, at);
                 }
-                Change::Delete { id } => {
-                    self.put_lsns.remove(id);
-                }
-                _ => self.note_config(change, lsn),
             }
+            if let Change::Put { .. } = change {
+                self.last_put_segment = pos.segment;
+            }
+            self.note_config(change, pos.segment);
         }
         self.relog_old_settings();
-        self.update_keep_from();
+        self.update_keep();
     }
 
-    /// Remembers which record set a tube setting in force.
-    fn note_config(&mut self, change: &Change, lsn: u64) {
+    /// Remembers which segment holds the record that set a tube setting in force.
+    fn note_config(&mut self, change: &Change, segment: u64) {
         if let Change::ConfigTube {
             tube,
             setting,
@@ -105,80 +119,92 @@ impl State {
         {
             let key = (tube.clone(), *setting);
             match value {
-                Some(_) => self.config_lsns.insert(key, lsn),
-                None => self.config_lsns.remove(&key),
+                Some(_) => self.config_segments.insert(key, segment),
+                None => self.config_segments.remove(&key),
             };
         }
     }
 
-    /// Writes every setting in force again when the oldest setting record is what keeps old
-    /// log segments from being reclaimed (replaying a setting twice changes nothing).
+    /// Segments every live job needs kept: from the oldest holding a live body, and the
+    /// one holding the newest put.
+    fn jobs_keep(&self) -> u64 {
+        let oldest_live = self.engine.oldest_live_segment().unwrap_or(u64::MAX);
+        oldest_live.min(self.last_put_segment)
+    }
+
+    /// Writes every setting in force again when the oldest setting record is all that
+    /// keeps an old segment (replaying a setting twice changes nothing), so settings never
+    /// pin the log.
     fn relog_old_settings(&mut self) {
-        let Some(oldest) = self.config_lsns.values().min().copied() else {
+        let Some(oldest) = self.config_segments.values().min().copied() else {
             return;
         };
-        let jobs_keep = self.oldest_live_put().min(self.last_put_lsn);
-        if oldest >= jobs_keep || self.journal.tail().saturating_sub(oldest) < RELOG_SETTINGS_AFTER
-        {
-            return;
+        if oldest < self.jobs_keep() {
+            self.log_settings_in_force();
         }
-        self.log_settings_in_force();
     }
 
     /// Writes a record for every setting in force.
     fn log_settings_in_force(&mut self) {
         for change in self.engine.settings_in_force() {
             let (kind, payload) = record::encode(&change);
-            let lsn = self.journal.push(kind, payload);
-            self.note_config(&change, lsn);
+            let (_, pos) = self.journal.push(kind, payload);
+            self.note_config(&change, pos.segment);
         }
     }
 
-    fn oldest_live_put(&self) -> u64 {
-        self.put_lsns.values().next().copied().unwrap_or(u64::MAX)
-    }
-
-    fn update_keep_from(&self) {
-        let oldest_config = self.config_lsns.values().min().copied().unwrap_or(u64::MAX);
-        self.journal.set_keep_from(
-            self.oldest_live_put()
-                .min(self.last_put_lsn)
-                .min(oldest_config),
-        );
+    /// Tells the writer which segments must stay: those live jobs need, and those holding
+    /// the tube settings in force.
+    fn update_keep(&self) {
+        let oldest_config = self
+            .config_segments
+            .values()
+            .min()
+            .copied()
+            .unwrap_or(u64::MAX);
+        self.journal
+            .set_keep_segment(self.jobs_keep().min(oldest_config));
     }
 }
 
 impl Broker {
-    /// A broker around `engine`, journaling to `journal`. `put_lsns` and `last_put_lsn`
-    /// describe the recovered log (for reclamation).
+    /// A broker around `engine`, journaling to `journal`, reading bodies through
+    /// `files`. `last_put_segment` is the segment of the recovered log's newest put.
     pub fn new(
         engine: Engine,
         clock: Clock,
         journal: Arc<Journal>,
-        put_lsns: BTreeMap<JobId, u64>,
-        last_put_lsn: u64,
+        files: Arc<SegmentFiles>,
+        last_put_segment: u64,
         fsync: crate::config::FsyncPolicy,
     ) -> Broker {
         let mut state = State {
             engine,
             journal: journal.clone(),
-            put_lsns,
-            last_put_lsn,
-            config_lsns: BTreeMap::new(),
+            files: files.clone(),
+            last_put_segment,
+            pruned_below: 0,
+            config_segments: BTreeMap::new(),
             outboxes: HashMap::new(),
             timer_at: None,
         };
         // Recovery does not track which records set the settings; writing them afresh
-        // gives every setting a known record.
+        // gives every setting a known place.
         state.log_settings_in_force();
-        state.update_keep_from();
+        state.update_keep();
         Broker {
             state: Mutex::new(state),
             timer: Notify::new(),
             clock,
             journal,
+            files,
             fsync,
         }
+    }
+
+    /// The open segment files bodies are read from.
+    pub fn files(&self) -> &SegmentFiles {
+        &self.files
     }
 
     /// Waits until every record up to `lsn` is durable (as the fsync policy defines it).
@@ -241,7 +267,7 @@ impl Broker {
                 Err(e) => Outcome::Reply(st.engine.reject(sid, e)),
             };
             match outcome {
-                Outcome::Reply(r) => reply(r),
+                Outcome::Reply(r) => reply(st.files.attach(r)),
                 other => {
                     stop = Some(other);
                     break;
@@ -289,6 +315,51 @@ impl Broker {
                 _ = &mut shutdown => return,
             }
         }
+    }
+
+    /// The segment compaction should empty next, if the log has grown past its slack
+    /// (see [`super::compact`]): the oldest segment, when it holds live jobs, is not the
+    /// one being written, and is less than half live.
+    pub fn compaction_target(&self, segment_size: u64) -> Option<u64> {
+        use super::compact::{SLACK_FACTOR, SLACK_SEGMENTS};
+        let st = self.lock();
+        let (oldest, usage) = st.engine.segment_use().next()?;
+        if oldest != self.journal.oldest_segment() || oldest >= self.journal.current_segment() {
+            return None;
+        }
+        let live = st.engine.live_bytes();
+        let allowed = live
+            .saturating_mul(SLACK_FACTOR)
+            .saturating_add(SLACK_SEGMENTS.saturating_mul(segment_size));
+        (self.journal.log_bytes() > allowed && usage.bytes < segment_size / 2).then_some(oldest)
+    }
+
+    /// Journals images of jobs `(id, where its body was read from, the body)` so their
+    /// bodies move to the head of the log; skips jobs that died or moved meanwhile.
+    /// Returns how many were relocated.
+    pub fn relocate(&self, jobs: Vec<(crate::protocol::JobId, BodyRef, bytes::Bytes)>) -> u64 {
+        if jobs.is_empty() {
+            return 0;
+        }
+        let mut st = self.lock();
+        let mut moved = 0;
+        for (id, from, body) in jobs {
+            if st.engine.relocate(id, from, body) {
+                moved += 1;
+            }
+        }
+        st.settle(&self.timer);
+        self.journal
+            .jobs_compacted
+            .fetch_add(moved, std::sync::atomic::Ordering::Relaxed);
+        moved
+    }
+
+    /// Journals every tube pause again (compaction may remove the records of old ones).
+    pub fn journal_pauses(&self) {
+        let mut st = self.lock();
+        st.engine.journal_pauses();
+        st.settle(&self.timer);
     }
 
     /// Runs `f` with the engine locked (for tests and inspection).

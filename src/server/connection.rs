@@ -16,7 +16,7 @@ use tokio_util::codec::FramedRead;
 
 use super::Broker;
 use crate::engine::Outcome;
-use crate::protocol::{Command, CommandDecoder, ProtocolError};
+use crate::protocol::{BodyHole, Command, CommandDecoder, ProtocolError, Reply};
 
 /// Most decoded commands held while a reserve is blocked, or run under one lock.
 pub const MAX_PENDING: usize = 64;
@@ -42,6 +42,8 @@ pub async fn serve<R, W>(
     // Replies waiting to be written, and the log LSN they depend on.
     let mut out = Pending {
         bytes: BytesMut::with_capacity(4096),
+        holes: Vec::new(),
+        replies: 0,
         lsn: 0,
     };
     let mut pending: VecDeque<Item> = VecDeque::new();
@@ -69,7 +71,7 @@ pub async fn serve<R, W>(
             }
             continue;
         }
-        let (stop, lsn) = broker.execute(sid, &mut pending, |reply| reply.encode(&mut out.bytes));
+        let (stop, lsn) = broker.execute(sid, &mut pending, |reply| out.push(&reply));
         out.lsn = out.lsn.max(lsn);
         match stop {
             None | Some(Outcome::Reply(_)) => {}
@@ -99,7 +101,7 @@ pub async fn serve<R, W>(
                 };
                 match reply {
                     Some((reply, lsn)) => {
-                        reply.encode(&mut out.bytes);
+                        out.push(&reply);
                         out.lsn = out.lsn.max(lsn);
                     }
                     None => break,
@@ -117,16 +119,30 @@ pub async fn serve<R, W>(
     broker.close_session(sid);
 }
 
-/// Encoded replies not yet written, and the LSN they depend on.
+/// Encoded replies not yet written, the room left in them for bodies still in the log,
+/// and the LSN they depend on.
 struct Pending {
     bytes: BytesMut,
+    holes: Vec<BodyHole>,
+    /// How many replies `bytes` holds.
+    replies: usize,
     lsn: u64,
 }
 
 impl Pending {
-    /// Waits until the replies' changes are durable, then writes them. If the log has
-    /// failed, the replies are dropped unsent (their changes may not be on disk) and an
-    /// error ends the connection: a client never gets a confirmation the log cannot back.
+    fn push(&mut self, reply: &Reply) {
+        self.replies += 1;
+        if let Some(hole) = reply.encode(&mut self.bytes) {
+            self.holes.push(hole);
+        }
+    }
+
+    /// Waits until the replies' changes are durable, reads the bodies they carry, then
+    /// writes them. If the log has failed (an I/O error writing or syncing it), every
+    /// reply is replaced by `INTERNAL_ERROR`: a client never gets a confirmation the log
+    /// cannot back, and from then on every command gets that answer until the server is
+    /// restarted. A body that cannot be read ends the connection (its reserved job goes
+    /// back to ready).
     async fn write(
         &mut self,
         writer: &mut (impl AsyncWrite + Unpin),
@@ -135,9 +151,29 @@ impl Pending {
         if self.bytes.is_empty() {
             return Ok(());
         }
-        if let Err(poisoned) = broker.durable(self.lsn).await {
+        let replies = std::mem::take(&mut self.replies);
+        if broker.durable(self.lsn).await.is_err() {
             self.bytes.clear();
-            return Err(std::io::Error::other(poisoned));
+            self.holes.clear();
+            for _ in 0..replies {
+                self.bytes.extend_from_slice(b"INTERNAL_ERROR\r\n");
+            }
+        }
+        for hole in self.holes.drain(..) {
+            let room = self
+                .bytes
+                .get_mut(hole.at..hole.at + hole.body.len as usize)
+                .ok_or_else(|| std::io::Error::other("reply body out of place"))?;
+            if let Err(e) = broker.files().read(&hole.body, room).await {
+                tracing::error!(
+                    segment = hole.body.segment,
+                    offset = hole.body.offset,
+                    error = %e,
+                    "cannot read a job body from the log; closing the connection"
+                );
+                self.bytes.clear();
+                return Err(e);
+            }
         }
         writer.write_all(&self.bytes).await?;
         self.bytes.clear();

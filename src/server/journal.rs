@@ -2,66 +2,87 @@
 //! and the writer thread that appends them, syncs, and publishes the durable LSN.
 //!
 //! Records are queued under the engine's lock, so their order in the log is the order in
-//! which the engine changed state. LSNs are assigned at queueing time and match the log's
-//! own numbering. Every reply waits until the watermark covers the log's tail as it was
+//! which the engine changed state. LSNs and positions are assigned at queueing time (a copy
+//! of the log's [`Layout`] predicts where each record lands, and the writer checks it), so
+//! a job knows where its body is before the record is written. Every reply waits until the watermark covers the log's tail as it was
 //! when the reply was produced (see `Broker::execute`); with `--fsync always` that means
 //! the record is on stable storage, and concurrent commands share one fdatasync.
 //!
-//! Disk reclamation: a segment is removed once every record in it is older than both the
-//! oldest live job's put and the newest put (which keeps the highest job id in the log, so
-//! ids are never reused after a restart). A long-lived job keeps every later segment; copying
-//! live jobs forward is future work.
+//! Disk reclamation: the broker names the oldest segment it needs — the oldest holding a
+//! live job's body, or the newest put's if older (which keeps the highest job id in the
+//! log, so ids are never reused after a restart) — and the writer removes every segment
+//! before it. Every record in those is about a job whose body record is gone too: a job's
+//! records all follow its put (or the copy compaction made of it).
 
-use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use super::reserve::DiskReserve;
 use crate::config::FsyncPolicy;
 use crate::wal::commit::Watermark;
 use crate::wal::storage::FsStorage;
-use crate::wal::Wal;
+use crate::wal::{Layout, RecordPos, Wal};
 
 /// Records waiting for the writer.
-#[derive(Default)]
 struct Queue {
-    records: Vec<(u8, Vec<u8>)>,
+    records: Vec<Queued>,
     /// LSN the next queued record gets.
     next_lsn: u64,
+    /// Where the next queued record will land in the log.
+    layout: Layout,
     /// No more records will come; the writer drains, syncs and exits.
     closed: bool,
 }
+
+/// A record waiting for the writer, and where it was promised to land.
+type Queued = (u8, Vec<u8>, RecordPos);
 
 /// The hand-off between the engine and the writer thread.
 pub struct Journal {
     queue: Mutex<Queue>,
     wake: Condvar,
     watermark: Watermark,
-    /// Oldest LSN the log must keep (see the module docs).
-    keep_from: AtomicU64,
+    /// Oldest segment the log must keep (see the module docs); 0 while unknown.
+    keep_segment: AtomicU64,
     /// Figures for `stats`, kept by the writer.
     records_written: AtomicU64,
     fsyncs: AtomicU64,
     oldest_segment: AtomicU64,
     current_segment: AtomicU64,
+    /// Bytes in the log's segments (sealed ones counted at the segment size limit).
+    log_bytes: AtomicU64,
+    /// Segments removed since start.
+    segments_removed: AtomicU64,
+    /// Jobs copied forward by compaction since start.
+    pub jobs_compacted: AtomicU64,
+    /// The disk filled and the reserve is spent: new jobs must be refused.
+    log_full: AtomicBool,
 }
 
 impl Journal {
-    /// A journal whose next record gets `next_lsn`; everything before it is durable.
-    pub fn new(next_lsn: u64) -> Journal {
+    /// A journal whose next record gets `next_lsn` and lands where `layout` says;
+    /// everything before it is durable.
+    pub fn new(next_lsn: u64, layout: Layout) -> Journal {
         Journal {
             queue: Mutex::new(Queue {
+                records: Vec::new(),
                 next_lsn,
-                ..Queue::default()
+                layout,
+                closed: false,
             }),
             wake: Condvar::new(),
             watermark: Watermark::new(next_lsn.saturating_sub(1)),
-            keep_from: AtomicU64::new(0),
+            keep_segment: AtomicU64::new(0),
             records_written: AtomicU64::new(0),
             fsyncs: AtomicU64::new(0),
             oldest_segment: AtomicU64::new(0),
             current_segment: AtomicU64::new(0),
+            log_bytes: AtomicU64::new(0),
+            segments_removed: AtomicU64::new(0),
+            jobs_compacted: AtomicU64::new(0),
+            log_full: AtomicBool::new(false),
         }
     }
 
@@ -69,16 +90,17 @@ impl Journal {
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Queues a record; returns its LSN.
-    pub fn push(&self, kind: u8, payload: Vec<u8>) -> u64 {
+    /// Queues a record; returns its LSN and where its payload will be in the log.
+    pub fn push(&self, kind: u8, payload: Vec<u8>) -> (u64, RecordPos) {
         let mut q = self.lock();
         let lsn = q.next_lsn;
         q.next_lsn += 1;
-        q.records.push((kind, payload));
+        let (pos, _) = q.layout.place(payload.len());
+        q.records.push((kind, payload, pos));
         if q.records.len() == 1 {
             self.wake.notify_one();
         }
-        lsn
+        (lsn, pos)
     }
 
     /// LSN of the last record queued (0 if none ever was).
@@ -91,9 +113,29 @@ impl Journal {
         &self.watermark
     }
 
-    /// Sets the oldest LSN the log must keep.
-    pub fn set_keep_from(&self, lsn: u64) {
-        self.keep_from.store(lsn, Ordering::Relaxed);
+    /// Sets the oldest segment the log must keep.
+    pub fn set_keep_segment(&self, seq: u64) {
+        self.keep_segment.store(seq, Ordering::Relaxed);
+    }
+
+    /// The oldest segment still in the log.
+    pub fn oldest_segment(&self) -> u64 {
+        self.oldest_segment.load(Ordering::Relaxed)
+    }
+
+    /// The segment being appended to.
+    pub fn current_segment(&self) -> u64 {
+        self.current_segment.load(Ordering::Relaxed)
+    }
+
+    /// Whether the disk is full: the reserve has been spent and not yet taken back.
+    pub fn log_full(&self) -> bool {
+        self.log_full.load(Ordering::Relaxed)
+    }
+
+    /// Bytes in the log's segments, about (sealed segments count as full).
+    pub fn log_bytes(&self) -> u64 {
+        self.log_bytes.load(Ordering::Relaxed)
     }
 
     /// The log figures for `stats` under `policy`.
@@ -111,6 +153,9 @@ impl Journal {
             current_segment: current,
             records_written: self.records_written.load(Ordering::Relaxed),
             fsyncs: self.fsyncs.load(Ordering::Relaxed),
+            bytes: self.log_bytes.load(Ordering::Relaxed),
+            segments_removed: self.segments_removed.load(Ordering::Relaxed),
+            jobs_compacted: self.jobs_compacted.load(Ordering::Relaxed),
         }
     }
 
@@ -121,16 +166,20 @@ impl Journal {
     }
 }
 
-/// First LSN of each segment still in the log, oldest first, for reclamation.
-pub type SegmentStarts = VecDeque<(u64, u64)>;
+/// How long the writer waits between attempts when the disk is full and there is no
+/// reserve left to release, and between attempts to take the reserve back.
+const FULL_DISK_RETRY: Duration = Duration::from_millis(250);
 
-/// Starts the writer thread that owns `wal`.
+/// Starts the writer thread that owns `wal`, with `reserve` held (if it could be taken).
 pub fn spawn_writer(
     journal: Arc<Journal>,
     wal: Wal<FsStorage>,
     policy: FsyncPolicy,
-    segments: SegmentStarts,
+    reserve: DiskReserve,
 ) -> std::io::Result<JoinHandle<()>> {
+    journal
+        .log_full
+        .store(!reserve.is_held(), Ordering::Relaxed);
     std::thread::Builder::new()
         .name("larder-wal".to_owned())
         .spawn(move || {
@@ -138,7 +187,8 @@ pub fn spawn_writer(
                 journal,
                 wal,
                 policy,
-                segments,
+                reserve,
+                last_retake: Instant::now(),
                 last_sync: Instant::now(),
                 unsynced: false,
             }
@@ -150,7 +200,9 @@ struct Writer {
     journal: Arc<Journal>,
     wal: Wal<FsStorage>,
     policy: FsyncPolicy,
-    segments: SegmentStarts,
+    reserve: DiskReserve,
+    /// When the writer last tried to take the reserve back.
+    last_retake: Instant,
     last_sync: Instant,
     unsynced: bool,
 }
@@ -173,6 +225,7 @@ impl Writer {
                 return;
             }
             self.reclaim();
+            self.retake_reserve();
             self.publish_figures();
         }
     }
@@ -183,16 +236,32 @@ impl Writer {
             .store(self.wal.oldest_segment(), Ordering::Relaxed);
         j.current_segment
             .store(self.wal.active_segment(), Ordering::Relaxed);
+        let sealed = self.wal.active_segment() - self.wal.oldest_segment();
+        let bytes = sealed * self.wal.options().max_segment_size + self.wal.layout().end();
+        j.log_bytes.store(bytes, Ordering::Relaxed);
     }
 
     /// Waits for records (or, with unsynced data under `every=MS`, for the sync interval).
-    fn next_batch(&mut self) -> (Vec<(u8, Vec<u8>)>, bool) {
+    fn next_batch(&mut self) -> (Vec<Queued>, bool) {
         let mut q = self.journal.lock();
         loop {
             if !q.records.is_empty() || q.closed {
                 return (std::mem::take(&mut q.records), q.closed);
             }
+            let full = self.journal.log_full();
             match (self.policy, self.unsynced) {
+                _ if full => {
+                    // Wake up now and then to try to take the reserve back.
+                    let (guard, timeout) = self
+                        .journal
+                        .wake
+                        .wait_timeout(q, FULL_DISK_RETRY)
+                        .unwrap_or_else(|e| e.into_inner());
+                    q = guard;
+                    if timeout.timed_out() && q.records.is_empty() && !q.closed {
+                        return (Vec::new(), false);
+                    }
+                }
                 (FsyncPolicy::Every(interval), true) => {
                     let left = interval.saturating_sub(self.last_sync.elapsed());
                     if left.is_zero() {
@@ -212,21 +281,18 @@ impl Writer {
         }
     }
 
-    fn write(&mut self, batch: Vec<(u8, Vec<u8>)>) {
+    fn write(&mut self, batch: Vec<Queued>) {
         let mut last = 0;
         let count = batch.len() as u64;
-        for (kind, payload) in batch {
-            match self.wal.append(kind, &payload) {
-                Ok((lsn, pos)) => {
-                    if self
-                        .segments
-                        .back()
-                        .is_none_or(|&(seq, _)| seq != pos.segment)
-                    {
-                        self.segments.push_back((pos.segment, lsn.0));
-                    }
-                    last = lsn.0;
+        for (kind, payload, promised) in batch {
+            match self.until_space(|wal| wal.append(kind, &payload)) {
+                Ok((_, pos)) if pos != promised => {
+                    // Jobs already point at the promised place: confirming would be a lie.
+                    return self.fail(format!(
+                        "internal error: record placed at {pos:?}, promised at {promised:?}"
+                    ));
                 }
+                Ok((lsn, _)) => last = lsn.0,
                 Err(e) => return self.fail(e),
             }
         }
@@ -239,19 +305,61 @@ impl Writer {
             .records_written
             .fetch_add(count, Ordering::Relaxed);
         if sync_now {
-            if let Err(e) = self.wal.sync() {
+            if let Err(e) = self.until_space(|wal| wal.sync()) {
                 return self.fail(e);
             }
             self.journal.fsyncs.fetch_add(1, Ordering::Relaxed);
             self.last_sync = Instant::now();
             self.unsynced = false;
         } else {
-            if let Err(e) = self.wal.flush() {
+            if let Err(e) = self.until_space(|wal| wal.flush()) {
                 return self.fail(e);
             }
             self.unsynced = !matches!(self.policy, FsyncPolicy::Never);
         }
         self.journal.watermark.publish(last);
+    }
+
+    /// Runs `op` until it does not fail for want of space. The first time the disk is
+    /// full the reserve is released, which lets the write through; after that the writer
+    /// waits for space (new jobs are refused meanwhile, so what waits is work already
+    /// accepted). Gives up, returning the error, only when the server is shutting down.
+    fn until_space<T>(
+        &mut self,
+        mut op: impl FnMut(&mut Wal<FsStorage>) -> Result<T, crate::wal::WalError>,
+    ) -> Result<T, crate::wal::WalError> {
+        loop {
+            match op(&mut self.wal) {
+                Err(e @ crate::wal::WalError::NoSpace { .. }) => {
+                    if !self.journal.log_full.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(error = %e, "the disk is full: refusing new jobs until space returns");
+                    }
+                    self.last_retake = Instant::now();
+                    if self.reserve.release() {
+                        tracing::warn!("released the disk reserve so accepted work can be written");
+                        continue;
+                    }
+                    if self.journal.lock().closed {
+                        return Err(e);
+                    }
+                    std::thread::sleep(FULL_DISK_RETRY);
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// While the disk is full, tries now and then to take the reserve back; once it has
+    /// it, new jobs are accepted again.
+    fn retake_reserve(&mut self) {
+        if !self.journal.log_full() || self.last_retake.elapsed() < FULL_DISK_RETRY {
+            return;
+        }
+        self.last_retake = Instant::now();
+        if self.reserve.take().is_ok() {
+            self.journal.log_full.store(false, Ordering::Relaxed);
+            tracing::info!("disk space is back: accepting new jobs again");
+        }
     }
 
     fn sync(&mut self) {
@@ -265,7 +373,7 @@ impl Writer {
         }
     }
 
-    fn fail(&mut self, e: crate::wal::WalError) {
+    fn fail(&mut self, e: impl std::fmt::Display) {
         // Only the first failure is news; later ones just report the poisoned log.
         if !self.journal.watermark.is_poisoned() {
             tracing::error!(error = %e, "write-ahead log failed; no further change can be confirmed");
@@ -276,39 +384,28 @@ impl Writer {
         self.unsynced = false;
     }
 
-    /// Removes segments that hold only records older than `keep_from`.
+    /// Removes the segments before the oldest one the broker still needs. Syncs first
+    /// whatever policy is in force: the records that made those segments unneeded (a
+    /// delete, or compaction's copy of a job) must be durable before the old ones go.
     fn reclaim(&mut self) {
-        let keep_from = self.journal.keep_from.load(Ordering::Relaxed);
-        if keep_from == 0 || self.wal.is_poisoned() {
+        let keep = self.journal.keep_segment.load(Ordering::Relaxed);
+        let keep = keep.min(self.wal.active_segment());
+        if keep <= self.wal.oldest_segment() || self.wal.is_poisoned() {
             return;
         }
-        // The segment holding keep_from is the last one starting at or before it.
-        let Some(&(keep_seq, _)) = self
-            .segments
-            .iter()
-            .rev()
-            .find(|&&(_, first)| first <= keep_from)
-        else {
-            return;
-        };
-        if self
-            .segments
-            .front()
-            .is_some_and(|&(seq, _)| seq < keep_seq)
-        {
-            match self.wal.remove_segments_before(keep_seq) {
-                Ok(n) => {
-                    while self
-                        .segments
-                        .front()
-                        .is_some_and(|&(seq, _)| seq < keep_seq)
-                    {
-                        self.segments.pop_front();
-                    }
-                    tracing::debug!(removed = n, "removed log segments");
-                }
-                Err(e) => self.fail(e),
+        // A no-op when everything written is already synced.
+        if let Err(e) = self.wal.sync() {
+            return self.fail(e);
+        }
+        self.unsynced = false;
+        match self.wal.remove_segments_before(keep) {
+            Ok(n) => {
+                self.journal
+                    .segments_removed
+                    .fetch_add(n, Ordering::Relaxed);
+                tracing::debug!(removed = n, "removed log segments");
             }
+            Err(e) => self.fail(e),
         }
     }
 }

@@ -9,7 +9,9 @@ use tokio::net::{TcpListener, TcpSocket, UnixListener};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use super::bodies::SegmentFiles;
 use super::journal::{spawn_writer, Journal};
+use super::reserve::DiskReserve;
 use super::{connection, process_info, Broker, Clock};
 use crate::config::{ListenAddr, ServerConfig};
 use crate::engine::{Engine, EngineConfig};
@@ -112,20 +114,27 @@ pub async fn run(
         config.segment_size,
         clock.now(),
     )?;
-    let journal = Arc::new(Journal::new(recovered.next_lsn));
-    let writer = spawn_writer(
-        journal.clone(),
-        recovered.wal,
-        config.fsync,
-        recovered.segments,
-    )
-    .context("starting the log writer thread")?;
+    let journal = Arc::new(Journal::new(recovered.next_lsn, recovered.wal.layout()));
+    let files = Arc::new(SegmentFiles::new(recovered.wal.dir().to_path_buf()));
+    let mut reserve = DiskReserve::new(
+        config.data_dir.join(super::reserve::FILE_NAME),
+        config.disk_reserve,
+    );
+    if let Err(e) = reserve.take() {
+        tracing::warn!(
+            bytes = config.disk_reserve,
+            error = %e,
+            "cannot take the disk reserve: refusing new jobs until there is space"
+        );
+    }
+    let writer = spawn_writer(journal.clone(), recovered.wal, config.fsync, reserve)
+        .context("starting the log writer thread")?;
     let broker = Arc::new(Broker::new(
         engine,
         clock,
         journal.clone(),
-        recovered.put_lsns,
-        recovered.last_put_lsn,
+        files,
+        recovered.last_put_segment,
         config.fsync,
     ));
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -139,6 +148,12 @@ pub async fn run(
             })
             .await;
     });
+
+    let compactor = tokio::spawn(super::compact::run(
+        broker.clone(),
+        config.segment_size,
+        stop_rx.clone(),
+    ));
 
     let mut drain = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())
         .context("installing SIGUSR1 handler")?;
@@ -191,6 +206,7 @@ pub async fn run(
     let _ = stop_tx.send(true);
     while conns.join_next().await.is_some() {}
     let _ = timers.await;
+    let _ = compactor.await;
     journal.close();
     tokio::task::spawn_blocking(move || writer.join())
         .await

@@ -6,13 +6,16 @@
 //! replies in order; a blocked reserve waits on the connection's own channel for its reply.
 //! The timer task sleeps until the engine's next deadline and runs its timers.
 
+mod bodies;
 mod broker;
 mod clock;
+mod compact;
 mod connection;
 mod journal;
 mod listener;
 mod process;
 mod recovery;
+mod reserve;
 
 pub use broker::Broker;
 pub use clock::Clock;

@@ -1,16 +1,12 @@
 //! Start-up recovery: opens the write-ahead log in the data directory and replays it into
 //! a fresh engine before the listener accepts anyone.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
 
 use anyhow::Context;
-use bytes::Bytes;
 
-use super::journal::SegmentStarts;
-use crate::engine::{record, Change, Engine, RestoreError, Timestamp};
-use crate::protocol::JobId;
+use crate::engine::{record, BodyRef, Change, Engine, RestoreError, Timestamp};
 use crate::wal::storage::FsStorage;
 use crate::wal::{Wal, WalOptions};
 
@@ -23,12 +19,8 @@ pub fn wal_dir(data_dir: &Path) -> std::path::PathBuf {
 pub struct Recovered {
     /// The opened log, positioned after its last valid record.
     pub wal: Wal<FsStorage>,
-    /// LSN of each live job's put record.
-    pub put_lsns: BTreeMap<JobId, u64>,
-    /// LSN of the newest put record (0 if none).
-    pub last_put_lsn: u64,
-    /// First LSN of each segment.
-    pub segments: SegmentStarts,
+    /// Segment of the newest put record (0 if none).
+    pub last_put_segment: u64,
     /// LSN the next record gets.
     pub next_lsn: u64,
 }
@@ -49,9 +41,7 @@ pub fn recover(
 ) -> anyhow::Result<Recovered> {
     let dir = wal_dir(data_dir);
     let started = Instant::now();
-    let mut put_lsns = BTreeMap::new();
-    let mut last_put_lsn = 0;
-    let mut segments = SegmentStarts::new();
+    let mut last_put_segment = 0;
     let mut failure: Option<anyhow::Error> = None;
     let mut replayed = 0u64;
     let mut skipped = 0u64;
@@ -63,11 +53,19 @@ pub fn recover(
         if failure.is_some() {
             return;
         }
-        if segments.back().is_none_or(|&(seq, _)| seq != r.pos.segment) {
-            segments.push_back((r.pos.segment, r.lsn.0));
-        }
-        let change = match record::decode(r.kind, &Bytes::copy_from_slice(r.payload)) {
-            Ok(change) => change,
+        // Bodies stay in the log: decode the metadata only and point the job at its body.
+        let (change, body_at) = match record::decode_metadata(r.kind, r.payload) {
+            Ok((change, body)) => {
+                let at = body.and_then(|(start, len)| {
+                    let offset = u32::try_from(r.pos.offset + start as u64).ok()?;
+                    Some(BodyRef {
+                        segment: r.pos.segment,
+                        offset,
+                        len,
+                    })
+                });
+                (change, at)
+            }
             Err(e) => {
                 failure = Some(anyhow::anyhow!(
                     "record {} in segment {} at offset {}: {e}",
@@ -78,17 +76,10 @@ pub fn recover(
                 return;
             }
         };
-        match &change {
-            Change::Put { id, .. } => {
-                put_lsns.insert(*id, r.lsn.0);
-                last_put_lsn = r.lsn.0;
-            }
-            Change::Delete { id } => {
-                put_lsns.remove(id);
-            }
-            _ => {}
+        if let Change::Put { .. } = change {
+            last_put_segment = r.pos.segment;
         }
-        match engine.restore(change, now) {
+        match engine.restore(change, body_at, now) {
             Ok(()) => {}
             Err(RestoreError::UnknownJob(_)) => skipped += 1,
             Err(e) => {
@@ -122,9 +113,7 @@ pub fn recover(
     let next_lsn = wal.next_lsn().0;
     Ok(Recovered {
         wal,
-        put_lsns,
-        last_put_lsn,
-        segments,
+        last_put_segment,
         next_lsn,
     })
 }

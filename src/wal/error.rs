@@ -74,6 +74,16 @@ pub enum WalError {
         /// The configured maximum.
         max: u32,
     },
+    /// The filesystem is full. Nothing is lost and the log is not poisoned: the bytes that
+    /// did not fit were cut off again (or the half-created segment removed), so the same
+    /// call can be retried once there is space.
+    #[error("no space left to {op} {}", path.display())]
+    NoSpace {
+        /// What was being done.
+        op: &'static str,
+        /// The file concerned.
+        path: PathBuf,
+    },
     /// A write or sync failed earlier; the log accepts nothing more until reopened.
     #[error("the log failed an earlier write or sync and must be reopened")]
     Poisoned,
@@ -96,6 +106,11 @@ pub enum WalError {
 }
 
 impl WalError {
+    /// Whether an I/O error means the filesystem is full.
+    pub(crate) fn is_no_space(e: &io::Error) -> bool {
+        e.raw_os_error() == Some(libc::ENOSPC)
+    }
+
     /// Wraps an I/O error with the operation and the path it concerned.
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> Self {
         let path = path.into();

@@ -40,6 +40,9 @@ impl Default for WalOptions {
 impl WalOptions {
     /// The smallest accepted `max_segment_size`.
     pub const MIN_SEGMENT_SIZE: u64 = 64;
+    /// The largest accepted `max_segment_size`: payload offsets within a segment fit 32 bits
+    /// (a record too big for any segment still gets one of its own, starting near offset 0).
+    pub const MAX_SEGMENT_SIZE: u64 = 4 << 30;
 
     /// Checks the options are in range.
     pub fn validate(&self) -> Result<(), WalError> {
@@ -48,7 +51,59 @@ impl WalOptions {
                 reason: "max_segment_size must be at least 64 bytes",
             });
         }
+        if self.max_segment_size > Self::MAX_SEGMENT_SIZE {
+            return Err(WalError::InvalidOptions {
+                reason: "max_segment_size must be at most 4 GiB",
+            });
+        }
         Ok(())
+    }
+}
+
+/// The part of a log's state that decides where appended records land: the active
+/// segment, its length including buffered frames, and how many records it holds.
+///
+/// [`Wal::append`] places every record with [`Layout::place`], so a copy taken with
+/// [`Wal::layout`] and fed the same payload lengths in the same order predicts each
+/// record's position before it is written. The server uses that to know where a job's
+/// body will be while the record is still queued for the writer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Layout {
+    segment: u64,
+    end: u64,
+    records: u64,
+    max_segment_size: u64,
+}
+
+impl Layout {
+    /// Places a record with a payload of `payload_len` bytes: returns its payload's
+    /// position and whether the active segment is rotated first (a record that would
+    /// make a non-empty segment longer than the limit starts a new one).
+    pub fn place(&mut self, payload_len: usize) -> (RecordPos, bool) {
+        let frame_len = (RECORD_HEADER_LEN + payload_len) as u64;
+        let rotates = self.end + frame_len > self.max_segment_size && self.records > 0;
+        if rotates {
+            self.segment += 1;
+            self.end = SEGMENT_HEADER_LEN as u64;
+            self.records = 0;
+        }
+        let pos = RecordPos {
+            segment: self.segment,
+            offset: self.end + RECORD_HEADER_LEN as u64,
+        };
+        self.end += frame_len;
+        self.records += 1;
+        (pos, rotates)
+    }
+
+    /// The segment the next record goes to unless it rotates.
+    pub fn segment(&self) -> u64 {
+        self.segment
+    }
+
+    /// The active segment's length, including frames not written yet.
+    pub fn end(&self) -> u64 {
+        self.end
     }
 }
 
@@ -123,16 +178,12 @@ impl<S: Storage> Wal<S> {
                 max: self.options.max_payload,
             });
         }
-        let frame_len = (RECORD_HEADER_LEN + payload.len()) as u64;
-        let end = self.active.written_len + self.buf.len() as u64 + frame_len;
-        if end > self.options.max_segment_size && self.active.records > 0 {
+        let (pos, rotates) = self.layout().place(payload.len());
+        if rotates {
             let rotated = self.rotate();
             self.poison_on_error(rotated)?;
         }
-        let pos = RecordPos {
-            segment: self.active.seq,
-            offset: self.active.written_len + (self.buf.len() + RECORD_HEADER_LEN) as u64,
-        };
+        debug_assert_eq!(pos, self.layout().place(payload.len()).0);
         frame::encode_record(&mut self.buf, kind, payload);
         let lsn = self.next_lsn;
         self.next_lsn.0 += 1;
@@ -230,6 +281,16 @@ impl<S: Storage> Wal<S> {
         Ok(upto - first)
     }
 
+    /// Where the next appended records will land (see [`Layout`]).
+    pub fn layout(&self) -> Layout {
+        Layout {
+            segment: self.active.seq,
+            end: self.active.written_len + self.buf.len() as u64,
+            records: self.active.records,
+            max_segment_size: self.options.max_segment_size,
+        }
+    }
+
     /// The LSN up to which records are known to be on stable storage.
     pub fn durable_lsn(&self) -> Lsn {
         self.durable_lsn
@@ -274,7 +335,10 @@ impl<S: Storage> Wal<S> {
     }
 
     fn poison_on_error<T>(&mut self, r: Result<T, WalError>) -> Result<T, WalError> {
-        if r.is_err() {
+        // A full disk leaves the log as it was (see `write_buf` and `rotate`).
+        if r.as_ref()
+            .is_err_and(|e| !matches!(e, WalError::NoSpace { .. }))
+        {
             self.poisoned = true;
         }
         r
@@ -285,10 +349,21 @@ impl<S: Storage> Wal<S> {
             return Ok(());
         }
         let path = segment::path(&self.dir, self.active.seq);
-        self.active
-            .file
-            .append(&self.buf)
-            .map_err(WalError::io("append to", path))?;
+        if let Err(e) = self.active.file.append(&self.buf) {
+            if !WalError::is_no_space(&e) {
+                return Err(WalError::io("append to", path)(e));
+            }
+            // Part of the buffer may have reached the file: cut it off so the file again
+            // ends at a record boundary and a retry writes the buffer whole.
+            self.active
+                .file
+                .set_len(self.active.written_len)
+                .map_err(WalError::io("truncate", &path))?;
+            return Err(WalError::NoSpace {
+                op: "append to",
+                path,
+            });
+        }
         self.active.written_len += self.buf.len() as u64;
         self.buf.clear();
         self.written_lsn = Lsn(self.next_lsn.0 - 1);
@@ -311,7 +386,24 @@ impl<S: Storage> Wal<S> {
         self.write_buf()?;
         self.sync_active()?;
         let seq = self.active.seq + 1;
-        let file = segment::create(&self.storage, &self.dir, seq, self.next_lsn)?;
+        let file = match segment::create(&self.storage, &self.dir, seq, self.next_lsn) {
+            Ok(file) => file,
+            Err(WalError::Io { op, source, .. }) if WalError::is_no_space(&source) => {
+                // Remove the half-created segment, so the log ends where it did and a
+                // retry creates it afresh.
+                let path = segment::path(&self.dir, seq);
+                match self.storage.remove(&path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(WalError::io("remove", path)(e)),
+                }
+                self.storage
+                    .sync_dir(&self.dir)
+                    .map_err(WalError::io("sync", &self.dir))?;
+                return Err(WalError::NoSpace { op, path });
+            }
+            Err(e) => return Err(e),
+        };
         self.active = Active {
             seq,
             file,

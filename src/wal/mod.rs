@@ -95,7 +95,7 @@ mod tests;
 mod verify;
 
 pub use error::WalError;
-pub use log::{Wal, WalOptions};
+pub use log::{Layout, Wal, WalOptions};
 pub use recover::OpenReport;
 pub use verify::{dump, verify, Dump, DumpEntry, VerifyReport};
 

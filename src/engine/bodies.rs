@@ -1,0 +1,178 @@
+//! Where job bodies are: the job index keeps only a [`BodyRef`] per job; the bytes are in
+//! the write-ahead log (or, for a put not yet placed in a log, in `mem_bodies`). Replies
+//! carry a [`Body`] the server reads from the log when it writes them.
+//!
+//! Per segment, the engine counts live jobs and body bytes ([`SegmentUse`]): the oldest
+//! segment holding a live body bounds what the log may reclaim, and the counts say which
+//! segments are worth compacting.
+
+use bytes::Bytes;
+use rustc_hash::FxHashMap as HashMap;
+
+use super::change::{Change, ImageState};
+use super::job::{BodyRef, Job, JobState};
+use super::{Engine, SegmentUse};
+use crate::protocol::{Body, JobId, StoredBody};
+
+impl Engine {
+    /// Adds `job` to the index, with its body bytes if they are not in a log.
+    pub(super) fn index_job(&mut self, job: Job, bytes: Option<Bytes>) {
+        if job.body.is_placed() {
+            self.count_segment(job.body, true);
+        } else if let Some(bytes) = bytes {
+            self.mem_bodies.insert(job.id, bytes);
+        }
+        self.jobs.insert(job.id, job);
+    }
+
+    /// Removes a job from the index (the caller has detached it from every queue).
+    pub(super) fn unindex_job(&mut self, id: JobId) -> Option<Job> {
+        let job = self.jobs.remove(&id)?;
+        if job.body.is_placed() {
+            self.count_segment(job.body, false);
+        } else {
+            self.mem_bodies.remove(&id);
+        }
+        Some(job)
+    }
+
+    fn count_segment(&mut self, at: BodyRef, add: bool) {
+        let entry = self.segment_use.entry(at.segment).or_default();
+        if add {
+            entry.jobs += 1;
+            entry.bytes += u64::from(at.len);
+        } else {
+            entry.jobs = entry.jobs.saturating_sub(1);
+            entry.bytes = entry.bytes.saturating_sub(u64::from(at.len));
+            if entry.jobs == 0 {
+                self.segment_use.remove(&at.segment);
+            }
+        }
+    }
+
+    /// Records that job `id`'s body now lives in the log at `at` (its put record, or a
+    /// copy written by compaction), dropping any in-memory copy. Returns false if the job
+    /// is gone.
+    pub fn place_body(&mut self, id: JobId, at: BodyRef) -> bool {
+        let Some(old) = self.jobs.get(&id).map(|j| j.body) else {
+            return false;
+        };
+        if old.is_placed() {
+            self.count_segment(old, false);
+        } else {
+            self.mem_bodies.remove(&id);
+        }
+        self.count_segment(at, true);
+        if let Some(job) = self.jobs.get_mut(&id) {
+            job.body = at;
+        }
+        true
+    }
+
+    /// The body of `job`, for a reply.
+    pub(super) fn body_of(&self, job: &Job) -> Body {
+        body_from(&self.mem_bodies, job)
+    }
+
+    /// Queues an [`Change::Image`] of job `id` with `body` (its bytes, read from `from`),
+    /// so compaction can move it off the segment at `from`. Returns false, queuing
+    /// nothing, if the job is gone or its body has moved since. A reserved job is imaged
+    /// as ready (what a restart makes it); its reservation carries on.
+    pub fn relocate(&mut self, id: JobId, from: BodyRef, body: Bytes) -> bool {
+        let Some(job) = self.jobs.get(&id) else {
+            return false;
+        };
+        if job.body != from || body.len() != from.len as usize {
+            return false;
+        }
+        let state = match job.state {
+            JobState::Ready | JobState::Reserved { .. } => ImageState::Ready,
+            JobState::Delayed { until } => ImageState::Delayed(until),
+            JobState::Buried { .. } => ImageState::Buried,
+        };
+        self.changes.push(Change::Image {
+            id,
+            tube: self.tubes.get(job.tube).name.clone(),
+            pri: job.pri,
+            delay: job.delay,
+            ttr: job.ttr,
+            created_at: job.created_at,
+            state,
+            counters: job.counters,
+            body,
+        });
+        if job.attempts > 0 || job.notes.is_some() {
+            self.changes.push(Change::JobNotes {
+                id,
+                attempts: job.attempts,
+                last_error: job.last_error().map(Into::into),
+                burial: job.burial(),
+            });
+        }
+        true
+    }
+
+    /// Queues a [`Change::PauseTube`] for every paused tube, so a pause survives the
+    /// removal of the segment that recorded it.
+    pub fn journal_pauses(&mut self) {
+        for &(until, tube) in &self.pauses {
+            self.changes.push(Change::PauseTube {
+                tube: self.tubes.get(tube).name.clone(),
+                until,
+            });
+        }
+    }
+
+    /// Up to `limit` live jobs whose body is in `segment`, with their body's place,
+    /// scanning at most `scan` jobs from id `from` on; also returns where to continue
+    /// (`None` when the scan reached the end). Bounded so the engine lock is held briefly.
+    pub fn jobs_in_segment(
+        &self,
+        segment: u64,
+        from: JobId,
+        scan: usize,
+    ) -> (Vec<(JobId, BodyRef)>, Option<JobId>) {
+        let mut found = Vec::new();
+        let mut iter = self.jobs.range(from..);
+        for (_, job) in iter.by_ref().take(scan) {
+            if job.body.segment == segment {
+                found.push((job.id, job.body));
+            }
+        }
+        (found, iter.next().map(|(&id, _)| id))
+    }
+
+    /// The oldest log segment holding a live job's body, if any.
+    pub fn oldest_live_segment(&self) -> Option<u64> {
+        self.segment_use.keys().next().copied()
+    }
+
+    /// Live jobs and bytes per log segment, oldest segment first.
+    pub fn segment_use(&self) -> impl Iterator<Item = (u64, SegmentUse)> + '_ {
+        self.segment_use.iter().map(|(&s, &u)| (s, u))
+    }
+
+    /// Body bytes of all live jobs.
+    pub fn live_bytes(&self) -> u64 {
+        let placed: u64 = self.segment_use.values().map(|u| u.bytes).sum();
+        placed
+            + self
+                .mem_bodies
+                .values()
+                .map(|b| b.len() as u64)
+                .sum::<u64>()
+    }
+}
+
+/// The body of `job`, for a reply, given the engine's in-memory bodies.
+pub(super) fn body_from(mem_bodies: &HashMap<JobId, Bytes>, job: &Job) -> Body {
+    if job.body.is_placed() {
+        return Body::Stored(StoredBody {
+            segment: job.body.segment,
+            offset: u64::from(job.body.offset),
+            len: job.body.len,
+            file: None,
+        });
+    }
+    Body::Bytes(mem_bodies.get(&job.id).cloned().unwrap_or_default())
+}
