@@ -6,7 +6,11 @@
 # larder (empty data directory). Each server only ever runs alone, and every run starts
 # from an empty server.
 #
-# Usage: benches/compare.sh
+# Usage: benches/compare.sh            in-memory beanstalkd against larder (fsync always)
+#        MODE=durable benches/compare.sh
+#                                beanstalkd -b DIR (its default: fsync at most every 50 ms,
+#                                replies before syncing) and beanstalkd -b DIR -f 0 (fsync per
+#                                command) against larder --fsync always, 100 B and 1 KiB bodies
 # Environment:
 #   DURATION=8     measured seconds per run
 #   WARMUP=1       unmeasured seconds before each run
@@ -63,7 +67,15 @@ start_server() {
     while (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; do PORT=$((PORT + 1)); done
     addr=127.0.0.1:$PORT
     case $1 in
-        beanstalkd) "$BEANSTALKD" -l 127.0.0.1 -p "$PORT" 2>>"$work/beanstalkd.log" & ;;
+        beanstalkd) "$BEANSTALKD" -l 127.0.0.1 -p "$PORT" 2>>"$work/$1.log" & ;;
+        beanstalkd-b)
+            "$BEANSTALKD" -l 127.0.0.1 -p "$PORT" -b "$(mktemp -d -p "$work")" \
+                2>>"$work/$1.log" &
+            ;;
+        beanstalkd-f0)
+            "$BEANSTALKD" -l 127.0.0.1 -p "$PORT" -b "$(mktemp -d -p "$work")" -f 0 \
+                2>>"$work/$1.log" &
+            ;;
         larder)
             LARDER_LOG=warn "$larder" serve --listen "$addr" \
                 --data-dir "$(mktemp -d -p "$work")" 2>>"$work/larder.log" &
@@ -82,15 +94,29 @@ start_server() {
 }
 
 # name | loadgen arguments
-workloads=(
-    "put 1x1|--workload put --connections 1 --depth 1"
-    "put 16x16|--workload put --connections 16 --depth 16"
-    "put 16x16 1KiB|--workload put --connections 16 --depth 16 --body-size 1024"
-    "reserve-delete 4x1|--workload reserve-delete --connections 4 --depth 1"
-    "mixed 4p+4c d1|--workload mixed --producers 4 --consumers 4 --depth 1"
-    "mixed 4p+4c d16|--workload mixed --producers 4 --consumers 4 --depth 16"
-)
-servers=(beanstalkd larder)
+if [[ ${MODE:-memory} == durable ]]; then
+    workloads=(
+        "put 1x1|--workload put --connections 1 --depth 1"
+        "put 1x1 1KiB|--workload put --connections 1 --depth 1 --body-size 1024"
+        "put 16x16|--workload put --connections 16 --depth 16"
+        "put 16x16 1KiB|--workload put --connections 16 --depth 16 --body-size 1024"
+        "mixed 4p+4c d1|--workload mixed --producers 4 --consumers 4 --depth 1"
+        "mixed 4p+4c d1 1KiB|--workload mixed --producers 4 --consumers 4 --depth 1 --body-size 1024"
+        "mixed 4p+4c d16|--workload mixed --producers 4 --consumers 4 --depth 16"
+        "mixed 4p+4c d16 1KiB|--workload mixed --producers 4 --consumers 4 --depth 16 --body-size 1024"
+    )
+    servers=(beanstalkd-b beanstalkd-f0 larder)
+else
+    workloads=(
+        "put 1x1|--workload put --connections 1 --depth 1"
+        "put 16x16|--workload put --connections 16 --depth 16"
+        "put 16x16 1KiB|--workload put --connections 16 --depth 16 --body-size 1024"
+        "reserve-delete 4x1|--workload reserve-delete --connections 4 --depth 1"
+        "mixed 4p+4c d1|--workload mixed --producers 4 --consumers 4 --depth 1"
+        "mixed 4p+4c d16|--workload mixed --producers 4 --consumers 4 --depth 16"
+    )
+    servers=(beanstalkd larder)
+fi
 
 runs=$(( ${#workloads[@]} * ${#servers[@]} ))
 echo "running $runs runs of ${WARMUP}+${DURATION} s each..." >&2
@@ -126,18 +152,27 @@ latency() {
     fi
 }
 
-row='%-28s %12s %12s %7s  %-24s %s\n'
+others=("${servers[@]:0:${#servers[@]}-1}")
 echo
-printf "$row" workload "beanstalkd/s" "larder/s" ratio "beanstalkd p50/p99/p99.9" \
-    "larder p50/p99/p99.9"
-printf "$row" "" "" "" "l/b" "(µs)" "(µs)"
+printf '%-28s' workload
+for server in "${servers[@]}"; do printf ' %14s' "$server/s"; done
+for server in "${others[@]}"; do printf ' %8s' "l/${server#beanstalkd}"; done
+printf '   %s\n' "p50/p99/p99.9 µs: ${servers[0]} | larder"
 table_row() { # label, run index, rate field, latency kind
-    local b=$work/$2.beanstalkd.json l=$work/$2.larder.json
-    local br lr ratio
-    br=$(field "$b" ".$3 | round")
-    lr=$(field "$l" ".$3 | round")
-    ratio=$(awk -v b="$br" -v l="$lr" 'BEGIN { if (b > 0 && l != "-") printf "%.2f", l / b; else print "-" }')
-    printf "$row" "$1" "$br" "$lr" "$ratio" "$(latency "$b" "$4")" "$(latency "$l" "$4")"
+    local rates=() r lr
+    printf '%-28s' "$1"
+    for server in "${servers[@]}"; do
+        r=$(field "$work/$2.$server.json" ".$3 | round")
+        rates+=("$r")
+        printf ' %14s' "$r"
+    done
+    lr=${rates[-1]}
+    for j in "${!others[@]}"; do
+        awk -v b="${rates[$j]}" -v l="$lr" \
+            'BEGIN { if (b > 0 && l != "-") printf " %8.2f", l / b; else printf " %8s", "-" }'
+    done
+    printf '   %s | %s\n' "$(latency "$work/$2.${servers[0]}.json" "$4")" \
+        "$(latency "$work/$2.larder.json" "$4")"
 }
 for i in "${!workloads[@]}"; do
     name=${workloads[$i]%%|*}
@@ -157,8 +192,11 @@ echo "pipelined batch was queued to its reply; 'consumed' rows merge reserve and
 for i in "${!workloads[@]}"; do
     name=${workloads[$i]%%|*}
     [[ $name == mixed* ]] || continue
-    echo "backlog after '$name': beanstalkd $(field "$work/$i.beanstalkd.json" .backlog)," \
-        "larder $(field "$work/$i.larder.json" .backlog) jobs"
+    backlog=""
+    for server in "${servers[@]}"; do
+        backlog+=" $server $(field "$work/$i.$server.json" .backlog)"
+    done
+    echo "backlog after '$name' (jobs):$backlog"
 done
 for i in "${!workloads[@]}"; do
     for server in "${servers[@]}"; do

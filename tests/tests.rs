@@ -14,6 +14,7 @@
 mod support;
 
 mod cli;
+mod compaction;
 mod conformance;
 mod differential;
 mod durability;

@@ -133,13 +133,13 @@ impl Engine {
         scan: usize,
     ) -> (Vec<(JobId, BodyRef)>, Option<JobId>) {
         let mut found = Vec::new();
-        let mut iter = self.jobs.range(from..);
-        for (_, job) in iter.by_ref().take(scan) {
+        let mut iter = self.jobs.range_from(from);
+        for job in iter.by_ref().take(scan) {
             if job.body.segment == segment {
                 found.push((job.id, job.body));
             }
         }
-        (found, iter.next().map(|(&id, _)| id))
+        (found, iter.next().map(|job| job.id))
     }
 
     /// The oldest log segment holding a live job's body, if any.

@@ -25,6 +25,7 @@ mod retry;
 mod session;
 mod settings;
 mod stats;
+mod table;
 mod time;
 mod tube;
 mod tubes;
@@ -47,6 +48,7 @@ pub use tube::TubeId;
 
 use crate::protocol::{Command, CommandKind, JobId, ProtocolError, Reply, TubeName, TubeSetting};
 use session::Session;
+use table::JobTable;
 use tube::Tubes;
 
 /// A reserved job within this long of its TTR deadline makes `reserve` answer
@@ -119,9 +121,9 @@ pub struct Engine {
     process: ProcessInfo,
     log: LogStats,
     started_at: Timestamp,
-    /// Every job by id. A B-tree rather than a hash table: it never rehashes everything at
-    /// once, which with hundreds of thousands of jobs stalled every client for tens of ms.
-    jobs: BTreeMap<JobId, Job>,
+    /// Every job by id (see [`table`]: densely packed, and never rehashed all at once,
+    /// which with hundreds of thousands of jobs stalled every client for tens of ms).
+    jobs: JobTable,
     /// Bodies of jobs whose put record has no place in a log yet (all of them when the
     /// engine runs without one). The server places each put as it journals it.
     mem_bodies: HashMap<JobId, Bytes>,
@@ -162,7 +164,7 @@ impl Engine {
             process,
             log: LogStats::default(),
             started_at: now,
-            jobs: BTreeMap::new(),
+            jobs: JobTable::default(),
             mem_bodies: HashMap::default(),
             segment_use: BTreeMap::new(),
             tubes,
