@@ -896,7 +896,7 @@ fn after_restart(engine: &Engine, id: JobId, now: Timestamp) -> String {
         job.counters,
         job.body,
         job.attempts,
-        job.notes,
+        engine.job_notes(id),
     )
 }
 

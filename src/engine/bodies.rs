@@ -28,6 +28,7 @@ impl Engine {
     /// Removes a job from the index (the caller has detached it from every queue).
     pub(super) fn unindex_job(&mut self, id: JobId) -> Option<Job> {
         let job = self.jobs.remove(&id)?;
+        self.notes.remove(&id);
         if job.body.is_placed() {
             self.count_segment(job.body, false);
         } else {
@@ -101,12 +102,13 @@ impl Engine {
             counters: job.counters,
             body,
         });
-        if job.attempts > 0 || job.notes.is_some() {
+        let notes = self.notes.get(&id);
+        if job.attempts > 0 || notes.is_some() {
             self.changes.push(Change::JobNotes {
                 id,
                 attempts: job.attempts,
-                last_error: job.last_error().map(Into::into),
-                burial: job.burial(),
+                last_error: notes.and_then(|n| n.last_error.clone()),
+                burial: notes.and_then(|n| n.burial),
             });
         }
         true

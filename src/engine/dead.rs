@@ -30,7 +30,7 @@ impl Engine {
             .flat_map(|t| self.tubes.get(t).buried.values().copied())
             .filter(|&id| (filter.from..=filter.to).contains(&id))
             .filter(|id| {
-                let Some(burial) = self.jobs.get(id).and_then(|j| j.burial()) else {
+                let Some(burial) = self.burial(*id) else {
                     return false;
                 };
                 filter.reason.is_none_or(|r| r == burial.reason)
@@ -50,7 +50,7 @@ impl Engine {
             let Some(job) = self.jobs.get(&id) else {
                 continue;
             };
-            let burial = job.burial();
+            let burial = self.burial(id);
             let _ = write!(
                 y,
                 "- id: {id}\n  tube: {}\n  reason: {}\n  attempts: {}\n  pri: {}\n  \
@@ -62,7 +62,7 @@ impl Engine {
                 burial
                     .and_then(|b| b.at)
                     .map_or(0, |t| t.0 / NANOS_PER_MILLI),
-                yaml_quoted(job.last_error().unwrap_or("")),
+                yaml_quoted(self.last_error(id).unwrap_or("")),
             );
         }
         Reply::Ok(y.into())

@@ -85,13 +85,13 @@ impl Engine {
             c.buries,
             c.kicks,
         );
-        let burial = job.burial();
+        let burial = self.burial(id);
         let _ = write!(
             y,
             "attempts: {}\nmax-attempts: {}\nlast-error: {}\nbury-reason: {}\nburied-at: {}\n",
             job.attempts,
             self.setting(job.tube, TubeSetting::MaxAttempts),
-            yaml_quoted(job.last_error().unwrap_or("")),
+            yaml_quoted(self.last_error(id).unwrap_or("")),
             burial.map_or("none", |b| b.reason.name()),
             burial
                 .and_then(|b| b.at)

@@ -82,10 +82,9 @@ pub struct Job {
     /// Where the body is in the log.
     pub body: BodyRef,
     /// Reservations that ended without a delete since the job was put or last redriven
-    /// (larder's retry accounting; beanstalkd's counters are in `counters`).
+    /// (larder's retry accounting; beanstalkd's counters are in `counters`). It fills what
+    /// was padding; rarer facts live in the engine's notes table ([`JobNotes`]).
     pub attempts: u32,
-    /// Rarely present facts, boxed so that jobs without them stay small.
-    pub notes: Option<Box<JobNotes>>,
 }
 
 /// Where a job's body is: a segment of the write-ahead log and the offset of its first
@@ -119,7 +118,8 @@ impl BodyRef {
     }
 }
 
-/// What larder remembers about a job beyond beanstalkd's fields.
+/// What larder remembers about a few jobs beyond beanstalkd's fields, kept in a table
+/// beside the jobs (most jobs have none, and a field in every job would cost them all).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct JobNotes {
     /// The message of the last failure a worker reported (`fail`).
@@ -137,26 +137,17 @@ pub struct Burial {
     pub at: Option<Timestamp>,
 }
 
-impl Job {
-    /// The last reported failure's message.
-    pub fn last_error(&self) -> Option<&str> {
-        self.notes.as_ref().and_then(|n| n.last_error.as_deref())
-    }
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-    /// Why and when the job was buried, while it is buried.
-    pub fn burial(&self) -> Option<Burial> {
-        self.notes.as_ref().and_then(|n| n.burial)
-    }
-
-    /// The notes, created if absent.
-    pub fn notes_mut(&mut self) -> &mut JobNotes {
-        self.notes.get_or_insert_with(Box::default)
-    }
-
-    /// Forgets the notes if nothing is left in them.
-    pub fn tidy_notes(&mut self) {
-        if self.notes.as_deref() == Some(&JobNotes::default()) {
-            self.notes = None;
-        }
+    #[test]
+    fn retry_accounting_keeps_a_job_at_96_bytes() {
+        // attempts fills the padding after the counters; the rest lives in the notes table.
+        assert!(
+            std::mem::size_of::<Job>() <= 96,
+            "{}",
+            std::mem::size_of::<Job>()
+        );
     }
 }

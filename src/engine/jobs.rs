@@ -86,7 +86,6 @@ impl Engine {
                 counters: JobCounters::default(),
                 body,
                 attempts: 0,
-                notes: None,
             },
             bytes,
         );

@@ -18,6 +18,7 @@ mod dead;
 mod inspect;
 mod job;
 mod jobs;
+mod notes;
 mod queue;
 pub mod record;
 mod restore;
@@ -127,6 +128,8 @@ pub struct Engine {
     /// Bodies of jobs whose put record has no place in a log yet (all of them when the
     /// engine runs without one). The server places each put as it journals it.
     mem_bodies: HashMap<JobId, Bytes>,
+    /// Notes of the few jobs that have any (see `notes.rs`).
+    notes: HashMap<JobId, JobNotes>,
     /// Live jobs and body bytes per log segment, for reclamation and compaction.
     segment_use: BTreeMap<u64, SegmentUse>,
     tubes: Tubes,
@@ -166,6 +169,7 @@ impl Engine {
             started_at: now,
             jobs: JobTable::default(),
             mem_bodies: HashMap::default(),
+            notes: HashMap::default(),
             segment_use: BTreeMap::new(),
             tubes,
             default_tube,

@@ -28,12 +28,10 @@ impl Engine {
             }
             JobState::Buried { seq } => {
                 tube.buried.remove(&seq);
-                if let Some(job) = self.jobs.get_mut(&id) {
-                    if let Some(burial) = job.notes.as_mut().and_then(|n| n.burial.take()) {
-                        tube.dead[burial.reason.index()] -= 1;
-                    }
-                    job.tidy_notes();
+                if let Some(burial) = self.notes.get_mut(&id).and_then(|n| n.burial.take()) {
+                    tube.dead[burial.reason.index()] -= 1;
                 }
+                self.tidy_notes(id);
             }
             JobState::Reserved { by, deadline } => {
                 tube.reserved -= 1;
@@ -84,20 +82,21 @@ impl Engine {
         };
         job.state = JobState::Buried { seq };
         job.counters.buries += 1;
-        job.notes_mut().burial = Some(burial);
         let tube = self.tubes.get_mut(job.tube);
         tube.buried.insert(seq, id);
         tube.dead[burial.reason.index()] += 1;
+        self.notes_mut(id).burial = Some(burial);
     }
 
     /// Changes why and when buried job `id` was buried, keeping its place in the tube's
     /// buried list.
     pub(super) fn rebury_as(&mut self, id: JobId, burial: Burial) {
-        let Some(job) = self.jobs.get_mut(&id) else {
+        let Some(tube) = self.jobs.get(&id).map(|j| j.tube) else {
             return;
         };
-        let dead = &mut self.tubes.get_mut(job.tube).dead;
-        if let Some(old) = job.notes_mut().burial.replace(burial) {
+        let old = self.notes_mut(id).burial.replace(burial);
+        let dead = &mut self.tubes.get_mut(tube).dead;
+        if let Some(old) = old {
             dead[old.reason.index()] -= 1;
         }
         dead[burial.reason.index()] += 1;

@@ -87,7 +87,7 @@ impl Engine {
             Change::Fail { id, message } => {
                 let job = self.job_mut(id)?;
                 job.attempts = job.attempts.saturating_add(1);
-                job.notes_mut().last_error = Some(message);
+                self.notes_mut(id).last_error = Some(message);
             }
             Change::Retry { id, ready_at } => {
                 self.job_mut(id)?;
@@ -192,7 +192,6 @@ impl Engine {
                             counters,
                             body: at,
                             attempts: 0,
-                            notes: None,
                         },
                         bytes,
                     );
@@ -226,13 +225,12 @@ impl Engine {
             } => {
                 let job = self.job_mut(id)?;
                 job.attempts = attempts;
-                job.notes_mut().last_error = last_error;
-                if let (Some(burial), JobState::Buried { .. }) = (burial, job.state) {
+                let buried = matches!(job.state, JobState::Buried { .. });
+                self.notes_mut(id).last_error = last_error;
+                if let (Some(burial), true) = (burial, buried) {
                     self.rebury_as(id, burial);
                 }
-                if let Some(job) = self.jobs.get_mut(&id) {
-                    job.tidy_notes();
-                }
+                self.tidy_notes(id);
             }
             Change::PauseTube { tube, until } => {
                 if let Some(tube_id) = self.tubes.find(&tube) {

@@ -78,7 +78,7 @@ impl Engine {
             }
             Ending::Abandon => self.changes.push(Change::Abandon { id }),
             Ending::Fail(message) => {
-                job.notes_mut().last_error = Some(message.clone());
+                self.notes_mut(id).last_error = Some(message.clone());
                 self.changes.push(Change::Fail { id, message });
             }
             Ending::Release { pri, delay } => {
@@ -357,7 +357,7 @@ mod engine_tests {
         };
         assert_eq!(w.cmd(fail), Reply::Released);
         assert_eq!(w.attempts(id), 3);
-        assert_eq!(w.e.job(id).expect("job").last_error(), Some("boom"));
+        assert_eq!(w.e.last_error(id), Some("boom"));
         // Disconnect.
         w.reserve();
         w.e.close_session(w.s, w.now);
@@ -644,7 +644,7 @@ mod engine_tests {
         for id in [a, b] {
             let (x, y) = (w.e.job(id).expect("job"), restored.job(id).expect("job"));
             assert_eq!(x.attempts, y.attempts, "job {id}");
-            assert_eq!(x.notes, y.notes, "job {id}");
+            assert_eq!(w.e.job_notes(id), restored.job_notes(id), "job {id}");
             assert_eq!(x.state, y.state, "job {id}");
         }
         assert_eq!(restored.job(a).expect("a").attempts, 2);

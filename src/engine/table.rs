@@ -122,7 +122,6 @@ mod tests {
             counters: JobCounters::default(),
             body: BodyRef::in_memory(0),
             attempts: 0,
-            notes: None,
         }
     }
 
