@@ -208,7 +208,15 @@ mod config_tube {
         c.close().await;
         s.shutdown().await.expect("shutdown");
 
-        let s = InProcess::with_config(config).await;
+        let mut s = InProcess::with_config(config).await;
+        // Seen once under a loaded full run: the restarted server refused the connection.
+        // Say why it stopped if that happens again.
+        if let Err(e) = tokio::net::TcpStream::connect(s.addr).await {
+            panic!(
+                "cannot connect ({e}); server ended with {}",
+                s.outcome().await
+            );
+        }
         let mut c = s.connect().await;
         assert_eq!(
             field(&c.cmd("stats-tube keep\r\n").await, "max-attempts"),
