@@ -32,6 +32,11 @@ struct Queue {
     next_lsn: u64,
     /// Where the next queued record will land in the log.
     layout: Layout,
+    /// Oldest segment the log must keep once every queued record is written (see the
+    /// module docs); 0 while unknown. It travels with the records: applying it before
+    /// they are durable could remove a job's old body record before its new one (a
+    /// compaction image) is on disk.
+    keep_segment: u64,
     /// No more records will come; the writer drains, syncs and exits.
     closed: bool,
 }
@@ -44,8 +49,6 @@ pub struct Journal {
     queue: Mutex<Queue>,
     wake: Condvar,
     watermark: Watermark,
-    /// Oldest segment the log must keep (see the module docs); 0 while unknown.
-    keep_segment: AtomicU64,
     /// Figures for `stats`, kept by the writer.
     records_written: AtomicU64,
     fsyncs: AtomicU64,
@@ -70,11 +73,11 @@ impl Journal {
                 records: Vec::new(),
                 next_lsn,
                 layout,
+                keep_segment: 0,
                 closed: false,
             }),
             wake: Condvar::new(),
             watermark: Watermark::new(next_lsn.saturating_sub(1)),
-            keep_segment: AtomicU64::new(0),
             records_written: AtomicU64::new(0),
             fsyncs: AtomicU64::new(0),
             oldest_segment: AtomicU64::new(0),
@@ -115,7 +118,7 @@ impl Journal {
 
     /// Sets the oldest segment the log must keep.
     pub fn set_keep_segment(&self, seq: u64) {
-        self.keep_segment.store(seq, Ordering::Relaxed);
+        self.lock().keep_segment = seq;
     }
 
     /// The oldest segment still in the log.
@@ -188,6 +191,7 @@ pub fn spawn_writer(
                 wal,
                 policy,
                 reserve,
+                keep_segment: 0,
                 last_retake: Instant::now(),
                 last_sync: Instant::now(),
                 unsynced: false,
@@ -201,6 +205,8 @@ struct Writer {
     wal: Wal<FsStorage>,
     policy: FsyncPolicy,
     reserve: DiskReserve,
+    /// Oldest segment to keep, as of the records written so far.
+    keep_segment: u64,
     /// When the writer last tried to take the reserve back.
     last_retake: Instant,
     last_sync: Instant,
@@ -211,10 +217,14 @@ impl Writer {
     fn run(mut self) {
         self.publish_figures();
         loop {
-            let (batch, closed) = self.next_batch();
+            let (batch, closed, keep) = self.next_batch();
+            let batch_was_empty = batch.is_empty();
             if !batch.is_empty() {
                 self.write(batch);
-            } else if self.unsynced {
+            }
+            // Every record queued before `keep` was set is now written (reclaim syncs).
+            self.keep_segment = keep;
+            if batch_was_empty && self.unsynced {
                 // A periodic sync under --fsync every=MS.
                 self.sync();
             }
@@ -242,11 +252,13 @@ impl Writer {
     }
 
     /// Waits for records (or, with unsynced data under `every=MS`, for the sync interval).
-    fn next_batch(&mut self) -> (Vec<Queued>, bool) {
+    /// Returns the records, whether the journal is closing, and the segment to keep once
+    /// those records are written.
+    fn next_batch(&mut self) -> (Vec<Queued>, bool, u64) {
         let mut q = self.journal.lock();
         loop {
             if !q.records.is_empty() || q.closed {
-                return (std::mem::take(&mut q.records), q.closed);
+                return (std::mem::take(&mut q.records), q.closed, q.keep_segment);
             }
             let full = self.journal.log_full();
             match (self.policy, self.unsynced) {
@@ -259,13 +271,13 @@ impl Writer {
                         .unwrap_or_else(|e| e.into_inner());
                     q = guard;
                     if timeout.timed_out() && q.records.is_empty() && !q.closed {
-                        return (Vec::new(), false);
+                        return (Vec::new(), false, q.keep_segment);
                     }
                 }
                 (FsyncPolicy::Every(interval), true) => {
                     let left = interval.saturating_sub(self.last_sync.elapsed());
                     if left.is_zero() {
-                        return (Vec::new(), false);
+                        return (Vec::new(), false, q.keep_segment);
                     }
                     q = self
                         .journal
@@ -388,7 +400,7 @@ impl Writer {
     /// whatever policy is in force: the records that made those segments unneeded (a
     /// delete, or compaction's copy of a job) must be durable before the old ones go.
     fn reclaim(&mut self) {
-        let keep = self.journal.keep_segment.load(Ordering::Relaxed);
+        let keep = self.keep_segment;
         let keep = keep.min(self.wal.active_segment());
         if keep <= self.wal.oldest_segment() || self.wal.is_poisoned() {
             return;
