@@ -2,6 +2,9 @@
 //!
 //! Doc comments on the argument structs are the `--help` text.
 
+pub mod dlq;
+pub mod tube;
+
 use std::io::{Read, Write};
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -37,6 +40,12 @@ pub enum Cmd {
     /// Inspect a data directory's write-ahead log offline (the server need not run).
     #[command(subcommand)]
     Wal(WalCmd),
+    /// Configure a tube's retry policy, or show its settings and statistics.
+    #[command(subcommand)]
+    Tube(tube::TubeCmd),
+    /// Inspect, redrive, delete and export dead letters (buried jobs).
+    #[command(subcommand)]
+    Dlq(dlq::DlqCmd),
 }
 
 /// `larder wal …`
@@ -184,6 +193,22 @@ pub struct ServeArgs {
     /// second. 0: no floor.
     #[arg(long, env = "LARDER_MIN_FREE_DISK", default_value_t = Limits::DEFAULT.min_free_disk)]
     pub min_free_disk: u64,
+    /// Attempts before a job is buried automatically, for tubes that set none (0: unlimited).
+    #[arg(long, env = "LARDER_MAX_ATTEMPTS", value_name = "N")]
+    pub max_attempts: Option<String>,
+    /// Delay before retrying a job whose reservation timed out, was abandoned or failed, for
+    /// tubes that set none (`500ms`, `30s`, `5m`, `1h`; 0: ready at once, as beanstalkd).
+    #[arg(long, env = "LARDER_RETRY_DELAY", value_name = "D")]
+    pub retry_delay: Option<String>,
+    /// Factor the retry delay grows by with each attempt (default 2).
+    #[arg(long, env = "LARDER_RETRY_BACKOFF", value_name = "X")]
+    pub retry_backoff: Option<String>,
+    /// Longest retry delay (a duration; 0, the default: no cap).
+    #[arg(long, env = "LARDER_RETRY_MAX", value_name = "D")]
+    pub retry_max: Option<String>,
+    /// Fraction of each retry delay taken off at random (0 to 1; default 0).
+    #[arg(long, env = "LARDER_RETRY_JITTER", value_name = "F")]
+    pub retry_jitter: Option<String>,
 }
 
 impl ServeArgs {
@@ -227,7 +252,7 @@ impl ServeArgs {
             (Some(ms), false) => FsyncPolicy::Every(std::time::Duration::from_millis(ms)),
             (None, false) => self.fsync,
         };
-        let mut setting_defaults = crate::engine::SettingDefaults::default();
+        let mut setting_defaults = self.setting_defaults()?;
         setting_defaults.set(TubeSetting::MaxTubeJobs, self.max_tube_jobs);
         setting_defaults.set(TubeSetting::MaxTubeBytes, self.max_tube_bytes);
         Ok(ServerConfig {
@@ -248,6 +273,24 @@ impl ServeArgs {
             setting_defaults,
             ..ServerConfig::default()
         })
+    }
+
+    /// The server defaults of the tube settings, from `--max-attempts` and friends.
+    fn setting_defaults(&self) -> anyhow::Result<crate::engine::SettingDefaults> {
+        use crate::protocol::TubeSetting as S;
+        let mut defaults = crate::engine::SettingDefaults::default();
+        for (setting, text) in [
+            (S::MaxAttempts, &self.max_attempts),
+            (S::RetryDelay, &self.retry_delay),
+            (S::RetryBackoff, &self.retry_backoff),
+            (S::RetryMax, &self.retry_max),
+            (S::RetryJitter, &self.retry_jitter),
+        ] {
+            if let Some(text) = text {
+                defaults.set(setting, tube::setting_value(setting, text)?);
+            }
+        }
+        Ok(defaults)
     }
 }
 
@@ -352,7 +395,16 @@ pub async fn stats(args: StatsArgs, out: &mut impl Write) -> anyhow::Result<()> 
         }
         other => other?,
     };
-    if args.json {
+    print_fields(fields, args.json, out)
+}
+
+/// Prints stats fields as a two-column table, or as one JSON object.
+pub fn print_fields(
+    fields: Vec<(String, String)>,
+    json: bool,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    if json {
         let map: serde_json::Map<String, serde_json::Value> = fields
             .into_iter()
             .map(|(k, v)| (k, yaml_scalar_to_json(&v)))

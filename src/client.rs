@@ -12,7 +12,9 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio_util::codec::FramedRead;
 
-use crate::protocol::{Body, Command, JobId, Reply, ReplyDecoder, TubeName};
+use crate::protocol::{
+    Body, BuryReason, Command, DeadFilter, JobId, Reply, ReplyDecoder, TubeName, TubeSetting,
+};
 
 /// Why a client call failed.
 #[derive(Debug, thiserror::Error)]
@@ -205,24 +207,231 @@ impl Client {
     }
 }
 
+/// One dead letter as `list-dead` describes it (protocol.md §7.4).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// The job.
+    pub id: JobId,
+    /// Its tube.
+    pub tube: String,
+    /// Why it was buried (`buried`, `max-attempts`).
+    pub reason: String,
+    /// Attempts since its put or last redrive.
+    pub attempts: u32,
+    /// Its priority.
+    pub pri: u32,
+    /// When it was buried, Unix time in ms (0 if unknown).
+    pub buried_at_ms: u64,
+    /// The last failure a worker reported ("" if none).
+    pub last_error: String,
+}
+
+impl Client {
+    /// `config-tube`: sets `setting` of `tube` to `value` (`None`: the server default).
+    pub async fn config_tube(
+        &mut self,
+        tube: &str,
+        setting: TubeSetting,
+        value: Option<u64>,
+    ) -> Result<(), ClientError> {
+        let cmd = Command::ConfigTube {
+            tube: tube_name(tube)?,
+            setting,
+            value,
+        };
+        match self.call(&cmd).await? {
+            Reply::Configured => Ok(()),
+            other => Err(ClientError::Unexpected(other)),
+        }
+    }
+
+    /// `list-dead`: up to `limit` dead letters matching `filter`, lowest id first.
+    pub async fn list_dead(
+        &mut self,
+        filter: &DeadFilter,
+        limit: u32,
+    ) -> Result<Vec<DeadLetter>, ClientError> {
+        let cmd = Command::ListDead {
+            filter: filter.clone(),
+            limit,
+        };
+        match self.call(&cmd).await? {
+            Reply::Ok(yaml) => parse_dead_letters(&yaml),
+            other => Err(ClientError::Unexpected(other)),
+        }
+    }
+
+    /// `kick-dead`; returns how many were redriven.
+    pub async fn kick_dead(&mut self, filter: &DeadFilter, limit: u32) -> Result<u32, ClientError> {
+        let cmd = Command::KickDead {
+            filter: filter.clone(),
+            limit,
+        };
+        match self.call(&cmd).await? {
+            Reply::Kicked(n) => Ok(n),
+            other => Err(ClientError::Unexpected(other)),
+        }
+    }
+
+    /// `delete-dead`; returns how many were deleted.
+    pub async fn delete_dead(
+        &mut self,
+        filter: &DeadFilter,
+        limit: u32,
+    ) -> Result<u32, ClientError> {
+        let cmd = Command::DeleteDead {
+            filter: filter.clone(),
+            limit,
+        };
+        match self.call(&cmd).await? {
+            Reply::DeletedCount(n) => Ok(n),
+            other => Err(ClientError::Unexpected(other)),
+        }
+    }
+
+    /// `peek`: the job's body, or `None` if there is no such job.
+    pub async fn peek(&mut self, id: JobId) -> Result<Option<Bytes>, ClientError> {
+        match self.call(&Command::Peek(id)).await? {
+            Reply::Found {
+                body: Body::Bytes(body),
+                ..
+            } => Ok(Some(body)),
+            Reply::NotFound => Ok(None),
+            other => Err(ClientError::Unexpected(other)),
+        }
+    }
+
+    /// `stats-job`, or `None` if there is no such job.
+    pub async fn stats_job(
+        &mut self,
+        id: JobId,
+    ) -> Result<Option<Vec<(String, String)>>, ClientError> {
+        match self.call(&Command::StatsJob(id)).await? {
+            Reply::Ok(yaml) => Ok(Some(parse_yaml_map(&yaml))),
+            Reply::NotFound => Ok(None),
+            other => Err(ClientError::Unexpected(other)),
+        }
+    }
+}
+
+/// Parses a `list-dead` reply.
+pub fn parse_dead_letters(yaml: &[u8]) -> Result<Vec<DeadLetter>, ClientError> {
+    let bad = |what: &str| {
+        ClientError::Io(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("malformed list-dead reply: {what}"),
+        ))
+    };
+    let mut out = Vec::new();
+    let mut fields: Vec<(String, String)> = Vec::new();
+    let text = String::from_utf8_lossy(yaml);
+    let mut lines = text.lines();
+    if lines.next() != Some("---") {
+        return Err(bad("no document start"));
+    }
+    let mut finish = |fields: &mut Vec<(String, String)>| -> Result<(), ClientError> {
+        if fields.is_empty() {
+            return Ok(());
+        }
+        let get = |k: &str| {
+            fields
+                .iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.clone())
+                .ok_or_else(|| bad(&format!("no {k}")))
+        };
+        let num = |k: &str| -> Result<u64, ClientError> {
+            get(k)?
+                .parse()
+                .map_err(|_| bad(&format!("{k} is not a number")))
+        };
+        let letter = DeadLetter {
+            id: JobId(num("id")?),
+            tube: get("tube")?,
+            reason: get("reason")?,
+            attempts: u32::try_from(num("attempts")?).map_err(|_| bad("attempts"))?,
+            pri: u32::try_from(num("pri")?).map_err(|_| bad("pri"))?,
+            buried_at_ms: num("buried-at")?,
+            last_error: get("last-error")?,
+        };
+        out.push(letter);
+        fields.clear();
+        Ok(())
+    };
+    for line in lines {
+        let entry = match line.strip_prefix("- ") {
+            Some(first) => {
+                finish(&mut fields)?;
+                first
+            }
+            None => line.strip_prefix("  ").ok_or_else(|| bad(line))?,
+        };
+        let (k, v) = entry.split_once(": ").ok_or_else(|| bad(line))?;
+        fields.push((k.to_owned(), yaml_scalar(v)));
+    }
+    finish(&mut fields)?;
+    Ok(out)
+}
+
+/// Whether `reason` names a bury reason the server knows.
+pub fn is_bury_reason(reason: &str) -> bool {
+    BuryReason::from_name(reason.as_bytes()).is_some()
+}
+
 fn tube_name(tube: &str) -> Result<TubeName, ClientError> {
     TubeName::new(tube.as_bytes()).ok_or_else(|| ClientError::TubeName(tube.to_owned()))
 }
 
 /// Parses the flat YAML mappings beanstalkd sends (`key: value` lines after `---`), with
-/// double quotes removed from string values.
+/// double-quoted values unquoted and unescaped.
 pub fn parse_yaml_map(yaml: &[u8]) -> Vec<(String, String)> {
     String::from_utf8_lossy(yaml)
         .lines()
         .filter_map(|line| {
             let (k, v) = line.split_once(": ")?;
-            let v = v
-                .strip_prefix('"')
-                .and_then(|v| v.strip_suffix('"'))
-                .unwrap_or(v);
-            Some((k.to_owned(), v.to_owned()))
+            Some((k.to_owned(), yaml_scalar(v)))
         })
         .collect()
+}
+
+/// A scalar as written by beanstalkd or larder: bare, or double-quoted with the escapes
+/// larder writes (`\"`, `\\`, `\xXX`, `\uXXXX`, `\UXXXXXXXX`).
+pub fn yaml_scalar(v: &str) -> String {
+    let Some(inner) = v.strip_prefix('"').and_then(|v| v.strip_suffix('"')) else {
+        return v.to_owned();
+    };
+    let mut out = String::with_capacity(inner.len());
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        let digits = match chars.next() {
+            Some('x') => 2,
+            Some('u') => 4,
+            Some('U') => 8,
+            Some('n') => {
+                out.push('\n');
+                continue;
+            }
+            Some('t') => {
+                out.push('\t');
+                continue;
+            }
+            Some(other) => {
+                out.push(other);
+                continue;
+            }
+            None => break,
+        };
+        let hex: String = chars.by_ref().take(digits).collect();
+        match u32::from_str_radix(&hex, 16).ok().and_then(char::from_u32) {
+            Some(c) => out.push(c),
+            None => out.push(char::REPLACEMENT_CHARACTER),
+        }
+    }
+    out
 }
 
 /// Parses the YAML lists beanstalkd sends (`- item` lines after `---`).
@@ -231,4 +440,32 @@ pub fn parse_yaml_list(yaml: &[u8]) -> Vec<String> {
         .lines()
         .filter_map(|line| line.strip_prefix("- ").map(str::to_owned))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn quoted_scalars_unquote_to_the_original_text(s in any::<String>()) {
+            prop_assert_eq!(yaml_scalar(&crate::engine::yaml_quoted(&s)), s);
+        }
+    }
+
+    #[test]
+    fn list_dead_replies_parse_into_dead_letters() {
+        let yaml = b"---\n- id: 5\n  tube: mail\n  reason: max-attempts\n  attempts: 3\n  \
+                     pri: 7\n  buried-at: 123\n  last-error: \"a: \\\"b\\\"\"\n- id: 9\n  \
+                     tube: t\n  reason: buried\n  attempts: 0\n  pri: 1\n  buried-at: 0\n  \
+                     last-error: \"\"\n";
+        let got = parse_dead_letters(yaml).expect("parses");
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0].id, JobId(5));
+        assert_eq!(got[0].last_error, "a: \"b\"");
+        assert_eq!(got[1].reason, "buried");
+        assert!(parse_dead_letters(b"---\n").expect("empty").is_empty());
+        assert!(parse_dead_letters(b"---\n- id: x\n").is_err());
+    }
 }

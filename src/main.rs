@@ -33,6 +33,13 @@ fn main() {
             Cmd::Reserve(args) => cli::reserve(args, &mut stdout).await,
             Cmd::Wal(cli::WalCmd::Verify(args)) => cli::wal_verify(&args, &mut stdout),
             Cmd::Wal(cli::WalCmd::Dump(args)) => cli::wal_dump(&args, &mut stdout).map(|()| 0),
+            Cmd::Tube(cli::tube::TubeCmd::Config(args)) => {
+                cli::tube::config(args, &mut stdout).await.map(|()| 0)
+            }
+            Cmd::Tube(cli::tube::TubeCmd::Show(args)) => {
+                cli::tube::show(args, &mut stdout).await.map(|()| 0)
+            }
+            Cmd::Dlq(cmd) => cli::dlq::run(cmd, &mut stdout).await.map(|()| 0),
         }
     });
     match result {

@@ -208,7 +208,15 @@ fn a_power_cut_at_any_step_of_compaction_loses_nothing_and_resurrects_nothing() 
         }
         h.storage.crash();
 
-        let (engine, bodies) = recover(&h.storage, h.now);
+        let (engine, mut bodies) = recover(&h.storage, h.now);
+        // Step 4's put and delete are never synced, so neither was confirmed. If its put
+        // filled a segment, the rotation before the delete synced the put, and the job is
+        // back after the power cut; that is allowed (its delete was never confirmed), and
+        // whether it happens depends only on record sizes.
+        if cut == 4 {
+            let unconfirmed = JobId(deleted.iter().max().map_or(0, |id| id.0) + 1);
+            bodies.retain(|(id, _)| *id != unconfirmed);
+        }
         assert_eq!(
             bodies,
             vec![

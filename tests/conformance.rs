@@ -727,7 +727,8 @@ mod yaml {
         .await;
         let expect = "---\nid: 1\ntube: jobs\nstate: ready\npri: 3\nage: 0\ndelay: 0\nttr: 1\n\
                       time-left: 0\nfile: 0\nreserves: 0\ntimeouts: 0\nreleases: 0\nburies: 0\n\
-                      kicks: 0\n";
+                      kicks: 0\nattempts: 0\nmax-attempts: 0\nlast-error: \"\"\n\
+                      bury-reason: none\nburied-at: 0\n";
         step(
             &mut c,
             "stats-job 1\r\n",
@@ -751,7 +752,8 @@ mod yaml {
                       cmd-delete: 0\ncmd-pause-tube: 0\npause: 0\npause-time-left: 0\n\
                       max-attempts: 0\nretry-delay: 0\nretry-backoff: 2\nretry-max: 0\n\
                       retry-jitter: 0\nmax-tube-jobs: 0\nmax-tube-bytes: 0\ncurrent-bytes: 3\n\
-                      refused-max-tube-jobs: 0\nrefused-max-tube-bytes: 0\n";
+                      refused-max-tube-jobs: 0\nrefused-max-tube-bytes: 0\n\
+                      dead-letters-buried: 0\ndead-letters-max-attempts: 0\n";
         step(
             &mut c,
             "stats-tube t\r\n",
@@ -783,7 +785,10 @@ mod yaml {
             max-connections max-output-per-connection output-stall-timeout min-free-disk \
             current-jobs current-bytes current-free-disk refused-max-jobs refused-max-bytes \
             refused-max-tube-jobs refused-max-tube-bytes refused-min-free-disk \
-            refused-max-connections refused-log-full stalled-output-disconnects";
+            refused-max-connections refused-log-full stalled-output-disconnects \
+            dead-letters-buried dead-letters-max-attempts \
+            total-attempts total-retries-delayed total-dead-lettered cmd-config-tube cmd-fail \
+            cmd-list-dead cmd-kick-dead cmd-delete-dead";
         assert_eq!(keys, expect.split_whitespace().collect::<Vec<_>>());
     }
 

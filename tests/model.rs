@@ -6,7 +6,9 @@ use std::collections::BTreeSet;
 
 use bytes::Bytes;
 use larder::engine::{Engine, EngineConfig, JobState, Outcome, ProcessInfo, SessionId, Timestamp};
-use larder::protocol::{Body, Command, JobId, Reply, TubeName};
+use larder::protocol::{
+    Body, BuryReason, Command, DeadFilter, JobId, Reply, TubeName, TubeSetting,
+};
 use proptest::prelude::*;
 
 const SEC: u64 = 1_000_000_000;
@@ -105,6 +107,28 @@ enum Op {
     Reconnect {
         s: usize,
     },
+    // larder's extensions; only the replay check generates them.
+    Config {
+        s: usize,
+        t: usize,
+        setting: TubeSetting,
+        value: Option<u64>,
+    },
+    Fail {
+        s: usize,
+        id: u64,
+        message: String,
+    },
+    KickDead {
+        s: usize,
+        reason: Option<BuryReason>,
+        n: u32,
+    },
+    DeleteDead {
+        s: usize,
+        older_ms: u64,
+        n: u32,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -136,6 +160,33 @@ fn op() -> impl Strategy<Value = Op> {
         1 => s.clone().prop_map(|s| Op::ListWatched { s }),
         2 => (0..2500u64).prop_map(|millis| Op::Advance { millis }),
         1 => s.prop_map(|s| Op::Reconnect { s }),
+    ]
+}
+
+/// Every op of [`op`], plus larder's retry and dead-letter extensions.
+fn replay_op() -> impl Strategy<Value = Op> {
+    let s = 0..3usize;
+    let setting = prop_oneof![
+        (Just(TubeSetting::MaxAttempts), prop::option::of(0..4u64)),
+        (Just(TubeSetting::RetryDelay), prop::option::of(0..3000u64)),
+        (
+            Just(TubeSetting::RetryBackoff),
+            prop::option::of(1000..3000u64)
+        ),
+        (Just(TubeSetting::RetryMax), prop::option::of(0..4000u64)),
+        (
+            Just(TubeSetting::RetryJitter),
+            prop::option::of(0..=1000u64)
+        ),
+    ];
+    prop_oneof![
+        12 => op(),
+        2 => (s.clone(), 0..TUBES.len(), setting)
+            .prop_map(|(s, t, (setting, value))| Op::Config { s, t, setting, value }),
+        2 => (s.clone(), 1..9u64, "[a-z ]{0,8}").prop_map(|(s, id, message)| Op::Fail { s, id, message }),
+        1 => (s.clone(), prop::option::of(prop::sample::select(BuryReason::ALL.to_vec())), 0..3u32)
+            .prop_map(|(s, reason, n)| Op::KickDead { s, reason, n }),
+        1 => (s, 0..3000u64, 0..3u32).prop_map(|(s, older_ms, n)| Op::DeleteDead { s, older_ms, n }),
     ]
 }
 
@@ -535,6 +586,9 @@ impl Model {
                 }
             }
             Op::Advance { .. } | Op::Reconnect { .. } => return None,
+            Op::Config { .. } | Op::Fail { .. } | Op::KickDead { .. } | Op::DeleteDead { .. } => {
+                unreachable!("only the replay check generates extensions")
+            }
         })
     }
 
@@ -778,6 +832,36 @@ fn to_command(op: &Op) -> (usize, Command) {
         ),
         Op::ListTubes { s } => (s, Command::ListTubes),
         Op::ListWatched { s } => (s, Command::ListTubesWatched),
+        Op::Config {
+            s,
+            t,
+            setting,
+            value,
+        } => (
+            s,
+            Command::ConfigTube {
+                tube: tube(t),
+                setting,
+                value,
+            },
+        ),
+        Op::Fail { s, id, ref message } => (
+            s,
+            Command::Fail {
+                id: JobId(id),
+                message: message.clone(),
+            },
+        ),
+        Op::KickDead { s, reason, n } => {
+            let mut filter = DeadFilter::all();
+            filter.reason = reason;
+            (s, Command::KickDead { filter, limit: n })
+        }
+        Op::DeleteDead { s, older_ms, n } => {
+            let mut filter = DeadFilter::all();
+            filter.older_than_ms = older_ms;
+            (s, Command::DeleteDead { filter, limit: n })
+        }
         Op::Advance { .. } | Op::Reconnect { .. } => unreachable!("handled by the caller"),
     }
 }
@@ -802,7 +886,7 @@ fn after_restart(engine: &Engine, id: JobId, now: Timestamp) -> String {
         JobState::Buried { .. } => "buried".to_owned(),
     };
     format!(
-        "{} {} pri={} delay={} ttr={} created={} {:?} {:?}",
+        "{} {} pri={} delay={} ttr={} created={} {:?} {:?} attempts={} {:?}",
         engine.tube_name(job.tube),
         state,
         job.pri,
@@ -810,7 +894,9 @@ fn after_restart(engine: &Engine, id: JobId, now: Timestamp) -> String {
         job.ttr,
         job.created_at.0,
         job.counters,
-        job.body
+        job.body,
+        job.attempts,
+        engine.job_notes(id),
     )
 }
 
@@ -899,6 +985,33 @@ fn replay_check(ops: Vec<Op>) -> Result<(), TestCaseError> {
     if !imaged_buried {
         prop_assert_eq!(buried_order(&restored), buried_order(&engine));
     }
+    // Tube settings and dead-letter counts, as stats-tube shows them.
+    let settings = |e: &Engine| {
+        let mut v: Vec<String> = e
+            .settings_in_force()
+            .iter()
+            .map(|c| format!("{c:?}"))
+            .collect();
+        v.sort();
+        v
+    };
+    prop_assert_eq!(settings(&restored), settings(&engine));
+    // Tubes kept only by connections are gone after a restart; every other tube is back.
+    for name in restored.tube_names() {
+        let ask = |e: &mut Engine| {
+            let sid = e.open_session();
+            let reply = e.apply(sid, Command::StatsTube(name.clone()), now);
+            e.close_session(sid, now);
+            e.take_changes();
+            yaml(&reply)
+                .into_iter()
+                .filter(|(k, _)| {
+                    k.starts_with("retry-") || k.starts_with("max-") || k.starts_with("dead-")
+                })
+                .collect::<Vec<_>>()
+        };
+        prop_assert_eq!(ask(&mut restored), ask(&mut engine), "tube {}", name);
+    }
     // Ids keep growing after a restart: a new put never reuses one.
     let sid = restored.open_session();
     let next = restored.apply(
@@ -929,7 +1042,7 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
     #[test]
-    fn replaying_the_changes_rebuilds_the_jobs(ops in prop::collection::vec(op(), 1..80)) {
+    fn replaying_the_changes_rebuilds_the_jobs(ops in prop::collection::vec(replay_op(), 1..80)) {
         replay_check(ops)?;
     }
 }

@@ -36,6 +36,7 @@ impl Engine {
         let size = u64::from(job.body.len);
         self.tubes.get_mut(job.tube).bytes -= size;
         self.pressure.bytes -= size;
+        self.notes.remove(&id);
         if job.body.is_placed() {
             self.count_segment(job.body, false);
         } else {
@@ -109,6 +110,15 @@ impl Engine {
             counters: job.counters,
             body,
         });
+        let notes = self.notes.get(&id);
+        if job.attempts > 0 || notes.is_some() {
+            self.changes.push(Change::JobNotes {
+                id,
+                attempts: job.attempts,
+                last_error: notes.and_then(|n| n.last_error.clone()),
+                burial: notes.and_then(|n| n.burial),
+            });
+        }
         true
     }
 

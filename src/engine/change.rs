@@ -8,7 +8,7 @@ use bytes::Bytes;
 
 use super::job::JobCounters;
 use super::time::Timestamp;
-use crate::protocol::{JobId, TubeName, TubeSetting};
+use crate::protocol::{BuryReason, JobId, TubeName, TubeSetting};
 
 /// A job's state as an [`Change::Image`] records it. A reserved job is recorded as ready:
 /// that is what it becomes after a restart.
@@ -120,5 +120,48 @@ pub enum Change {
         setting: TubeSetting,
         /// Its new value, in the setting's unit.
         value: Option<u64>,
+    },
+    /// A reservation ended because the reserving connection went away (an attempt).
+    Abandon {
+        /// The job.
+        id: JobId,
+    },
+    /// A worker reported that its attempt failed (an attempt), with a message.
+    Fail {
+        /// The job.
+        id: JobId,
+        /// The worker's message.
+        message: Box<str>,
+    },
+    /// A job whose attempt just ended goes back under its tube's retry policy: delayed until
+    /// `ready_at`, or ready at once.
+    Retry {
+        /// The job.
+        id: JobId,
+        /// When it becomes ready, if delayed.
+        ready_at: Option<Timestamp>,
+    },
+    /// A job was buried, by a worker or for running out of attempts.
+    DeadLetter {
+        /// The job.
+        id: JobId,
+        /// Its priority from now on.
+        pri: u32,
+        /// Why.
+        reason: BuryReason,
+        /// When.
+        at: Timestamp,
+    },
+    /// A job's retry facts, written after its [`Change::Image`] so compaction keeps them:
+    /// the attempt count, the last reported failure and, for a buried job, why and when.
+    JobNotes {
+        /// The job.
+        id: JobId,
+        /// Its attempt count.
+        attempts: u32,
+        /// The last failure a worker reported.
+        last_error: Option<Box<str>>,
+        /// Why and when it was buried, if it is.
+        burial: Option<super::job::Burial>,
     },
 }

@@ -3,12 +3,13 @@
 
 use std::fmt::Write;
 
+use super::dead::yaml_quoted;
 use super::job::JobState;
 use super::session::SessionId;
 use super::time::{Timestamp, NANOS_PER_SEC};
 use super::tube::TubeId;
 use super::Engine;
-use crate::protocol::{CommandKind as K, JobId, Reply, TubeName, TubeSetting};
+use crate::protocol::{BuryReason, CommandKind as K, JobId, Reply, TubeName, TubeSetting};
 
 impl Engine {
     fn found(&self, id: Option<JobId>) -> Reply {
@@ -84,6 +85,18 @@ impl Engine {
             c.buries,
             c.kicks,
         );
+        let burial = self.burial(id);
+        let _ = write!(
+            y,
+            "attempts: {}\nmax-attempts: {}\nlast-error: {}\nbury-reason: {}\nburied-at: {}\n",
+            job.attempts,
+            self.setting(job.tube, TubeSetting::MaxAttempts),
+            yaml_quoted(self.last_error(id).unwrap_or("")),
+            burial.map_or("none", |b| b.reason.name()),
+            burial
+                .and_then(|b| b.at)
+                .map_or(0, |t| t.0 / (NANOS_PER_SEC / 1000)),
+        );
         Reply::Ok(y.into())
     }
 
@@ -127,6 +140,9 @@ impl Engine {
             "current-bytes: {}\nrefused-max-tube-jobs: {}\nrefused-max-tube-bytes: {}\n",
             t.bytes, t.counters.refused_jobs, t.counters.refused_bytes
         );
+        for reason in BuryReason::ALL {
+            let _ = writeln!(y, "dead-letters-{reason}: {}", t.dead[reason.index()]);
+        }
         Reply::Ok(y.into())
     }
 
@@ -232,6 +248,35 @@ impl Engine {
             l.jobs_compacted,
         );
         self.limit_stats(&mut y);
+        self.retry_stats(&mut y);
         Reply::Ok(y.into())
+    }
+
+    /// larder's retry and dead-letter fields of `stats` (§7 of protocol.md).
+    fn retry_stats(&self, y: &mut String) {
+        let mut dead = [0u64; BuryReason::COUNT];
+        for (_, t) in self.tubes.iter() {
+            for (total, n) in dead.iter_mut().zip(t.dead) {
+                *total += n;
+            }
+        }
+        for reason in BuryReason::ALL {
+            let _ = writeln!(y, "dead-letters-{reason}: {}", dead[reason.index()]);
+        }
+        let c = &self.counters;
+        let _ = write!(
+            y,
+            "total-attempts: {}\ntotal-retries-delayed: {}\ntotal-dead-lettered: {}\n",
+            c.attempts, c.retries_delayed, c.dead_lettered
+        );
+        for (name, kind) in [
+            ("config-tube", K::ConfigTube),
+            ("fail", K::Fail),
+            ("list-dead", K::ListDead),
+            ("kick-dead", K::KickDead),
+            ("delete-dead", K::DeleteDead),
+        ] {
+            let _ = writeln!(y, "cmd-{name}: {}", c.commands[kind.index()]);
+        }
     }
 }

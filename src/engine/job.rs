@@ -1,9 +1,10 @@
-//! A job's metadata and where its body is.
+//! A job's metadata, where its body is, and the retry facts larder keeps beside
+//! beanstalkd's.
 
 use super::session::SessionId;
 use super::time::Timestamp;
 use super::tube::TubeId;
-use crate::protocol::JobId;
+use crate::protocol::{BuryReason, JobId};
 
 /// Priorities below this are "urgent" in the stats.
 pub const URGENT_THRESHOLD: u32 = 1024;
@@ -80,6 +81,10 @@ pub struct Job {
     pub counters: JobCounters,
     /// Where the body is in the log.
     pub body: BodyRef,
+    /// Reservations that ended without a delete since the job was put or last redriven
+    /// (larder's retry accounting; beanstalkd's counters are in `counters`). It fills what
+    /// was padding; rarer facts live in the engine's notes table ([`JobNotes`]).
+    pub attempts: u32,
 }
 
 /// Where a job's body is: a segment of the write-ahead log and the offset of its first
@@ -110,5 +115,39 @@ impl BodyRef {
     /// Whether the body has a place in the log.
     pub fn is_placed(&self) -> bool {
         self.segment != Self::IN_MEMORY
+    }
+}
+
+/// What larder remembers about a few jobs beyond beanstalkd's fields, kept in a table
+/// beside the jobs (most jobs have none, and a field in every job would cost them all).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct JobNotes {
+    /// The message of the last failure a worker reported (`fail`).
+    pub last_error: Option<Box<str>>,
+    /// Why and when it was buried; present exactly while it is buried.
+    pub burial: Option<Burial>,
+}
+
+/// Why and when a job was buried.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Burial {
+    /// Why.
+    pub reason: BuryReason,
+    /// When; `None` for burials replayed from records that did not store it.
+    pub at: Option<Timestamp>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_accounting_keeps_a_job_at_96_bytes() {
+        // attempts fills the padding after the counters; the rest lives in the notes table.
+        assert!(
+            std::mem::size_of::<Job>() <= 96,
+            "{}",
+            std::mem::size_of::<Job>()
+        );
     }
 }

@@ -3,10 +3,11 @@
 use bytes::Bytes;
 
 use super::job::{BodyRef, Job, JobCounters, JobState};
+use super::retry::Ending;
 use super::session::SessionId;
 use super::time::Timestamp;
 use super::{Change, Engine, Outcome};
-use crate::protocol::{JobId, Reply};
+use crate::protocol::{BuryReason, JobId, Reply};
 
 impl Engine {
     pub(super) fn put(
@@ -91,6 +92,7 @@ impl Engine {
                 state: JobState::Ready,
                 counters: JobCounters::default(),
                 body,
+                attempts: 0,
             },
             bytes,
         );
@@ -143,7 +145,7 @@ impl Engine {
     }
 
     /// Whether `id` is reserved by `sid`.
-    fn reserved_by(&self, sid: SessionId, id: JobId) -> bool {
+    pub(super) fn reserved_by(&self, sid: SessionId, id: JobId) -> bool {
         matches!(
             self.jobs.get(&id).map(|j| j.state),
             Some(JobState::Reserved { by, .. }) if by == sid
@@ -179,27 +181,16 @@ impl Engine {
             return Reply::NotFound;
         }
         self.detach(id);
-        let Some(job) = self.jobs.get_mut(&id) else {
-            return Reply::InternalError;
-        };
-        job.pri = pri;
-        job.delay = delay;
-        job.counters.releases += 1;
-        let ready_at = (delay > 0).then(|| now.plus_secs(delay));
-        self.changes.push(Change::Release {
-            id,
-            pri,
-            delay,
-            ready_at,
-        });
-        match ready_at {
-            Some(until) => self.make_delayed(id, until),
-            None => self.make_ready(id, now),
+        // beanstalkd answers BURIED when a released job could not be queued; larder does so
+        // when the release used up the tube's max-attempts.
+        if self.end_attempt(id, Ending::Release { pri, delay }, now) {
+            Reply::Buried
+        } else {
+            Reply::Released
         }
-        Reply::Released
     }
 
-    pub(super) fn bury(&mut self, sid: SessionId, id: JobId, pri: u32) -> Reply {
+    pub(super) fn bury(&mut self, sid: SessionId, id: JobId, pri: u32, now: Timestamp) -> Reply {
         if !self.reserved_by(sid, id) {
             return Reply::NotFound;
         }
@@ -207,8 +198,7 @@ impl Engine {
         if let Some(job) = self.jobs.get_mut(&id) {
             job.pri = pri;
         }
-        self.make_buried(id);
-        self.changes.push(Change::Bury { id, pri });
+        self.dead_letter(id, BuryReason::Buried, now);
         Reply::Buried
     }
 
@@ -263,10 +253,15 @@ impl Engine {
         }
     }
 
-    fn kick_one(&mut self, id: JobId, now: Timestamp) {
-        self.detach(id);
+    /// Kicks a buried or delayed job to ready. Kicking a buried job redrives it: its
+    /// attempt count starts again from zero.
+    pub(super) fn kick_one(&mut self, id: JobId, now: Timestamp) {
+        let was = self.detach(id);
         if let Some(job) = self.jobs.get_mut(&id) {
             job.counters.kicks += 1;
+            if matches!(was, Some(JobState::Buried { .. })) {
+                job.attempts = 0;
+            }
         }
         self.changes.push(Change::Kick { id });
         self.make_ready(id, now);

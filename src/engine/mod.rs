@@ -17,13 +17,16 @@
 
 mod bodies;
 mod change;
+mod dead;
 mod inspect;
 mod job;
 mod jobs;
 mod limits;
+mod notes;
 mod queue;
 pub mod record;
 mod restore;
+mod retry;
 mod session;
 mod settings;
 mod stats;
@@ -38,9 +41,11 @@ use bytes::Bytes;
 use rustc_hash::FxHashMap as HashMap;
 
 pub use change::{Change, ImageState};
-pub use job::{BodyRef, Job, JobCounters, JobState, URGENT_THRESHOLD};
+pub use dead::yaml_quoted;
+pub use job::{BodyRef, Burial, Job, JobCounters, JobNotes, JobState, URGENT_THRESHOLD};
 pub use limits::Limits;
 pub use restore::RestoreError;
+pub use retry::backoff_delay;
 pub use session::SessionId;
 pub use settings::{SettingDefaults, TubeSettings};
 pub use stats::{CpuTimes, LogStats, ProcessInfo};
@@ -66,6 +71,8 @@ pub struct EngineConfig {
     pub limits: Limits,
     /// Values of the tube settings for tubes that do not set their own.
     pub defaults: SettingDefaults,
+    /// Seed for the retry jitter's pseudo-random numbers.
+    pub seed: u64,
 }
 
 impl Default for EngineConfig {
@@ -74,6 +81,7 @@ impl Default for EngineConfig {
             max_job_size: 65_535,
             limits: Limits::DEFAULT,
             defaults: SettingDefaults::default(),
+            seed: 0x5eed,
         }
     }
 }
@@ -100,6 +108,12 @@ pub struct Counters {
     pub total_jobs: u64,
     /// Sessions ever opened.
     pub total_connections: u64,
+    /// Reservations that ended without a delete (attempts) since start.
+    pub attempts: u64,
+    /// Jobs sent back delayed by a retry policy since start.
+    pub retries_delayed: u64,
+    /// Jobs buried for running out of attempts since start.
+    pub dead_lettered: u64,
 }
 
 /// How much live data one log segment holds.
@@ -123,6 +137,8 @@ pub struct Engine {
     /// Bodies of jobs whose put record has no place in a log yet (all of them when the
     /// engine runs without one). The server places each put as it journals it.
     mem_bodies: HashMap<JobId, Bytes>,
+    /// Notes of the few jobs that have any (see `notes.rs`).
+    notes: HashMap<JobId, JobNotes>,
     /// Live jobs and body bytes per log segment, for reclamation and compaction.
     segment_use: BTreeMap<u64, SegmentUse>,
     tubes: Tubes,
@@ -147,6 +163,8 @@ pub struct Engine {
     draining: bool,
     wakeups: Vec<(SessionId, Reply)>,
     changes: Vec<Change>,
+    /// State of the jitter's pseudo-random numbers.
+    rng: u64,
 }
 
 impl Engine {
@@ -155,12 +173,14 @@ impl Engine {
         let mut tubes = Tubes::default();
         let default_tube = tubes.find_or_create(&TubeName::default_tube());
         Engine {
+            rng: config.seed,
             config,
             process,
             log: LogStats::default(),
             started_at: now,
             jobs: JobTable::default(),
             mem_bodies: HashMap::default(),
+            notes: HashMap::default(),
             segment_use: BTreeMap::new(),
             tubes,
             default_tube,
@@ -209,7 +229,7 @@ impl Engine {
             .collect();
         for id in reserved {
             self.detach(id);
-            self.make_ready(id, now);
+            self.end_attempt(id, retry::Ending::Abandon, now);
         }
         let Some(session) = self.sessions.remove(&sid) else {
             return;
@@ -253,7 +273,7 @@ impl Engine {
             Command::ReserveJob(id) => self.reserve_job(sid, id, now),
             Command::Delete(id) => self.delete(sid, id),
             Command::Release { id, pri, delay } => self.release(sid, id, pri, delay, now),
-            Command::Bury { id, pri } => self.bury(sid, id, pri),
+            Command::Bury { id, pri } => self.bury(sid, id, pri, now),
             Command::Touch(id) => self.touch(sid, id, now),
             Command::Kick(bound) => self.kick(sid, bound, now),
             Command::KickJob(id) => self.kick_job(id, now),
@@ -277,6 +297,10 @@ impl Engine {
                 setting,
                 value,
             } => self.config_tube(&tube, setting, value),
+            Command::Fail { id, message } => self.fail(sid, id, message, now),
+            Command::ListDead { filter, limit } => self.list_dead(&filter, limit, now),
+            Command::KickDead { filter, limit } => self.kick_dead(&filter, limit, now),
+            Command::DeleteDead { filter, limit } => self.delete_dead(sid, &filter, limit, now),
         };
         Outcome::Reply(reply)
     }
@@ -451,13 +475,8 @@ impl Engine {
             if deadline > now {
                 break;
             }
-            self.counters.timeouts += 1;
             self.detach(id);
-            if let Some(job) = self.jobs.get_mut(&id) {
-                job.counters.timeouts += 1;
-            }
-            self.changes.push(Change::Timeout { id });
-            self.make_ready(id, now);
+            self.end_attempt(id, retry::Ending::Timeout, now);
         }
     }
 }

@@ -2,7 +2,7 @@
 //! transition goes through [`Engine::detach`] and one of the `make_*`/`reserve_for`
 //! functions, which keep the per-tube, per-session and global sets in step.
 
-use super::job::{JobState, URGENT_THRESHOLD};
+use super::job::{Burial, JobState, URGENT_THRESHOLD};
 use super::session::{SessionId, Wait};
 use super::time::Timestamp;
 use super::{Change, Engine, SAFETY_MARGIN};
@@ -28,6 +28,10 @@ impl Engine {
             }
             JobState::Buried { seq } => {
                 tube.buried.remove(&seq);
+                if let Some(burial) = self.notes.get_mut(&id).and_then(|n| n.burial.take()) {
+                    tube.dead[burial.reason.index()] -= 1;
+                }
+                self.tidy_notes(id);
             }
             JobState::Reserved { by, deadline } => {
                 tube.reserved -= 1;
@@ -69,8 +73,8 @@ impl Engine {
         self.delayed.insert((until, id));
     }
 
-    /// Buries a detached job at the end of its tube's buried list.
-    pub(super) fn make_buried(&mut self, id: JobId) {
+    /// Buries a detached job at the end of its tube's buried list, noting why and when.
+    pub(super) fn make_buried(&mut self, id: JobId, burial: Burial) {
         let seq = self.next_bury_seq;
         self.next_bury_seq += 1;
         let Some(job) = self.jobs.get_mut(&id) else {
@@ -78,7 +82,24 @@ impl Engine {
         };
         job.state = JobState::Buried { seq };
         job.counters.buries += 1;
-        self.tubes.get_mut(job.tube).buried.insert(seq, id);
+        let tube = self.tubes.get_mut(job.tube);
+        tube.buried.insert(seq, id);
+        tube.dead[burial.reason.index()] += 1;
+        self.notes_mut(id).burial = Some(burial);
+    }
+
+    /// Changes why and when buried job `id` was buried, keeping its place in the tube's
+    /// buried list.
+    pub(super) fn rebury_as(&mut self, id: JobId, burial: Burial) {
+        let Some(tube) = self.jobs.get(&id).map(|j| j.tube) else {
+            return;
+        };
+        let old = self.notes_mut(id).burial.replace(burial);
+        let dead = &mut self.tubes.get_mut(tube).dead;
+        if let Some(old) = old {
+            dead[old.reason.index()] -= 1;
+        }
+        dead[burial.reason.index()] += 1;
     }
 
     /// Reserves a detached job for `sid` until now + its TTR. Returns the reply carrying it.

@@ -12,9 +12,9 @@
 use bytes::{BufMut, Bytes};
 
 use super::change::{Change, ImageState};
-use super::job::JobCounters;
+use super::job::{Burial, JobCounters};
 use super::time::Timestamp;
-use crate::protocol::{JobId, TubeName, TubeSetting};
+use crate::protocol::{BuryReason, JobId, TubeName, TubeSetting};
 
 /// Record kinds, one per [`Change`] variant.
 pub mod kind {
@@ -38,6 +38,16 @@ pub mod kind {
     pub const IMAGE: u8 = 9;
     /// [`super::Change::ConfigTube`] (kinds 16–23 belong to retries and tube settings)
     pub const CONFIG_TUBE: u8 = 16;
+    /// [`super::Change::Retry`]
+    pub const RETRY: u8 = 17;
+    /// [`super::Change::DeadLetter`]
+    pub const DEAD_LETTER: u8 = 18;
+    /// [`super::Change::Abandon`]
+    pub const ABANDON: u8 = 19;
+    /// [`super::Change::Fail`]
+    pub const FAIL: u8 = 20;
+    /// [`super::Change::JobNotes`]
+    pub const JOB_NOTES: u8 = 21;
 }
 
 /// A record kind's name, for `larder wal dump`.
@@ -53,6 +63,11 @@ pub fn kind_name(k: u8) -> String {
         kind::PAUSE_TUBE => "pause-tube".into(),
         kind::IMAGE => "image".into(),
         kind::CONFIG_TUBE => "config-tube".into(),
+        kind::RETRY => "retry".into(),
+        kind::DEAD_LETTER => "dead-letter".into(),
+        kind::ABANDON => "abandon".into(),
+        kind::FAIL => "fail".into(),
+        kind::JOB_NOTES => "job-notes".into(),
         other => format!("unknown({other})"),
     }
 }
@@ -218,6 +233,51 @@ pub fn encode(change: &Change) -> (u8, Vec<u8>) {
             put_short_str(&mut p, tube.as_str());
             p.put_slice(setting.name().as_bytes());
             kind::CONFIG_TUBE
+        }
+        Change::Abandon { id } => id_only(&mut p, *id, kind::ABANDON),
+        Change::Retry { id, ready_at } => {
+            p.put_u64_le(id.0);
+            p.put_u64_le(ready_at.map_or(0, |t| t.0));
+            kind::RETRY
+        }
+        Change::DeadLetter {
+            id,
+            pri,
+            reason,
+            at,
+        } => {
+            p.put_u64_le(id.0);
+            p.put_u32_le(*pri);
+            p.put_u64_le(at.0);
+            p.put_u8(reason.index() as u8);
+            kind::DEAD_LETTER
+        }
+        Change::Fail { id, message } => {
+            p.put_u64_le(id.0);
+            p.put_slice(message.as_bytes());
+            kind::FAIL
+        }
+        // Flags: 1 = a last error follows the fixed part, 2 = buried, 4 = burial time known.
+        Change::JobNotes {
+            id,
+            attempts,
+            last_error,
+            burial,
+        } => {
+            let flags = u8::from(last_error.is_some())
+                | if burial.is_some() { 2 } else { 0 }
+                | if burial.is_some_and(|b| b.at.is_some()) {
+                    4
+                } else {
+                    0
+                };
+            p.put_u64_le(id.0);
+            p.put_u32_le(*attempts);
+            p.put_u8(flags);
+            p.put_u8(burial.map_or(0, |b| b.reason.index() as u8));
+            p.put_u64_le(burial.and_then(|b| b.at).map_or(0, |t| t.0));
+            p.put_slice(last_error.as_deref().unwrap_or("").as_bytes());
+            kind::JOB_NOTES
         }
     };
     (kind, p)
@@ -447,6 +507,52 @@ fn decode_with(
                 value,
             }
         }
+        kind::ABANDON => Change::Abandon {
+            id: JobId(r.u64()?),
+        },
+        kind::RETRY => Change::Retry {
+            id: JobId(r.u64()?),
+            ready_at: timestamp_opt(r.u64()?),
+        },
+        kind::DEAD_LETTER => Change::DeadLetter {
+            id: JobId(r.u64()?),
+            pri: r.u32()?,
+            at: Timestamp(r.u64()?),
+            reason: BuryReason::from_index(usize::from(r.u8()?)).ok_or(r.malformed())?,
+        },
+        kind::FAIL => {
+            let id = JobId(r.u64()?);
+            let message = std::str::from_utf8(r.rest()).map_err(|_| r.malformed())?;
+            Change::Fail {
+                id,
+                message: message.into(),
+            }
+        }
+        kind::JOB_NOTES => {
+            let id = JobId(r.u64()?);
+            let attempts = r.u32()?;
+            let flags = r.u8()?;
+            let reason = r.u8()?;
+            let at = r.u64()?;
+            let text = std::str::from_utf8(r.rest()).map_err(|_| r.malformed())?;
+            if flags > 7 || (flags & 1 == 0 && !text.is_empty()) || (flags & 6 == 4) {
+                return Err(r.malformed());
+            }
+            let burial = if flags & 2 != 0 {
+                Some(Burial {
+                    reason: BuryReason::from_index(usize::from(reason)).ok_or(r.malformed())?,
+                    at: (flags & 4 != 0).then_some(Timestamp(at)),
+                })
+            } else {
+                None
+            };
+            Change::JobNotes {
+                id,
+                attempts,
+                last_error: (flags & 1 != 0).then(|| text.into()),
+                burial,
+            }
+        }
         other => return Err(RecordError::UnknownKind(other)),
     };
     r.done(change)
@@ -505,7 +611,7 @@ mod tests {
             (tube.clone(), ts.clone()).prop_map(|(tube, until)| Change::PauseTube { tube, until }),
             (
                 (
-                    id,
+                    id.clone(),
                     tube.clone(),
                     any::<u32>(),
                     any::<u32>(),
@@ -514,7 +620,7 @@ mod tests {
                 ),
                 prop_oneof![
                     Just(ImageState::Ready),
-                    ts.prop_map(ImageState::Delayed),
+                    ts.clone().prop_map(ImageState::Delayed),
                     Just(ImageState::Buried)
                 ],
                 any::<[u32; 5]>(),
@@ -541,6 +647,40 @@ mod tests {
                         }
                     }
                 ),
+            id.clone().prop_map(|id| Change::Abandon { id }),
+            (id.clone(), prop::option::of(ts.clone()))
+                .prop_map(|(id, ready_at)| Change::Retry { id, ready_at }),
+            (
+                id.clone(),
+                any::<u32>(),
+                prop::sample::select(BuryReason::ALL.to_vec()),
+                ts.clone()
+            )
+                .prop_map(|(id, pri, reason, at)| Change::DeadLetter {
+                    id,
+                    pri,
+                    reason,
+                    at
+                }),
+            (id.clone(), ".{0,80}").prop_map(|(id, message)| Change::Fail {
+                id,
+                message: message.into()
+            }),
+            (
+                id,
+                any::<u32>(),
+                prop::option::of(".{0,40}"),
+                prop::option::of((
+                    prop::sample::select(BuryReason::ALL.to_vec()),
+                    prop::option::of(ts)
+                ))
+            )
+                .prop_map(|(id, attempts, last_error, burial)| Change::JobNotes {
+                    id,
+                    attempts,
+                    last_error: last_error.map(Into::into),
+                    burial: burial.map(|(reason, at)| Burial { reason, at }),
+                }),
             (
                 tube,
                 prop::sample::select(TubeSetting::ALL.to_vec()),
@@ -574,7 +714,7 @@ mod tests {
         fn truncated_or_extended_payloads_are_errors_not_panics(c in change(), cut in 0usize..40, extra in 1usize..3) {
             let (kind, payload) = encode(&c);
             let short = &payload[..payload.len().saturating_sub(cut.max(1)).min(payload.len())];
-            let short_ok = matches!(c, Change::Put { .. } | Change::Image { .. } | Change::PauseTube { .. });
+            let short_ok = matches!(c, Change::Put { .. } | Change::Image { .. } | Change::PauseTube { .. } | Change::Fail { .. } | Change::JobNotes { .. });
             let decoded = decode(kind, &Bytes::copy_from_slice(short));
             if !short_ok {
                 prop_assert!(decoded.is_err());

@@ -4,11 +4,11 @@
 //! (reservations die with their connections). Restoring emits no new changes.
 
 use super::change::{Change, ImageState};
-use super::job::{BodyRef, Job, JobState};
+use super::job::{BodyRef, Burial, Job, JobState};
 use super::time::Timestamp;
 use super::tube::Pause;
 use super::Engine;
-use crate::protocol::JobId;
+use crate::protocol::{BuryReason, JobId};
 
 /// A record that does not fit the state rebuilt so far.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -73,9 +73,43 @@ impl Engine {
                 self.detach(id);
                 self.insert_ready(id);
             }
+            // Each way a reservation ends without a delete counts an attempt.
             Change::Timeout { id } => {
-                self.job_mut(id)?.counters.timeouts += 1;
+                let job = self.job_mut(id)?;
+                job.counters.timeouts += 1;
+                job.attempts = job.attempts.saturating_add(1);
                 self.counters.timeouts += 1;
+            }
+            Change::Abandon { id } => {
+                let job = self.job_mut(id)?;
+                job.attempts = job.attempts.saturating_add(1);
+            }
+            Change::Fail { id, message } => {
+                let job = self.job_mut(id)?;
+                job.attempts = job.attempts.saturating_add(1);
+                self.notes_mut(id).last_error = Some(message);
+            }
+            Change::Retry { id, ready_at } => {
+                self.job_mut(id)?;
+                self.detach(id);
+                self.place(id, ready_at, now);
+            }
+            Change::DeadLetter {
+                id,
+                pri,
+                reason,
+                at,
+            } => {
+                self.job_mut(id)?;
+                self.detach(id);
+                self.job_mut(id)?.pri = pri;
+                self.make_buried(
+                    id,
+                    Burial {
+                        reason,
+                        at: Some(at),
+                    },
+                );
             }
             Change::Delete { id } => {
                 self.job_mut(id)?;
@@ -97,18 +131,37 @@ impl Engine {
                 job.pri = pri;
                 job.delay = delay;
                 job.counters.releases += 1;
+                job.attempts = job.attempts.saturating_add(1);
                 self.place(id, ready_at, now);
             }
+            // Written by versions that did not record when or why.
             Change::Bury { id, pri } => {
                 self.job_mut(id)?;
                 self.detach(id);
                 self.job_mut(id)?.pri = pri;
-                self.make_buried(id);
+                self.make_buried(
+                    id,
+                    Burial {
+                        reason: BuryReason::Buried,
+                        at: None,
+                    },
+                );
             }
             Change::Kick { id } => {
                 self.job_mut(id)?.counters.kicks += 1;
-                self.detach(id);
+                if matches!(self.detach(id), Some(JobState::Buried { .. })) {
+                    self.job_mut(id)?.attempts = 0;
+                }
                 self.insert_ready(id);
+            }
+            Change::ConfigTube {
+                tube,
+                setting,
+                value,
+            } => {
+                let id = self.tubes.find_or_create(&tube);
+                self.tubes.get_mut(id).settings.set(setting, value);
+                self.drop_tube_if_unused(id);
             }
             Change::Image {
                 id,
@@ -138,6 +191,7 @@ impl Engine {
                             state: JobState::Ready,
                             counters,
                             body: at,
+                            attempts: 0,
                         },
                         bytes,
                     );
@@ -151,19 +205,32 @@ impl Engine {
                     ImageState::Ready => self.insert_ready(id),
                     ImageState::Delayed(until) => self.place(id, Some(until), now),
                     ImageState::Buried => {
-                        self.make_buried(id);
+                        // A following job-notes record says why and when, if known.
+                        self.make_buried(
+                            id,
+                            Burial {
+                                reason: BuryReason::Buried,
+                                at: None,
+                            },
+                        );
                         self.job_mut(id)?.counters = counters;
                     }
                 }
             }
-            Change::ConfigTube {
-                tube,
-                setting,
-                value,
+            Change::JobNotes {
+                id,
+                attempts,
+                last_error,
+                burial,
             } => {
-                let id = self.tubes.find_or_create(&tube);
-                self.tubes.get_mut(id).settings.set(setting, value);
-                self.drop_tube_if_unused(id);
+                let job = self.job_mut(id)?;
+                job.attempts = attempts;
+                let buried = matches!(job.state, JobState::Buried { .. });
+                self.notes_mut(id).last_error = last_error;
+                if let (Some(burial), true) = (burial, buried) {
+                    self.rebury_as(id, burial);
+                }
+                self.tidy_notes(id);
             }
             Change::PauseTube { tube, until } => {
                 if let Some(tube_id) = self.tubes.find(&tube) {

@@ -121,6 +121,7 @@ mod tests {
             state: JobState::Ready,
             counters: JobCounters::default(),
             body: BodyRef::in_memory(0),
+            attempts: 0,
         }
     }
 

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use super::session::SessionId;
 use super::settings::TubeSettings;
 use super::time::Timestamp;
-use crate::protocol::{JobId, TubeName};
+use crate::protocol::{BuryReason, JobId, TubeName};
 
 /// Index of a live tube in [`Tubes`]. Reused after the tube is dropped; nothing holds a
 /// `TubeId` past its tube's life (jobs and sessions keep their tube alive).
@@ -67,6 +67,8 @@ pub struct Tube {
     pub counters: TubeCounters,
     /// Settings the tube sets itself (`config-tube`).
     pub settings: TubeSettings,
+    /// Buried jobs by [`BuryReason`] index.
+    pub dead: [u64; BuryReason::COUNT],
 }
 
 impl Tube {
@@ -85,6 +87,7 @@ impl Tube {
             pause: None,
             counters: TubeCounters::default(),
             settings: TubeSettings::default(),
+            dead: [0; BuryReason::COUNT],
         }
     }
 

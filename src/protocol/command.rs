@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::TubeSetting;
+use super::{DeadFilter, TubeSetting};
 
 /// Longest tube name, in bytes.
 pub const MAX_TUBE_NAME_LEN: usize = 200;
@@ -148,7 +148,39 @@ pub enum Command {
         /// The new value in the setting's unit, or `None` for the server default.
         value: Option<u64>,
     },
+    /// `fail <id> <message>` (larder extension): the worker reports that its attempt at a job
+    /// it has reserved failed; the job is retried under its tube's policy or dead-lettered.
+    Fail {
+        /// The job.
+        id: JobId,
+        /// What went wrong (UTF-8, may be empty).
+        message: String,
+    },
+    /// `list-dead <filter> <limit>` (larder extension): dead letters, lowest id first.
+    ListDead {
+        /// Which dead letters.
+        filter: DeadFilter,
+        /// At most this many (capped at [`MAX_DEAD_BATCH`]).
+        limit: u32,
+    },
+    /// `kick-dead <filter> <limit>` (larder extension): redrive dead letters.
+    KickDead {
+        /// Which dead letters.
+        filter: DeadFilter,
+        /// At most this many (capped at [`MAX_DEAD_BATCH`]).
+        limit: u32,
+    },
+    /// `delete-dead <filter> <limit>` (larder extension): delete dead letters.
+    DeleteDead {
+        /// Which dead letters.
+        filter: DeadFilter,
+        /// At most this many (capped at [`MAX_DEAD_BATCH`]).
+        limit: u32,
+    },
 }
+
+/// Most dead letters one `list-dead`, `kick-dead` or `delete-dead` handles.
+pub const MAX_DEAD_BATCH: u32 = 1000;
 
 /// The command families counted in `stats` (`cmd-*` fields).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -180,11 +212,15 @@ pub enum CommandKind {
     PauseTube,
     Quit,
     ConfigTube,
+    Fail,
+    ListDead,
+    KickDead,
+    DeleteDead,
 }
 
 impl CommandKind {
     /// Number of kinds, for counter arrays.
-    pub const COUNT: usize = 26;
+    pub const COUNT: usize = 30;
 
     /// A dense index in `0..COUNT`.
     pub fn index(self) -> usize {
@@ -222,6 +258,10 @@ impl Command {
             Command::PauseTube { .. } => CommandKind::PauseTube,
             Command::Quit => CommandKind::Quit,
             Command::ConfigTube { .. } => CommandKind::ConfigTube,
+            Command::Fail { .. } => CommandKind::Fail,
+            Command::ListDead { .. } => CommandKind::ListDead,
+            Command::KickDead { .. } => CommandKind::KickDead,
+            Command::DeleteDead { .. } => CommandKind::DeleteDead,
         }
     }
 }

@@ -9,7 +9,10 @@ use bytes::{Buf, Bytes, BytesMut};
 use tokio_util::codec::Decoder;
 
 use super::command::is_name_char;
-use super::{Command, CommandKind, JobId, ProtocolError, Refusal, Reply, TubeName, TubeSetting};
+use super::{
+    BuryReason, Command, CommandKind, DeadFilter, JobId, ProtocolError, Refusal, Reply, TubeName,
+    TubeSetting,
+};
 
 /// Longest command line, including its `\r\n`, as in beanstalkd (11 + 201 + 12).
 pub const MAX_LINE_LEN: usize = 224;
@@ -189,7 +192,7 @@ enum Parsed {
 /// Command names in beanstalkd's matching order: a line selects the first name it starts
 /// with. Names without a trailing space take no argument (or, for `pause-tube`, parse their
 /// own).
-const NAMES: [&[u8]; 26] = [
+const NAMES: [&[u8]; 30] = [
     b"put ",
     b"peek ",
     b"peek-ready",
@@ -217,6 +220,10 @@ const NAMES: [&[u8]; 26] = [
     b"pause-tube",
     // larder extensions; none starts with a beanstalkd name above.
     b"config-tube ",
+    b"fail ",
+    b"list-dead ",
+    b"kick-dead ",
+    b"delete-dead ",
 ];
 
 fn parse_line(line: &[u8], max_job_size: u32) -> Parsed {
@@ -278,6 +285,10 @@ fn parse_line(line: &[u8], max_job_size: u32) -> Parsed {
         b"quit" => Ok(C::Quit),
         b"pause-tube" => parse_pause(args),
         b"config-tube " => parse_config(args),
+        b"fail " => parse_fail(args),
+        b"list-dead " => parse_dead(args).map(|(filter, limit)| C::ListDead { filter, limit }),
+        b"kick-dead " => parse_dead(args).map(|(filter, limit)| C::KickDead { filter, limit }),
+        b"delete-dead " => parse_dead(args).map(|(filter, limit)| C::DeleteDead { filter, limit }),
         _ => Err(ProtocolError::UnknownCommand),
     };
     Parsed::Done(result)
@@ -344,6 +355,55 @@ fn parse_config(args: &[u8]) -> Result<Command, ProtocolError> {
         setting,
         value,
     })
+}
+
+/// `fail`'s arguments: an id, then optionally one space and a UTF-8 message that runs to
+/// the end of the line.
+fn parse_fail(args: &[u8]) -> Result<Command, ProtocolError> {
+    let bad = ProtocolError::BadFormat;
+    let (id, rest) = read_u64(args).ok_or(bad)?;
+    let message = match rest {
+        [] => "",
+        [b' ', message @ ..] => std::str::from_utf8(message).map_err(|_| bad)?,
+        _ => return Err(bad),
+    };
+    Ok(Command::Fail {
+        id: JobId(id),
+        message: message.to_owned(),
+    })
+}
+
+/// The dead-letter commands' arguments: exactly `<tube> <reason> <older-than-ms> <from-id>
+/// <to-id> <limit>`, one space apart; `*` for any tube or reason.
+fn parse_dead(args: &[u8]) -> Result<(DeadFilter, u32), ProtocolError> {
+    let bad = ProtocolError::BadFormat;
+    let parts: Vec<&[u8]> = args.split(|&b| b == b' ').collect();
+    let [tube, reason, older, from, to, limit] = parts[..] else {
+        return Err(bad);
+    };
+    let tube = match tube {
+        b"*" => None,
+        t => Some(TubeName::new(t).ok_or(bad)?),
+    };
+    let reason = match reason {
+        b"*" => None,
+        r => Some(BuryReason::from_name(r).ok_or(bad)?),
+    };
+    let number = |s: &[u8]| match read_u64(s) {
+        Some((n, [])) if !s.starts_with(b" ") => Some(n),
+        _ => None,
+    };
+    let filter = DeadFilter {
+        tube,
+        reason,
+        older_than_ms: number(older).ok_or(bad)?,
+        from: JobId(number(from).ok_or(bad)?),
+        to: JobId(number(to).ok_or(bad)?),
+    };
+    let limit = number(limit)
+        .and_then(|n| u32::try_from(n).ok())
+        .ok_or(bad)?;
+    Ok((filter, limit))
 }
 
 fn skip_spaces(s: &[u8]) -> &[u8] {
@@ -521,6 +581,7 @@ impl Decoder for ReplyDecoder {
             "KICKED" => Reply::KickedJob,
             "DEADLINE_SOON" => Reply::DeadlineSoon,
             "TIMED_OUT" => Reply::TimedOut,
+            "DELETED" if line.len() > 7 => Reply::DeletedCount(num()? as u32),
             "DELETED" => Reply::Deleted,
             "RELEASED" => Reply::Released,
             "TOUCHED" => Reply::Touched,
@@ -709,6 +770,15 @@ mod tests {
                         value: (!reset).then_some(value),
                     }
                 }),
+            (any::<u64>(), "[ -~]{0,150}").prop_map(|(id, message)| Command::Fail {
+                id: JobId(id),
+                message
+            }),
+            (dead_filter(), any::<u32>(), 0..3u8).prop_map(|(filter, limit, which)| match which {
+                0 => Command::ListDead { filter, limit },
+                1 => Command::KickDead { filter, limit },
+                _ => Command::DeleteDead { filter, limit },
+            }),
         ]
     }
 
@@ -718,6 +788,65 @@ mod tests {
             crate::protocol::Unit::Count { max } => max.checked_add(1).map_or(raw, |m| raw % m),
             crate::protocol::Unit::Millis => raw % (crate::protocol::MAX_MILLIS + 1),
             crate::protocol::Unit::Thousandths { min, max } => min + raw % (max - min + 1),
+        }
+    }
+
+    fn dead_filter() -> impl Strategy<Value = DeadFilter> {
+        (
+            prop::option::of("[a-z][a-z0-9-]{0,100}"),
+            prop::option::of(prop::sample::select(BuryReason::ALL.to_vec())),
+            any::<u64>(),
+            any::<u64>(),
+            any::<u64>(),
+        )
+            .prop_map(|(tube, reason, older_than_ms, from, to)| DeadFilter {
+                tube: tube.map(|t| TubeName::new(t.as_bytes()).expect("valid")),
+                reason,
+                older_than_ms,
+                from: JobId(from),
+                to: JobId(to),
+            })
+    }
+
+    #[test]
+    fn fail_and_the_dead_letter_commands_parse_strictly() {
+        assert_eq!(
+            one("fail 7 disk full: /var\r\n"),
+            Ok(Command::Fail {
+                id: JobId(7),
+                message: "disk full: /var".into()
+            })
+        );
+        assert_eq!(
+            one("fail 7\r\n"),
+            Ok(Command::Fail {
+                id: JobId(7),
+                message: String::new()
+            })
+        );
+        assert_eq!(one("fail x\r\n"), Err(ProtocolError::BadFormat));
+        assert_eq!(one("fail 7x\r\n"), Err(ProtocolError::BadFormat));
+        assert_eq!(
+            decode_all(b"fail 7 \xff\r\n", &[usize::MAX], 10),
+            [Err(ProtocolError::BadFormat)]
+        );
+        let mut filter = DeadFilter::all();
+        filter.reason = Some(BuryReason::MaxAttempts);
+        filter.older_than_ms = 5000;
+        assert_eq!(
+            one("list-dead * max-attempts 5000 0 18446744073709551615 10\r\n"),
+            Ok(Command::ListDead { filter, limit: 10 })
+        );
+        for bad in [
+            "list-dead * * 0 0 1\r\n",
+            "list-dead * * 0 0 1 1 1\r\n",
+            "list-dead * nosuch 0 0 1 1\r\n",
+            "list-dead * * -1 0 1 1\r\n",
+            "list-dead * *  0 0 1 1\r\n",
+            "kick-dead -x * 0 0 1 1\r\n",
+            "delete-dead * * 0 0 1 4294967296\r\n",
+        ] {
+            assert_eq!(one(bad), Err(ProtocolError::BadFormat), "{bad:?}");
         }
     }
 
@@ -789,7 +918,7 @@ mod tests {
                 Reply::Deleted, Reply::Released, Reply::Touched, Reply::NotIgnored, Reply::NotFound,
                 Reply::Paused, Reply::Draining, Reply::OutOfMemory, Reply::InternalError,
                 Reply::BadFormat, Reply::UnknownCommand, Reply::ExpectedCrlf, Reply::JobTooBig,
-                Reply::Configured, Reply::UnknownSetting,
+                Reply::Configured, Reply::UnknownSetting, Reply::DeletedCount(n),
             ];
             let replies: Vec<Reply> = replies.into_iter().chain(Refusal::ALL.map(Reply::Refused)).collect();
             let mut wire = BytesMut::new();

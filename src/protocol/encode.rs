@@ -62,6 +62,10 @@ impl Command {
                 Some(v) => write!(line, "config-tube {tube} {setting} {}", setting.format(*v)),
                 None => write!(line, "config-tube {tube} {setting} default"),
             },
+            C::Fail { id, message } => write!(line, "fail {id} {message}"),
+            C::ListDead { filter, limit } => write!(line, "list-dead {filter} {limit}"),
+            C::KickDead { filter, limit } => write!(line, "kick-dead {filter} {limit}"),
+            C::DeleteDead { filter, limit } => write!(line, "delete-dead {filter} {limit}"),
         };
         dst.reserve(line.len() + 2);
         dst.put_slice(line.as_bytes());

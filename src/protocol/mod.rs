@@ -9,13 +9,15 @@
 //! replies, the client encodes commands and decodes replies.
 
 mod command;
+mod dead;
 mod decode;
 mod encode;
 mod error;
 mod reply;
 mod setting;
 
-pub use command::{Command, CommandKind, JobId, TubeName, MAX_TUBE_NAME_LEN};
+pub use command::{Command, CommandKind, JobId, TubeName, MAX_DEAD_BATCH, MAX_TUBE_NAME_LEN};
+pub use dead::{BuryReason, DeadFilter};
 pub use decode::{CommandDecoder, ReplyDecoder, MAX_LINE_LEN};
 pub use encode::CommandEncoder;
 pub use error::ProtocolError;

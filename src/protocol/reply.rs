@@ -160,6 +160,8 @@ pub enum Reply {
     Configured,
     /// `UNKNOWN_SETTING` (larder extension: `config-tube` named no known setting).
     UnknownSetting,
+    /// `DELETED <count>` (larder extension: `delete-dead`).
+    DeletedCount(u32),
 }
 
 /// A limit that refuses work, named on the wire by its setting (`REFUSED max-jobs`).
@@ -256,6 +258,7 @@ impl Reply {
                 dst.put_slice(b"\r\n");
                 return None;
             }
+            Reply::DeletedCount(n) => return line2(dst, b"DELETED ", u64::from(*n)),
             Reply::Buried => b"BURIED\r\n",
             Reply::DeadlineSoon => b"DEADLINE_SOON\r\n",
             Reply::TimedOut => b"TIMED_OUT\r\n",

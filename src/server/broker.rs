@@ -189,7 +189,7 @@ impl Broker {
             timer_at: None,
         };
         // Recovery does not track which records set the settings; writing them afresh
-        // gives every setting a known record.
+        // gives every setting a known place.
         state.log_settings_in_force();
         state.update_keep();
         Broker {

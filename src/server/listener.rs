@@ -104,6 +104,7 @@ pub async fn run(
             max_job_size: config.max_job_size,
             limits: config.limits,
             defaults: config.setting_defaults,
+            seed: clock.now().0 ^ u64::from(std::process::id()),
         },
         process_info(),
         clock.now(),

@@ -50,6 +50,18 @@ impl InProcess {
         }
     }
 
+    /// How the server task ended, waiting for it up to [`REPLY_TIMEOUT`] (for reporting a
+    /// server that stopped on its own).
+    pub async fn outcome(&mut self) -> String {
+        match self.task.take() {
+            Some(task) => match tokio::time::timeout(REPLY_TIMEOUT, task).await {
+                Ok(result) => format!("{result:?}"),
+                Err(_) => "still running".to_owned(),
+            },
+            None => "already collected".to_owned(),
+        }
+    }
+
     /// A raw connection to the server.
     pub async fn connect(&self) -> Raw {
         Raw::connect(self.addr).await
