@@ -579,6 +579,38 @@ mod cli {
         .expect("json");
         assert_eq!(json["retry-delay"], 2000);
 
+        // The tube's limits are set the same way, and enforced.
+        let text = larder_ok(&[
+            "tube",
+            "config",
+            "mail",
+            "--addr",
+            &addr,
+            "--max-tube-jobs",
+            "1",
+            "--max-tube-bytes",
+            "100",
+        ]);
+        assert!(text.contains("mail: max-tube-jobs = 1"), "{text}");
+        let json: serde_json::Value = serde_json::from_str(&larder_ok(&[
+            "tube", "show", "mail", "--addr", &addr, "--json",
+        ]))
+        .expect("json");
+        assert_eq!(
+            (
+                json["max-tube-jobs"].clone(),
+                json["max-tube-bytes"].clone()
+            ),
+            (1.into(), 100.into())
+        );
+        larder_ok(&["put", "--addr", &addr, "--tube", "mail", "one"]);
+        let out = larder(&["put", "--addr", &addr, "--tube", "mail", "two"]);
+        assert_eq!(out.status.code(), Some(1));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("max-tube-jobs"),
+            "{out:?}"
+        );
+
         // Bad values are refused before anything is sent, with the flag named.
         for (flag, value) in [
             ("--retry-delay", "soon"),

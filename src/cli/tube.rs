@@ -13,8 +13,8 @@ use crate::protocol::{Reply, TubeSetting, Unit};
 /// `larder tube …`
 #[derive(Debug, Subcommand)]
 pub enum TubeCmd {
-    /// Set a tube's retry policy (and other settings); `default` returns a setting to the
-    /// server's default.
+    /// Set a tube's retry policy and limits; `default` returns a setting to the server's
+    /// default.
     Config(ConfigArgs),
     /// Show a tube's statistics, settings and dead letters by reason.
     Show(ShowArgs),
@@ -44,6 +44,14 @@ pub struct ConfigArgs {
     /// Fraction of each retry delay taken off at random (0 to 1).
     #[arg(long, value_name = "F")]
     pub retry_jitter: Option<String>,
+    /// Most jobs the tube holds, in any state; a put beyond it gets REFUSED max-tube-jobs
+    /// (0: no limit).
+    #[arg(long, value_name = "N")]
+    pub max_tube_jobs: Option<String>,
+    /// Most body bytes the tube holds, in any state; a put that would go over gets
+    /// REFUSED max-tube-bytes (0: no limit).
+    #[arg(long, value_name = "BYTES")]
+    pub max_tube_bytes: Option<String>,
 }
 
 /// Arguments of `larder tube show`.
@@ -100,6 +108,8 @@ pub async fn config(args: ConfigArgs, out: &mut impl Write) -> anyhow::Result<()
         (TubeSetting::RetryBackoff, &args.retry_backoff),
         (TubeSetting::RetryMax, &args.retry_max),
         (TubeSetting::RetryJitter, &args.retry_jitter),
+        (TubeSetting::MaxTubeJobs, &args.max_tube_jobs),
+        (TubeSetting::MaxTubeBytes, &args.max_tube_bytes),
     ];
     let mut changes = Vec::new();
     for (setting, text) in given {

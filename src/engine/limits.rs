@@ -342,6 +342,7 @@ mod tests {
                 max_job_size: 1000,
                 limits,
                 defaults,
+                ..EngineConfig::default()
             },
             ProcessInfo::fixed(),
             Timestamp(1),
