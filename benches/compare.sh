@@ -77,7 +77,9 @@ start_server() {
                 2>>"$work/$1.log" &
             ;;
         larder)
-            LARDER_LOG=warn "$larder" serve --listen "$addr" \
+            # No job-count or byte limits: beanstalkd has none, and long put runs pass
+            # the default --max-jobs.
+            LARDER_LOG=warn "$larder" serve --listen "$addr" --max-jobs 0 --max-bytes 0 \
                 --data-dir "$(mktemp -d -p "$work")" 2>>"$work/larder.log" &
             ;;
     esac

@@ -80,4 +80,4 @@ measure() { # name, then the command that starts the server
 echo "JOBS=$JOBS BODY=$BODY  $(date -u +%FT%TZ)  $(nproc) cores"
 mkdir -p "$work/beanstalkd" "$work/larder"
 measure beanstalkd "$BEANSTALKD" -l 127.0.0.1 -p "$PORT" -b "$work/beanstalkd"
-measure larder "$larder" serve --listen "127.0.0.1:$PORT" --data-dir "$work/larder"
+measure larder "$larder" serve --listen "127.0.0.1:$PORT" --data-dir "$work/larder" --max-jobs 0

@@ -358,6 +358,50 @@ async fn compaction_keeps_the_log_small_around_long_lived_jobs() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A clean stop (SIGTERM) leaves what a crash leaves: a reserved job is ready after the
+/// restart, and its reservation is not counted as an attempt (with `max-attempts 1` that
+/// would bury it).
+#[tokio::test]
+async fn a_clean_stop_returns_reserved_jobs_without_counting_an_attempt() {
+    let dir = temp_dir("stop");
+    let args = ["--retry-delay", "60s", "--max-attempts", "1"];
+    let server = ChildServer::larder_in(&dir, &args);
+    let mut c = Raw::connect(server.addr).await;
+    assert_eq!(c.cmd("put 0 0 60 2\r\nhi\r\n").await, "INSERTED 1\r\n");
+    assert_eq!(c.cmd("reserve\r\n").await, "RESERVED 1 2\r\nhi\r\n");
+    assert!(server.terminate().success());
+    let server = ChildServer::larder_in(&dir, &args);
+    let mut c = Raw::connect(server.addr).await;
+    let job = c.cmd("stats-job 1\r\n").await;
+    assert_eq!(
+        (
+            field(&job, "state"),
+            field(&job, "attempts"),
+            field(&job, "reserves")
+        ),
+        ("ready".into(), "0".into(), "1".into())
+    );
+    // A TTR expiry: the job's counter survives a restart, the server's `job-timeouts`
+    // counts since start (as beanstalkd's does).
+    assert_eq!(c.cmd("put 0 0 1 1\r\nt\r\n").await, "INSERTED 2\r\n");
+    assert_eq!(c.cmd("reserve-job 2\r\n").await, "RESERVED 2 1\r\nt\r\n");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while field(&c.cmd("stats\r\n").await, "job-timeouts") != "1" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the TTR never expired"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    server.kill9();
+    let server = ChildServer::larder_in(&dir, &args);
+    let mut c = Raw::connect(server.addr).await;
+    assert_eq!(field(&c.cmd("stats-job 2\r\n").await, "timeouts"), "1");
+    assert_eq!(field(&c.cmd("stats\r\n").await, "job-timeouts"), "0");
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// The disk fills under a stream of puts: what was confirmed is on disk, puts are then
 /// refused with `REFUSED log-full` (never a dropped connection or a hang), deletes go on
 /// working in the reserved space, and once deleting frees segments the server takes its

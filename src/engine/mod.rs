@@ -161,6 +161,8 @@ pub struct Engine {
     /// Use measured against the limits, and refusals.
     pressure: Pressure,
     draining: bool,
+    /// The server is shutting down (see [`Engine::set_stopping`]).
+    stopping: bool,
     wakeups: Vec<(SessionId, Reply)>,
     changes: Vec<Change>,
     /// State of the jitter's pseudo-random numbers.
@@ -196,6 +198,7 @@ impl Engine {
             counters: Counters::default(),
             pressure: Pressure::default(),
             draining: false,
+            stopping: false,
             wakeups: Vec::new(),
             changes: Vec::new(),
         }
@@ -229,7 +232,13 @@ impl Engine {
             .collect();
         for id in reserved {
             self.detach(id);
-            self.end_attempt(id, retry::Ending::Abandon, now);
+            if self.stopping {
+                // The server is stopping: like a crash, a restart makes the job ready
+                // again without counting an attempt (promise 3), so record nothing.
+                self.insert_ready(id);
+            } else {
+                self.end_attempt(id, retry::Ending::Abandon, now);
+            }
         }
         let Some(session) = self.sessions.remove(&sid) else {
             return;
@@ -240,6 +249,13 @@ impl Engine {
             self.tubes.get_mut(t).watching -= 1;
             self.drop_tube_if_unused(t);
         }
+    }
+
+    /// Marks the server as stopping: sessions closed from now on hand their reserved jobs
+    /// back without counting an attempt or journaling anything, so a clean stop leaves the
+    /// same state as a crash would (reserved jobs ready after the restart).
+    pub fn set_stopping(&mut self) {
+        self.stopping = true;
     }
 
     /// Drops tube `id` if nothing keeps it alive, forgetting its pause.

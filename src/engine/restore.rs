@@ -78,7 +78,8 @@ impl Engine {
                 let job = self.job_mut(id)?;
                 job.counters.timeouts += 1;
                 job.attempts = job.attempts.saturating_add(1);
-                self.counters.timeouts += 1;
+                // `job-timeouts` in `stats` counts since this start, as beanstalkd's does
+                // after a binlog replay: replay leaves it alone.
             }
             Change::Abandon { id } => {
                 let job = self.job_mut(id)?;

@@ -292,6 +292,11 @@ impl Broker {
         cancelled.then_some(Reply::TimedOut)
     }
 
+    /// Marks the server as stopping (see [`Engine::set_stopping`]).
+    pub fn set_stopping(&self) {
+        self.lock().engine.set_stopping();
+    }
+
     /// Sets or clears drain mode.
     pub fn set_draining(&self, draining: bool) {
         self.lock().engine.set_draining(draining);

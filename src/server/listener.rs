@@ -220,6 +220,7 @@ pub async fn run(
     }
     drop(listener);
     tracing::info!(connections = conns.len(), "shutting down");
+    broker.set_stopping();
     let _ = stop_tx.send(true);
     while conns.join_next().await.is_some() {}
     let _ = timers.await;

@@ -314,6 +314,12 @@ impl ChildServer {
         let _ = self.child.wait();
     }
 
+    /// Stops the server with SIGTERM and returns how it exited.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        self.signal(libc::SIGTERM);
+        self.child.wait().expect("wait for the server")
+    }
+
     /// Spawns `program` with the arguments `args(addr)` for a free port, trying another port
     /// if the chosen one was taken meanwhile (the child exits without listening).
     pub fn on_free_port(program: &str, args: impl Fn(SocketAddr) -> Vec<String>) -> ChildServer {
