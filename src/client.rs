@@ -46,6 +46,8 @@ pub struct Client {
     reader: FramedRead<OwnedReadHalf, ReplyDecoder>,
     writer: OwnedWriteHalf,
     out: BytesMut,
+    /// `extended-stats` was sent: `stats-job` and `stats-tube` carry larder's fields.
+    extended: bool,
 }
 
 impl Client {
@@ -73,6 +75,7 @@ impl Client {
             reader: FramedRead::new(r, ReplyDecoder::default()),
             writer: w,
             out: BytesMut::with_capacity(4096),
+            extended: false,
         }
     }
 
@@ -197,7 +200,11 @@ impl Client {
         tube: Option<&str>,
     ) -> Result<Vec<(String, String)>, ClientError> {
         let cmd = match tube {
-            Some(t) => Command::StatsTube(tube_name(t)?),
+            Some(t) => {
+                let name = tube_name(t)?;
+                self.extend_stats().await?;
+                Command::StatsTube(name)
+            }
             None => Command::Stats,
         };
         match self.call(&cmd).await? {
@@ -301,11 +308,26 @@ impl Client {
         }
     }
 
+    /// Sends `extended-stats` once, so `stats-job` and `stats-tube` include larder's fields.
+    async fn extend_stats(&mut self) -> Result<(), ClientError> {
+        if self.extended {
+            return Ok(());
+        }
+        match self.call(&Command::ExtendedStats).await? {
+            Reply::Extended => {
+                self.extended = true;
+                Ok(())
+            }
+            other => Err(ClientError::Unexpected(other)),
+        }
+    }
+
     /// `stats-job`, or `None` if there is no such job.
     pub async fn stats_job(
         &mut self,
         id: JobId,
     ) -> Result<Option<Vec<(String, String)>>, ClientError> {
+        self.extend_stats().await?;
         match self.call(&Command::StatsJob(id)).await? {
             Reply::Ok(yaml) => Ok(Some(parse_yaml_map(&yaml))),
             Reply::NotFound => Ok(None),

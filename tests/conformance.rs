@@ -725,10 +725,21 @@ mod yaml {
             "USING jobs\r\nINSERTED 1\r\n",
         )
         .await;
-        let expect = "---\nid: 1\ntube: jobs\nstate: ready\npri: 3\nage: 0\ndelay: 0\nttr: 1\n\
-                      time-left: 0\nfile: 0\nreserves: 0\ntimeouts: 0\nreleases: 0\nburies: 0\n\
-                      kicks: 0\nattempts: 0\nmax-attempts: 0\nlast-error: \"\"\n\
-                      bury-reason: none\nburied-at: 0\n";
+        // Exactly beanstalkd's fields, unless the connection asks for larder's.
+        let plain = "---\nid: 1\ntube: jobs\nstate: ready\npri: 3\nage: 0\ndelay: 0\nttr: 1\n\
+                     time-left: 0\nfile: 0\nreserves: 0\ntimeouts: 0\nreleases: 0\nburies: 0\n\
+                     kicks: 0\n";
+        step(
+            &mut c,
+            "stats-job 1\r\n",
+            &format!("OK {}\r\n{plain}\r\n", plain.len()),
+        )
+        .await;
+        step(&mut c, "extended-stats\r\n", "EXTENDED\r\n").await;
+        let expect = format!(
+            "{plain}attempts: 0\nmax-attempts: 0\nlast-error: \"\"\nbury-reason: none\n\
+             buried-at: 0\n"
+        );
         step(
             &mut c,
             "stats-job 1\r\n",
@@ -746,14 +757,23 @@ mod yaml {
             "USING t\r\nINSERTED 1\r\nINSERTED 2\r\nINSERTED 3\r\n",
         )
         .await;
-        let expect = "---\nname: t\ncurrent-jobs-urgent: 1\ncurrent-jobs-ready: 2\n\
-                      current-jobs-reserved: 0\ncurrent-jobs-delayed: 1\ncurrent-jobs-buried: 0\n\
-                      total-jobs: 3\ncurrent-using: 1\ncurrent-watching: 0\ncurrent-waiting: 0\n\
-                      cmd-delete: 0\ncmd-pause-tube: 0\npause: 0\npause-time-left: 0\n\
-                      max-attempts: 0\nretry-delay: 0\nretry-backoff: 2\nretry-max: 0\n\
-                      retry-jitter: 0\nmax-tube-jobs: 0\nmax-tube-bytes: 0\ncurrent-bytes: 3\n\
-                      refused-max-tube-jobs: 0\nrefused-max-tube-bytes: 0\n\
-                      dead-letters-buried: 0\ndead-letters-max-attempts: 0\n";
+        let plain = "---\nname: t\ncurrent-jobs-urgent: 1\ncurrent-jobs-ready: 2\n\
+                     current-jobs-reserved: 0\ncurrent-jobs-delayed: 1\ncurrent-jobs-buried: 0\n\
+                     total-jobs: 3\ncurrent-using: 1\ncurrent-watching: 0\ncurrent-waiting: 0\n\
+                     cmd-delete: 0\ncmd-pause-tube: 0\npause: 0\npause-time-left: 0\n";
+        step(
+            &mut c,
+            "stats-tube t\r\n",
+            &format!("OK {}\r\n{plain}\r\n", plain.len()),
+        )
+        .await;
+        step(&mut c, "extended-stats\r\n", "EXTENDED\r\n").await;
+        let expect = format!(
+            "{plain}max-attempts: 0\nretry-delay: 0\nretry-backoff: 2\nretry-max: 0\n\
+             retry-jitter: 0\nmax-tube-jobs: 0\nmax-tube-bytes: 0\ncurrent-bytes: 3\n\
+             refused-max-tube-jobs: 0\nrefused-max-tube-bytes: 0\n\
+             dead-letters-buried: 0\ndead-letters-max-attempts: 0\n"
+        );
         step(
             &mut c,
             "stats-tube t\r\n",
@@ -788,7 +808,7 @@ mod yaml {
             refused-max-connections refused-log-full stalled-output-disconnects \
             dead-letters-buried dead-letters-max-attempts \
             total-attempts total-retries-delayed total-dead-lettered cmd-config-tube cmd-fail \
-            cmd-list-dead cmd-kick-dead cmd-delete-dead";
+            cmd-list-dead cmd-kick-dead cmd-delete-dead cmd-extended-stats";
         assert_eq!(keys, expect.split_whitespace().collect::<Vec<_>>());
     }
 

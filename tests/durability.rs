@@ -371,7 +371,7 @@ async fn a_clean_stop_returns_reserved_jobs_without_counting_an_attempt() {
     assert_eq!(c.cmd("reserve\r\n").await, "RESERVED 1 2\r\nhi\r\n");
     assert!(server.terminate().success());
     let server = ChildServer::larder_in(&dir, &args);
-    let mut c = Raw::connect(server.addr).await;
+    let mut c = Raw::connect_extended(server.addr).await;
     let job = c.cmd("stats-job 1\r\n").await;
     assert_eq!(
         (

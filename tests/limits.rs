@@ -84,7 +84,7 @@ async fn fill_refuse_drain_restart(
 ) {
     let dir = data_dir(name);
     let server = ChildServer::larder_in(&dir, setup.flags);
-    let mut p = Raw::connect(server.addr).await;
+    let mut p = Raw::connect_extended(server.addr).await;
     if let Some(line) = setup.config_tube {
         assert_eq!(p.cmd(line).await, "CONFIGURED\r\n");
     }
@@ -126,7 +126,7 @@ async fn fill_refuse_drain_restart(
     );
 
     // Workers drain a full broker; none of their commands is refused.
-    let mut w = Raw::connect(server.addr).await;
+    let mut w = Raw::connect_extended(server.addr).await;
     assert!(w
         .cmd(&format!("watch {tube}\r\n"))
         .await
@@ -154,7 +154,7 @@ async fn fill_refuse_drain_restart(
 
     // Across a restart the counts are rebuilt from the log: still full.
     let server = ChildServer::larder_in(&dir, setup.flags);
-    let mut p = Raw::connect(server.addr).await;
+    let mut p = Raw::connect_extended(server.addr).await;
     p.cmd(&format!("use {tube}\r\n")).await;
     assert_eq!(
         p.cmd(&put(body)).await,
@@ -211,7 +211,7 @@ async fn max_tube_jobs_limits_each_tube_and_not_the_others() {
     fill_refuse_drain_restart("tubejobs", setup, "mail", "x", 2, "max-tube-jobs").await;
     let dir = data_dir("tubejobs-other");
     let server = InProcess::with_config(tube_jobs_config(&dir, 2)).await;
-    let mut c = server.connect().await;
+    let mut c = server.connect_extended().await;
     c.cmd("use a\r\n").await;
     assert_eq!(c.cmd(&put("1")).await, "INSERTED 1\r\n");
     assert_eq!(c.cmd(&put("2")).await, "INSERTED 2\r\n");
@@ -236,7 +236,7 @@ async fn max_tube_bytes_set_with_config_tube_limits_that_tube_across_a_restart()
 async fn tube_limits_are_set_shown_and_reset_at_run_time() {
     let dir = data_dir("tubeconfig");
     let server = InProcess::with_config(tube_jobs_config(&dir, 5)).await;
-    let mut c = server.connect().await;
+    let mut c = server.connect_extended().await;
     c.cmd("use q\r\n").await;
     let stats = c.cmd("stats-tube q\r\n").await;
     assert_eq!(
@@ -295,7 +295,7 @@ async fn a_body_larger_than_max_bytes_is_refused_even_on_an_empty_server() {
         ..Limits::DEFAULT
     };
     let server = InProcess::with_config(config(&dir, limits)).await;
-    let mut c = server.connect().await;
+    let mut c = server.connect_extended().await;
     assert_eq!(c.cmd(&put("12345")).await, "REFUSED max-bytes\r\n");
     assert_eq!(c.cmd(&put("1234")).await, "INSERTED 1\r\n");
     assert_eq!(
@@ -338,7 +338,7 @@ async fn min_free_disk_refuses_puts_but_not_deletes_until_space_returns() {
         )
     };
     let server = InProcess::with_config(config).await;
-    let mut c = server.connect().await;
+    let mut c = server.connect_extended().await;
     assert_eq!(c.cmd(&put("a")).await, "INSERTED 1\r\n");
     assert_eq!(c.cmd(&put("b")).await, "INSERTED 2\r\n");
     free.store(1000, Ordering::Relaxed);
@@ -360,7 +360,7 @@ async fn min_free_disk_refuses_puts_but_not_deletes_until_space_returns() {
 #[tokio::test]
 async fn a_floor_above_the_real_free_space_refuses_puts() {
     let server = ChildServer::larder(&["--min-free-disk", "18446744073709551615"]);
-    let mut c = Raw::connect(server.addr).await;
+    let mut c = Raw::connect_extended(server.addr).await;
     assert_eq!(c.cmd(&put("a")).await, "REFUSED min-free-disk\r\n");
     let stats = c.cmd("stats\r\n").await;
     assert!(num(&stats, "current-free-disk") > 0, "{stats}");
@@ -379,7 +379,7 @@ async fn a_small_disk_below_its_floor_refuses_puts_and_recovers_when_space_retur
         &data,
         &["--min-free-disk", "524288", "--disk-reserve", "65536"],
     );
-    let mut c = Raw::connect(server.addr).await;
+    let mut c = Raw::connect_extended(server.addr).await;
     assert_eq!(c.cmd(&put("a")).await, "INSERTED 1\r\n");
     assert_eq!(c.cmd(&put("b")).await, "INSERTED 2\r\n");
     let filler = disk.0.join("filler");
@@ -470,7 +470,7 @@ async fn a_client_that_does_not_read_is_paused_then_dropped_without_hurting_othe
         ..Limits::DEFAULT
     };
     let server = InProcess::with_config(config(&dir, limits)).await;
-    let mut c = server.connect().await;
+    let mut c = server.connect_extended().await;
     let body = "b".repeat(60_000);
     assert_eq!(c.cmd(&put(&body)).await, "INSERTED 1\r\n");
     // Each 8-byte request asks for a 60 kB reply. A server that went on reading would
@@ -640,7 +640,7 @@ async fn a_flood_at_the_limits_keeps_memory_bounded_and_loses_nothing() {
     drop(deaf);
     server.kill9();
     let server = ChildServer::larder_in(&dir, &flags);
-    check(Raw::connect(server.addr).await, live).await;
+    check(Raw::connect_extended(server.addr).await, live).await;
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -39,7 +39,7 @@ mod config_tube {
     #[tokio::test]
     async fn settings_are_set_shown_reset_and_refused_precisely() {
         let s = InProcess::start().await;
-        let mut c = s.connect().await;
+        let mut c = s.connect_extended().await;
         // A setting creates the tube and keeps it alive with nobody using it.
         step(
             &mut c,
@@ -129,7 +129,7 @@ mod config_tube {
             ..ServerConfig::default()
         };
         let s = InProcess::with_config(config.clone()).await;
-        let mut c = s.connect().await;
+        let mut c = s.connect_extended().await;
         step(
             &mut c,
             "config-tube mail max-attempts 7\r\n",
@@ -158,7 +158,7 @@ mod config_tube {
         s.shutdown().await.expect("shutdown");
 
         let s = InProcess::with_config(config).await;
-        let mut c = s.connect().await;
+        let mut c = s.connect_extended().await;
         let st = c.cmd("stats-tube mail\r\n").await;
         assert_eq!(field(&st, "max-attempts"), "7");
         assert_eq!(field(&st, "retry-max"), "0");
@@ -180,7 +180,7 @@ mod config_tube {
             ..ServerConfig::default()
         };
         let s = InProcess::with_config(config.clone()).await;
-        let mut c = s.connect().await;
+        let mut c = s.connect_extended().await;
         step(
             &mut c,
             "config-tube keep max-attempts 9\r\n",
@@ -217,7 +217,7 @@ mod config_tube {
                 s.outcome().await
             );
         }
-        let mut c = s.connect().await;
+        let mut c = s.connect_extended().await;
         assert_eq!(
             field(&c.cmd("stats-tube keep\r\n").await, "max-attempts"),
             "9"
@@ -249,8 +249,8 @@ mod transcripts {
     #[tokio::test]
     async fn fail_and_the_dead_letter_commands_answer_precisely() {
         let s = InProcess::start().await;
-        let mut c = s.connect().await;
-        let mut other = s.connect().await;
+        let mut c = s.connect_extended().await;
+        let mut other = s.connect_extended().await;
         step(&mut c, "put 5 0 60 3\r\nabc\r\n", "INSERTED 1\r\n").await;
         // Only the reserving connection may report a failure.
         step(&mut c, "fail 1 nope\r\n", "NOT_FOUND\r\n").await;
@@ -309,7 +309,7 @@ mod attempts {
     /// Reserves on a fresh connection (so earlier reservations stay held until their TTR),
     /// waiting up to 10 s; returns the connection and the reply.
     async fn reserve_fresh(s: &InProcess) -> (Raw, String) {
-        let mut c = s.connect().await;
+        let mut c = s.connect_extended().await;
         c.send(b"watch poison\r\nignore default\r\n").await;
         c.reply().await;
         c.reply().await;
@@ -320,7 +320,7 @@ mod attempts {
     #[tokio::test]
     async fn a_poison_job_is_retried_on_schedule_and_buried_with_reason_max_attempts() {
         let s = InProcess::start().await;
-        let mut admin = s.connect().await;
+        let mut admin = s.connect_extended().await;
         for (setting, value) in [
             ("max-attempts", "3"),
             ("retry-delay", "400"),
@@ -408,7 +408,7 @@ mod attempts {
     async fn a_reported_failure_shows_in_dlq_show() {
         let server = ChildServer::larder(&["--max-attempts", "1"]);
         let addr = server.addr.to_string();
-        let mut c = Raw::connect(server.addr).await;
+        let mut c = Raw::connect_extended(server.addr).await;
         step(&mut c, "put 0 0 60 4\r\ntask\r\n", "INSERTED 1\r\n").await;
         step(&mut c, "reserve\r\n", "RESERVED 1 4\r\ntask\r\n").await;
         step(
@@ -446,7 +446,7 @@ mod attempts {
     async fn a_restart_between_attempts_keeps_the_count() {
         let dir = data_dir("restart");
         let server = ChildServer::larder_in(&dir, &[]);
-        let mut c = Raw::connect(server.addr).await;
+        let mut c = Raw::connect_extended(server.addr).await;
         step(
             &mut c,
             "config-tube default max-attempts 3\r\n",
@@ -462,7 +462,7 @@ mod attempts {
         server.kill9();
 
         let server = ChildServer::larder_in(&dir, &[]);
-        let mut c = Raw::connect(server.addr).await;
+        let mut c = Raw::connect_extended(server.addr).await;
         let st = c.cmd("stats-job 1\r\n").await;
         assert_eq!(field(&st, "attempts"), "2");
         assert_eq!(field(&st, "last-error"), "first");
@@ -473,7 +473,7 @@ mod attempts {
 
         // The burial, its reason and the count survive another restart too.
         let server = ChildServer::larder_in(&dir, &[]);
-        let mut c = Raw::connect(server.addr).await;
+        let mut c = Raw::connect_extended(server.addr).await;
         let st = c.cmd("stats-job 1\r\n").await;
         assert_eq!(field(&st, "state"), "buried");
         assert_eq!(field(&st, "bury-reason"), "max-attempts");
@@ -638,7 +638,7 @@ mod cli {
     async fn dlq_list_filters_and_prints_json() {
         let server = ChildServer::larder(&[]);
         let addr = server.addr.to_string();
-        let mut c = Raw::connect(server.addr).await;
+        let mut c = Raw::connect_extended(server.addr).await;
         let mail = bury_jobs(&mut c, "mail", &[b"alpha one", b"beta two"]).await;
         let other = bury_jobs(&mut c, "other", &[b"gamma"]).await;
         let list = |extra: &[&str]| -> Vec<serde_json::Value> {
@@ -671,7 +671,7 @@ mod cli {
     async fn dlq_redrive_honours_its_rate_and_resets_attempts() {
         let server = ChildServer::larder(&[]);
         let addr = server.addr.to_string();
-        let mut c = Raw::connect(server.addr).await;
+        let mut c = Raw::connect_extended(server.addr).await;
         let bodies: Vec<&[u8]> = vec![b"j"; 6];
         bury_jobs(&mut c, "r", &bodies).await;
         let dry = larder_ok(&["dlq", "redrive", "--addr", &addr, "--dry-run"]);
@@ -708,7 +708,7 @@ mod cli {
     async fn dlq_export_round_trips_bodies_and_delete_removes_dead_letters() {
         let server = ChildServer::larder(&[]);
         let addr = server.addr.to_string();
-        let mut c = Raw::connect(server.addr).await;
+        let mut c = Raw::connect_extended(server.addr).await;
         let bodies: [&[u8]; 3] = [
             b"plain text",
             b"\xff\x00\xfebinary\r\n",

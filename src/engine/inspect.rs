@@ -55,7 +55,13 @@ impl Engine {
         self.found(id)
     }
 
-    pub(super) fn stats_job(&self, id: JobId, now: Timestamp) -> Reply {
+    /// Whether `sid` asked for larder's fields in `stats-job` and `stats-tube`.
+    pub(super) fn extended(&self, sid: SessionId) -> bool {
+        self.sessions.get(&sid).is_some_and(|s| s.extended_stats)
+    }
+
+    /// `stats-job`; with `extended`, larder's fields follow beanstalkd's.
+    pub(super) fn stats_job(&self, id: JobId, extended: bool, now: Timestamp) -> Reply {
         let Some(job) = self.jobs.get(&id) else {
             return Reply::NotFound;
         };
@@ -85,6 +91,9 @@ impl Engine {
             c.buries,
             c.kicks,
         );
+        if !extended {
+            return Reply::Ok(y.into());
+        }
         let burial = self.burial(id);
         let _ = write!(
             y,
@@ -100,7 +109,8 @@ impl Engine {
         Reply::Ok(y.into())
     }
 
-    pub(super) fn stats_tube(&self, name: &TubeName, now: Timestamp) -> Reply {
+    /// `stats-tube`; with `extended`, larder's fields follow beanstalkd's.
+    pub(super) fn stats_tube(&self, name: &TubeName, extended: bool, now: Timestamp) -> Reply {
         let Some(id) = self.tubes.find(name) else {
             return Reply::NotFound;
         };
@@ -131,6 +141,9 @@ impl Engine {
             pause,
             left,
         );
+        if !extended {
+            return Reply::Ok(y.into());
+        }
         for setting in TubeSetting::ALL {
             let v = self.setting(id, setting);
             let _ = writeln!(y, "{setting}: {}", setting.format(v));
@@ -275,6 +288,7 @@ impl Engine {
             ("list-dead", K::ListDead),
             ("kick-dead", K::KickDead),
             ("delete-dead", K::DeleteDead),
+            ("extended-stats", K::ExtendedStats),
         ] {
             let _ = writeln!(y, "cmd-{name}: {}", c.commands[kind.index()]);
         }

@@ -304,8 +304,14 @@ impl Engine {
             Command::PeekReady => self.peek_ready(sid),
             Command::PeekDelayed => self.peek_delayed(sid),
             Command::PeekBuried => self.peek_buried(sid),
-            Command::StatsJob(id) => self.stats_job(id, now),
-            Command::StatsTube(name) => self.stats_tube(&name, now),
+            Command::StatsJob(id) => self.stats_job(id, self.extended(sid), now),
+            Command::StatsTube(name) => self.stats_tube(&name, self.extended(sid), now),
+            Command::ExtendedStats => {
+                if let Some(s) = self.sessions.get_mut(&sid) {
+                    s.extended_stats = true;
+                }
+                Reply::Extended
+            }
             Command::Stats => self.stats(now),
             Command::Quit => return Outcome::Close,
             Command::ConfigTube {

@@ -303,6 +303,7 @@ mod engine_tests {
         }
 
         fn stats_job(&mut self, id: JobId) -> Vec<(String, String)> {
+            assert_eq!(self.cmd(Command::ExtendedStats), Reply::Extended);
             match self.cmd(Command::StatsJob(id)) {
                 Reply::Ok(y) => yaml_map(&y),
                 other => panic!("stats-job: {other:?}"),

@@ -34,6 +34,8 @@ pub struct Session {
     pub producer: bool,
     /// Has issued a reserve.
     pub worker: bool,
+    /// Asked for larder's fields in `stats-job` and `stats-tube` (`extended-stats`).
+    pub extended_stats: bool,
 }
 
 impl Session {
@@ -46,6 +48,7 @@ impl Session {
             wait: None,
             producer: false,
             worker: false,
+            extended_stats: false,
         }
     }
 

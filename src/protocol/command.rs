@@ -138,6 +138,9 @@ pub enum Command {
     },
     /// `quit`
     Quit,
+    /// `extended-stats` (larder extension): from now on this connection's `stats-job` and
+    /// `stats-tube` replies carry larder's fields too.
+    ExtendedStats,
     /// `config-tube <tube> <setting> <value>` (larder extension): sets one of a tube's
     /// settings; `value` `None` (`default` on the wire) returns it to the server default.
     ConfigTube {
@@ -216,11 +219,12 @@ pub enum CommandKind {
     ListDead,
     KickDead,
     DeleteDead,
+    ExtendedStats,
 }
 
 impl CommandKind {
     /// Number of kinds, for counter arrays.
-    pub const COUNT: usize = 30;
+    pub const COUNT: usize = 31;
 
     /// A dense index in `0..COUNT`.
     pub fn index(self) -> usize {
@@ -262,6 +266,7 @@ impl Command {
             Command::ListDead { .. } => CommandKind::ListDead,
             Command::KickDead { .. } => CommandKind::KickDead,
             Command::DeleteDead { .. } => CommandKind::DeleteDead,
+            Command::ExtendedStats => CommandKind::ExtendedStats,
         }
     }
 }

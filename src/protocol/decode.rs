@@ -192,7 +192,7 @@ enum Parsed {
 /// Command names in beanstalkd's matching order: a line selects the first name it starts
 /// with. Names without a trailing space take no argument (or, for `pause-tube`, parse their
 /// own).
-const NAMES: [&[u8]; 30] = [
+const NAMES: [&[u8]; 31] = [
     b"put ",
     b"peek ",
     b"peek-ready",
@@ -224,6 +224,7 @@ const NAMES: [&[u8]; 30] = [
     b"list-dead ",
     b"kick-dead ",
     b"delete-dead ",
+    b"extended-stats",
 ];
 
 fn parse_line(line: &[u8], max_job_size: u32) -> Parsed {
@@ -281,6 +282,7 @@ fn parse_line(line: &[u8], max_job_size: u32) -> Parsed {
         b"list-tubes-watched" => exact(C::ListTubesWatched),
         b"list-tube-used" => exact(C::ListTubeUsed),
         b"list-tubes" => exact(C::ListTubes),
+        b"extended-stats" => exact(C::ExtendedStats),
         // beanstalkd closes on any line starting with "quit".
         b"quit" => Ok(C::Quit),
         b"pause-tube" => parse_pause(args),
@@ -602,6 +604,7 @@ impl Decoder for ReplyDecoder {
                     .ok_or_else(|| invalid(&format!("unknown refusal {line:?}")))?,
             ),
             "CONFIGURED" => Reply::Configured,
+            "EXTENDED" => Reply::Extended,
             "UNKNOWN_SETTING" => Reply::UnknownSetting,
             _ => return Err(invalid(&format!("unknown reply {line:?}"))),
         };
@@ -918,7 +921,7 @@ mod tests {
                 Reply::Deleted, Reply::Released, Reply::Touched, Reply::NotIgnored, Reply::NotFound,
                 Reply::Paused, Reply::Draining, Reply::OutOfMemory, Reply::InternalError,
                 Reply::BadFormat, Reply::UnknownCommand, Reply::ExpectedCrlf, Reply::JobTooBig,
-                Reply::Configured, Reply::UnknownSetting, Reply::DeletedCount(n),
+                Reply::Configured, Reply::UnknownSetting, Reply::DeletedCount(n), Reply::Extended,
             ];
             let replies: Vec<Reply> = replies.into_iter().chain(Refusal::ALL.map(Reply::Refused)).collect();
             let mut wire = BytesMut::new();

@@ -66,6 +66,7 @@ impl Command {
             C::ListDead { filter, limit } => write!(line, "list-dead {filter} {limit}"),
             C::KickDead { filter, limit } => write!(line, "kick-dead {filter} {limit}"),
             C::DeleteDead { filter, limit } => write!(line, "delete-dead {filter} {limit}"),
+            C::ExtendedStats => write!(line, "extended-stats"),
         };
         dst.reserve(line.len() + 2);
         dst.put_slice(line.as_bytes());

@@ -158,6 +158,8 @@ pub enum Reply {
     Refused(Refusal),
     /// `CONFIGURED` (larder extension: `config-tube` succeeded).
     Configured,
+    /// `EXTENDED` (larder extension: `extended-stats` took effect).
+    Extended,
     /// `UNKNOWN_SETTING` (larder extension: `config-tube` named no known setting).
     UnknownSetting,
     /// `DELETED <count>` (larder extension: `delete-dead`).
@@ -277,6 +279,7 @@ impl Reply {
             Reply::ExpectedCrlf => b"EXPECTED_CRLF\r\n",
             Reply::JobTooBig => b"JOB_TOO_BIG\r\n",
             Reply::Configured => b"CONFIGURED\r\n",
+            Reply::Extended => b"EXTENDED\r\n",
             Reply::UnknownSetting => b"UNKNOWN_SETTING\r\n",
         };
         dst.put_slice(word);

@@ -67,6 +67,11 @@ impl InProcess {
         Raw::connect(self.addr).await
     }
 
+    /// Connects and asks for larder's fields in `stats-job` and `stats-tube`.
+    pub async fn connect_extended(&self) -> Raw {
+        Raw::connect_extended(self.addr).await
+    }
+
     /// Asks the server to shut down and waits until it has.
     pub async fn shutdown(mut self) -> anyhow::Result<()> {
         if let Some(tx) = self.stop.take() {
@@ -105,6 +110,14 @@ impl Raw {
             stream,
             buf: Vec::new(),
         }
+    }
+
+    /// Connects and sends `extended-stats`, so `stats-job` and `stats-tube` carry larder's
+    /// fields (protocol.md §7.5).
+    pub async fn connect_extended(addr: SocketAddr) -> Raw {
+        let mut c = Raw::connect(addr).await;
+        assert_eq!(c.cmd("extended-stats\r\n").await, "EXTENDED\r\n");
+        c
     }
 
     /// Sends bytes.
