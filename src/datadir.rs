@@ -38,8 +38,14 @@ pub struct DataDir {
     _lock: File,
 }
 
+/// How long opening a data directory waits for its lock. A server that is stopping, or a
+/// process forked by one that has not yet exec'd (it shares the lock until then), lets go
+/// within moments; another live server keeps it and is reported.
+pub const LOCK_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl DataDir {
-    /// Creates `path` if needed and takes its exclusive lock without waiting.
+    /// Creates `path` if needed and takes its exclusive lock, waiting at most
+    /// [`LOCK_GRACE`] for a holder to let go.
     pub fn open(path: &Path) -> Result<DataDir, DataDirError> {
         let io = |source| DataDirError::Io {
             path: path.to_owned(),
@@ -54,8 +60,17 @@ impl DataDir {
             .truncate(false)
             .open(&lock_path)
             .map_err(io)?;
-        // SAFETY: flock on a file descriptor we own; no memory is involved.
-        let rc = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        let deadline = std::time::Instant::now() + LOCK_GRACE;
+        let rc = loop {
+            // SAFETY: flock on a file descriptor we own; no memory is involved.
+            let rc = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+            let busy = rc != 0
+                && std::io::Error::last_os_error().raw_os_error() == Some(libc::EWOULDBLOCK);
+            if !busy || std::time::Instant::now() >= deadline {
+                break rc;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
         if rc != 0 {
             let err = std::io::Error::last_os_error();
             if err.raw_os_error() == Some(libc::EWOULDBLOCK) {

@@ -187,6 +187,8 @@ mod config_tube {
             "CONFIGURED\r\n",
         )
         .await;
+        // A pause is state of the same kind: its record must not go with its segment.
+        step(&mut c, "pause-tube keep 3600\r\n", "PAUSED\r\n").await;
         // Enough put/delete pairs that the setting's first record is far behind the tail.
         let batch = "put 0 0 1 1\r\nx\r\n".repeat(100);
         for round in 0..60u64 {
@@ -218,10 +220,75 @@ mod config_tube {
             );
         }
         let mut c = s.connect_extended().await;
-        assert_eq!(
-            field(&c.cmd("stats-tube keep\r\n").await, "max-attempts"),
-            "9"
-        );
+        let st = c.cmd("stats-tube keep\r\n").await;
+        assert_eq!(field(&st, "max-attempts"), "9");
+        let left: u64 = field(&st, "pause-time-left").parse().expect("number");
+        assert!(left > 3000, "the pause was lost: {st}");
+        c.close().await;
+        s.shutdown().await.expect("shutdown");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A tube's pause lives in one record; when the jobs move past that record's segment
+    /// it is written again instead of being reclaimed with it.
+    #[tokio::test]
+    async fn a_pause_outlives_the_reclaiming_of_the_segment_that_held_it() {
+        let dir = data_dir("pause");
+        let config = ServerConfig {
+            data_dir: dir.clone(),
+            segment_size: 4096,
+            fsync: larder::config::FsyncPolicy::Never,
+            ..ServerConfig::default()
+        };
+        let s = InProcess::with_config(config.clone()).await;
+        let mut c = s.connect_extended().await;
+        let mut watcher = s.connect().await;
+        step(&mut watcher, "watch p\r\n", "WATCHING 2\r\n").await;
+        step(&mut c, "pause-tube p 3600\r\n", "PAUSED\r\n").await;
+        let churn = |rounds: u64| {
+            let batch = "put 0 0 60 50\r\n".to_string() + &"y".repeat(50) + "\r\n";
+            (rounds, batch.repeat(50))
+        };
+        async fn run(c: &mut Raw, (rounds, batch): (u64, String)) {
+            for _ in 0..rounds {
+                c.send(batch.as_bytes()).await;
+                let mut deletes = String::new();
+                for _ in 0..50 {
+                    let reply = c.reply().await;
+                    let id = reply.trim().strip_prefix("INSERTED ").expect("inserted");
+                    deletes.push_str(&format!("delete {id}\r\n"));
+                }
+                c.send(deletes.as_bytes()).await;
+                for _ in 0..50 {
+                    assert_eq!(c.reply().await, "DELETED\r\n");
+                }
+            }
+        }
+        // The pause record is now behind a few segments; then a job keeps tube p alive.
+        run(&mut c, churn(3)).await;
+        step(
+            &mut c,
+            "use p\r\nput 0 0 60 1\r\nx\r\nuse default\r\n",
+            "USING p\r\n",
+        )
+        .await;
+        let inserted = c.reply().await;
+        assert!(inserted.starts_with("INSERTED "), "{inserted}");
+        assert_eq!(c.reply().await, "USING default\r\n");
+        watcher.close().await;
+        // Reclaiming up to the job's segment removes the segment with the pause record.
+        run(&mut c, churn(20)).await;
+        let st = c.cmd("stats\r\n").await;
+        let oldest: u64 = field(&st, "log-oldest-segment").parse().expect("number");
+        assert!(oldest > 1, "no segment was reclaimed: {st}");
+        c.close().await;
+        s.shutdown().await.expect("shutdown");
+
+        let s = InProcess::with_config(config).await;
+        let mut c = s.connect().await;
+        let st = c.cmd("stats-tube p\r\n").await;
+        let left: u64 = field(&st, "pause-time-left").parse().expect("number");
+        assert!(left > 3000, "the pause was lost: {st}");
         c.close().await;
         s.shutdown().await.expect("shutdown");
         let _ = std::fs::remove_dir_all(&dir);

@@ -12,7 +12,7 @@ use rustc_hash::FxHashMap as HashMap;
 use super::change::{Change, ImageState};
 use super::job::{BodyRef, Job, JobState};
 use super::{Engine, SegmentUse};
-use crate::protocol::{Body, JobId, StoredBody};
+use crate::protocol::{Body, JobId, StoredBody, TubeName};
 
 impl Engine {
     /// Adds `job` to the index, with its body bytes if they are not in a log, and counts
@@ -125,12 +125,26 @@ impl Engine {
     /// Queues a [`Change::PauseTube`] for every paused tube, so a pause survives the
     /// removal of the segment that recorded it.
     pub fn journal_pauses(&mut self) {
-        for &(until, tube) in &self.pauses {
-            self.changes.push(Change::PauseTube {
+        let pauses = self.pauses_in_force();
+        self.changes.extend(pauses);
+    }
+
+    /// A [`Change::PauseTube`] for every paused tube.
+    pub fn pauses_in_force(&self) -> Vec<Change> {
+        self.pauses
+            .iter()
+            .map(|&(until, tube)| Change::PauseTube {
                 tube: self.tubes.get(tube).name.clone(),
                 until,
-            });
-        }
+            })
+            .collect()
+    }
+
+    /// Whether the tube named `name` is paused now.
+    pub fn is_paused(&self, name: &TubeName) -> bool {
+        self.tubes
+            .find(name)
+            .is_some_and(|t| self.tubes.get(t).pause.is_some())
     }
 
     /// Up to `limit` live jobs whose body is in `segment`, with their body's place,

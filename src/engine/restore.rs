@@ -233,21 +233,32 @@ impl Engine {
                 }
                 self.tidy_notes(id);
             }
+            // The tube may not exist yet: what kept it alive when it was paused (a
+            // watcher, say) is not in the log, and the jobs that keep it alive now may come
+            // later. [`Engine::finish_restore`] drops it if nothing does by the end.
             Change::PauseTube { tube, until } => {
-                if let Some(tube_id) = self.tubes.find(&tube) {
-                    let t = self.tubes.get_mut(tube_id);
-                    if let Some(old) = t.pause.take() {
-                        self.pauses.remove(&(old.until, tube_id));
-                    }
-                    if until > now {
-                        let nanos = until.0 - now.0;
-                        self.tubes.get_mut(tube_id).pause = Some(Pause { nanos, until });
-                        self.pauses.insert((until, tube_id));
-                    }
+                let tube_id = self.tubes.find_or_create(&tube);
+                let t = self.tubes.get_mut(tube_id);
+                if let Some(old) = t.pause.take() {
+                    self.pauses.remove(&(old.until, tube_id));
+                }
+                if until > now {
+                    let nanos = until.0 - now.0;
+                    self.tubes.get_mut(tube_id).pause = Some(Pause { nanos, until });
+                    self.pauses.insert((until, tube_id));
                 }
             }
         }
         Ok(())
+    }
+
+    /// Ends a replay: drops the tubes nothing keeps alive (a tube a pause record
+    /// created whose jobs are all gone, say), as a running server would have.
+    pub fn finish_restore(&mut self) {
+        let ids: Vec<_> = self.tubes.iter().map(|(id, _)| id).collect();
+        for id in ids {
+            self.drop_tube_if_unused(id);
+        }
     }
 
     fn job_mut(&mut self, id: JobId) -> Result<&mut Job, RestoreError> {

@@ -33,6 +33,9 @@ struct State {
     last_put_segment: u64,
     /// Segment of the record that set each tube setting in force.
     config_segments: BTreeMap<(TubeName, TubeSetting), u64>,
+    /// Segment of the record that paused each tube (entries of pauses that have ended are
+    /// dropped when next looked at).
+    pause_segments: BTreeMap<TubeName, u64>,
     /// The oldest segment the log had when open files were last pruned.
     pruned_below: u64,
     /// Where replies for blocked sessions go.
@@ -109,8 +112,12 @@ impl State {
         self.update_keep();
     }
 
-    /// Remembers which segment holds the record that set a tube setting in force.
+    /// Remembers which segment holds the record that set a tube setting in force, or
+    /// paused a tube.
     fn note_config(&mut self, change: &Change, segment: u64) {
+        if let Change::PauseTube { tube, .. } = change {
+            self.pause_segments.insert(tube.clone(), segment);
+        }
         if let Change::ConfigTube {
             tube,
             setting,
@@ -136,17 +143,25 @@ impl State {
     /// keeps an old segment (replaying a setting twice changes nothing). That happens at
     /// most once per segment the jobs move past.
     fn relog_old_settings(&mut self) {
-        let Some(oldest) = self.config_segments.values().min().copied() else {
-            return;
-        };
-        if oldest < self.jobs_keep() {
+        let engine = &self.engine;
+        self.pause_segments.retain(|tube, _| engine.is_paused(tube));
+        if self.oldest_setting() < self.jobs_keep() {
             self.log_settings_in_force();
         }
     }
 
-    /// Writes a record for every setting in force.
+    /// The oldest segment holding a setting or pause in force (`u64::MAX` if none).
+    fn oldest_setting(&self) -> u64 {
+        let config = self.config_segments.values().min().copied();
+        let pause = self.pause_segments.values().min().copied();
+        config.into_iter().chain(pause).min().unwrap_or(u64::MAX)
+    }
+
+    /// Writes a record for every setting and every tube pause in force.
     fn log_settings_in_force(&mut self) {
-        for change in self.engine.settings_in_force() {
+        let mut changes = self.engine.settings_in_force();
+        changes.extend(self.engine.pauses_in_force());
+        for change in changes {
             let (kind, payload) = record::encode(&change);
             let (_, pos) = self.journal.push(kind, payload);
             self.note_config(&change, pos.segment);
@@ -156,14 +171,8 @@ impl State {
     /// Tells the writer which segments must stay: every one from the oldest the jobs or
     /// the tube settings need.
     fn update_keep(&self) {
-        let oldest_config = self
-            .config_segments
-            .values()
-            .min()
-            .copied()
-            .unwrap_or(u64::MAX);
         self.journal
-            .set_keep_segment(self.jobs_keep().min(oldest_config));
+            .set_keep_segment(self.jobs_keep().min(self.oldest_setting()));
     }
 }
 
@@ -184,6 +193,7 @@ impl Broker {
             files: files.clone(),
             last_put_segment,
             config_segments: BTreeMap::new(),
+            pause_segments: BTreeMap::new(),
             pruned_below: 0,
             outboxes: HashMap::new(),
             timer_at: None,

@@ -96,6 +96,7 @@ pub fn recover(
     if let Some(e) = failure {
         return Err(e.context(format!("replaying the log in {}", dir.display())));
     }
+    engine.finish_restore();
     if report.truncated_bytes > 0 {
         tracing::warn!(
             bytes = report.truncated_bytes,
