@@ -73,18 +73,54 @@ pub fn wal_dir(data_dir: &std::path::Path) -> PathBuf {
 
 /// `larder wal verify`. Returns the exit status.
 pub fn wal_verify(args: &WalArgs, out: &mut impl Write) -> anyhow::Result<i32> {
+    use crate::engine::{record, BodyRef, Engine, EngineConfig, ProcessInfo, RestoreError};
     let dir = wal_dir(&args.data_dir);
-    let report = crate::wal::verify(
+    // Replays the records as recovery would (metadata only) to count the live jobs.
+    let now = crate::server::Clock::new().now();
+    let mut engine = Engine::new(EngineConfig::default(), ProcessInfo::fixed(), now);
+    let mut replay_error: Option<String> = None;
+    let report = crate::wal::verify_with(
         &crate::wal::storage::FsStorage,
         &dir,
         &crate::wal::WalOptions::default(),
+        |r| {
+            if replay_error.is_some() {
+                return;
+            }
+            let restored = record::decode_metadata(r.kind, r.payload)
+                .map_err(|e| e.to_string())
+                .and_then(|(change, body)| {
+                    let at = body.map(|(start, len)| BodyRef {
+                        segment: r.pos.segment,
+                        offset: u32::try_from(r.pos.offset + start as u64).unwrap_or(u32::MAX),
+                        len,
+                    });
+                    match engine.restore(change, at, now) {
+                        Ok(()) | Err(RestoreError::UnknownJob(_)) => Ok(()),
+                        Err(e) => Err(e.to_string()),
+                    }
+                });
+            if let Err(e) = restored {
+                replay_error = Some(format!(
+                    "record {} in segment {} at offset {}: {e}",
+                    r.lsn.0, r.pos.segment, r.pos.offset
+                ));
+            }
+        },
     );
+    engine.finish_restore();
     writeln!(out, "log:             {}", dir.display())?;
     writeln!(out, "segments:        {}", report.segments)?;
     writeln!(out, "records:         {}", report.records)?;
+    writeln!(out, "live jobs:       {}", engine.job_count())?;
     writeln!(out, "bytes:           {}", report.bytes)?;
     writeln!(out, "torn tail bytes: {}", report.torn_tail_bytes)?;
     match &report.error {
+        None if replay_error.is_some() => {
+            let e = replay_error.unwrap_or_default();
+            writeln!(out, "status:          BAD RECORD: {e}")?;
+            Ok(1)
+        }
         None => {
             writeln!(out, "status:          ok")?;
             Ok(0)

@@ -160,6 +160,16 @@ fn wal_verify_and_dump_read_a_log_offline_and_name_corruption() {
         },
         Change::Reserve { id: JobId(1) },
         Change::Delete { id: JobId(1) },
+        Change::Put {
+            id: JobId(2),
+            tube: TubeName::new(b"mail").expect("name"),
+            pri: 5,
+            delay: 0,
+            ttr: 60,
+            created_at: Timestamp(2),
+            ready_at: None,
+            body: bytes::Bytes::from_static(b"stays"),
+        },
     ];
     for c in &changes {
         let (kind, payload) = record::encode(c);
@@ -172,7 +182,8 @@ fn wal_verify_and_dump_read_a_log_offline_and_name_corruption() {
     let out = larder(&["wal", "verify", "--data-dir", &d]);
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("records:         3"), "{text}");
+    assert!(text.contains("records:         4"), "{text}");
+    assert!(text.contains("live jobs:       1"), "{text}");
     assert!(text.contains("status:          ok"), "{text}");
 
     let out = larder(&["wal", "dump", "--data-dir", &d]);
@@ -182,7 +193,7 @@ fn wal_verify_and_dump_read_a_log_offline_and_name_corruption() {
         .skip(1)
         .filter_map(|l| l.split('\t').nth(3))
         .collect();
-    assert_eq!(kinds, ["put", "reserve", "delete"]);
+    assert_eq!(kinds, ["put", "reserve", "delete", "put"]);
 
     // Flip a byte inside the first record's payload: the record after it is intact, so this
     // is corruption, not a torn tail, and verify names the segment and offset.

@@ -97,7 +97,7 @@ mod verify;
 pub use error::WalError;
 pub use log::{Layout, Wal, WalOptions};
 pub use recover::OpenReport;
-pub use verify::{dump, verify, Dump, DumpEntry, VerifyReport};
+pub use verify::{dump, verify, verify_with, Dump, DumpEntry, VerifyReport};
 
 /// A log sequence number: the number of a record in the whole log, from 1. `Lsn(0)` means
 /// "no record".

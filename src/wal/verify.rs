@@ -35,6 +35,16 @@ impl VerifyReport {
 
 /// Checks every segment in `dir` as opening the log would, without changing anything.
 pub fn verify<S: Storage>(storage: &S, dir: &Path, options: &WalOptions) -> VerifyReport {
+    verify_with(storage, dir, options, |_| {})
+}
+
+/// [`verify`], showing `visit` every valid record in log order (up to the first error).
+pub fn verify_with<S: Storage>(
+    storage: &S,
+    dir: &Path,
+    options: &WalOptions,
+    mut visit: impl FnMut(RecordRef<'_>),
+) -> VerifyReport {
     let mut report = VerifyReport::default();
     let mut scanner = match Scanner::new(storage, dir, options.max_payload) {
         Ok(scanner) => scanner,
@@ -47,6 +57,7 @@ pub fn verify<S: Storage>(storage: &S, dir: &Path, options: &WalOptions) -> Veri
     let mut record_bytes = 0u64;
     let mut header_bytes = 0u64;
     let mut count = |r: RecordRef<'_>| {
+        visit(r);
         records += 1;
         record_bytes += (RECORD_HEADER_LEN + r.payload.len()) as u64;
         Ok(())
