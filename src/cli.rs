@@ -152,6 +152,10 @@ pub fn wal_dump(args: &WalArgs, out: &mut impl Write) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The largest `--max-job-size`: a put's record (its fields, a 200-byte tube name and the
+/// body) must fit the log's largest payload.
+pub const MAX_JOB_SIZE_LIMIT: u32 = (64 << 20) - 1024;
+
 /// `larder serve`. beanstalkd's flags `-l`, `-p`, `-z` and `-b` are accepted too, so larder
 /// can replace beanstalkd in an existing service definition.
 #[derive(Debug, Args)]
@@ -275,6 +279,9 @@ impl ServeArgs {
         }
         if self.max_job_size == 0 {
             bail!("--max-job-size must be at least 1");
+        }
+        if self.max_job_size > MAX_JOB_SIZE_LIMIT {
+            bail!("--max-job-size must be at most {MAX_JOB_SIZE_LIMIT} (the log's record limit)");
         }
         if self.threads == 0 || self.threads > 256 {
             bail!("--threads must be between 1 and 256");
@@ -550,6 +557,23 @@ mod tests {
             Cmd::Serve(args) => args.config().expect("valid config"),
             other => panic!("parsed as {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_job_size_the_log_cannot_hold_is_refused() {
+        let parse = |z: &str| {
+            let cli = Cli::try_parse_from(["larder", "serve", "-z", z]).expect("parse");
+            match cli.command {
+                Cmd::Serve(args) => args.config().map(|c| c.max_job_size),
+                other => panic!("parsed as {other:?}"),
+            }
+        };
+        assert_eq!(
+            parse(&MAX_JOB_SIZE_LIMIT.to_string()).ok(),
+            Some(MAX_JOB_SIZE_LIMIT)
+        );
+        let err = parse("100000000").expect_err("too big");
+        assert!(err.to_string().contains("at most"), "{err}");
     }
 
     #[test]

@@ -144,6 +144,7 @@ fn recover(storage: &MemStorage, now: Timestamp) -> (Engine, Vec<(JobId, Vec<u8>
             Err(e) => panic!("replay: {e}"),
         }
     }
+    engine.finish_restore();
     let bodies = engine
         .job_ids()
         .collect::<Vec<_>>()

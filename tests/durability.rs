@@ -358,6 +358,51 @@ async fn compaction_keeps_the_log_small_around_long_lived_jobs() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// With no new puts, the newest put's record must not pin the log forever: a job that is
+/// reserved and released again and again writes records without end, and the log stays
+/// small (compaction moves the job, a next-id record takes over from the put). Ids are
+/// still never reused after a restart.
+#[tokio::test]
+async fn the_log_stays_small_when_only_old_jobs_are_worked_on() {
+    let dir = temp_dir("noputs");
+    let args = ["--wal-segment-size", "4096"];
+    let server = ChildServer::larder_in(&dir, &args);
+    let mut c = Raw::connect(server.addr).await;
+    assert_eq!(c.cmd("put 0 0 60 4\r\nwork\r\n").await, "INSERTED 1\r\n");
+    let round = "reserve\r\nrelease 1 0 0\r\n".repeat(100);
+    let expect = "RESERVED 1 4\r\nwork\r\nRELEASED\r\n".repeat(100);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut rounds = 0;
+    let segments = loop {
+        c.send(round.as_bytes()).await;
+        assert_eq!(
+            String::from_utf8_lossy(&c.read_exact(expect.len()).await),
+            expect
+        );
+        rounds += 1;
+        let segments = std::fs::read_dir(dir.join("wal")).expect("wal dir").count();
+        // ~40 segments' worth of records written by now, far more than may stay.
+        if (rounds >= 30 && segments <= 4) || std::time::Instant::now() > deadline {
+            break segments;
+        }
+    };
+    let stats = c.cmd("stats\r\n").await;
+    assert!(
+        segments <= 4,
+        "{segments} segments left after {rounds} rounds; {stats}"
+    );
+    server.kill9();
+    let server = ChildServer::larder_in(&dir, &args);
+    let mut c = Raw::connect(server.addr).await;
+    assert_eq!(
+        field(&c.cmd("stats-job 1\r\n").await, "releases"),
+        (rounds * 100).to_string()
+    );
+    assert_eq!(c.cmd("put 0 0 60 1\r\nn\r\n").await, "INSERTED 2\r\n");
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// A clean stop (SIGTERM) leaves what a crash leaves: a reserved job is ready after the
 /// restart, and its reservation is not counted as an attempt (with `max-attempts 1` that
 /// would bury it).

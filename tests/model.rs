@@ -972,6 +972,7 @@ fn replay_check(ops: Vec<Op>) -> Result<(), TestCaseError> {
             .restore(change, None, now)
             .map_err(|e| TestCaseError::fail(e.to_string()))?;
     }
+    restored.finish_restore();
     let ids: Vec<JobId> = engine.job_ids().collect();
     prop_assert_eq!(restored.job_ids().collect::<Vec<_>>(), ids.clone());
     for id in ids {
@@ -1000,6 +1001,7 @@ fn replay_check(ops: Vec<Op>) -> Result<(), TestCaseError> {
     for name in restored.tube_names() {
         let ask = |e: &mut Engine| {
             let sid = e.open_session();
+            e.apply(sid, Command::ExtendedStats, now);
             let reply = e.apply(sid, Command::StatsTube(name.clone()), now);
             e.close_session(sid, now);
             e.take_changes();

@@ -87,12 +87,22 @@ async fn serves_a_unix_socket_given_beanstalkd_style() {
     // A stale socket file from an earlier run must not stop the server.
     let _stale = std::os::unix::net::UnixListener::bind(&path).expect("stale socket");
     drop(_stale);
-    let mut child = std::process::Command::new(crate::support::larder_bin())
-        .args(["serve", "-l", &format!("unix:{}", path.display()), "-b"])
-        .arg(dir.join("data"))
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn");
+    /// Kills the server if the test fails before it stops it.
+    struct Child(std::process::Child);
+    impl Drop for Child {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = Child(
+        std::process::Command::new(crate::support::larder_bin())
+            .args(["serve", "-l", &format!("unix:{}", path.display()), "-b"])
+            .arg(dir.join("data"))
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn"),
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     let stream = loop {
         match tokio::net::UnixStream::connect(&path).await {
@@ -112,9 +122,10 @@ async fn serves_a_unix_socket_given_beanstalkd_style() {
     stream.read_exact(&mut got).await.expect("read");
     assert_eq!(got, expect);
     // SAFETY: signalling our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    assert!(child.wait().expect("wait").success());
+    unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) };
+    assert!(child.0.wait().expect("wait").success());
     assert!(!path.exists(), "socket file left behind");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -138,4 +149,6 @@ fn a_second_server_on_the_same_data_directory_is_refused() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("in use by another larder process"), "{err}");
+    drop(_first);
+    let _ = std::fs::remove_dir_all(&dir);
 }

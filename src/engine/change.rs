@@ -105,6 +105,12 @@ pub enum Change {
         /// The body.
         body: Bytes,
     },
+    /// The next job id is at least `next` (written again when the newest put's record
+    /// is all that keeps an old segment, so ids are never reused after it is reclaimed).
+    NextId {
+        /// The lowest id a new job may get.
+        next: u64,
+    },
     /// A tube was paused.
     PauseTube {
         /// The tube.

@@ -251,6 +251,11 @@ impl Engine {
         }
     }
 
+    /// The id the next job will get.
+    pub fn next_job_id(&self) -> u64 {
+        self.next_job_id
+    }
+
     /// Marks the server as stopping: sessions closed from now on hand their reserved jobs
     /// back without counting an attempt or journaling anything, so a clean stop leaves the
     /// same state as a crash would (reserved jobs ready after the restart).

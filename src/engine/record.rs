@@ -36,6 +36,8 @@ pub mod kind {
     pub const PAUSE_TUBE: u8 = 8;
     /// [`super::Change::Image`]
     pub const IMAGE: u8 = 9;
+    /// [`super::Change::NextId`]
+    pub const NEXT_ID: u8 = 10;
     /// [`super::Change::ConfigTube`] (kinds 16–23 belong to retries and tube settings)
     pub const CONFIG_TUBE: u8 = 16;
     /// [`super::Change::Retry`]
@@ -62,6 +64,7 @@ pub fn kind_name(k: u8) -> String {
         kind::TIMEOUT => "timeout".into(),
         kind::PAUSE_TUBE => "pause-tube".into(),
         kind::IMAGE => "image".into(),
+        kind::NEXT_ID => "next-id".into(),
         kind::CONFIG_TUBE => "config-tube".into(),
         kind::RETRY => "retry".into(),
         kind::DEAD_LETTER => "dead-letter".into(),
@@ -216,6 +219,10 @@ pub fn encode(change: &Change) -> (u8, Vec<u8>) {
             p.put_u64_le(id.0);
             p.put_u32_le(*pri);
             kind::BURY
+        }
+        Change::NextId { next } => {
+            p.put_u64_le(*next);
+            kind::NEXT_ID
         }
         Change::PauseTube { tube, until } => {
             p.put_u64_le(until.0);
@@ -482,6 +489,7 @@ fn decode_with(
             id: JobId(r.u64()?),
             pri: r.u32()?,
         },
+        kind::NEXT_ID => Change::NextId { next: r.u64()? },
         kind::PAUSE_TUBE => {
             let until = Timestamp(r.u64()?);
             let name = r.rest();
@@ -609,6 +617,7 @@ mod tests {
                 }),
             (id.clone(), any::<u32>()).prop_map(|(id, pri)| Change::Bury { id, pri }),
             (tube.clone(), ts.clone()).prop_map(|(tube, until)| Change::PauseTube { tube, until }),
+            any::<u64>().prop_map(|next| Change::NextId { next }),
             (
                 (
                     id.clone(),

@@ -115,9 +115,9 @@ impl Engine {
             Change::Delete { id } => {
                 self.job_mut(id)?;
                 self.detach(id);
-                if let Some(job) = self.unindex_job(id) {
-                    self.drop_tube_if_unused(job.tube);
-                }
+                // Unused tubes are dropped by `finish_restore`, not here: a pause record
+                // earlier in the log may belong to a tube that a later put uses again.
+                self.unindex_job(id);
             }
             Change::Release {
                 id,
@@ -162,7 +162,6 @@ impl Engine {
             } => {
                 let id = self.tubes.find_or_create(&tube);
                 self.tubes.get_mut(id).settings.set(setting, value);
-                self.drop_tube_if_unused(id);
             }
             Change::Image {
                 id,
@@ -236,6 +235,9 @@ impl Engine {
             // The tube may not exist yet: what kept it alive when it was paused (a
             // watcher, say) is not in the log, and the jobs that keep it alive now may come
             // later. [`Engine::finish_restore`] drops it if nothing does by the end.
+            Change::NextId { next } => {
+                self.next_job_id = self.next_job_id.max(next);
+            }
             Change::PauseTube { tube, until } => {
                 let tube_id = self.tubes.find_or_create(&tube);
                 let t = self.tubes.get_mut(tube_id);
@@ -252,8 +254,9 @@ impl Engine {
         Ok(())
     }
 
-    /// Ends a replay: drops the tubes nothing keeps alive (a tube a pause record
-    /// created whose jobs are all gone, say), as a running server would have.
+    /// Ends a replay: drops the tubes nothing keeps alive (a tube whose jobs are all gone,
+    /// or one a pause record created), as a running server would have. Replay itself
+    /// drops none, since what keeps a tube alive may come later in the log.
     pub fn finish_restore(&mut self) {
         let ids: Vec<_> = self.tubes.iter().map(|(id, _)| id).collect();
         for id in ids {
@@ -271,5 +274,58 @@ impl Engine {
             Some(until) if until > now => self.make_delayed(id, until),
             _ => self.insert_ready(id),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{EngineConfig, ProcessInfo};
+    use crate::protocol::TubeName;
+    use bytes::Bytes;
+
+    fn put(id: u64, tube: &TubeName) -> Change {
+        Change::Put {
+            id: JobId(id),
+            tube: tube.clone(),
+            pri: 0,
+            delay: 0,
+            ttr: 60,
+            created_at: Timestamp(1),
+            ready_at: None,
+            body: Bytes::from_static(b"x"),
+        }
+    }
+
+    /// A worker watched `t` (which the log does not record) when it was paused; its only
+    /// job was deleted and another put later. The pause must survive the replay.
+    #[test]
+    fn a_pause_survives_its_tube_emptying_during_replay() {
+        let now = Timestamp(1_000_000_000);
+        let t = TubeName::new(b"t").expect("name");
+        let mut e = Engine::new(EngineConfig::default(), ProcessInfo::fixed(), now);
+        let log = [
+            put(1, &t),
+            Change::PauseTube {
+                tube: t.clone(),
+                until: Timestamp(now.0 + 3_600 * crate::engine::NANOS_PER_SEC),
+            },
+            Change::Delete { id: JobId(1) },
+            put(2, &t),
+        ];
+        for change in log {
+            e.restore(change, None, now).expect("restore");
+        }
+        e.finish_restore();
+        assert!(e.is_paused(&t));
+        // A tube that nothing uses at the end is dropped, pause and all.
+        let u = TubeName::new(b"u").expect("name");
+        let mut e = Engine::new(EngineConfig::default(), ProcessInfo::fixed(), now);
+        e.restore(put(1, &u), None, now).expect("restore");
+        e.restore(Change::Delete { id: JobId(1) }, None, now)
+            .expect("restore");
+        e.finish_restore();
+        assert!(!e.is_paused(&u));
+        assert_eq!(e.tube_names().len(), 1, "only default is left");
     }
 }

@@ -70,16 +70,28 @@ impl SegmentFiles {
         reply
     }
 
-    /// Reads `body` into `dst` (exactly its length).
+    /// Reads `body` into `dst` (exactly its length). A file that ends too soon is opened
+    /// afresh once: a segment whose creation failed for want of space is removed and made
+    /// again, and a handle opened in between sees the empty first attempt.
     pub async fn read(&self, body: &StoredBody, dst: &mut [u8]) -> io::Result<()> {
         let file = match &body.file {
             Some(f) => f.clone(),
             None => self.get(body.segment)?,
         };
-        if read_cached(&file, body.offset, dst)? {
+        match self.read_from(file, body.offset, dst).await {
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                self.lock().remove(&body.segment);
+                let file = self.get(body.segment)?;
+                self.read_from(file, body.offset, dst).await
+            }
+            other => other,
+        }
+    }
+
+    async fn read_from(&self, file: Arc<File>, offset: u64, dst: &mut [u8]) -> io::Result<()> {
+        if read_cached(&file, offset, dst)? {
             return Ok(());
         }
-        let offset = body.offset;
         let mut buf = vec![0u8; dst.len()];
         let buf =
             tokio::task::spawn_blocking(move || file.read_exact_at(&mut buf, offset).map(|()| buf))

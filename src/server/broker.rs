@@ -29,7 +29,8 @@ struct State {
     engine: Engine,
     journal: Arc<Journal>,
     files: Arc<SegmentFiles>,
-    /// Segment of the newest put record: kept, so the highest job id survives a restart.
+    /// Segment of the newest record holding the highest job id (a put, or a next-id
+    /// record): kept, so ids are never reused after a restart.
     last_put_segment: u64,
     /// Segment of the record that set each tube setting in force.
     config_segments: BTreeMap<(TubeName, TubeSetting), u64>,
@@ -109,7 +110,30 @@ impl State {
             self.note_config(change, pos.segment);
         }
         self.relog_old_settings();
+        self.relog_next_id();
         self.update_keep();
+    }
+
+    /// When the newest put's record is all that keeps an old segment (no put for a while,
+    /// long-lived jobs moved on by compaction), writes the next job id in a record of its
+    /// own so that segment can go. At most once per segment the writer moves on.
+    fn relog_next_id(&mut self) {
+        let others = self
+            .engine
+            .oldest_live_segment()
+            .unwrap_or(u64::MAX)
+            .min(self.oldest_setting());
+        if self.last_put_segment >= others
+            || self.last_put_segment >= self.journal.current_segment()
+        {
+            return;
+        }
+        let change = Change::NextId {
+            next: self.engine.next_job_id(),
+        };
+        let (kind, payload) = record::encode(&change);
+        let (_, pos) = self.journal.push(kind, payload);
+        self.last_put_segment = pos.segment;
     }
 
     /// Remembers which segment holds the record that set a tube setting in force, or
@@ -305,6 +329,7 @@ impl Broker {
     /// Marks the server as stopping (see [`Engine::set_stopping`]).
     pub fn set_stopping(&self) {
         self.lock().engine.set_stopping();
+        self.journal.set_stopping();
     }
 
     /// Sets or clears drain mode.
@@ -339,12 +364,12 @@ impl Broker {
     }
 
     /// The segment compaction should empty next, if the log has grown past its slack
-    /// (see [`super::compact`]): the oldest segment, when it holds live jobs, is not the
-    /// one being written, and is less than half live.
+    /// (see [`super::compact`]): the oldest segment, when it holds live jobs and is not
+    /// the one being written.
     pub fn compaction_target(&self, segment_size: u64) -> Option<u64> {
         use super::compact::{SLACK_FACTOR, SLACK_SEGMENTS};
         let st = self.lock();
-        let (oldest, usage) = st.engine.segment_use().next()?;
+        let (oldest, _) = st.engine.segment_use().next()?;
         if oldest != self.journal.oldest_segment() || oldest >= self.journal.current_segment() {
             return None;
         }
@@ -352,7 +377,9 @@ impl Broker {
         let allowed = live
             .saturating_mul(SLACK_FACTOR)
             .saturating_add(SLACK_SEGMENTS.saturating_mul(segment_size));
-        (self.journal.log_bytes() > allowed && usage.bytes < segment_size / 2).then_some(oldest)
+        // Over the slack, the oldest segment is compacted however live it is: a mostly
+        // live one still pins every later segment. Each pass frees a segment.
+        (self.journal.log_bytes() > allowed).then_some(oldest)
     }
 
     /// Journals images of jobs `(id, where its body was read from, the body)` so their

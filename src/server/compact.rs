@@ -4,10 +4,12 @@
 //! soon as the broker stops needing them. What compaction adds is for the case that rule
 //! cannot help: a few long-lived jobs (buried, long-delayed) pinning an old segment, and
 //! with it every later one. When the log is more than [`SLACK_FACTOR`] times the live
-//! bytes plus [`SLACK_SEGMENTS`] segments, and the oldest segment is mostly dead, the
-//! compactor copies that segment's live jobs to the head of the log as
-//! [`Change::Image`](crate::engine::Change::Image) records; the segment then holds
-//! nothing live and the writer removes it (after syncing the copies).
+//! bytes plus [`SLACK_SEGMENTS`] segments, the compactor copies the oldest segment's live
+//! jobs to the head of the log as [`Change::Image`](crate::engine::Change::Image) records,
+//! however live that segment is (a mostly live one pins every later segment just the
+//! same); the segment then holds nothing live and the writer removes it (after syncing
+//! the copies). Over the slack, more than the live bytes are dead, so copying moves each
+//! live job at most once before the dead segments come up and are freed.
 //!
 //! It never holds the engine lock for long: it finds the jobs in slices of
 //! [`SCAN_SLICE`] index entries, reads their bodies without the lock, and relocates them

@@ -62,6 +62,8 @@ pub struct Journal {
     pub jobs_compacted: AtomicU64,
     /// The disk filled and the reserve is spent: new jobs must be refused.
     log_full: AtomicBool,
+    /// The server is stopping: the writer stops waiting for disk space.
+    stopping: AtomicBool,
 }
 
 impl Journal {
@@ -86,6 +88,7 @@ impl Journal {
             segments_removed: AtomicU64::new(0),
             jobs_compacted: AtomicU64::new(0),
             log_full: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
         }
     }
 
@@ -129,6 +132,13 @@ impl Journal {
     /// The segment being appended to.
     pub fn current_segment(&self) -> u64 {
         self.current_segment.load(Ordering::Relaxed)
+    }
+
+    /// Tells the writer the server is stopping: if it is waiting for disk space it gives up
+    /// (failing the records it could not write, which were never confirmed), so that
+    /// connections waiting for them can end.
+    pub fn set_stopping(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
     }
 
     /// Whether the disk is full: the reserve has been spent and not yet taken back.
@@ -351,7 +361,7 @@ impl Writer {
                         tracing::warn!("released the disk reserve so accepted work can be written");
                         continue;
                     }
-                    if self.journal.lock().closed {
+                    if self.journal.lock().closed || self.journal.stopping.load(Ordering::Relaxed) {
                         return Err(e);
                     }
                     std::thread::sleep(FULL_DISK_RETRY);
@@ -402,7 +412,12 @@ impl Writer {
     fn reclaim(&mut self) {
         let keep = self.keep_segment;
         let keep = keep.min(self.wal.active_segment());
-        if keep <= self.wal.oldest_segment() || self.wal.is_poisoned() {
+        // After any failure (the log's own, or a refused or misplaced record) the records
+        // that made old segments unneeded may never be written: remove nothing more.
+        if keep <= self.wal.oldest_segment()
+            || self.wal.is_poisoned()
+            || self.journal.watermark.is_poisoned()
+        {
             return;
         }
         // A no-op when everything written is already synced.

@@ -19,7 +19,8 @@ pub fn wal_dir(data_dir: &Path) -> std::path::PathBuf {
 pub struct Recovered {
     /// The opened log, positioned after its last valid record.
     pub wal: Wal<FsStorage>,
-    /// Segment of the newest put record (0 if none).
+    /// Segment of the newest record holding the highest job id: a put, or a next-id
+    /// record (0 if none).
     pub last_put_segment: u64,
     /// LSN the next record gets.
     pub next_lsn: u64,
@@ -76,7 +77,7 @@ pub fn recover(
                 return;
             }
         };
-        if let Change::Put { .. } = change {
+        if let Change::Put { .. } | Change::NextId { .. } = change {
             last_put_segment = r.pos.segment;
         }
         match engine.restore(change, body_at, now) {

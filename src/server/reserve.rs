@@ -60,7 +60,9 @@ impl DiskReserve {
             }
             Err(e) => return Err(e.into()),
         }
-        file.sync_all()
+        // No sync: the blocks are the filesystem's to account for at once, and a reserve
+        // lost in a crash is simply taken again at the next start.
+        Ok(())
     }
 
     /// Gives the space back to the filesystem; returns false if there was none held.

@@ -17,6 +17,8 @@ pub struct InProcess {
     pub addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    /// A temporary data directory this value made, removed when it is dropped.
+    temp_dir: Option<std::path::PathBuf>,
 }
 
 impl InProcess {
@@ -28,12 +30,16 @@ impl InProcess {
     /// Starts a server with `config` (its listen address is replaced by an ephemeral port,
     /// and the default data directory by a fresh temporary one).
     pub async fn with_config(mut config: ServerConfig) -> InProcess {
+        let mut temp_dir = None;
         if config.data_dir == ServerConfig::default().data_dir {
             static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
             let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             config.data_dir =
                 std::env::temp_dir().join(format!("larder-inproc-{}-{n}", std::process::id()));
             let _ = std::fs::remove_dir_all(&config.data_dir);
+            // Thousands of these run per test pass: a small disk reserve will do.
+            config.disk_reserve = 1 << 20;
+            temp_dir = Some(config.data_dir.clone());
         }
         let listen = ListenAddr::Tcp("127.0.0.1:0".parse().expect("addr"));
         let listener = larder::server::bind(&listen).expect("bind");
@@ -47,6 +53,7 @@ impl InProcess {
             addr,
             stop: Some(tx),
             task: Some(task),
+            temp_dir,
         }
     }
 
@@ -88,6 +95,9 @@ impl Drop for InProcess {
     fn drop(&mut self) {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
+        }
+        if let Some(dir) = self.temp_dir.take() {
+            let _ = std::fs::remove_dir_all(dir);
         }
     }
 }
