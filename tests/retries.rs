@@ -190,20 +190,7 @@ mod config_tube {
         // A pause is state of the same kind: its record must not go with its segment.
         step(&mut c, "pause-tube keep 3600\r\n", "PAUSED\r\n").await;
         // Enough put/delete pairs that the setting's first record is far behind the tail.
-        let batch = "put 0 0 1 1\r\nx\r\n".repeat(100);
-        for round in 0..60u64 {
-            c.send(batch.as_bytes()).await;
-            let mut deletes = String::new();
-            for _ in 0..100 {
-                let reply = c.reply().await;
-                let id = reply.trim().strip_prefix("INSERTED ").expect("inserted");
-                deletes.push_str(&format!("delete {id}\r\n"));
-            }
-            c.send(deletes.as_bytes()).await;
-            for _ in 0..100 {
-                assert_eq!(c.reply().await, "DELETED\r\n", "round {round}");
-            }
-        }
+        put_and_delete(&mut c, 60, 100, "x").await;
         let st = c.cmd("stats\r\n").await;
         let oldest: u64 = field(&st, "log-oldest-segment").parse().expect("number");
         assert!(oldest > 1, "no segment was reclaimed: {st}");
@@ -229,6 +216,25 @@ mod config_tube {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// Puts `per_round` jobs with `body` and deletes them again, `rounds` times (pipelined),
+    /// so the log moves on while nothing stays live.
+    async fn put_and_delete(c: &mut Raw, rounds: u64, per_round: usize, body: &str) {
+        let batch = format!("put 0 0 60 {}\r\n{body}\r\n", body.len()).repeat(per_round);
+        for round in 0..rounds {
+            c.send(batch.as_bytes()).await;
+            let mut deletes = String::new();
+            for _ in 0..per_round {
+                let reply = c.reply().await;
+                let id = reply.trim().strip_prefix("INSERTED ").expect("inserted");
+                deletes.push_str(&format!("delete {id}\r\n"));
+            }
+            c.send(deletes.as_bytes()).await;
+            for _ in 0..per_round {
+                assert_eq!(c.reply().await, "DELETED\r\n", "round {round}");
+            }
+        }
+    }
+
     /// A tube's pause lives in one record; when the jobs move past that record's segment
     /// it is written again instead of being reclaimed with it.
     #[tokio::test]
@@ -245,27 +251,9 @@ mod config_tube {
         let mut watcher = s.connect().await;
         step(&mut watcher, "watch p\r\n", "WATCHING 2\r\n").await;
         step(&mut c, "pause-tube p 3600\r\n", "PAUSED\r\n").await;
-        let churn = |rounds: u64| {
-            let batch = "put 0 0 60 50\r\n".to_string() + &"y".repeat(50) + "\r\n";
-            (rounds, batch.repeat(50))
-        };
-        async fn run(c: &mut Raw, (rounds, batch): (u64, String)) {
-            for _ in 0..rounds {
-                c.send(batch.as_bytes()).await;
-                let mut deletes = String::new();
-                for _ in 0..50 {
-                    let reply = c.reply().await;
-                    let id = reply.trim().strip_prefix("INSERTED ").expect("inserted");
-                    deletes.push_str(&format!("delete {id}\r\n"));
-                }
-                c.send(deletes.as_bytes()).await;
-                for _ in 0..50 {
-                    assert_eq!(c.reply().await, "DELETED\r\n");
-                }
-            }
-        }
+        let body = "y".repeat(50);
         // The pause record is now behind a few segments; then a job keeps tube p alive.
-        run(&mut c, churn(3)).await;
+        put_and_delete(&mut c, 3, 50, &body).await;
         step(
             &mut c,
             "use p\r\nput 0 0 60 1\r\nx\r\nuse default\r\n",
@@ -277,7 +265,7 @@ mod config_tube {
         assert_eq!(c.reply().await, "USING default\r\n");
         watcher.close().await;
         // Reclaiming up to the job's segment removes the segment with the pause record.
-        run(&mut c, churn(20)).await;
+        put_and_delete(&mut c, 20, 50, &body).await;
         let st = c.cmd("stats\r\n").await;
         let oldest: u64 = field(&st, "log-oldest-segment").parse().expect("number");
         assert!(oldest > 1, "no segment was reclaimed: {st}");

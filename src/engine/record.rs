@@ -132,6 +132,24 @@ pub enum RecordError {
     },
 }
 
+/// Writes the fields put and image records start with (see [`Reader::head`]).
+fn put_head(p: &mut Vec<u8>, id: JobId, pri: u32, delay: u32, ttr: u32, created: Timestamp) {
+    p.put_u64_le(id.0);
+    p.put_u32_le(pri);
+    p.put_u32_le(delay);
+    p.put_u32_le(ttr);
+    p.put_u64_le(created.0);
+}
+
+/// Writes what put and image records end with: the tube name, then the body.
+fn put_tail(p: &mut Vec<u8>, tube: &TubeName, body: &[u8]) {
+    let name = tube.as_str().as_bytes();
+    // Tube names are at most 200 bytes.
+    p.put_u8(name.len() as u8);
+    p.put_slice(name);
+    p.put_slice(body);
+}
+
 /// Encodes a change as (record kind, payload).
 pub fn encode(change: &Change) -> (u8, Vec<u8>) {
     let mut p = Vec::new();
@@ -146,18 +164,10 @@ pub fn encode(change: &Change) -> (u8, Vec<u8>) {
             ready_at,
             body,
         } => {
-            let name = tube.as_str().as_bytes();
-            p.reserve(PUT_FIXED + name.len() + body.len());
-            p.put_u64_le(id.0);
-            p.put_u32_le(*pri);
-            p.put_u32_le(*delay);
-            p.put_u32_le(*ttr);
-            p.put_u64_le(created_at.0);
+            p.reserve(PUT_FIXED + tube.as_str().len() + body.len());
+            put_head(&mut p, *id, *pri, *delay, *ttr, *created_at);
             p.put_u64_le(ready_at.map_or(0, |t| t.0));
-            // Tube names are at most 200 bytes.
-            p.put_u8(name.len() as u8);
-            p.put_slice(name);
-            p.put_slice(body);
+            put_tail(&mut p, tube, body);
             kind::PUT
         }
         Change::Image {
@@ -171,13 +181,8 @@ pub fn encode(change: &Change) -> (u8, Vec<u8>) {
             counters,
             body,
         } => {
-            let name = tube.as_str().as_bytes();
-            p.reserve(IMAGE_FIXED + name.len() + body.len());
-            p.put_u64_le(id.0);
-            p.put_u32_le(*pri);
-            p.put_u32_le(*delay);
-            p.put_u32_le(*ttr);
-            p.put_u64_le(created_at.0);
+            p.reserve(IMAGE_FIXED + tube.as_str().len() + body.len());
+            put_head(&mut p, *id, *pri, *delay, *ttr, *created_at);
             let (code, ready_at) = match state {
                 ImageState::Ready => (0, 0),
                 ImageState::Delayed(t) => (1, t.0),
@@ -194,9 +199,7 @@ pub fn encode(change: &Change) -> (u8, Vec<u8>) {
             ] {
                 p.put_u32_le(c);
             }
-            p.put_u8(name.len() as u8);
-            p.put_slice(name);
-            p.put_slice(body);
+            put_tail(&mut p, tube, body);
             kind::IMAGE
         }
         Change::Reserve { id } => id_only(&mut p, *id, kind::RESERVE),
@@ -364,6 +367,28 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// The fields put and image records start with: id, pri, delay, ttr, created_at.
+    fn head(&mut self) -> Result<(JobId, u32, u32, u32, Timestamp), RecordError> {
+        Ok((
+            JobId(self.u64()?),
+            self.u32()?,
+            self.u32()?,
+            self.u32()?,
+            Timestamp(self.u64()?),
+        ))
+    }
+
+    /// What put and image records end with: the tube name (length-prefixed) and the
+    /// body, which is the rest (the caller takes it by offset). Returns the tube and its
+    /// name's length.
+    fn tail(&mut self) -> Result<(TubeName, usize), RecordError> {
+        let name_len = usize::from(self.u8()?);
+        let name = self.take(name_len)?;
+        let tube = self.tube(name)?;
+        self.rest();
+        Ok((tube, name_len))
+    }
+
     fn tube(&self, name: &[u8]) -> Result<TubeName, RecordError> {
         TubeName::new(name).ok_or(RecordError::BadTubeName { kind: self.kind })
     }
@@ -408,16 +433,9 @@ fn decode_with(
     let mut r = Reader::new(kind, payload);
     let change = match kind {
         kind::PUT => {
-            let id = JobId(r.u64()?);
-            let pri = r.u32()?;
-            let delay = r.u32()?;
-            let ttr = r.u32()?;
-            let created_at = Timestamp(r.u64()?);
+            let (id, pri, delay, ttr, created_at) = r.head()?;
             let ready_at = timestamp_opt(r.u64()?);
-            let name_len = usize::from(r.u8()?);
-            let name = r.take(name_len)?;
-            let tube = r.tube(name)?;
-            r.rest();
+            let (tube, name_len) = r.tail()?;
             let body = body(put_body_offset(name_len));
             Change::Put {
                 id,
@@ -431,11 +449,7 @@ fn decode_with(
             }
         }
         kind::IMAGE => {
-            let id = JobId(r.u64()?);
-            let pri = r.u32()?;
-            let delay = r.u32()?;
-            let ttr = r.u32()?;
-            let created_at = Timestamp(r.u64()?);
+            let (id, pri, delay, ttr, created_at) = r.head()?;
             let ready_at = r.u64()?;
             let state = match (r.u8()?, timestamp_opt(ready_at)) {
                 (0, None) => ImageState::Ready,
@@ -450,10 +464,7 @@ fn decode_with(
                 buries: r.u32()?,
                 kicks: r.u32()?,
             };
-            let name_len = usize::from(r.u8()?);
-            let name = r.take(name_len)?;
-            let tube = r.tube(name)?;
-            r.rest();
+            let (tube, name_len) = r.tail()?;
             let body = body(image_body_offset(name_len));
             Change::Image {
                 id,
