@@ -87,21 +87,29 @@ async fn serves_a_unix_socket_given_beanstalkd_style() {
     // A stale socket file from an earlier run must not stop the server.
     let _stale = std::os::unix::net::UnixListener::bind(&path).expect("stale socket");
     drop(_stale);
-    /// Kills the server if the test fails before it stops it.
-    struct Child(std::process::Child);
+    /// Kills the server if the test fails before it stops it, and shows its log then.
+    struct Child(std::process::Child, std::path::PathBuf);
     impl Drop for Child {
         fn drop(&mut self) {
             let _ = self.0.kill();
             let _ = self.0.wait();
+            if std::thread::panicking() {
+                let log = std::fs::read_to_string(&self.1).unwrap_or_default();
+                eprintln!("---- server log ----\n{log}---- end of log ----");
+            }
+            let _ = std::fs::remove_file(&self.1);
         }
     }
+    let log = crate::support::server_log_path();
     let mut child = Child(
         std::process::Command::new(crate::support::larder_bin())
             .args(["serve", "-l", &format!("unix:{}", path.display()), "-b"])
             .arg(dir.join("data"))
-            .stderr(std::process::Stdio::null())
+            .env("LARDER_LOG", "debug")
+            .stderr(std::fs::File::create(&log).expect("log file"))
             .spawn()
             .expect("spawn"),
+        log,
     );
     let deadline = Instant::now() + Duration::from_secs(10);
     let stream = loop {

@@ -277,6 +277,8 @@ pub struct ChildServer {
     /// Where it listens.
     pub addr: SocketAddr,
     data_dir: Option<std::path::PathBuf>,
+    /// Where the child's standard error goes; printed if the test fails, then removed.
+    log: std::path::PathBuf,
 }
 
 impl ChildServer {
@@ -287,20 +289,30 @@ impl ChildServer {
         server
     }
 
-    /// Spawns `program args…` with no standard streams, without waiting.
+    /// Spawns `program args…` without waiting, its standard error captured in a log file
+    /// (see [`ChildServer::log`]).
     fn start(program: &str, args: &[String], addr: SocketAddr) -> ChildServer {
+        let log = server_log_path();
+        let stderr = std::fs::File::create(&log)
+            .unwrap_or_else(|e| panic!("cannot create {}: {e}", log.display()));
         let child = Command::new(program)
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
         ChildServer {
             child,
             addr,
             data_dir: None,
+            log,
         }
+    }
+
+    /// What the child has written to its standard error so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// Starts the larder binary on a free port with extra arguments and a fresh data
@@ -378,16 +390,21 @@ impl ChildServer {
         );
     }
 
-    /// Waits until the child accepts connections; false if it exits first.
+    /// Waits until the child accepts connections on its address; false if it exits first,
+    /// or if the server answering there is another process (the port was taken between
+    /// [`free_port`] and the child's bind: this child then fails to bind and exits, while
+    /// the connection reaches someone else's server).
     fn try_wait_listening(&mut self) -> bool {
         let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(self.addr).is_err() {
+        loop {
+            if let Ok(stream) = std::net::TcpStream::connect(self.addr) {
+                return server_pid(stream) == Some(self.child.id());
+            }
             if matches!(self.child.try_wait(), Ok(Some(_))) || Instant::now() > deadline {
                 return false;
             }
             std::thread::sleep(Duration::from_millis(5));
         }
-        true
     }
 
     /// Sends a signal to the child.
@@ -402,9 +419,49 @@ impl Drop for ChildServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!(
+                "---- log of the server at {} (pid {}) ----\n{}---- end of log ----",
+                self.addr,
+                self.child.id(),
+                self.log()
+            );
+        }
+        let _ = std::fs::remove_file(&self.log);
         if let Some(dir) = &self.data_dir {
             let _ = std::fs::remove_dir_all(dir);
         }
+    }
+}
+
+/// A fresh path for a child server's standard error.
+pub fn server_log_path() -> std::path::PathBuf {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    std::env::temp_dir().join(format!("larder-server-log-{}-{n}.txt", std::process::id()))
+}
+
+/// The `pid` a beanstalkd-protocol server reports in `stats` over `stream`.
+fn server_pid(mut stream: std::net::TcpStream) -> Option<u32> {
+    use std::io::{Read, Write};
+    stream.set_read_timeout(Some(REPLY_TIMEOUT)).ok()?;
+    stream.write_all(b"stats\r\n").ok()?;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        // `pid: N` is a whole line of the YAML body once a newline follows it.
+        let text = String::from_utf8_lossy(&got);
+        if let Some(at) = text.find("\npid: ") {
+            let rest = &text[at + 6..];
+            if let Some(end) = rest.find('\n') {
+                return rest[..end].trim().parse().ok();
+            }
+        }
+        let n = stream.read(&mut buf).ok()?;
+        if n == 0 {
+            return None;
+        }
+        got.extend_from_slice(&buf[..n]);
     }
 }
 
