@@ -13,7 +13,7 @@ use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 
 use crate::client::Client;
-use crate::config::{FsyncPolicy, ListenAddr, ServerConfig, DEFAULT_LISTEN};
+use crate::config::{ConnectionSettings, FsyncPolicy, ListenAddr, ServerConfig, DEFAULT_LISTEN};
 use crate::engine::Limits;
 use crate::protocol::{Command, Reply, TubeName, TubeSetting};
 
@@ -80,7 +80,7 @@ pub fn wal_verify(args: &WalArgs, out: &mut impl Write) -> anyhow::Result<i32> {
     let mut engine = Engine::new(EngineConfig::default(), ProcessInfo::fixed(), now);
     let mut replay_error: Option<String> = None;
     let report = crate::wal::verify_with(
-        &crate::wal::storage::FsStorage,
+        &crate::wal::storage::FsStorage::new(),
         &dir,
         &crate::wal::WalOptions::default(),
         |r| {
@@ -137,7 +137,7 @@ pub fn wal_dump(args: &WalArgs, out: &mut impl Write) -> anyhow::Result<()> {
     let dir = wal_dir(&args.data_dir);
     let options = crate::wal::WalOptions::default();
     writeln!(out, "segment\toffset\tlsn\tkind\tlength")?;
-    for entry in crate::wal::dump(&crate::wal::storage::FsStorage, &dir, &options) {
+    for entry in crate::wal::dump(&crate::wal::storage::FsStorage::new(), &dir, &options) {
         let e = entry.with_context(|| format!("reading {}", dir.display()))?;
         writeln!(
             out,
@@ -233,6 +233,24 @@ pub struct ServeArgs {
     /// second. 0: no floor.
     #[arg(long, env = "LARDER_MIN_FREE_DISK", default_value_t = Limits::DEFAULT.min_free_disk)]
     pub min_free_disk: u64,
+    /// Bytes of a client's commands the server reads ahead and holds while its reserve
+    /// blocks (or before they run); past it, that connection is not read until they run.
+    /// One command is always taken. 0: no limit.
+    #[arg(long, env = "LARDER_MAX_INPUT_PER_CONNECTION", default_value_t = ConnectionSettings::DEFAULT.max_input_per_connection)]
+    pub max_input_per_connection: u64,
+    /// Seconds a client may take to finish sending a command (line and body) once its
+    /// first byte arrived; slower clients are disconnected. Never applies to a client
+    /// waiting in reserve. 0: no limit.
+    #[arg(long, env = "LARDER_COMMAND_TIMEOUT", default_value_t = ConnectionSettings::DEFAULT.command_timeout)]
+    pub command_timeout: u64,
+    /// Seconds of silence on a TCP connection before keepalive probes check that the
+    /// client's host is still there. 0: no keepalive.
+    #[arg(long, env = "LARDER_TCP_KEEPALIVE", default_value_t = ConnectionSettings::DEFAULT.tcp_keepalive)]
+    pub tcp_keepalive: u64,
+    /// Bytes of records waiting for the log writer at which connections pause before
+    /// running more commands, until the writer catches up. 0: no limit.
+    #[arg(long, env = "LARDER_MAX_LOG_BACKLOG", default_value_t = ConnectionSettings::DEFAULT.max_log_backlog)]
+    pub max_log_backlog: u64,
     /// Attempts before a job is buried automatically, for tubes that set none (0: unlimited).
     #[arg(long, env = "LARDER_MAX_ATTEMPTS", value_name = "N")]
     pub max_attempts: Option<String>,
@@ -314,6 +332,12 @@ impl ServeArgs {
                 min_free_disk: self.min_free_disk,
             },
             setting_defaults,
+            connections: ConnectionSettings {
+                max_input_per_connection: self.max_input_per_connection,
+                command_timeout: self.command_timeout,
+                tcp_keepalive: self.tcp_keepalive,
+                max_log_backlog: self.max_log_backlog,
+            },
             ..ServerConfig::default()
         })
     }

@@ -111,6 +111,44 @@ pub struct ServerConfig {
     pub free_space: crate::datadir::FreeSpaceProbe,
     /// Tube settings for tubes that do not set their own (`--max-attempts` and friends).
     pub setting_defaults: crate::engine::SettingDefaults,
+    /// Bounds on what one connection may hold and how long it may take.
+    pub connections: ConnectionSettings,
+}
+
+/// What one client connection may hold in memory and how long it may take, enforced by
+/// the server around each connection (protocol.md §9). 0 turns a setting off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnectionSettings {
+    /// Bytes of commands read ahead and held while a `reserve` blocks (or, before they
+    /// run, in one batch); past it the server stops reading the connection until they
+    /// have run (`--max-input-per-connection`). At least one command is always taken.
+    pub max_input_per_connection: u64,
+    /// Seconds a client may take to send the rest of a command (its line and body) once
+    /// the first byte of it has arrived; a client that takes longer is disconnected
+    /// (`--command-timeout`). A client waiting in `reserve` is never timed out by this.
+    pub command_timeout: u64,
+    /// Seconds of silence before TCP keepalive probes start on an accepted connection
+    /// (`--tcp-keepalive`).
+    pub tcp_keepalive: u64,
+    /// Bytes of records queued for the log writer at which connections wait before
+    /// running more commands (`--max-log-backlog`).
+    pub max_log_backlog: u64,
+}
+
+impl ConnectionSettings {
+    /// The documented defaults.
+    pub const DEFAULT: ConnectionSettings = ConnectionSettings {
+        max_input_per_connection: 256 << 10,
+        command_timeout: 60,
+        tcp_keepalive: 60,
+        max_log_backlog: 64 << 20,
+    };
+}
+
+impl Default for ConnectionSettings {
+    fn default() -> Self {
+        ConnectionSettings::DEFAULT
+    }
 }
 
 /// Default disk reserve: 32 MiB, room for about a million delete records.
@@ -135,6 +173,7 @@ impl Default for ServerConfig {
             disk_check_interval: DEFAULT_DISK_CHECK_INTERVAL,
             free_space: crate::datadir::FreeSpaceProbe::default(),
             setting_defaults: crate::engine::SettingDefaults::default(),
+            connections: ConnectionSettings::DEFAULT,
         }
     }
 }

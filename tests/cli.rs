@@ -146,7 +146,7 @@ fn wal_verify_and_dump_read_a_log_offline_and_name_corruption() {
     let data = std::env::temp_dir().join(format!("larder-walcli-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&data);
     let dir = larder::cli::wal_dir(&data);
-    let (mut wal, _, _) = Wal::open(FsStorage, &dir, WalOptions::default()).expect("open");
+    let (mut wal, _, _) = Wal::open(FsStorage::new(), &dir, WalOptions::default()).expect("open");
     let changes = [
         Change::Put {
             id: JobId(1),

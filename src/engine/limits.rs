@@ -94,9 +94,13 @@ pub(super) struct Pressure {
     pub refused: [u64; Refusal::COUNT],
     /// Connections closed because they left their replies unread too long.
     pub stalled_output_disconnects: u64,
+    /// Connections closed because a command took longer than `--command-timeout` to arrive.
+    pub command_timeout_disconnects: u64,
     /// The log found the disk full and has spent its reserve (the log writer says when
     /// it starts and ends, so no episode is kept for it here).
     pub log_full: bool,
+    /// The log is out of file descriptors (the writer says when it starts and ends).
+    pub out_of_files: bool,
     episodes: Vec<Episode>,
 }
 
@@ -109,6 +113,9 @@ impl Engine {
         let p = &self.pressure;
         if p.log_full {
             return Err(Refusal::LogFull);
+        }
+        if p.out_of_files {
+            return Err(Refusal::OpenFiles);
         }
         if self.disk_low() {
             return Err(Refusal::MinFreeDisk);
@@ -190,7 +197,7 @@ impl Engine {
             Refusal::MaxTubeBytes => tube_setting(TubeSetting::MaxTubeBytes),
             Refusal::MinFreeDisk => l.min_free_disk,
             Refusal::MaxConnections => l.max_connections,
-            Refusal::LogFull => 0,
+            Refusal::LogFull | Refusal::OpenFiles => 0,
         }
     }
 
@@ -203,7 +210,10 @@ impl Engine {
         self.end_episodes(|e| match e.reason {
             Refusal::MaxJobs | Refusal::MaxBytes => true,
             Refusal::MaxTubeJobs | Refusal::MaxTubeBytes => e.tube.as_ref() == Some(&name),
-            Refusal::MinFreeDisk | Refusal::MaxConnections | Refusal::LogFull => false,
+            Refusal::MinFreeDisk
+            | Refusal::MaxConnections
+            | Refusal::LogFull
+            | Refusal::OpenFiles => false,
         });
     }
 
@@ -225,6 +235,11 @@ impl Engine {
     /// Sets whether the log has found the disk full (new jobs are refused meanwhile).
     pub fn set_log_full(&mut self, full: bool) {
         self.pressure.log_full = full;
+    }
+
+    /// Sets whether the log is out of file descriptors (new jobs are refused meanwhile).
+    pub fn set_out_of_files(&mut self, out: bool) {
+        self.pressure.out_of_files = out;
     }
 
     /// Records the free space on the data directory's filesystem (`None`: could not be
@@ -271,6 +286,11 @@ impl Engine {
     /// Counts a connection the server closed for leaving its replies unread.
     pub fn count_stalled_output(&mut self) {
         self.pressure.stalled_output_disconnects += 1;
+    }
+
+    /// Counts a connection the server closed for taking too long to send a command.
+    pub fn count_command_timeout(&mut self) {
+        self.pressure.command_timeout_disconnects += 1;
     }
 
     /// Refusals so far by `reason`.
@@ -322,6 +342,11 @@ impl Engine {
             y,
             "stalled-output-disconnects: {}",
             p.stalled_output_disconnects
+        );
+        let _ = writeln!(
+            y,
+            "command-timeout-disconnects: {}",
+            p.command_timeout_disconnects
         );
     }
 }

@@ -51,6 +51,13 @@ impl CommandDecoder {
             state: State::Line,
         }
     }
+
+    /// Whether the decoder is between commands: not inside a put body, nor throwing away
+    /// an over-long line or body. (Bytes of a command line not yet ended sit in the
+    /// caller's buffer.)
+    pub fn between_commands(&self) -> bool {
+        matches!(self.state, State::Line)
+    }
 }
 
 /// Position of the first `\r\n` in `buf`, if any.

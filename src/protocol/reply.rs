@@ -184,11 +184,14 @@ pub enum Refusal {
     /// The disk filled and the log has spent its `--disk-reserve`: only work that drains
     /// the broker is taken until space returns.
     LogFull,
+    /// The log could not open a file it needs because the process is out of file
+    /// descriptors (`ulimit -n`): new jobs are refused until the log has its file.
+    OpenFiles,
 }
 
 impl Refusal {
     /// Every reason, in the order `stats` lists their counters.
-    pub const ALL: [Refusal; 7] = [
+    pub const ALL: [Refusal; 8] = [
         Refusal::MaxJobs,
         Refusal::MaxBytes,
         Refusal::MaxTubeJobs,
@@ -196,6 +199,7 @@ impl Refusal {
         Refusal::MinFreeDisk,
         Refusal::MaxConnections,
         Refusal::LogFull,
+        Refusal::OpenFiles,
     ];
 
     /// Number of reasons.
@@ -211,6 +215,7 @@ impl Refusal {
             Refusal::MinFreeDisk => "min-free-disk",
             Refusal::MaxConnections => "max-connections",
             Refusal::LogFull => "log-full",
+            Refusal::OpenFiles => "open-files",
         }
     }
 

@@ -17,6 +17,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::protocol::{Body, Reply, StoredBody};
 
+/// Most segment files kept open for reading; past it the oldest is closed (replies
+/// holding it keep it open until they are written). Counted in the descriptors the
+/// server keeps for itself (see `limits::check_open_files_limit`).
+pub const MAX_OPEN_SEGMENTS: usize = 32;
+
 /// Open segment files by sequence number.
 pub struct SegmentFiles {
     dir: PathBuf,
@@ -42,7 +47,13 @@ impl SegmentFiles {
             return Ok(f.clone());
         }
         let file = Arc::new(File::open(crate::wal::segment::path(&self.dir, seq))?);
-        Ok(self.lock().entry(seq).or_insert(file).clone())
+        let mut open = self.lock();
+        if open.len() >= MAX_OPEN_SEGMENTS {
+            if let Some(&oldest) = open.keys().min() {
+                open.remove(&oldest);
+            }
+        }
+        Ok(open.entry(seq).or_insert(file).clone())
     }
 
     /// Closes segments numbered below `seq` (they have been removed). Replies that hold

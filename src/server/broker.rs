@@ -255,6 +255,13 @@ impl Broker {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Waits while the log writer's backlog is over `--max-log-backlog`.
+    pub async fn wait_for_log_room(&self) {
+        if self.journal.over_backlog() {
+            self.journal.room().await;
+        }
+    }
+
     /// The clock.
     pub fn clock(&self) -> &Clock {
         &self.clock
@@ -296,6 +303,7 @@ impl Broker {
             st.engine.set_log_stats(log);
         }
         st.engine.set_log_full(self.journal.log_full());
+        st.engine.set_out_of_files(self.journal.out_of_files());
         let mut stop = None;
         while let Some(item) = items.pop_front() {
             let outcome = match item {

@@ -2,34 +2,56 @@
 //!
 //! Replies are buffered and written when no further command is already waiting in the
 //! input, so pipelined commands are answered in one write. Commands that arrive while a
-//! reserve is blocked are held (at most [`MAX_PENDING`]) and run after it answers, as
-//! beanstalkd does; reading on while blocked is also how a hang-up is noticed at once.
+//! reserve is blocked are held and run after it answers, as beanstalkd does; reading on
+//! while blocked is also how a hang-up is noticed at once.
 //!
-//! Output is bounded ([`OutputLimit`]): once the replies waiting for a client reach
-//! `--max-output-per-connection`, no further command of that client runs and none is read
-//! until they are written, so a client that does not read its replies is held back by
-//! TCP flow control instead of growing the server's memory. A write that makes no progress
-//! for `--output-stall-timeout` ends the connection.
+//! What a connection holds is bounded ([`ConnectionLimits`]):
+//! - input: commands read ahead (while a reserve blocks, or waiting to run in one batch)
+//!   stop being read once they hold `--max-input-per-connection` bytes or [`MAX_PENDING`]
+//!   commands; the decoder's own buffer holds at most one command line and one body;
+//! - output: once the replies waiting for a client reach `--max-output-per-connection`, no
+//!   further command of that client runs and none is read until they are written, so a
+//!   client that does not read its replies is held back by TCP flow control instead of
+//!   growing the server's memory. A write that makes no progress for
+//!   `--output-stall-timeout` ends the connection;
+//! - buffers grown by a burst are given back once the connection is idle again;
+//! - time: a command whose first byte arrived more than `--command-timeout` ago and that is
+//!   still incomplete ends the connection (a client blocked in `reserve` is waiting, not
+//!   sending, and is never timed out).
 
 use std::collections::VecDeque;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::BytesMut;
 use futures_util::{FutureExt, StreamExt};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::watch;
+use tokio::time::Instant;
 use tokio_util::codec::FramedRead;
 
 use super::Broker;
+use crate::config::ConnectionSettings;
 use crate::engine::{Limits, Outcome};
-use crate::protocol::{BodyHole, Command, CommandDecoder, ProtocolError, Reply};
+use crate::protocol::{BodyHole, Command, CommandDecoder, ProtocolError, Reply, MAX_LINE_LEN};
 
 /// Most decoded commands held while a reserve is blocked, or run under one lock.
 pub const MAX_PENDING: usize = 64;
 
 /// Buffered reply bytes that force a write even while more commands are waiting.
 const FLUSH_AT: usize = 64 * 1024;
+
+/// Capacity an idle connection's input or output buffer may keep; a buffer grown past it
+/// by a burst is replaced by a small one once it is empty.
+pub const KEEP_CAPACITY: usize = 64 * 1024;
+
+/// Initial capacity of the input buffer.
+const READ_CAPACITY: usize = 8192;
+
+/// Initial capacity of the output buffer.
+const WRITE_CAPACITY: usize = 4096;
 
 /// How much reply output one connection may have waiting, and for how long.
 #[derive(Clone, Copy, Debug)]
@@ -44,20 +66,118 @@ pub struct OutputLimit {
 impl OutputLimit {
     /// The limit `limits` configures (0 means none).
     pub fn new(limits: &Limits) -> OutputLimit {
-        let max = limits.max_output_per_connection;
         OutputLimit {
-            max_bytes: if max == 0 {
-                usize::MAX
-            } else {
-                usize::try_from(max).unwrap_or(usize::MAX)
-            },
+            max_bytes: no_limit_if_zero(limits.max_output_per_connection),
             stall_timeout: (limits.output_stall_timeout > 0)
                 .then(|| Duration::from_secs(limits.output_stall_timeout)),
         }
     }
 }
 
+/// `n` as a size, with 0 meaning no limit.
+fn no_limit_if_zero(n: u64) -> usize {
+    if n == 0 {
+        usize::MAX
+    } else {
+        usize::try_from(n).unwrap_or(usize::MAX)
+    }
+}
+
+/// Everything one connection is bounded by.
+#[derive(Clone, Copy, Debug)]
+pub struct ConnectionLimits {
+    /// Reply output.
+    pub output: OutputLimit,
+    /// Bytes of decoded commands held before they run (see [`item_size`]).
+    pub max_input: usize,
+    /// Longest time from a command's first byte to its last.
+    pub command_timeout: Option<Duration>,
+}
+
+impl ConnectionLimits {
+    /// The bounds `limits` and `settings` configure.
+    pub fn new(limits: &Limits, settings: &ConnectionSettings) -> ConnectionLimits {
+        ConnectionLimits {
+            output: OutputLimit::new(limits),
+            max_input: no_limit_if_zero(settings.max_input_per_connection),
+            command_timeout: (settings.command_timeout > 0)
+                .then(|| Duration::from_secs(settings.command_timeout)),
+        }
+    }
+}
+
 type Item = Result<Command, ProtocolError>;
+
+/// The memory a decoded command is counted as holding: its body, and a whole line.
+fn item_size(item: &Item) -> usize {
+    match item {
+        Ok(Command::Put { body, .. }) => body.len() + MAX_LINE_LEN,
+        _ => MAX_LINE_LEN,
+    }
+}
+
+/// Commands decoded and not yet run, with the bytes they are counted as holding.
+struct Held {
+    items: VecDeque<Item>,
+    bytes: usize,
+}
+
+impl Held {
+    fn push(&mut self, item: Item) {
+        self.bytes += item_size(&item);
+        self.items.push_back(item);
+    }
+
+    /// Whether no more commands may be read until some run.
+    fn full(&self, max_bytes: usize) -> bool {
+        self.items.len() >= MAX_PENDING || self.bytes >= max_bytes
+    }
+
+    /// Counts again after some commands ran.
+    fn recount(&mut self) {
+        self.bytes = self.items.iter().map(item_size).sum();
+    }
+}
+
+/// A reader that remembers when the bytes of the command now arriving began to arrive.
+struct Timed<R> {
+    inner: R,
+    /// When the first byte not yet part of a whole command was read; `None` between
+    /// commands.
+    first_byte: Option<Instant>,
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for Timed<R> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let read = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(read, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.first_byte.get_or_insert_with(Instant::now);
+        }
+        read
+    }
+}
+
+type Frames<R> = FramedRead<Timed<R>, CommandDecoder>;
+
+/// Notes that a whole command was decoded: the clock for the next one starts now if some
+/// of it is already here, else with its first byte.
+fn command_done<R>(frames: &mut Frames<R>) {
+    let between = frames.read_buffer().is_empty() && frames.decoder().between_commands();
+    frames.get_mut().first_byte = (!between).then(Instant::now);
+}
+
+/// Gives back an input buffer grown by a burst, once it is empty.
+fn shrink_input<R>(frames: &mut Frames<R>) {
+    let buf = frames.read_buffer_mut();
+    if buf.is_empty() && buf.capacity() > KEEP_CAPACITY {
+        *buf = BytesMut::with_capacity(READ_CAPACITY);
+    }
+}
 
 /// Serves one connection until the client leaves, sends `quit`, or the server shuts down.
 pub async fn serve<R, W>(
@@ -65,52 +185,88 @@ pub async fn serve<R, W>(
     mut writer: W,
     broker: Arc<Broker>,
     max_job_size: u32,
-    limit: OutputLimit,
+    limits: ConnectionLimits,
     mut shutdown: watch::Receiver<bool>,
 ) where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
+    let limit = limits.output;
     let (sid, mut inbox) = broker.open_session();
-    let mut frames = FramedRead::with_capacity(reader, CommandDecoder::new(max_job_size), 8192);
+    let reader = Timed {
+        inner: reader,
+        first_byte: None,
+    };
+    let mut frames =
+        FramedRead::with_capacity(reader, CommandDecoder::new(max_job_size), READ_CAPACITY);
     // Replies waiting to be written, and the log LSN they depend on.
     let mut out = Pending {
-        bytes: BytesMut::with_capacity(4096),
+        bytes: BytesMut::with_capacity(WRITE_CAPACITY),
         holes: Vec::new(),
         replies: 0,
         lsn: 0,
         stall_timeout: limit.stall_timeout,
     };
     let flush_at = FLUSH_AT.min(limit.max_bytes);
-    let mut pending: VecDeque<Item> = VecDeque::new();
+    let mut pending = Held {
+        items: VecDeque::new(),
+        bytes: 0,
+    };
 
     'conn: loop {
         // Gather what is already decodable, without waiting.
-        while pending.len() < MAX_PENDING {
+        while !pending.full(limits.max_input) {
             match frames.next().now_or_never() {
-                Some(Some(Ok(item))) => pending.push_back(item),
-                Some(Some(Err(_)) | None) if pending.is_empty() => break 'conn,
+                Some(Some(Ok(item))) => {
+                    command_done(&mut frames);
+                    pending.push(item);
+                }
+                Some(Some(Err(_)) | None) if pending.items.is_empty() => break 'conn,
                 Some(Some(Err(_)) | None) => break,
                 None => break,
             }
         }
-        if pending.is_empty() {
+        if pending.items.is_empty() {
             if out.write(&mut writer, &broker).await.is_err() {
                 break;
             }
+            shrink_input(&mut frames);
+            // Until the command now arriving is due; without one, check again after a
+            // whole timeout (a command that starts meanwhile is then given its full time).
+            let due = limits
+                .command_timeout
+                .map(|limit| frames.get_ref().first_byte.unwrap_or_else(Instant::now) + limit);
             tokio::select! {
                 item = frames.next() => match item {
-                    Some(Ok(item)) => pending.push_back(item),
+                    Some(Ok(item)) => {
+                        command_done(&mut frames);
+                        pending.push(item);
+                    }
                     _ => break,
                 },
+                _ = sleep_until(due) => {
+                    let started = frames.get_ref().first_byte;
+                    if let (Some(started), Some(limit)) = (started, limits.command_timeout) {
+                        if started.elapsed() >= limit {
+                            broker.with_engine(|e| e.count_command_timeout());
+                            tracing::debug!(
+                                seconds = limit.as_secs(),
+                                "disconnecting a client that did not finish its command in time"
+                            );
+                            break;
+                        }
+                    }
+                }
                 _ = shutdown.changed() => break,
             }
             continue;
         }
-        let (stop, lsn) = broker.execute(sid, &mut pending, |reply| {
+        broker.wait_for_log_room().await;
+        let (stop, lsn) = broker.execute(sid, &mut pending.items, |reply| {
             out.push(&reply);
             out.bytes.len() < limit.max_bytes
         });
+        pending.recount();
         out.lsn = out.lsn.max(lsn);
         match stop {
             None | Some(Outcome::Reply(_)) => {}
@@ -123,8 +279,13 @@ pub async fn serve<R, W>(
                 let reply = loop {
                     tokio::select! {
                         reply = inbox.recv() => break reply,
-                        item = frames.next(), if pending.len() < MAX_PENDING => match item {
-                            Some(Ok(item)) => pending.push_back(item),
+                        // Past the input bound, nothing more is read (a hang-up is then
+                        // noticed when the reply is written).
+                        item = frames.next(), if !pending.full(limits.max_input) => match item {
+                            Some(Ok(item)) => {
+                                command_done(&mut frames);
+                                pending.push(item);
+                            }
                             // The client hung up: like beanstalkd, answer TIMED_OUT (it may
                             // only have half-closed) and close, returning its jobs at once.
                             _ => {
@@ -148,6 +309,11 @@ pub async fn serve<R, W>(
                 if hung_up {
                     break;
                 }
+                // Time spent waiting for the reserve does not count against a command
+                // that started to arrive meanwhile.
+                if frames.get_ref().first_byte.is_some() {
+                    frames.get_mut().first_byte = Some(Instant::now());
+                }
             }
         }
         if out.bytes.len() >= flush_at && out.write(&mut writer, &broker).await.is_err() {
@@ -156,6 +322,14 @@ pub async fn serve<R, W>(
     }
     let _ = out.write(&mut writer, &broker).await;
     broker.close_session(sid);
+}
+
+/// Sleeps until `at`, or forever without one.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Encoded replies not yet written, the room left in them for bodies still in the log,
@@ -219,6 +393,12 @@ impl Pending {
         let result = self.write_out(writer, broker).await;
         // After a failure the rest is dropped too: the connection is ending.
         self.bytes.clear();
+        if self.bytes.capacity() > KEEP_CAPACITY {
+            self.bytes = BytesMut::with_capacity(WRITE_CAPACITY);
+        }
+        if self.holes.capacity() > MAX_PENDING {
+            self.holes = Vec::new();
+        }
         result
     }
 
@@ -323,9 +503,13 @@ mod tests {
         let (client, server) = tokio::io::duplex(1024);
         let (sr, sw) = tokio::io::split(server);
         let (_stop, stop_rx) = watch::channel(false);
-        let limit = OutputLimit {
-            max_bytes: 64 << 10,
-            stall_timeout: Some(Duration::from_millis(300)),
+        let limit = ConnectionLimits {
+            output: OutputLimit {
+                max_bytes: 64 << 10,
+                stall_timeout: Some(Duration::from_millis(300)),
+            },
+            max_input: usize::MAX,
+            command_timeout: None,
         };
         let conn = tokio::spawn(serve(sr, sw, broker.clone(), 65_535, limit, stop_rx));
         let (mut cr, mut cw) = tokio::io::split(client);
@@ -346,5 +530,146 @@ mod tests {
             &got[..20.min(got.len())]
         );
         assert!(got.len() < 2 * 60_000, "{} bytes arrived", got.len());
+    }
+
+    /// The value of `stats` field `name`.
+    fn stat(broker: &Broker, name: &str) -> String {
+        broker.with_engine(|e| {
+            let sid = e.open_session();
+            let reply = e.apply(sid, Command::Stats, Timestamp(0));
+            e.close_session(sid, Timestamp(0));
+            let Outcome::Reply(Reply::Ok(yaml)) = reply else {
+                panic!("stats gave {reply:?}");
+            };
+            crate::client::parse_yaml_map(&yaml)
+                .into_iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v)
+                .unwrap_or_else(|| panic!("no {name} in stats"))
+        })
+    }
+
+    fn limits(max_input: usize, command_timeout: Option<Duration>) -> ConnectionLimits {
+        ConnectionLimits {
+            output: OutputLimit {
+                max_bytes: usize::MAX,
+                stall_timeout: None,
+            },
+            max_input,
+            command_timeout,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_command_left_unfinished_past_the_timeout_ends_the_connection() {
+        let broker = broker();
+        let (client, server) = tokio::io::duplex(64 << 10);
+        let (sr, sw) = tokio::io::split(server);
+        let (_stop, stop_rx) = watch::channel(false);
+        let limits = limits(usize::MAX, Some(Duration::from_secs(5)));
+        let conn = tokio::spawn(serve(sr, sw, broker.clone(), 65_535, limits, stop_rx));
+        let (mut cr, mut cw) = tokio::io::split(client);
+        let start = Instant::now();
+        // A whole command is answered; the next one never gets its last bytes.
+        cw.write_all(b"list-tube-used\r\nput 0 0 60 5\r\nhe")
+            .await
+            .expect("send");
+        let mut got = Vec::new();
+        tokio::time::timeout(Duration::from_secs(60), cr.read_to_end(&mut got))
+            .await
+            .expect("the connection was not closed")
+            .expect("read");
+        assert_eq!(got, b"USING default\r\n");
+        assert!(
+            start.elapsed() >= Duration::from_secs(5),
+            "{:?}",
+            start.elapsed()
+        );
+        conn.await.expect("connection task");
+        assert_eq!(stat(&broker, "command-timeout-disconnects"), "1");
+        assert_eq!(stat(&broker, "current-jobs-ready"), "1");
+        assert_eq!(broker.with_engine(|e| e.session_count()), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_waiting_in_reserve_is_never_timed_out() {
+        let broker = broker();
+        let timers = broker.clone();
+        tokio::spawn(async move { timers.run_timers(std::future::pending()).await });
+        let (client, server) = tokio::io::duplex(64 << 10);
+        let (sr, sw) = tokio::io::split(server);
+        let (_stop, stop_rx) = watch::channel(false);
+        let limits = limits(usize::MAX, Some(Duration::from_secs(5)));
+        tokio::spawn(serve(sr, sw, broker.clone(), 65_535, limits, stop_rx));
+        let (mut cr, mut cw) = tokio::io::split(client);
+        let start = Instant::now();
+        cw.write_all(b"watch other\r\nignore default\r\nreserve-with-timeout 30\r\n")
+            .await
+            .expect("send");
+        let expect = b"WATCHING 2\r\nWATCHING 1\r\nTIMED_OUT\r\n";
+        let mut got = vec![0u8; expect.len()];
+        cr.read_exact(&mut got).await.expect("read");
+        assert_eq!(got, expect);
+        assert!(start.elapsed() >= Duration::from_secs(30));
+        // Still connected, and serving.
+        cw.write_all(b"list-tube-used\r\n").await.expect("send");
+        let mut got = vec![0u8; b"USING default\r\n".len()];
+        cr.read_exact(&mut got).await.expect("read");
+        assert_eq!(got, b"USING default\r\n");
+        assert_eq!(stat(&broker, "command-timeout-disconnects"), "0");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn commands_behind_a_blocked_reserve_stop_being_read_at_the_input_limit() {
+        let broker = broker();
+        let (client, server) = tokio::io::duplex(16 << 10);
+        let (sr, sw) = tokio::io::split(server);
+        let (_stop, stop_rx) = watch::channel(false);
+        let limits = limits(4 << 10, None);
+        tokio::spawn(serve(sr, sw, broker.clone(), 65_535, limits, stop_rx));
+        let (mut cr, mut cw) = tokio::io::split(client);
+        cw.write_all(b"watch other\r\nignore default\r\nreserve\r\n")
+            .await
+            .expect("send");
+        let expect = b"WATCHING 2\r\nWATCHING 1\r\n";
+        let mut got = vec![0u8; expect.len()];
+        cr.read_exact(&mut got).await.expect("read");
+        assert_eq!(got, expect);
+        // 50 puts of 1,000 bytes behind the blocked reserve (fewer than MAX_PENDING): the
+        // server takes about 4 kB of them (and its read buffer and the pipe's 16 kB), then
+        // stops reading.
+        let mut puts = Vec::new();
+        for _ in 0..50 {
+            puts.extend_from_slice(b"put 0 0 60 1000\r\n");
+            puts.extend_from_slice(&[b'x'; 1000]);
+            puts.extend_from_slice(b"\r\n");
+        }
+        let sent = tokio::time::timeout(Duration::from_secs(3600), cw.write_all(&puts)).await;
+        assert!(
+            sent.is_err(),
+            "the server read every command behind the reserve"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_output_buffer_is_given_back_after_a_burst() {
+        let broker = broker();
+        let mut out = Pending {
+            bytes: BytesMut::with_capacity(WRITE_CAPACITY),
+            holes: Vec::new(),
+            replies: 0,
+            lsn: 0,
+            stall_timeout: None,
+        };
+        out.push(&Reply::Ok(bytes::Bytes::from(vec![b'y'; 1 << 20])));
+        assert!(out.bytes.capacity() >= 1 << 20);
+        let mut sink = tokio::io::sink();
+        out.write(&mut sink, &broker).await.expect("write");
+        assert!(out.bytes.is_empty());
+        assert!(
+            out.bytes.capacity() <= KEEP_CAPACITY,
+            "{} bytes kept",
+            out.bytes.capacity()
+        );
     }
 }

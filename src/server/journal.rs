@@ -62,14 +62,29 @@ pub struct Journal {
     pub jobs_compacted: AtomicU64,
     /// The disk filled and the reserve is spent: new jobs must be refused.
     log_full: AtomicBool,
+    /// The log could not open its next segment for want of file descriptors: new jobs
+    /// must be refused until it has.
+    out_of_files: AtomicBool,
     /// The server is stopping: the writer stops waiting for disk space.
     stopping: AtomicBool,
+    /// Payload bytes queued or being written (see [`Journal::over_backlog`]).
+    backlog: AtomicU64,
+    /// `--max-log-backlog` (0: none).
+    max_backlog: u64,
+    /// Woken whenever the writer has taken a batch off the backlog.
+    room: tokio::sync::Notify,
 }
 
 impl Journal {
     /// A journal whose next record gets `next_lsn` and lands where `layout` says;
     /// everything before it is durable.
     pub fn new(next_lsn: u64, layout: Layout) -> Journal {
+        Journal::with_backlog(next_lsn, layout, 0)
+    }
+
+    /// [`Journal::new`] with connections held back once `max_backlog` payload bytes wait
+    /// for the writer (0: never).
+    pub fn with_backlog(next_lsn: u64, layout: Layout, max_backlog: u64) -> Journal {
         Journal {
             queue: Mutex::new(Queue {
                 records: Vec::new(),
@@ -88,8 +103,41 @@ impl Journal {
             segments_removed: AtomicU64::new(0),
             jobs_compacted: AtomicU64::new(0),
             log_full: AtomicBool::new(false),
+            out_of_files: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
+            backlog: AtomicU64::new(0),
+            max_backlog,
+            room: tokio::sync::Notify::new(),
         }
+    }
+
+    /// Whether more payload bytes wait for the writer than `--max-log-backlog` allows.
+    pub fn over_backlog(&self) -> bool {
+        self.max_backlog > 0 && self.backlog.load(Ordering::Relaxed) > self.max_backlog
+    }
+
+    /// Waits until the backlog is within `--max-log-backlog`. Connections call this
+    /// before running commands, so a log slower than the clients holds them back instead
+    /// of queueing without bound; each may add at most one batch of commands past it.
+    pub async fn room(&self) {
+        loop {
+            // Registered before the check, so a wake-up between the two is not missed.
+            let room = self.room.notified();
+            if !self.over_backlog() {
+                return;
+            }
+            room.await;
+        }
+    }
+
+    /// Payload bytes waiting for the writer.
+    pub fn backlog(&self) -> u64 {
+        self.backlog.load(Ordering::Relaxed)
+    }
+
+    /// Whether the log is out of file descriptors for its next segment.
+    pub fn out_of_files(&self) -> bool {
+        self.out_of_files.load(Ordering::Relaxed)
     }
 
     fn lock(&self) -> MutexGuard<'_, Queue> {
@@ -102,6 +150,8 @@ impl Journal {
         let lsn = q.next_lsn;
         q.next_lsn += 1;
         let (pos, _) = q.layout.place(payload.len());
+        self.backlog
+            .fetch_add(payload.len() as u64, Ordering::Relaxed);
         q.records.push((kind, payload, pos));
         if q.records.len() == 1 {
             self.wake.notify_one();
@@ -183,6 +233,10 @@ impl Journal {
 /// reserve left to release, and between attempts to take the reserve back.
 const FULL_DISK_RETRY: Duration = Duration::from_millis(250);
 
+/// How long the writer waits before trying again to open a segment file when the process
+/// is out of file descriptors.
+const NO_FILES_RETRY: Duration = Duration::from_millis(20);
+
 /// Starts the writer thread that owns `wal`, with `reserve` held (if it could be taken).
 pub fn spawn_writer(
     journal: Arc<Journal>,
@@ -230,7 +284,11 @@ impl Writer {
             let (batch, closed, keep) = self.next_batch();
             let batch_was_empty = batch.is_empty();
             if !batch.is_empty() {
+                let bytes: u64 = batch.iter().map(|(_, p, _)| p.len() as u64).sum();
                 self.write(batch);
+                // Written, or failed for good: either way no longer waiting.
+                self.journal.backlog.fetch_sub(bytes, Ordering::Relaxed);
+                self.journal.room.notify_waiters();
             }
             // Every record queued before `keep` was set is now written (reclaim syncs).
             self.keep_segment = keep;
@@ -342,16 +400,36 @@ impl Writer {
         self.journal.watermark.publish(last);
     }
 
-    /// Runs `op` until it does not fail for want of space. The first time the disk is
-    /// full the reserve is released, which lets the write through; after that the writer
-    /// waits for space (new jobs are refused meanwhile, so what waits is work already
-    /// accepted). Gives up, returning the error, only when the server is shutting down.
+    /// Runs `op` until it does not fail for want of space or of file descriptors. The
+    /// first time the disk is full the reserve is released, which lets the write through;
+    /// after that the writer waits for space (new jobs are refused meanwhile, so what
+    /// waits is work already accepted). Out of descriptors (clients hold them all), it
+    /// refuses new jobs and retries every [`NO_FILES_RETRY`] until the segment can be
+    /// created. Gives up, returning the error, only when the server is shutting down.
     fn until_space<T>(
         &mut self,
         mut op: impl FnMut(&mut Wal<FsStorage>) -> Result<T, crate::wal::WalError>,
     ) -> Result<T, crate::wal::WalError> {
         loop {
-            match op(&mut self.wal) {
+            let result = op(&mut self.wal);
+            if !matches!(result, Err(crate::wal::WalError::NoFiles { .. }))
+                && self.journal.out_of_files.swap(false, Ordering::Relaxed)
+            {
+                tracing::info!("the log has its file descriptors again: accepting new jobs");
+            }
+            match result {
+                Err(e @ crate::wal::WalError::NoFiles { .. }) => {
+                    if !self.journal.out_of_files.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(
+                            error = %e,
+                            "out of file descriptors for the log: refusing new jobs (REFUSED open-files) until one is free"
+                        );
+                    }
+                    if self.journal.lock().closed || self.journal.stopping.load(Ordering::Relaxed) {
+                        return Err(e);
+                    }
+                    std::thread::sleep(NO_FILES_RETRY);
+                }
                 Err(e @ crate::wal::WalError::NoSpace { .. }) => {
                     if !self.journal.log_full.swap(true, Ordering::Relaxed) {
                         tracing::warn!(error = %e, "the disk is full: refusing new jobs until space returns");

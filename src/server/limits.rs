@@ -17,9 +17,10 @@ use crate::protocol::{Refusal, Reply};
 /// How long a refused connection is given to take its `REFUSED` line and hang up.
 const REFUSAL_LINGER: Duration = Duration::from_secs(1);
 
-/// Refused connections that may linger at once; past this, they are closed right after
-/// the `REFUSED` line, so a connection storm cannot pile up open descriptors.
-const MAX_LINGERING: usize = 64;
+/// Refused connections that may be in the middle of their refusal at once (writing the
+/// `REFUSED` line and lingering); past this, a connection over the limit is closed at
+/// once without a line, so a connection storm cannot pile up open descriptors.
+pub const MAX_LINGERING: usize = 64;
 
 /// Admits at most `--max-connections` connections at once.
 pub struct ConnectionGate {
@@ -58,35 +59,48 @@ impl ConnectionGate {
         }
     }
 
-    /// Tells a connection over the limit why it is closed, and closes it: writes
-    /// `REFUSED max-connections`, half-closes, and reads (discarding) until the client
-    /// hangs up or [`REFUSAL_LINGER`] passes, so that closing with unread input does not
-    /// reset the connection before the client has read the line. Beyond [`MAX_LINGERING`]
-    /// refused connections at once, it closes without lingering.
+    /// Tells a connection over the limit why it is closed, and closes it: the returned
+    /// task writes `REFUSED max-connections`, half-closes, and reads (discarding) until the
+    /// client hangs up or [`REFUSAL_LINGER`] passes, so that closing with unread input
+    /// does not reset the connection before the client has read the line. Beyond
+    /// [`MAX_LINGERING`] refusals at once, the connection is closed here and now, without
+    /// a line (`None`).
     pub fn turn_away<S>(
         &self,
         stream: S,
         broker: Arc<Broker>,
-    ) -> impl std::future::Future<Output = ()> + Send + 'static
+    ) -> Option<impl std::future::Future<Output = ()> + Send + 'static>
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let linger = self.lingering.clone().try_acquire_owned().ok();
-        turn_away(stream, broker, linger)
+        match self.lingering.clone().try_acquire_owned() {
+            Ok(linger) => Some(turn_away(stream, broker, linger)),
+            Err(_) => {
+                broker.with_engine(|e| e.refuse_connection());
+                drop(stream);
+                None
+            }
+        }
     }
 }
 
-/// File descriptors the server needs besides its connections (listener, log segments,
-/// lock file, standard streams), with room to spare.
-const OTHER_FILES: u64 = 64;
+/// File descriptors the server keeps for itself besides connections: standard streams,
+/// listener, the runtime's, lock and reserve files, the log's directory and active
+/// segment, segment files open for reading ([`super::bodies::MAX_OPEN_SEGMENTS`]), and
+/// room to spare.
+pub const OTHER_FILES: u64 = 32 + super::bodies::MAX_OPEN_SEGMENTS as u64;
 
-/// Makes sure, at start-up, that the process may open enough files for `max_connections`:
-/// raises the soft open-files limit towards the hard one if needed, and warns if that is
-/// not enough (connections beyond it would fail at `accept` instead of being told
-/// `REFUSED`).
-pub fn check_open_files_limit(max_connections: u64) {
+/// Descriptors kept free of client connections: refusals in progress and the server's own.
+pub const RESERVED_FILES: u64 = MAX_LINGERING as u64 + OTHER_FILES;
+
+/// Makes sure, at start-up, that the process may open enough files for `max_connections`
+/// plus [`RESERVED_FILES`]: raises the soft open-files limit towards the hard one if
+/// needed. If that is not enough, fewer connections are admitted (with a warning), so that
+/// clients can never take the descriptors the log needs. Returns the connection limit to
+/// enforce.
+pub fn check_open_files_limit(max_connections: u64) -> u64 {
     use rustix::process::{getrlimit, setrlimit, Resource};
-    let needed = max_connections.saturating_add(OTHER_FILES);
+    let needed = max_connections.saturating_add(RESERVED_FILES);
     let mut limit = getrlimit(Resource::Nofile);
     if max_connections > 0 && limit.current.is_some_and(|soft| soft < needed) {
         let raised = limit.maximum.map_or(needed, |hard| hard.min(needed));
@@ -98,15 +112,51 @@ pub fn check_open_files_limit(max_connections: u64) {
             limit = getrlimit(Resource::Nofile);
         }
     }
-    if let Some(soft) = limit.current {
-        if max_connections == 0 || soft < needed {
+    match limit.current {
+        Some(soft) if max_connections > 0 && soft < needed => {
+            let fits = soft.saturating_sub(RESERVED_FILES).max(1);
             tracing::warn!(
                 open_files_limit = soft,
                 max_connections,
-                "the open-files limit (ulimit -n) is below --max-connections plus {OTHER_FILES}: \
-                 connections past it fail at accept without a REFUSED line"
+                admitted = fits,
+                "the open-files limit (ulimit -n) is below --max-connections plus {RESERVED_FILES} \
+                 kept for the server itself: admitting at most {fits} connections"
             );
+            fits
         }
+        Some(soft) if max_connections == 0 => {
+            tracing::warn!(
+                open_files_limit = soft,
+                "--max-connections 0 (no limit): clients can take every file descriptor, and \
+                 new jobs are then refused (REFUSED open-files) until they are given back"
+            );
+            0
+        }
+        _ => max_connections,
+    }
+}
+
+/// Rate-limits the warning for failed `accept` calls: one line per [`ACCEPT_WARN_EVERY`],
+/// with the number of failures since the last.
+#[derive(Default)]
+pub struct AcceptErrors {
+    last: Option<std::time::Instant>,
+    since: u64,
+}
+
+/// Shortest time between two warnings about failed `accept` calls.
+pub const ACCEPT_WARN_EVERY: Duration = Duration::from_secs(10);
+
+impl AcceptErrors {
+    /// Records a failed `accept`, logging it if the last warning is old enough.
+    pub fn failed(&mut self, e: &std::io::Error) {
+        self.since += 1;
+        if self.last.is_some_and(|t| t.elapsed() < ACCEPT_WARN_EVERY) {
+            return;
+        }
+        tracing::warn!(error = %e, failures = self.since, "accept failed");
+        self.last = Some(std::time::Instant::now());
+        self.since = 0;
     }
 }
 
@@ -114,7 +164,7 @@ pub fn check_open_files_limit(max_connections: u64) {
 async fn turn_away<S: AsyncRead + AsyncWrite + Unpin>(
     mut stream: S,
     broker: Arc<Broker>,
-    linger: Option<OwnedSemaphorePermit>,
+    linger: OwnedSemaphorePermit,
 ) {
     broker.with_engine(|e| e.refuse_connection());
     // A reply without a body always encodes to bytes.
@@ -124,10 +174,8 @@ async fn turn_away<S: AsyncRead + AsyncWrite + Unpin>(
     let _ = tokio::time::timeout(REFUSAL_LINGER, async {
         stream.write_all(&line).await?;
         stream.shutdown().await?;
-        if linger.is_some() {
-            let mut sink = [0u8; 4096];
-            while stream.read(&mut sink).await? > 0 {}
-        }
+        let mut sink = [0u8; 4096];
+        while stream.read(&mut sink).await? > 0 {}
         Ok::<(), std::io::Error>(())
     })
     .await;

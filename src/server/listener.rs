@@ -115,7 +115,11 @@ pub async fn run(
         config.segment_size,
         clock.now(),
     )?;
-    let journal = Arc::new(Journal::new(recovered.next_lsn, recovered.wal.layout()));
+    let journal = Arc::new(Journal::with_backlog(
+        recovered.next_lsn,
+        recovered.wal.layout(),
+        config.connections.max_log_backlog,
+    ));
     let files = Arc::new(SegmentFiles::new(recovered.wal.dir().to_path_buf()));
     let mut reserve = DiskReserve::new(
         config.data_dir.join(super::reserve::FILE_NAME),
@@ -146,9 +150,16 @@ pub async fn run(
         config.free_space.clone(),
         config.disk_check_interval,
     ));
-    let gate = limits::ConnectionGate::new(config.limits.max_connections);
-    limits::check_open_files_limit(config.limits.max_connections);
-    let output = connection::OutputLimit::new(&config.limits);
+    let max_connections = limits::check_open_files_limit(config.limits.max_connections);
+    let gate = limits::ConnectionGate::new(max_connections);
+    let conn_limits = connection::ConnectionLimits::new(&config.limits, &config.connections);
+    let keepalive = (config.connections.tcp_keepalive > 0).then(|| {
+        let idle = std::time::Duration::from_secs(config.connections.tcp_keepalive);
+        socket2::TcpKeepalive::new()
+            .with_time(idle)
+            .with_interval(idle.div_f64(6.0).max(std::time::Duration::from_secs(1)))
+    });
+    let mut accept_errors = limits::AcceptErrors::default();
 
     let timer_broker = broker.clone();
     let mut timer_stop = stop_rx.clone();
@@ -190,8 +201,12 @@ pub async fn run(
         match (accepted, admitted) {
             (Ok(Accepted::Tcp(stream)), Some(place)) => {
                 let _ = stream.set_nodelay(true);
+                if let Some(keepalive) = &keepalive {
+                    let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(keepalive);
+                }
                 let (r, w) = stream.into_split();
-                let serve = connection::serve(r, w, broker.clone(), max, output, stop_rx.clone());
+                let serve =
+                    connection::serve(r, w, broker.clone(), max, conn_limits, stop_rx.clone());
                 conns.spawn(async move {
                     serve.await;
                     drop(place);
@@ -199,21 +214,27 @@ pub async fn run(
             }
             (Ok(Accepted::Unix(stream)), Some(place)) => {
                 let (r, w) = stream.into_split();
-                let serve = connection::serve(r, w, broker.clone(), max, output, stop_rx.clone());
+                let serve =
+                    connection::serve(r, w, broker.clone(), max, conn_limits, stop_rx.clone());
                 conns.spawn(async move {
                     serve.await;
                     drop(place);
                 });
             }
             (Ok(Accepted::Tcp(stream)), None) => {
-                conns.spawn(gate.turn_away(stream, broker.clone()));
+                if let Some(refusal) = gate.turn_away(stream, broker.clone()) {
+                    conns.spawn(refusal);
+                }
             }
             (Ok(Accepted::Unix(stream)), None) => {
-                conns.spawn(gate.turn_away(stream, broker.clone()));
+                if let Some(refusal) = gate.turn_away(stream, broker.clone()) {
+                    conns.spawn(refusal);
+                }
             }
             (Err(e), _) => {
-                // Out of file descriptors and similar: keep serving the others.
-                tracing::warn!(error = %e, "accept failed");
+                // Out of file descriptors and similar: keep serving the others, and say
+                // so once in a while rather than on every attempt.
+                accept_errors.failed(&e);
                 tokio::time::sleep(std::time::Duration::from_millis(10)).await;
             }
         }

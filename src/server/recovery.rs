@@ -50,7 +50,7 @@ pub fn recover(
         max_segment_size: segment_size,
         ..WalOptions::default()
     };
-    let (wal, report) = Wal::open_with(FsStorage, &dir, options, |r| {
+    let (wal, report) = Wal::open_with(FsStorage::new(), &dir, options, |r| {
         if failure.is_some() {
             return;
         }

@@ -84,6 +84,16 @@ pub enum WalError {
         /// The file concerned.
         path: PathBuf,
     },
+    /// The process is out of file descriptors (EMFILE or ENFILE) and could not open the
+    /// next segment. Nothing is lost and the log is not poisoned: no file was created, so
+    /// the same call can be retried once descriptors are free.
+    #[error("out of file descriptors to {op} {}", path.display())]
+    NoFiles {
+        /// What was being done.
+        op: &'static str,
+        /// The file concerned.
+        path: PathBuf,
+    },
     /// A write or sync failed earlier; the log accepts nothing more until reopened.
     #[error("the log failed an earlier write or sync and must be reopened")]
     Poisoned,
@@ -109,6 +119,16 @@ impl WalError {
     /// Whether an I/O error means the filesystem is full.
     pub(crate) fn is_no_space(e: &io::Error) -> bool {
         e.raw_os_error() == Some(libc::ENOSPC)
+    }
+
+    /// Whether an I/O error means the process or the system has no file descriptor left.
+    pub(crate) fn is_out_of_files(e: &io::Error) -> bool {
+        matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
+    }
+
+    /// Whether the error leaves the log as it was, so the call can be retried later.
+    pub fn is_temporary(&self) -> bool {
+        matches!(self, WalError::NoSpace { .. } | WalError::NoFiles { .. })
     }
 
     /// Wraps an I/O error with the operation and the path it concerned.

@@ -345,10 +345,9 @@ impl<S: Storage> Wal<S> {
     }
 
     fn poison_on_error<T>(&mut self, r: Result<T, WalError>) -> Result<T, WalError> {
-        // A full disk leaves the log as it was (see `write_buf` and `rotate`).
-        if r.as_ref()
-            .is_err_and(|e| !matches!(e, WalError::NoSpace { .. }))
-        {
+        // A full disk or a lack of descriptors leaves the log as it was (see `write_buf`
+        // and `rotate`).
+        if r.as_ref().is_err_and(|e| !e.is_temporary()) {
             self.poisoned = true;
         }
         r
@@ -398,6 +397,15 @@ impl<S: Storage> Wal<S> {
         let seq = self.active.seq + 1;
         let file = match segment::create(&self.storage, &self.dir, seq, self.next_lsn) {
             Ok(file) => file,
+            // Nothing was created (creating the file is the only step that needs a new
+            // descriptor: the directory's is kept open by the storage).
+            Err(WalError::Io {
+                op: "create",
+                path,
+                source,
+            }) if WalError::is_out_of_files(&source) => {
+                return Err(WalError::NoFiles { op: "create", path });
+            }
             Err(WalError::Io { op, source, .. }) if WalError::is_no_space(&source) => {
                 // Remove the half-created segment, so the log ends where it did and a
                 // retry creates it afresh.

@@ -49,9 +49,20 @@ pub trait StorageFile {
     fn sync_data(&mut self) -> io::Result<()>;
 }
 
-/// The real file system.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct FsStorage;
+/// The real file system. Directory handles used for syncs are opened once and kept, so
+/// that syncing a directory never needs a new file descriptor (a process out of them
+/// could otherwise fail the log on a sync).
+#[derive(Debug, Default)]
+pub struct FsStorage {
+    dirs: std::sync::Mutex<std::collections::HashMap<std::path::PathBuf, File>>,
+}
+
+impl FsStorage {
+    /// A file system with no directory handle open yet.
+    pub fn new() -> FsStorage {
+        FsStorage::default()
+    }
+}
 
 impl Storage for FsStorage {
     type File = File;
@@ -91,7 +102,14 @@ impl Storage for FsStorage {
     }
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        File::open(dir)?.sync_all()
+        let mut dirs = self.dirs.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(handle) = dirs.get(dir) {
+            return handle.sync_all();
+        }
+        let handle = File::open(dir)?;
+        handle.sync_all()?;
+        dirs.insert(dir.to_path_buf(), handle);
+        Ok(())
     }
 }
 
@@ -158,7 +176,7 @@ mod tests {
     fn fs_storage_behaves_as_the_trait_says() {
         let dir = std::env::temp_dir().join(format!("larder-storage-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
-        exercise(&FsStorage, &dir);
+        exercise(&FsStorage::new(), &dir);
         fs::remove_dir_all(&dir).expect("cleanup");
     }
 

@@ -194,7 +194,7 @@ mod tests {
     #[test]
     fn the_golden_v1_segment_reads_back_exactly() {
         let dir = golden_dir();
-        let entries: Vec<DumpEntry> = dump(&FsStorage, &dir, &WalOptions::default())
+        let entries: Vec<DumpEntry> = dump(&FsStorage::new(), &dir, &WalOptions::default())
             .collect::<Result<_, _>>()
             .expect("dump");
         let offsets = [40, 54, 63, 328];
@@ -209,7 +209,7 @@ mod tests {
             };
             assert_eq!(*entry, expected);
         }
-        let report = verify(&FsStorage, &dir, &WalOptions::default());
+        let report = verify(&FsStorage::new(), &dir, &WalOptions::default());
         assert!(report.is_ok(), "{:?}", report.error);
         assert_eq!((report.segments, report.records, report.bytes), (1, 4, 343));
 
