@@ -21,6 +21,7 @@ mod conformance;
 mod differential;
 mod durability;
 mod fuzz_corpus;
+mod hostile;
 mod limits;
 mod model;
 mod retries;

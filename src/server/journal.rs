@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use super::reserve::DiskReserve;
 use crate::config::FsyncPolicy;
 use crate::wal::commit::Watermark;
-use crate::wal::storage::FsStorage;
+use crate::wal::storage::Storage;
 use crate::wal::{Layout, RecordPos, Wal};
 
 /// Records waiting for the writer.
@@ -238,12 +238,16 @@ const FULL_DISK_RETRY: Duration = Duration::from_millis(250);
 const NO_FILES_RETRY: Duration = Duration::from_millis(20);
 
 /// Starts the writer thread that owns `wal`, with `reserve` held (if it could be taken).
-pub fn spawn_writer(
+pub fn spawn_writer<S>(
     journal: Arc<Journal>,
-    wal: Wal<FsStorage>,
+    wal: Wal<S>,
     policy: FsyncPolicy,
     reserve: DiskReserve,
-) -> std::io::Result<JoinHandle<()>> {
+) -> std::io::Result<JoinHandle<()>>
+where
+    S: Storage + Send + 'static,
+    S::File: Send,
+{
     journal
         .log_full
         .store(!reserve.is_held(), Ordering::Relaxed);
@@ -264,9 +268,9 @@ pub fn spawn_writer(
         })
 }
 
-struct Writer {
+struct Writer<S: Storage> {
     journal: Arc<Journal>,
-    wal: Wal<FsStorage>,
+    wal: Wal<S>,
     policy: FsyncPolicy,
     reserve: DiskReserve,
     /// Oldest segment to keep, as of the records written so far.
@@ -277,7 +281,7 @@ struct Writer {
     unsynced: bool,
 }
 
-impl Writer {
+impl<S: Storage> Writer<S> {
     fn run(mut self) {
         self.publish_figures();
         loop {
@@ -408,7 +412,7 @@ impl Writer {
     /// created. Gives up, returning the error, only when the server is shutting down.
     fn until_space<T>(
         &mut self,
-        mut op: impl FnMut(&mut Wal<FsStorage>) -> Result<T, crate::wal::WalError>,
+        mut op: impl FnMut(&mut Wal<S>) -> Result<T, crate::wal::WalError>,
     ) -> Result<T, crate::wal::WalError> {
         loop {
             let result = op(&mut self.wal);
@@ -512,5 +516,40 @@ impl Writer {
             }
             Err(e) => self.fail(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures_util::FutureExt;
+
+    use super::*;
+    use crate::wal::storage::MemStorage;
+    use crate::wal::WalOptions;
+
+    #[tokio::test]
+    async fn connections_wait_while_the_backlog_is_over_its_limit() {
+        let storage = MemStorage::new();
+        let dir = std::path::Path::new("/log");
+        let (wal, _, _) = Wal::open(storage, dir, WalOptions::default()).expect("open");
+        let journal = Arc::new(Journal::with_backlog(wal.next_lsn().0, wal.layout(), 1000));
+        journal.push(2, vec![1; 600]);
+        assert!(!journal.over_backlog());
+        assert!(journal.room().now_or_never().is_some());
+        journal.push(2, vec![2; 600]);
+        assert!(journal.over_backlog());
+        assert_eq!(journal.backlog(), 1200);
+        // No writer yet: the wait cannot end.
+        let mut room = Box::pin(journal.room());
+        assert!((&mut room).now_or_never().is_none());
+        let reserve = DiskReserve::new(std::env::temp_dir().join("larder-unused-reserve"), 0);
+        let writer =
+            spawn_writer(journal.clone(), wal, FsyncPolicy::Always, reserve).expect("writer");
+        tokio::time::timeout(std::time::Duration::from_secs(10), room)
+            .await
+            .expect("the writer never made room");
+        assert_eq!(journal.backlog(), 0);
+        journal.close();
+        writer.join().expect("writer thread");
     }
 }

@@ -20,7 +20,7 @@ const REFUSAL_LINGER: Duration = Duration::from_secs(1);
 /// Refused connections that may be in the middle of their refusal at once (writing the
 /// `REFUSED` line and lingering); past this, a connection over the limit is closed at
 /// once without a line, so a connection storm cannot pile up open descriptors.
-pub const MAX_LINGERING: usize = 64;
+pub const MAX_LINGERING: usize = 16;
 
 /// Admits at most `--max-connections` connections at once.
 pub struct ConnectionGate {
@@ -88,7 +88,7 @@ impl ConnectionGate {
 /// listener, the runtime's, lock and reserve files, the log's directory and active
 /// segment, segment files open for reading ([`super::bodies::MAX_OPEN_SEGMENTS`]), and
 /// room to spare.
-pub const OTHER_FILES: u64 = 32 + super::bodies::MAX_OPEN_SEGMENTS as u64;
+pub const OTHER_FILES: u64 = 16 + super::bodies::MAX_OPEN_SEGMENTS as u64;
 
 /// Descriptors kept free of client connections: refusals in progress and the server's own.
 pub const RESERVED_FILES: u64 = MAX_LINGERING as u64 + OTHER_FILES;

@@ -462,3 +462,38 @@ fn oversized_payloads_are_refused_without_poisoning() {
     assert_eq!(wal.read_payload(pos, 1024).expect("read"), vec![5; 1024]);
     assert!(Wal::open(MemStorage::new(), Path::new("/x"), opts(10)).is_err());
 }
+
+#[test]
+fn running_out_of_descriptors_for_a_new_segment_loses_nothing_and_can_be_retried() {
+    let s = MemStorage::new();
+    let (mut wal, _, _) = open(&s, opts(128));
+    let mut appended = Vec::new();
+    let mut refused = 0;
+    for i in 0..40u32 {
+        let payload = vec![i as u8; 20];
+        if i == 10 {
+            // The next three segment creations find no descriptor.
+            s.fail_creates(3, Fault::NoFiles);
+        }
+        let (lsn, pos) = loop {
+            match wal.append(2, &payload) {
+                Ok(placed) => break placed,
+                Err(WalError::NoFiles { .. }) => {
+                    refused += 1;
+                    assert!(!wal.is_poisoned());
+                }
+                Err(e) => panic!("unexpected error {e}"),
+            }
+        };
+        assert_eq!(lsn, Lsn(u64::from(i) + 1));
+        assert_eq!(wal.read_payload(pos, 20).expect("read"), payload);
+        appended.push(payload);
+        wal.sync().expect("sync");
+    }
+    assert_eq!(refused, 3, "the fault never struck");
+    drop(wal);
+    s.crash();
+    let (_, got, _) = open(&s, opts(128));
+    let got: Vec<Vec<u8>> = got.into_iter().map(|r| r.payload).collect();
+    assert_eq!(got, appended);
+}

@@ -26,6 +26,8 @@ pub enum Fault {
     NoSpace,
     /// `EIO`: input/output error.
     Io,
+    /// `EMFILE`: the process has no file descriptor left.
+    NoFiles,
 }
 
 impl Fault {
@@ -33,6 +35,7 @@ impl Fault {
         io::Error::from_raw_os_error(match self {
             Fault::NoSpace => libc::ENOSPC,
             Fault::Io => libc::EIO,
+            Fault::NoFiles => libc::EMFILE,
         })
     }
 }
@@ -54,6 +57,8 @@ struct State {
     syncs: u64,
     fail_write_at: Option<(u64, Fault)>,
     fail_sync_at: Option<(u64, Fault)>,
+    /// Creates that fail from now on, and with what.
+    fail_creates: Option<(u64, Fault)>,
 }
 
 #[derive(Debug, Default)]
@@ -120,6 +125,11 @@ impl MemStorage {
         st.fail_write_at = Some((st.writes + nth, fault));
     }
 
+    /// Makes the next `count` file creations fail with `fault` (nothing is created).
+    pub fn fail_creates(&self, count: u64, fault: Fault) {
+        self.lock().fail_creates = (count > 0).then_some((count, fault));
+    }
+
     /// Makes the `nth` file or directory sync from now on (1 = the next one) fail.
     pub fn fail_sync(&self, nth: u64, fault: Fault) {
         let mut st = self.lock();
@@ -174,6 +184,10 @@ impl Storage for MemStorage {
         let mut st = self.lock();
         if st.names.contains_key(path) {
             return Err(io::Error::from(io::ErrorKind::AlreadyExists));
+        }
+        if let Some((left, fault)) = st.fail_creates {
+            st.fail_creates = (left > 1).then_some((left - 1, fault));
+            return Err(fault.error());
         }
         st.next_node += 1;
         let id = st.next_node;
