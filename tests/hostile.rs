@@ -1,8 +1,6 @@
 //! What one careless or hostile client can do to the others and to the log (protocol.md
 //! §9): floods of connections under a tight descriptor limit, and commands never finished.
 
-use std::time::Duration;
-
 use crate::support::{ChildServer, Raw};
 
 /// The `stats` value of `name` (the extended fields included).
