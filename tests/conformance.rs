@@ -805,7 +805,8 @@ mod yaml {
             max-connections max-output-per-connection output-stall-timeout min-free-disk \
             current-jobs current-bytes current-free-disk refused-max-jobs refused-max-bytes \
             refused-max-tube-jobs refused-max-tube-bytes refused-min-free-disk \
-            refused-max-connections refused-log-full stalled-output-disconnects \
+            refused-max-connections refused-log-full refused-open-files stalled-output-disconnects \
+            command-timeout-disconnects \
             dead-letters-buried dead-letters-max-attempts \
             total-attempts total-retries-delayed total-dead-lettered cmd-config-tube cmd-fail \
             cmd-list-dead cmd-kick-dead cmd-delete-dead cmd-extended-stats";
