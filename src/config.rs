@@ -111,6 +111,12 @@ pub struct ServerConfig {
     pub free_space: crate::datadir::FreeSpaceProbe,
     /// Tube settings for tubes that do not set their own (`--max-attempts` and friends).
     pub setting_defaults: crate::engine::SettingDefaults,
+    /// The user to run as once the socket is bound and the data directory locked
+    /// (`-u`); `None` keeps the user that started the server.
+    pub user: Option<String>,
+    /// Whether long-lived jobs are copied forward so old segments can go (`-c`, the
+    /// default; `-n` turns it off). Segments without live jobs are removed either way.
+    pub compaction: bool,
 }
 
 /// Default disk reserve: 32 MiB, room for about a million delete records.
@@ -135,6 +141,8 @@ impl Default for ServerConfig {
             disk_check_interval: DEFAULT_DISK_CHECK_INTERVAL,
             free_space: crate::datadir::FreeSpaceProbe::default(),
             setting_defaults: crate::engine::SettingDefaults::default(),
+            user: None,
+            compaction: true,
         }
     }
 }
