@@ -644,6 +644,21 @@ mod tests {
     }
 
     #[test]
+    fn beanstalkd_flags_reach_the_server_config() {
+        let config = serve_config(&["-s", "8192", "-u", "nobody", "-n"]);
+        assert_eq!(config.segment_size, 8192);
+        assert_eq!(config.user.as_deref(), Some("nobody"));
+        assert!(!config.compaction);
+        assert!(serve_config(&["-n", "-c"]).compaction);
+        assert!(!serve_config(&["-c", "-n"]).compaction);
+        assert!(serve_config(&[]).compaction);
+        assert_eq!(serve_config(&["-f", "0"]).fsync, FsyncPolicy::Always);
+        assert_eq!(verbosity_filter(0), None);
+        assert_eq!(verbosity_filter(1), Some("debug"));
+        assert_eq!(verbosity_filter(3), Some("trace"));
+    }
+
+    #[test]
     fn limits_default_to_the_documented_values() {
         let config = serve_config(&[]);
         assert_eq!(config.limits, Limits::DEFAULT);
