@@ -156,8 +156,8 @@ pub fn wal_dump(args: &WalArgs, out: &mut impl Write) -> anyhow::Result<()> {
 /// body) must fit the log's largest payload.
 pub const MAX_JOB_SIZE_LIMIT: u32 = (64 << 20) - 1024;
 
-/// `larder serve`. beanstalkd's flags `-l`, `-p`, `-z` and `-b` are accepted too, so larder
-/// can replace beanstalkd in an existing service definition.
+/// `larder serve`. beanstalkd's flags (`-l -p -z -b -f -F -s -u -c -n -V -v`) are accepted
+/// too, so larder can replace beanstalkd in an existing service definition.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Where to listen: HOST:PORT, or unix:PATH for a Unix domain socket.
@@ -181,9 +181,9 @@ pub struct ServeArgs {
     /// default), every=MS (at most every MS milliseconds), or never.
     #[arg(long, env = "LARDER_FSYNC", default_value = "always")]
     pub fsync: FsyncPolicy,
-    /// Largest log segment file in bytes (at least 4096). Space is reclaimed a whole
-    /// segment at a time.
-    #[arg(long, env = "LARDER_WAL_SEGMENT_SIZE", default_value_t = crate::config::DEFAULT_SEGMENT_SIZE)]
+    /// Largest log segment file in bytes (at least 4096; beanstalkd's -s). Space is
+    /// reclaimed a whole segment at a time.
+    #[arg(short = 's', long, env = "LARDER_WAL_SEGMENT_SIZE", default_value_t = crate::config::DEFAULT_SEGMENT_SIZE)]
     pub wal_segment_size: u64,
     /// Disk space in bytes kept in reserve (the file `wal-reserve` in the data
     /// directory). When the disk fills, the log releases it so in-flight work is
@@ -197,6 +197,30 @@ pub struct ServeArgs {
     /// beanstalkd's -F: never sync.
     #[arg(short = 'F', id = "fsync_never")]
     pub fsync_never: bool,
+    /// Run as this user once the port is bound and the data directory locked (beanstalkd's
+    /// -u). Needs root; what root owns in the data directory is given to the user first.
+    #[arg(short = 'u', long, env = "LARDER_USER", value_name = "USER")]
+    pub user: Option<String>,
+    /// Turn off compaction: jobs that outlive their segment are not copied forward, so one
+    /// long-lived job keeps its segment and every later one on disk (beanstalkd's -n).
+    /// Segments without live jobs are still removed.
+    #[arg(
+        short = 'n',
+        long,
+        env = "LARDER_NO_COMPACTION",
+        overrides_with = "compaction"
+    )]
+    pub no_compaction: bool,
+    /// Compact the log (the default; beanstalkd's -c). Overrides an earlier -n.
+    #[arg(short = 'c', long, overrides_with = "no_compaction")]
+    pub compaction: bool,
+    /// Log more: -V adds debug lines, -VV trace lines (beanstalkd's -V). Without it,
+    /// LARDER_LOG chooses (default info).
+    #[arg(short = 'V', long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Print the version and exit (beanstalkd's -v).
+    #[arg(short = 'v', long)]
+    pub version: bool,
     /// Directory for the server's data (beanstalkd's -b). Created if missing.
     #[arg(short = 'b', long, env = "LARDER_DATA_DIR", default_value = crate::config::DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
@@ -338,6 +362,8 @@ impl ServeArgs {
                 tcp_keepalive: self.tcp_keepalive,
                 max_log_backlog: self.max_log_backlog,
             },
+            user: self.user.clone(),
+            compaction: !self.no_compaction,
             ..ServerConfig::default()
         })
     }
@@ -432,25 +458,30 @@ pub fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
 pub const EXIT_TIMED_OUT: i32 = 3;
 
 /// `larder serve`: runs until SIGTERM or SIGINT.
+///
+/// The signals' handlers are installed first (`main` has blocked the signals until now),
+/// so one that arrives while the server starts or replays its log is obeyed, not fatal.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let signals = crate::server::signals::Signals::install()?;
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        pid = std::process::id(),
+        "larder starting"
+    );
     let config = args.config()?;
+    tracing::debug!(?config, "configuration");
     let listener = crate::server::bind(&config.listen)?;
-    let shutdown = async {
-        let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
-        match term {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => tracing::info!("SIGTERM received"),
-                    _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "no SIGTERM handler; stopping on SIGINT only");
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    };
-    crate::server::run(listener, config, shutdown).await
+    let (shutdown, drain) = signals.split();
+    crate::server::run_with(listener, config, shutdown, drain).await
+}
+
+/// The log filter for `larder serve -V…`: `None` leaves the choice to `LARDER_LOG`.
+pub fn verbosity_filter(verbose: u8) -> Option<&'static str> {
+    match verbose {
+        0 => None,
+        1 => Some("debug"),
+        _ => Some("trace"),
+    }
 }
 
 /// `larder stats`.
@@ -634,6 +665,21 @@ mod tests {
         let d = config.setting_defaults;
         assert_eq!(d.get(TubeSetting::MaxTubeJobs), 7);
         assert_eq!(d.get(TubeSetting::MaxTubeBytes), 8);
+    }
+
+    #[test]
+    fn beanstalkd_flags_reach_the_server_config() {
+        let config = serve_config(&["-s", "8192", "-u", "nobody", "-n"]);
+        assert_eq!(config.segment_size, 8192);
+        assert_eq!(config.user.as_deref(), Some("nobody"));
+        assert!(!config.compaction);
+        assert!(serve_config(&["-n", "-c"]).compaction);
+        assert!(!serve_config(&["-c", "-n"]).compaction);
+        assert!(serve_config(&[]).compaction);
+        assert_eq!(serve_config(&["-f", "0"]).fsync, FsyncPolicy::Always);
+        assert_eq!(verbosity_filter(0), None);
+        assert_eq!(verbosity_filter(1), Some("debug"));
+        assert_eq!(verbosity_filter(3), Some("trace"));
     }
 
     #[test]

@@ -113,6 +113,12 @@ pub struct ServerConfig {
     pub setting_defaults: crate::engine::SettingDefaults,
     /// Bounds on what one connection may hold and how long it may take.
     pub connections: ConnectionSettings,
+    /// The user to run as once the socket is bound and the data directory locked
+    /// (`-u`); `None` keeps the user that started the server.
+    pub user: Option<String>,
+    /// Whether long-lived jobs are copied forward so old segments can go (`-c`, the
+    /// default; `-n` turns it off). Segments without live jobs are removed either way.
+    pub compaction: bool,
 }
 
 /// What one client connection may hold in memory and how long it may take, enforced by
@@ -174,6 +180,8 @@ impl Default for ServerConfig {
             free_space: crate::datadir::FreeSpaceProbe::default(),
             setting_defaults: crate::engine::SettingDefaults::default(),
             connections: ConnectionSettings::DEFAULT,
+            user: None,
+            compaction: true,
         }
     }
 }

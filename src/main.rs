@@ -5,14 +5,33 @@ use clap::Parser;
 use larder::cli::{self, Cli, Cmd};
 
 fn main() {
+    // Before anything else: a stop or drain signal during start-up must wait for the
+    // server's handlers, not kill it (larder::server::signals).
+    let blocked = larder::server::signals::block();
     let cli = Cli::parse();
+    let verbose = match &cli.command {
+        Cmd::Serve(args) if args.version => {
+            println!("larder {}", env!("CARGO_PKG_VERSION"));
+            std::process::exit(0);
+        }
+        Cmd::Serve(args) => args.verbose,
+        _ => {
+            let _ = larder::server::signals::unblock();
+            0
+        }
+    };
+    let filter = match cli::verbosity_filter(verbose) {
+        Some(level) => tracing_subscriber::EnvFilter::new(level),
+        None => tracing_subscriber::EnvFilter::try_from_env("LARDER_LOG")
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+    };
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("LARDER_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
+    if let Err(e) = blocked {
+        tracing::warn!(error = %e, "could not block signals during start-up");
+    }
     let threads = match &cli.command {
         Cmd::Serve(args) => args.threads,
         _ => 1,

@@ -380,6 +380,19 @@ mod lifecycle {
         step(&mut c, "reserve-with-timeout 0\r\n", "TIMED_OUT\r\n").await;
     }
 
+    /// protocol.md §3.3 and §6 (j): the id is taken when the body is complete, so a whole
+    /// put that overtakes another connection's half-sent body gets the lower id.
+    #[tokio::test]
+    async fn a_put_gets_its_id_when_its_body_is_complete() {
+        let (s, mut a) = fresh().await;
+        let mut b = s.connect().await;
+        a.send(b"put 5 0 10 5\r\nfi").await;
+        step(&mut b, "put 5 0 10 5\r\nwhole\r\n", "INSERTED 1\r\n").await;
+        step(&mut a, "rst\r\n", "INSERTED 2\r\n").await;
+        step(&mut b, "reserve\r\n", "RESERVED 1 5\r\nwhole\r\n").await;
+        step(&mut b, "reserve\r\n", "RESERVED 2 5\r\nfirst\r\n").await;
+    }
+
     #[tokio::test]
     async fn delayed_jobs_become_ready_when_their_delay_passes() {
         let (_s, mut c) = fresh().await;

@@ -36,6 +36,28 @@ fn data_dir(name: &str) -> std::path::PathBuf {
 mod config_tube {
     use super::*;
 
+    /// protocol.md §7.5: `cmd-config-tube` counts every line that names the command,
+    /// `UNKNOWN_SETTING` included, as beanstalkd counts a `pause-tube` with a bad name.
+    #[tokio::test]
+    async fn cmd_config_tube_counts_unknown_settings_too() {
+        let s = InProcess::start().await;
+        let mut c = s.connect().await;
+        step(
+            &mut c,
+            "config-tube mail colour 3\r\n",
+            "UNKNOWN_SETTING\r\n",
+        )
+        .await;
+        assert_eq!(field(&c.cmd("stats\r\n").await, "cmd-config-tube"), "1");
+        step(
+            &mut c,
+            "config-tube mail max-attempts 2\r\n",
+            "CONFIGURED\r\n",
+        )
+        .await;
+        assert_eq!(field(&c.cmd("stats\r\n").await, "cmd-config-tube"), "2");
+    }
+
     #[tokio::test]
     async fn settings_are_set_shown_reset_and_refused_precisely() {
         let s = InProcess::start().await;

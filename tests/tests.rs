@@ -4,6 +4,7 @@
 //!   grouped by the sections of protocol.md.
 //! - `server`: connection-level behaviour (pipelining, disconnects, blocking, shutdown).
 //! - `cli`: the `larder` binary's subcommands.
+//! - `compaction`: a power cut after every step of compaction, on an in-memory log.
 //! - `differential`: the same command sequences against beanstalkd 1.12 and larder.
 //! - `model`: the engine against a small reference model, with proptest, and replay of the
 //!   changes it emits.
@@ -12,6 +13,7 @@
 //! - `limits`: back-pressure: every limit refuses, changes nothing, lets workers drain and
 //!   holds across a restart; a flood keeps the server's memory bounded.
 //! - `retries`: larder's retry and dead-letter extensions, over TCP and through the CLI.
+//! - `startup`: signals while the log replays, and beanstalkd's flags, against the binary.
 
 mod support;
 
@@ -26,3 +28,4 @@ mod limits;
 mod model;
 mod retries;
 mod server;
+mod startup;

@@ -350,9 +350,10 @@ impl Engine {
                     s.producer = true;
                 }
             }
-            ProtocolError::BadFormat
-            | ProtocolError::UnknownCommand
-            | ProtocolError::UnknownSetting => {}
+            ProtocolError::UnknownSetting => {
+                self.counters.commands[CommandKind::ConfigTube.index()] += 1;
+            }
+            ProtocolError::BadFormat | ProtocolError::UnknownCommand => {}
         }
         error.reply()
     }

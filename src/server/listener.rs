@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -12,6 +13,7 @@ use tokio::task::JoinSet;
 use super::bodies::SegmentFiles;
 use super::journal::{spawn_writer, Journal};
 use super::reserve::DiskReserve;
+use super::signals::Drain;
 use super::{connection, limits, process_info, Broker, Clock};
 use crate::config::{ListenAddr, ServerConfig};
 use crate::engine::{Engine, EngineConfig};
@@ -97,7 +99,27 @@ pub async fn run(
     config: ServerConfig,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    run_with(listener, config, shutdown, Drain::sigusr1()?).await
+}
+
+/// [`run`], with drain mode requested by `drain`.
+///
+/// Start-up order: the data directory is locked, the process switches to `--user` if one
+/// is set, and the log is replayed. The listener is already bound and listening, so the
+/// address is held and clients can connect, but nothing is accepted until the replay is
+/// done: their commands wait. `shutdown` during the replay abandons it and returns `Ok`;
+/// a drain request during it is applied once the replay is done.
+pub async fn run_with(
+    listener: Listener,
+    config: ServerConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+    mut drain: Drain,
+) -> anyhow::Result<()> {
+    tokio::pin!(shutdown);
     let data_dir = crate::datadir::DataDir::open(&config.data_dir)?;
+    if let Some(user) = &config.user {
+        super::user::become_user(user, data_dir.path())?;
+    }
     let clock = Clock::new();
     let mut engine = Engine::new(
         EngineConfig {
@@ -109,12 +131,37 @@ pub async fn run(
         process_info(),
         clock.now(),
     );
-    let recovered = super::recovery::recover(
-        &mut engine,
-        data_dir.path(),
-        config.segment_size,
-        clock.now(),
-    )?;
+    let cancel = Arc::new(AtomicBool::new(false));
+    let mut replay = {
+        let cancel = cancel.clone();
+        let dir = data_dir.path().to_path_buf();
+        let segment_size = config.segment_size;
+        let now = clock.now();
+        tokio::task::spawn_blocking(move || {
+            super::recovery::recover(&mut engine, &dir, segment_size, now, &cancel)
+                .map(|r| r.map(|r| (engine, r)))
+        })
+    };
+    let mut drain_at_start = false;
+    let replayed = loop {
+        tokio::select! {
+            done = &mut replay => break done.context("the log replay thread panicked")??,
+            _ = &mut shutdown => {
+                cancel.store(true, Ordering::Relaxed);
+                replay.await.context("the log replay thread panicked")??;
+                tracing::info!("stopped before serving");
+                return Ok(());
+            }
+            _ = drain.requested() => {
+                tracing::info!("SIGUSR1 during the replay: drain mode once it is done");
+                drain_at_start = true;
+            }
+        }
+    };
+    let Some((mut engine, recovered)) = replayed else {
+        return Ok(());
+    };
+    engine.set_draining(drain_at_start);
     let journal = Arc::new(Journal::with_backlog(
         recovered.next_lsn,
         recovered.wal.layout(),
@@ -171,22 +218,26 @@ pub async fn run(
             .await;
     });
 
-    let compactor = tokio::spawn(super::compact::run(
-        broker.clone(),
-        config.segment_size,
-        stop_rx.clone(),
-    ));
+    if !config.compaction {
+        tracing::warn!(
+            "compaction is off (-n): a long-lived job keeps its log segment, and every later one, on disk"
+        );
+    }
+    let compactor = config.compaction.then(|| {
+        tokio::spawn(super::compact::run(
+            broker.clone(),
+            config.segment_size,
+            stop_rx.clone(),
+        ))
+    });
 
-    let mut drain = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())
-        .context("installing SIGUSR1 handler")?;
     let mut conns = JoinSet::new();
-    tokio::pin!(shutdown);
-    tracing::info!(addr = %listener.describe(), "listening");
+    tracing::info!(addr = %listener.describe(), draining = drain_at_start, "listening");
     loop {
         let accepted = tokio::select! {
             accepted = accept(&listener) => accepted,
             Some(_) = conns.join_next(), if !conns.is_empty() => continue,
-            _ = drain.recv() => {
+            _ = drain.requested() => {
                 tracing::info!("SIGUSR1: entering drain mode");
                 broker.set_draining(true);
                 continue;
@@ -245,7 +296,9 @@ pub async fn run(
     let _ = stop_tx.send(true);
     while conns.join_next().await.is_some() {}
     let _ = timers.await;
-    let _ = compactor.await;
+    if let Some(compactor) = compactor {
+        let _ = compactor.await;
+    }
     disk_watch.abort();
     journal.close();
     tokio::task::spawn_blocking(move || writer.join())

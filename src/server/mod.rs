@@ -21,9 +21,11 @@ mod listener;
 mod process;
 mod recovery;
 mod reserve;
+pub mod signals;
+pub mod user;
 
 pub use broker::Broker;
 pub use clock::Clock;
-pub use listener::{bind, run, Listener};
+pub use listener::{bind, run, run_with, Listener};
 pub use process::process_info;
 pub use recovery::wal_dir;

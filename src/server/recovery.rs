@@ -2,7 +2,8 @@
 //! a fresh engine before the listener accepts anyone.
 
 use std::path::Path;
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
@@ -26,22 +27,33 @@ pub struct Recovered {
     pub next_lsn: u64,
 }
 
-/// Records between progress log lines during a long replay.
-const PROGRESS_EVERY: u64 = 500_000;
+/// Least time between progress log lines during a long replay.
+pub const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+
+/// Records replayed between looks at the clock and at the cancel flag.
+const CHECK_EVERY: u64 = 4096;
 
 /// Opens the log under `data_dir` and replays it into `engine` as of `now`.
 ///
 /// A torn tail is cut with a warning; corruption anywhere else, or a record that does not
 /// decode, stops start-up with an error naming where. Records about jobs whose put was
 /// reclaimed with its segment (their job was deleted) are skipped.
+///
+/// Once `cancel` turns true the remaining records are skipped and `Ok(None)` is returned
+/// (the server was told to stop while it recovered). A progress line is logged every
+/// [`PROGRESS_EVERY`] of a long replay.
 pub fn recover(
     engine: &mut Engine,
     data_dir: &Path,
     segment_size: u64,
     now: Timestamp,
-) -> anyhow::Result<Recovered> {
+    cancel: &AtomicBool,
+) -> anyhow::Result<Option<Recovered>> {
     let dir = wal_dir(data_dir);
     let started = Instant::now();
+    let mut last_progress = started;
+    let mut cancelled = false;
+    tracing::info!(dir = %dir.display(), "replaying the log");
     let mut last_put_segment = 0;
     let mut failure: Option<anyhow::Error> = None;
     let mut replayed = 0u64;
@@ -51,7 +63,7 @@ pub fn recover(
         ..WalOptions::default()
     };
     let (wal, report) = Wal::open_with(FsStorage::new(), &dir, options, |r| {
-        if failure.is_some() {
+        if failure.is_some() || cancelled {
             return;
         }
         // Bodies stay in the log: decode the metadata only and point the job at its body.
@@ -89,13 +101,29 @@ pub fn recover(
             }
         }
         replayed += 1;
-        if replayed % PROGRESS_EVERY == 0 {
-            tracing::info!(records = replayed, "replaying the log");
+        if replayed % CHECK_EVERY == 0 {
+            cancelled = cancel.load(Ordering::Relaxed);
+            if last_progress.elapsed() >= PROGRESS_EVERY {
+                last_progress = Instant::now();
+                tracing::info!(
+                    records = replayed,
+                    segment = r.pos.segment,
+                    jobs = engine.job_count(),
+                    "replaying the log: not serving until it is done"
+                );
+            }
         }
     })
     .with_context(|| format!("opening the log in {}", dir.display()))?;
     if let Some(e) = failure {
         return Err(e.context(format!("replaying the log in {}", dir.display())));
+    }
+    if cancelled || cancel.load(Ordering::Relaxed) {
+        tracing::info!(
+            records = replayed,
+            "replay abandoned: the server is stopping"
+        );
+        return Ok(None);
     }
     engine.finish_restore();
     if report.truncated_bytes > 0 {
@@ -113,9 +141,9 @@ pub fn recover(
         "log replayed"
     );
     let next_lsn = wal.next_lsn().0;
-    Ok(Recovered {
+    Ok(Some(Recovered {
         wal,
         last_put_segment,
         next_lsn,
-    })
+    }))
 }
