@@ -122,3 +122,76 @@ async fn a_half_sent_command_does_not_hold_its_connection_forever() {
     assert_eq!(stat(&mut next, "command-timeout-disconnects").await, "1");
     assert_eq!(stat(&mut next, "current-jobs-ready").await, "0");
 }
+
+#[tokio::test]
+async fn settings_in_force_are_not_rewritten_with_every_batch() {
+    let dir = std::env::temp_dir().join(format!("larder-relog-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    // 2,000 tube settings fill more than one 16 KiB segment.
+    let server = ChildServer::larder_in(&dir, &["--wal-segment-size", "16384"]);
+    let mut c = Raw::connect(server.addr).await;
+    let mut script = String::new();
+    for i in 0..2000 {
+        script.push_str(&format!("config-tube t{i} max-attempts {}\r\n", i % 7 + 1));
+    }
+    c.send(script.as_bytes()).await;
+    for _ in 0..2000 {
+        assert_eq!(c.reply().await, "CONFIGURED\r\n");
+    }
+    let records = |stats: String| -> u64 { stats.parse().expect("count") };
+    let before = records(stat(&mut c, "log-records-written").await);
+    for i in 0..100 {
+        let id = c.cmd("put 0 0 60 1\r\nx\r\n").await;
+        let id = id
+            .strip_prefix("INSERTED ")
+            .expect("inserted")
+            .trim_end()
+            .to_owned();
+        assert_eq!(
+            c.cmd(&format!("delete {id}\r\n")).await,
+            "DELETED\r\n",
+            "put {i}"
+        );
+    }
+    let written = records(stat(&mut c, "log-records-written").await) - before;
+    // 200 records for the jobs (the old broker rewrote all 2,000 settings with every
+    // batch once they filled a segment: hundreds of thousands of records).
+    eprintln!("{written} records written for 100 put+delete");
+    assert!(written < 200 + 2000, "{written} records for 100 put+delete");
+    // Jobs with 1 KiB bodies roll the log over many segments: old segments go, the
+    // settings move forward, and the log stays about as large as what it holds.
+    let body = vec![b'y'; 1024];
+    for _ in 0..300 {
+        c.send(format!("put 0 0 60 {}\r\n", body.len()).as_bytes())
+            .await;
+        c.send(&body).await;
+        c.send(b"\r\n").await;
+        let id = c.reply().await;
+        let id = id
+            .strip_prefix("INSERTED ")
+            .expect("inserted")
+            .trim_end()
+            .to_owned();
+        assert_eq!(c.cmd(&format!("delete {id}\r\n")).await, "DELETED\r\n");
+    }
+    let removed = records(stat(&mut c, "log-segments-removed").await);
+    let segments = records(stat(&mut c, "log-segments").await);
+    eprintln!("{removed} segments removed, {segments} left");
+    assert!(removed >= 10, "only {removed} segments were removed");
+    assert!(
+        segments <= 12,
+        "{segments} segments kept for 2,000 settings"
+    );
+    // Every setting is still in force after a crash.
+    server.kill9();
+    let server = ChildServer::larder_in(&dir, &["--wal-segment-size", "16384"]);
+    let mut c = Raw::connect_extended(server.addr).await;
+    for i in (0..2000).step_by(97) {
+        c.send(format!("stats-tube t{i}\r\n").as_bytes()).await;
+        let yaml = c.reply().await;
+        let want = format!("\nmax-attempts: {}\n", i % 7 + 1);
+        assert!(yaml.contains(&want), "t{i}: {yaml}");
+    }
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}

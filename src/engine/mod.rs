@@ -453,6 +453,26 @@ impl Engine {
             .collect()
     }
 
+    /// The record that sets `setting` of tube `name` as it is now: the tube's own value,
+    /// or `None` if it sets none (or does not exist).
+    pub fn setting_in_force(&self, name: &TubeName, setting: TubeSetting) -> Option<Change> {
+        let tube = self.tubes.get(self.tubes.find(name)?);
+        tube.settings.get(setting).map(|v| Change::ConfigTube {
+            tube: name.clone(),
+            setting,
+            value: Some(v),
+        })
+    }
+
+    /// The record that pauses tube `name` as it is now, if it is paused.
+    pub fn pause_in_force(&self, name: &TubeName) -> Option<Change> {
+        let tube = self.tubes.get(self.tubes.find(name)?);
+        tube.pause.map(|p| Change::PauseTube {
+            tube: name.clone(),
+            until: p.until,
+        })
+    }
+
     /// Names of live tubes in `list-tubes` order.
     pub fn tube_names(&self) -> Vec<TubeName> {
         self.tubes

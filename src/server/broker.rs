@@ -1,15 +1,16 @@
 //! The engine shared between connection tasks and the timer task.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::{mpsc, Notify};
 
 use super::bodies::SegmentFiles;
 use super::journal::Journal;
+use super::retention::{SettingRecords, RELOG_PER_BATCH};
 use super::Clock;
 use crate::engine::{record, BodyRef, Change, Engine, Outcome, SessionId, Timestamp};
-use crate::protocol::{Command, ProtocolError, Reply, TubeName, TubeSetting};
+use crate::protocol::{Command, ProtocolError, Reply};
 
 /// A reply for a blocked session and the log LSN it must wait for before it is sent.
 pub type Wakeup = (Reply, u64);
@@ -32,11 +33,8 @@ struct State {
     /// Segment of the newest record holding the highest job id (a put, or a next-id
     /// record): kept, so ids are never reused after a restart.
     last_put_segment: u64,
-    /// Segment of the record that set each tube setting in force.
-    config_segments: BTreeMap<(TubeName, TubeSetting), u64>,
-    /// Segment of the record that paused each tube (entries of pauses that have ended are
-    /// dropped when next looked at).
-    pause_segments: BTreeMap<TubeName, u64>,
+    /// Segment of the record of each tube setting and pause in force.
+    settings: SettingRecords,
     /// The oldest segment the log had when open files were last pruned.
     pruned_below: u64,
     /// Where replies for blocked sessions go.
@@ -89,6 +87,7 @@ impl State {
         }
         for change in &changes {
             let (kind, payload) = record::encode(change);
+            let size = framed(&payload);
             let (_, pos) = self.journal.push(kind, payload);
             if let (Change::Put { id, .. } | Change::Image { id, .. }, Some((start, body))) =
                 (change, record::body_in(change))
@@ -107,7 +106,7 @@ impl State {
             if let Change::Put { .. } = change {
                 self.last_put_segment = pos.segment;
             }
-            self.note_config(change, pos.segment);
+            self.settings.note(change, pos.segment, size);
         }
         self.relog_old_settings();
         self.relog_next_id();
@@ -122,7 +121,7 @@ impl State {
             .engine
             .oldest_live_segment()
             .unwrap_or(u64::MAX)
-            .min(self.oldest_setting());
+            .min(self.settings.oldest());
         if self.last_put_segment >= others
             || self.last_put_segment >= self.journal.current_segment()
         {
@@ -136,26 +135,6 @@ impl State {
         self.last_put_segment = pos.segment;
     }
 
-    /// Remembers which segment holds the record that set a tube setting in force, or
-    /// paused a tube.
-    fn note_config(&mut self, change: &Change, segment: u64) {
-        if let Change::PauseTube { tube, .. } = change {
-            self.pause_segments.insert(tube.clone(), segment);
-        }
-        if let Change::ConfigTube {
-            tube,
-            setting,
-            value,
-        } = change
-        {
-            let key = (tube.clone(), *setting);
-            match value {
-                Some(_) => self.config_segments.insert(key, segment),
-                None => self.config_segments.remove(&key),
-            };
-        }
-    }
-
     /// The oldest segment the jobs need: the oldest holding a live body, or the newest
     /// put's if older.
     fn jobs_keep(&self) -> u64 {
@@ -163,41 +142,49 @@ impl State {
         oldest_live.min(self.last_put_segment)
     }
 
-    /// Writes every setting in force again once the oldest setting record is all that
-    /// keeps an old segment (replaying a setting twice changes nothing). That happens at
-    /// most once per segment the jobs move past.
+    /// Writes again the oldest setting and pause records that are all that keeps an old
+    /// segment, at most [`RELOG_PER_BATCH`] per batch (see [`super::retention`]).
     fn relog_old_settings(&mut self) {
-        let engine = &self.engine;
-        self.pause_segments.retain(|tube, _| engine.is_paused(tube));
-        if self.oldest_setting() < self.jobs_keep() {
-            self.log_settings_in_force();
+        let window = self.settings.window(self.journal.segment_size());
+        let keep = self
+            .jobs_keep()
+            .min(self.journal.head_segment().saturating_sub(window));
+        if self.settings.oldest() >= keep {
+            return;
+        }
+        let changes = self.settings.relog(&self.engine, keep, RELOG_PER_BATCH);
+        self.journal_settings(changes);
+    }
+
+    /// Journals setting and pause records and notes where they land.
+    fn journal_settings(&mut self, changes: Vec<Change>) {
+        for change in changes {
+            let (kind, payload) = record::encode(&change);
+            let size = framed(&payload);
+            let (_, pos) = self.journal.push(kind, payload);
+            self.settings.note(&change, pos.segment, size);
         }
     }
 
-    /// The oldest segment holding a setting or pause in force (`u64::MAX` if none).
-    fn oldest_setting(&self) -> u64 {
-        let config = self.config_segments.values().min().copied();
-        let pause = self.pause_segments.values().min().copied();
-        config.into_iter().chain(pause).min().unwrap_or(u64::MAX)
-    }
-
-    /// Writes a record for every setting and every tube pause in force.
+    /// Writes a record for every setting and every tube pause in force (at start-up:
+    /// recovery does not track which records set them, and this gives each a known place).
     fn log_settings_in_force(&mut self) {
         let mut changes = self.engine.settings_in_force();
         changes.extend(self.engine.pauses_in_force());
-        for change in changes {
-            let (kind, payload) = record::encode(&change);
-            let (_, pos) = self.journal.push(kind, payload);
-            self.note_config(&change, pos.segment);
-        }
+        self.journal_settings(changes);
     }
 
     /// Tells the writer which segments must stay: every one from the oldest the jobs or
     /// the tube settings need.
     fn update_keep(&self) {
         self.journal
-            .set_keep_segment(self.jobs_keep().min(self.oldest_setting()));
+            .set_keep_segment(self.jobs_keep().min(self.settings.oldest()));
     }
+}
+
+/// The bytes a record with `payload` takes in the log.
+fn framed(payload: &[u8]) -> u64 {
+    (crate::wal::frame::RECORD_HEADER_LEN + payload.len()) as u64
 }
 
 impl Broker {
@@ -216,8 +203,7 @@ impl Broker {
             journal: journal.clone(),
             files: files.clone(),
             last_put_segment,
-            config_segments: BTreeMap::new(),
-            pause_segments: BTreeMap::new(),
+            settings: SettingRecords::default(),
             pruned_below: 0,
             outboxes: HashMap::new(),
             timer_at: None,

@@ -159,6 +159,16 @@ impl Journal {
         (lsn, pos)
     }
 
+    /// The segment the next queued record goes to (unless it starts a new one).
+    pub fn head_segment(&self) -> u64 {
+        self.lock().layout.segment()
+    }
+
+    /// The log's largest segment size.
+    pub fn segment_size(&self) -> u64 {
+        self.lock().layout.max_segment_size()
+    }
+
     /// LSN of the last record queued (0 if none ever was).
     pub fn tail(&self) -> u64 {
         self.lock().next_lsn - 1

@@ -21,6 +21,7 @@ mod listener;
 mod process;
 mod recovery;
 mod reserve;
+mod retention;
 pub mod signals;
 pub mod user;
 

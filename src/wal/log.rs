@@ -111,6 +111,11 @@ impl Layout {
         self.segment
     }
 
+    /// The largest segment size the layout rotates at.
+    pub fn max_segment_size(&self) -> u64 {
+        self.max_segment_size
+    }
+
     /// The active segment's length, including frames not written yet.
     pub fn end(&self) -> u64 {
         self.end
