@@ -12,10 +12,11 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 
-use crate::client::Client;
+use crate::client::{Client, ClientError};
 use crate::config::{FsyncPolicy, ListenAddr, ServerConfig, DEFAULT_LISTEN};
 use crate::engine::Limits;
 use crate::protocol::{Command, Reply, TubeName, TubeSetting};
+use crate::units::Size;
 
 /// larder: a durable job broker that speaks the beanstalkd protocol.
 #[derive(Debug, Parser)]
@@ -340,9 +341,8 @@ impl ServeArgs {
 /// `larder stats`.
 #[derive(Debug, Args)]
 pub struct StatsArgs {
-    /// Server address.
-    #[arg(long, env = "LARDER_ADDR", default_value = DEFAULT_LISTEN)]
-    pub addr: String,
+    #[command(flatten)]
+    pub conn: ConnArgs,
     /// Show this tube's statistics instead of the server's.
     #[arg(long)]
     pub tube: Option<String>,
@@ -354,9 +354,8 @@ pub struct StatsArgs {
 /// `larder put`.
 #[derive(Debug, Args)]
 pub struct PutArgs {
-    /// Server address.
-    #[arg(long, env = "LARDER_ADDR", default_value = DEFAULT_LISTEN)]
-    pub addr: String,
+    #[command(flatten)]
+    pub conn: ConnArgs,
     /// Tube to put into.
     #[arg(long, default_value = "default")]
     pub tube: String,
@@ -376,9 +375,8 @@ pub struct PutArgs {
 /// `larder reserve`.
 #[derive(Debug, Args)]
 pub struct ReserveArgs {
-    /// Server address.
-    #[arg(long, env = "LARDER_ADDR", default_value = DEFAULT_LISTEN)]
-    pub addr: String,
+    #[command(flatten)]
+    pub conn: ConnArgs,
     /// Tube to take from (watched instead of `default`).
     #[arg(long, default_value = "default")]
     pub tube: String,
@@ -388,6 +386,53 @@ pub struct ReserveArgs {
     /// Leave the job reserved-then-released instead of deleting it.
     #[arg(long)]
     pub keep: bool,
+}
+
+/// How to reach the server: shared by every subcommand that talks to one.
+#[derive(Debug, Args, Clone)]
+pub struct ConnArgs {
+    /// Server address, HOST:PORT (an IP address or host name, and a port).
+    #[arg(long, env = "LARDER_ADDR", default_value = DEFAULT_LISTEN)]
+    pub addr: String,
+    /// Longest reply body accepted from the server: bytes, or a size with a unit (`64MiB`).
+    /// A server that announces a longer one is treated as broken, so a hostile or confused
+    /// server cannot make the client allocate without bound.
+    #[arg(long, env = "LARDER_MAX_REPLY_SIZE", value_name = "SIZE",
+          default_value_t = Size(crate::protocol::DEFAULT_MAX_REPLY_BODY))]
+    pub max_reply_size: Size,
+}
+
+impl ConnArgs {
+    /// Connects, with an error that says what to check when it fails.
+    pub async fn connect(&self) -> anyhow::Result<Client> {
+        let addr = self.addr.as_str();
+        let has_port = addr
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+        if !has_port {
+            bail!(
+                "--addr {addr:?} is not HOST:PORT; give the port too, e.g. {addr}:11300 \
+                 (beanstalkd's and larder's default port)"
+            );
+        }
+        match Client::connect_with(addr, self.max_reply_size.0).await {
+            Ok(client) => Ok(client),
+            Err(ClientError::Connect { addr, cause }) => bail!(
+                "cannot connect to {addr}: {cause}\nhint: is `larder serve` (or beanstalkd) \
+                 running there? The address comes from --addr or LARDER_ADDR."
+            ),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// Whether `e` is a write to a closed pipe (the reader of standard output exited).
+pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 /// The async runtime: single-threaded for `threads` = 1, else a work-stealing pool.
@@ -431,7 +476,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
 /// `larder stats`.
 pub async fn stats(args: StatsArgs, out: &mut impl Write) -> anyhow::Result<()> {
-    let mut client = Client::connect(&args.addr).await?;
+    let mut client = args.conn.connect().await?;
     let fields = match client.stats(args.tube.as_deref()).await {
         Err(crate::client::ClientError::Unexpected(Reply::NotFound)) => {
             bail!("no tube named {:?}", args.tube.unwrap_or_default())
@@ -495,7 +540,7 @@ pub async fn put(args: PutArgs, out: &mut impl Write) -> anyhow::Result<()> {
             buf
         }
     };
-    let mut client = Client::connect(&args.addr).await?;
+    let mut client = args.conn.connect().await?;
     client.use_tube(&args.tube).await?;
     let reply = client
         .call(&Command::Put {
@@ -522,7 +567,7 @@ pub async fn put(args: PutArgs, out: &mut impl Write) -> anyhow::Result<()> {
 pub async fn reserve(args: ReserveArgs, out: &mut impl Write) -> anyhow::Result<i32> {
     let tube = TubeName::new(args.tube.as_bytes())
         .with_context(|| format!("invalid tube name {:?}", args.tube))?;
-    let mut client = Client::connect(&args.addr).await?;
+    let mut client = args.conn.connect().await?;
     client.watch(tube.as_str()).await?;
     if tube.as_str() != "default" {
         client.ignore("default").await?;

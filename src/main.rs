@@ -44,6 +44,9 @@ fn main() {
     });
     match result {
         Ok(code) => std::process::exit(code),
+        // The reader of standard output went away (`larder stats | head`): nothing more to
+        // say, and nothing went wrong.
+        Err(e) if cli::is_broken_pipe(&e) => std::process::exit(0),
         Err(e) => {
             eprintln!("larder: {e:#}");
             std::process::exit(1);

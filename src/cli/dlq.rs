@@ -11,7 +11,6 @@ use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
 use crate::client::{is_bury_reason, Client, DeadLetter};
-use crate::config::DEFAULT_LISTEN;
 use crate::protocol::{BuryReason, DeadFilter, JobId, TubeName, MAX_DEAD_BATCH};
 
 /// `larder dlq …`
@@ -48,19 +47,11 @@ pub struct FilterArgs {
     pub grep: Option<String>,
 }
 
-/// Server address, shared by every `dlq` command.
-#[derive(Debug, Args, Clone)]
-pub struct AddrArg {
-    /// Server address.
-    #[arg(long, env = "LARDER_ADDR", default_value = DEFAULT_LISTEN)]
-    pub addr: String,
-}
-
 /// Arguments of `larder dlq list`.
 #[derive(Debug, Args)]
 pub struct ListArgs {
     #[command(flatten)]
-    addr: AddrArg,
+    conn: super::ConnArgs,
     #[command(flatten)]
     filter: FilterArgs,
     /// Show at most N dead letters (lowest ids first).
@@ -75,7 +66,7 @@ pub struct ListArgs {
 #[derive(Debug, Args)]
 pub struct ShowArgs {
     #[command(flatten)]
-    addr: AddrArg,
+    conn: super::ConnArgs,
     /// The job id.
     id: u64,
     /// Print JSON.
@@ -87,7 +78,7 @@ pub struct ShowArgs {
 #[derive(Debug, Args)]
 pub struct RedriveArgs {
     #[command(flatten)]
-    addr: AddrArg,
+    conn: super::ConnArgs,
     #[command(flatten)]
     filter: FilterArgs,
     /// Redrive at most N dead letters per second.
@@ -102,7 +93,7 @@ pub struct RedriveArgs {
 #[derive(Debug, Args)]
 pub struct DeleteArgs {
     #[command(flatten)]
-    addr: AddrArg,
+    conn: super::ConnArgs,
     /// Dead letters to delete, by id (only jobs that are buried are deleted).
     ids: Vec<u64>,
     #[command(flatten)]
@@ -116,7 +107,7 @@ pub struct DeleteArgs {
 #[derive(Debug, Args)]
 pub struct ExportArgs {
     #[command(flatten)]
-    addr: AddrArg,
+    conn: super::ConnArgs,
     #[command(flatten)]
     filter: FilterArgs,
 }
@@ -253,7 +244,7 @@ fn letter_json(letter: &DeadLetter) -> serde_json::Map<String, Value> {
 
 /// `larder dlq list`.
 pub async fn list(args: ListArgs, out: &mut impl Write) -> anyhow::Result<()> {
-    let mut client = Client::connect(&args.addr.addr).await?;
+    let mut client = args.conn.connect().await?;
     let found = collect(&mut client, &args.filter, true, args.limit).await?;
     if args.json {
         let rows: Vec<Value> = found
@@ -296,7 +287,7 @@ pub async fn list(args: ListArgs, out: &mut impl Write) -> anyhow::Result<()> {
 
 /// `larder dlq show`.
 pub async fn show(args: ShowArgs, out: &mut impl Write) -> anyhow::Result<()> {
-    let mut client = Client::connect(&args.addr.addr).await?;
+    let mut client = args.conn.connect().await?;
     let id = JobId(args.id);
     let Some(fields) = client.stats_job(id).await? else {
         bail!("no job {id}");
@@ -369,7 +360,7 @@ pub async fn redrive(args: RedriveArgs, out: &mut impl Write) -> anyhow::Result<
     if args.rate == Some(0) {
         bail!("--rate must be at least 1");
     }
-    let mut client = Client::connect(&args.addr.addr).await?;
+    let mut client = args.conn.connect().await?;
     let found = collect(&mut client, &args.filter, false, usize::MAX).await?;
     if args.dry_run {
         for (l, _) in &found {
@@ -428,7 +419,7 @@ pub async fn redrive(args: RedriveArgs, out: &mut impl Write) -> anyhow::Result<
 
 /// `larder dlq delete`.
 pub async fn delete(args: DeleteArgs, out: &mut impl Write) -> anyhow::Result<()> {
-    let mut client = Client::connect(&args.addr.addr).await?;
+    let mut client = args.conn.connect().await?;
     let mut deleted = 0u64;
     if !args.ids.is_empty() {
         for &id in &args.ids {
@@ -483,7 +474,7 @@ pub async fn delete(args: DeleteArgs, out: &mut impl Write) -> anyhow::Result<()
 
 /// `larder dlq export`: one JSON object per line.
 pub async fn export(args: ExportArgs, out: &mut impl Write) -> anyhow::Result<()> {
-    let mut client = Client::connect(&args.addr.addr).await?;
+    let mut client = args.conn.connect().await?;
     let found = collect(&mut client, &args.filter, true, usize::MAX).await?;
     let exported_at = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
     for (l, body) in &found {

@@ -6,8 +6,7 @@ use std::io::Write;
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 
-use crate::client::{Client, ClientError};
-use crate::config::DEFAULT_LISTEN;
+use crate::client::ClientError;
 use crate::protocol::{Reply, TubeSetting, Unit};
 
 /// `larder tube …`
@@ -23,9 +22,8 @@ pub enum TubeCmd {
 /// Arguments of `larder tube config`.
 #[derive(Debug, Args)]
 pub struct ConfigArgs {
-    /// Server address.
-    #[arg(long, env = "LARDER_ADDR", default_value = DEFAULT_LISTEN)]
-    pub addr: String,
+    #[command(flatten)]
+    pub conn: super::ConnArgs,
     /// The tube.
     pub tube: String,
     /// Attempts before a job is buried automatically (0: unlimited).
@@ -57,9 +55,8 @@ pub struct ConfigArgs {
 /// Arguments of `larder tube show`.
 #[derive(Debug, Args)]
 pub struct ShowArgs {
-    /// Server address.
-    #[arg(long, env = "LARDER_ADDR", default_value = DEFAULT_LISTEN)]
-    pub addr: String,
+    #[command(flatten)]
+    pub conn: super::ConnArgs,
     /// The tube.
     pub tube: String,
     /// Print JSON instead of a table.
@@ -123,7 +120,7 @@ pub async fn config(args: ConfigArgs, out: &mut impl Write) -> anyhow::Result<()
     if changes.is_empty() {
         bail!("nothing to configure: give at least one setting, e.g. --max-attempts 5");
     }
-    let mut client = Client::connect(&args.addr).await?;
+    let mut client = args.conn.connect().await?;
     for (setting, value) in changes {
         match client.config_tube(&args.tube, setting, value).await {
             Ok(()) => {}
@@ -141,7 +138,7 @@ pub async fn config(args: ConfigArgs, out: &mut impl Write) -> anyhow::Result<()
 
 /// `larder tube show`.
 pub async fn show(args: ShowArgs, out: &mut impl Write) -> anyhow::Result<()> {
-    let mut client = Client::connect(&args.addr).await?;
+    let mut client = args.conn.connect().await?;
     let fields = match client.stats(Some(&args.tube)).await {
         Err(ClientError::Unexpected(Reply::NotFound)) => bail!("no tube named {:?}", args.tube),
         Err(ClientError::TubeName(t)) => bail!("invalid tube name {t:?}"),
