@@ -3,6 +3,8 @@
 //! Doc comments on the argument structs are the `--help` text.
 
 pub mod dlq;
+pub mod export;
+pub mod job;
 pub mod tube;
 
 use std::io::{Read, Write};
@@ -38,6 +40,9 @@ pub enum Cmd {
     Put(PutArgs),
     /// Reserve one job, print its body to standard output, and delete it.
     Reserve(ReserveArgs),
+    /// Show one job (any state) and its body without changing it: by id, or the next
+    /// ready, delayed or buried job of a tube.
+    Peek(job::PeekArgs),
     /// Inspect a data directory's write-ahead log offline (the server need not run).
     #[command(subcommand)]
     Wal(WalCmd),
@@ -75,7 +80,7 @@ pub fn wal_dir(data_dir: &std::path::Path) -> PathBuf {
 /// `larder wal verify`. Returns the exit status.
 pub fn wal_verify(args: &WalArgs, out: &mut impl Write) -> anyhow::Result<i32> {
     use crate::engine::{record, BodyRef, Engine, EngineConfig, ProcessInfo, RestoreError};
-    let dir = wal_dir(&args.data_dir);
+    let dir = existing_wal_dir(&args.data_dir)?;
     // Replays the records as recovery would (metadata only) to count the live jobs.
     let now = crate::server::Clock::new().now();
     let mut engine = Engine::new(EngineConfig::default(), ProcessInfo::fixed(), now);
@@ -133,9 +138,30 @@ pub fn wal_verify(args: &WalArgs, out: &mut impl Write) -> anyhow::Result<i32> {
     }
 }
 
+/// The log directory of `data_dir`, or an error saying which of the two is missing (a
+/// missing log is not a corrupt one).
+fn existing_wal_dir(data_dir: &std::path::Path) -> anyhow::Result<PathBuf> {
+    let dir = wal_dir(data_dir);
+    if !dir.is_dir() {
+        if data_dir.is_dir() {
+            bail!(
+                "{} has no log (no {} directory): not a larder data directory, or no server \
+                 has used it yet",
+                data_dir.display(),
+                dir.display()
+            );
+        }
+        bail!(
+            "no data directory at {} (give it with --data-dir or LARDER_DATA_DIR)",
+            data_dir.display()
+        );
+    }
+    Ok(dir)
+}
+
 /// `larder wal dump`.
 pub fn wal_dump(args: &WalArgs, out: &mut impl Write) -> anyhow::Result<()> {
-    let dir = wal_dir(&args.data_dir);
+    let dir = existing_wal_dir(&args.data_dir)?;
     let options = crate::wal::WalOptions::default();
     writeln!(out, "segment\toffset\tlsn\tkind\tlength")?;
     for entry in crate::wal::dump(&crate::wal::storage::FsStorage, &dir, &options) {
@@ -359,14 +385,16 @@ pub struct PutArgs {
     /// Tube to put into.
     #[arg(long, default_value = "default")]
     pub tube: String,
-    /// Priority (lower is more urgent).
+    /// Priority, 0 to 4294967295 (lower is more urgent).
     #[arg(long, default_value_t = 1024)]
     pub pri: u32,
-    /// Seconds before the job becomes ready.
-    #[arg(long, default_value_t = 0)]
+    /// How long before the job becomes ready: seconds, or a duration in whole seconds
+    /// such as `2s` or `5m`.
+    #[arg(long, value_parser = crate::units::seconds_arg, default_value = "0", value_name = "SECONDS")]
     pub delay: u32,
-    /// Seconds a worker may hold the job.
-    #[arg(long, default_value_t = 60)]
+    /// How long a worker may hold the job (time-to-run): seconds, or a duration in whole
+    /// seconds such as `90s` or `2m`.
+    #[arg(long, value_parser = crate::units::seconds_arg, default_value = "60", value_name = "SECONDS")]
     pub ttr: u32,
     /// The job body; read from standard input when absent.
     pub body: Option<String>,
@@ -380,10 +408,12 @@ pub struct ReserveArgs {
     /// Tube to take from (watched instead of `default`).
     #[arg(long, default_value = "default")]
     pub tube: String,
-    /// Give up after this many seconds (exit status 3); wait forever when absent.
-    #[arg(long)]
+    /// Give up after this long (exit status 3): seconds, or a duration such as `2s` or
+    /// `1m`; wait forever when absent.
+    #[arg(long, value_parser = crate::units::seconds_arg, value_name = "SECONDS")]
     pub timeout: Option<u32>,
-    /// Leave the job reserved-then-released instead of deleting it.
+    /// Refused: releasing a reserved job counts an attempt (protocol.md §7.2), so looking
+    /// this way could dead-letter a healthy job. Use `larder peek --ready` instead.
     #[arg(long)]
     pub keep: bool,
 }
@@ -552,19 +582,37 @@ pub async fn put(args: PutArgs, out: &mut impl Write) -> anyhow::Result<()> {
         .await?;
     match reply {
         Reply::Inserted(id) => writeln!(out, "{id}")?,
-        Reply::JobTooBig => bail!("the job body is larger than the server's maximum job size"),
-        Reply::Draining => bail!("the server is draining and accepts no new jobs"),
-        Reply::Refused(limit) => bail!(
-            "the server refused the job: its {} limit is reached (nothing was stored)",
-            limit.setting()
-        ),
-        other => bail!("the server refused the job: {other:?}"),
+        other => bail!("{}", put_refusal(&other)),
     }
     Ok(())
 }
 
+/// What a reply other than `INSERTED` to a `put` means, for an error message.
+pub fn put_refusal(reply: &Reply) -> String {
+    match reply {
+        Reply::JobTooBig => "the job body is larger than the server's maximum job size".into(),
+        Reply::Draining => "the server is draining and accepts no new jobs".into(),
+        Reply::Refused(limit) => format!(
+            "the server refused the job: its {} limit is reached (nothing was stored)",
+            limit.setting()
+        ),
+        Reply::BuriedId(id) => {
+            format!("the server stored the job as {id} but buried it: it ran out of memory")
+        }
+        other => format!("the server refused the job: {other:?}"),
+    }
+}
+
 /// `larder reserve`. Returns the process exit status.
 pub async fn reserve(args: ReserveArgs, out: &mut impl Write) -> anyhow::Result<i32> {
+    if args.keep {
+        bail!(
+            "reserve --keep is refused: a reservation that ends without delete counts an \
+             attempt and can dead-letter the job; to look without changing anything use \
+             `larder peek --ready --tube {}` (or `larder peek ID`)",
+            args.tube
+        );
+    }
     let tube = TubeName::new(args.tube.as_bytes())
         .with_context(|| format!("invalid tube name {:?}", args.tube))?;
     let mut client = args.conn.connect().await?;
@@ -578,17 +626,7 @@ pub async fn reserve(args: ReserveArgs, out: &mut impl Write) -> anyhow::Result<
     };
     out.write_all(&body)?;
     out.flush()?;
-    if args.keep {
-        client
-            .call(&Command::Release {
-                id,
-                pri: 1024,
-                delay: 0,
-            })
-            .await?;
-    } else {
-        client.delete(id).await?;
-    }
+    client.delete(id).await?;
     Ok(0)
 }
 

@@ -31,6 +31,7 @@ fn main() {
             Cmd::Stats(args) => cli::stats(args, &mut stdout).await.map(|()| 0),
             Cmd::Put(args) => cli::put(args, &mut stdout).await.map(|()| 0),
             Cmd::Reserve(args) => cli::reserve(args, &mut stdout).await,
+            Cmd::Peek(args) => cli::job::peek(args, &mut stdout).await.map(|()| 0),
             Cmd::Wal(cli::WalCmd::Verify(args)) => cli::wal_verify(&args, &mut stdout),
             Cmd::Wal(cli::WalCmd::Dump(args)) => cli::wal_dump(&args, &mut stdout).map(|()| 0),
             Cmd::Tube(cli::tube::TubeCmd::Config(args)) => {

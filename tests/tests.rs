@@ -11,6 +11,8 @@
 //! - `fuzz_corpus`: the fuzzers' corpora replayed.
 //! - `limits`: back-pressure: every limit refuses, changes nothing, lets workers drain and
 //!   holds across a restart; a flood keeps the server's memory bounded.
+//! - `operator`: the `larder` CLI in an incident: read-only looks, honest counts, precise
+//!   errors, symmetric dlq verbs, one JSON schema, export and import.
 //! - `retries`: larder's retry and dead-letter extensions, over TCP and through the CLI.
 
 mod support;
@@ -23,5 +25,6 @@ mod durability;
 mod fuzz_corpus;
 mod limits;
 mod model;
+mod operator;
 mod retries;
 mod server;
