@@ -485,20 +485,17 @@ pub const EXIT_TIMED_OUT: i32 = 3;
 /// `larder serve`: runs until SIGTERM or SIGINT.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.config()?;
+    // The handlers are installed before the socket is bound: a SIGTERM that arrives as soon
+    // as the port answers must stop the server cleanly, not kill it.
+    use tokio::signal::unix::{signal, SignalKind};
+    let term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let listener = crate::server::bind(&config.listen)?;
-    let shutdown = async {
-        let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
-        match term {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => tracing::info!("SIGTERM received"),
-                    _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "no SIGTERM handler; stopping on SIGINT only");
-                let _ = tokio::signal::ctrl_c().await;
-            }
+    let shutdown = async move {
+        let (mut term, mut int) = (term, int);
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = int.recv() => tracing::info!("SIGINT received"),
         }
     };
     crate::server::run(listener, config, shutdown).await

@@ -299,3 +299,57 @@ fn an_address_without_a_port_or_server_gets_a_hint() {
     assert!(err.contains("127.0.0.1:11300"), "{err}");
     assert!(!err.contains("invalid socket address"), "{err}");
 }
+
+#[test]
+fn the_server_log_names_what_it_runs_on_and_says_when_it_stopped() {
+    let dir = std::env::temp_dir().join(format!("larder-log-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let log_path = dir.join("server.log");
+    let data = dir.join("data");
+    let log = std::fs::File::create(&log_path).expect("log file");
+    let port = crate::support::free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut child = Command::new(larder_bin())
+        .args(["serve", "--listen", &addr, "--data-dir"])
+        .arg(&data)
+        .args(["--fsync", "every=20"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log))
+        .spawn()
+        .expect("spawn");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::net::TcpStream::connect(&addr).is_err() {
+        let read = std::fs::read_to_string(&log_path).unwrap_or_default();
+        assert!(
+            std::time::Instant::now() < deadline && child.try_wait().ok().flatten().is_none(),
+            "server never listened; its log:\n{read}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let status = child.wait().expect("wait");
+    let text = std::fs::read_to_string(&log_path).expect("log");
+    assert!(status.success(), "{status:?}; log:\n{text}");
+    assert!(
+        !text.contains('\x1b'),
+        "colour codes in a log file:\n{text}"
+    );
+    let started = text
+        .lines()
+        .find(|l| l.contains("larder started"))
+        .unwrap_or_else(|| panic!("no start-up line:\n{text}"));
+    for part in [
+        format!("version={}", env!("CARGO_PKG_VERSION")),
+        format!("data_dir={}", data.display()),
+        "fsync=every=20".to_owned(),
+        format!("addr={addr}"),
+    ] {
+        assert!(started.contains(&part), "{part:?} not in {started}");
+    }
+    let last = text.lines().last().unwrap_or_default();
+    assert!(last.contains("stopped"), "last line {last:?}; log:\n{text}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

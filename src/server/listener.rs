@@ -170,7 +170,13 @@ pub async fn run(
         .context("installing SIGUSR1 handler")?;
     let mut conns = JoinSet::new();
     tokio::pin!(shutdown);
-    tracing::info!(addr = %listener.describe(), "listening");
+    tracing::info!(
+        version = %env!("CARGO_PKG_VERSION"),
+        addr = %listener.describe(),
+        data_dir = %config.data_dir.display(),
+        fsync = %config.fsync,
+        "larder started: listening"
+    );
     loop {
         let accepted = tokio::select! {
             accepted = accept(&listener) => accepted,
@@ -232,6 +238,7 @@ pub async fn run(
         .context("waiting for the log writer")?
         .map_err(|_| anyhow::anyhow!("the log writer thread panicked"))?;
     drop(data_dir);
+    tracing::info!("stopped: every connection closed and the log flushed");
     Ok(())
 }
 
