@@ -367,3 +367,49 @@ async fn export_carries_what_import_needs_to_put_jobs_back() {
     let _ = std::fs::remove_file(&file);
     assert_eq!(field(&o.cmd("stats\r\n").await, "total-jobs"), "2");
 }
+
+#[tokio::test]
+async fn a_ttr_expiry_and_a_disconnect_record_themselves_as_the_last_error() {
+    let dir = std::env::temp_dir().join(format!("larder-op-lasterr-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let server = ChildServer::larder_in(&dir, &["--max-attempts", "2"]);
+    let addr = server.addr.to_string();
+    let mut a = Raw::connect(server.addr).await;
+    assert_eq!(a.cmd("put 0 0 1 4\r\nwork\r\n").await, "INSERTED 1\r\n");
+    assert!(a.cmd("reserve\r\n").await.starts_with("RESERVED 1 "));
+    // B's reserve is answered only once A's one-second TTR has run out.
+    let mut b = Raw::connect_extended(server.addr).await;
+    assert!(b
+        .cmd("reserve-with-timeout 10\r\n")
+        .await
+        .starts_with("RESERVED 1 "));
+    assert_eq!(
+        field(&b.cmd("stats-job 1\r\n").await, "last-error"),
+        "ttr expired (attempt 1)"
+    );
+    b.close().await;
+    // The disconnect ends the second attempt: the job is dead-lettered.
+    let mut c = Raw::connect_extended(server.addr).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while field(&c.cmd("stats-job 1\r\n").await, "state") != "buried" {
+        assert!(std::time::Instant::now() < deadline, "job 1 never buried");
+        tokio::task::yield_now().await;
+    }
+    let show = |addr: &str| -> Value {
+        serde_json::from_str(&larder_ok(&["dlq", "show", "1", "--addr", addr, "--json"]))
+            .expect("json")
+    };
+    let json = show(&addr);
+    assert_eq!(json["last-error"], "worker disconnected (attempt 2)");
+    assert_eq!(json["bury-reason"], "max-attempts");
+
+    // Replay rebuilds the same text.
+    assert!(server.terminate().success());
+    let server = ChildServer::larder_in(&dir, &[]);
+    assert_eq!(
+        show(&server.addr.to_string())["last-error"],
+        "worker disconnected (attempt 2)"
+    );
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
