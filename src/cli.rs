@@ -196,9 +196,11 @@ pub struct ServeArgs {
     /// Listen on this port instead of the one in --listen (beanstalkd's -p).
     #[arg(short = 'p', long = "port", env = "LARDER_PORT")]
     pub port: Option<u16>,
-    /// Largest job body accepted, in bytes; larger puts get JOB_TOO_BIG (beanstalkd's -z).
-    #[arg(short = 'z', long, env = "LARDER_MAX_JOB_SIZE", default_value_t = crate::config::DEFAULT_MAX_JOB_SIZE)]
-    pub max_job_size: u32,
+    /// Largest job body accepted: bytes, or a size with a unit (`64KiB`, `1MiB`); larger
+    /// puts get JOB_TOO_BIG (beanstalkd's -z). At most 64MiB - 1024 bytes.
+    #[arg(short = 'z', long, env = "LARDER_MAX_JOB_SIZE", value_name = "SIZE",
+          default_value_t = Size(crate::config::DEFAULT_MAX_JOB_SIZE.into()))]
+    pub max_job_size: Size,
     /// Threads serving connections. 1 (the default) runs every connection on one thread,
     /// as beanstalkd does, which gives the lowest latency on small machines; more threads
     /// help when many connections each do expensive work.
@@ -208,16 +210,18 @@ pub struct ServeArgs {
     /// default), every=MS (at most every MS milliseconds), or never.
     #[arg(long, env = "LARDER_FSYNC", default_value = "always")]
     pub fsync: FsyncPolicy,
-    /// Largest log segment file in bytes (at least 4096). Space is reclaimed a whole
-    /// segment at a time.
-    #[arg(long, env = "LARDER_WAL_SEGMENT_SIZE", default_value_t = crate::config::DEFAULT_SEGMENT_SIZE)]
-    pub wal_segment_size: u64,
-    /// Disk space in bytes kept in reserve (the file `wal-reserve` in the data
+    /// Largest log segment file: bytes, or a size with a unit (`64MiB`); at least 4096.
+    /// Space is reclaimed a whole segment at a time.
+    #[arg(long, env = "LARDER_WAL_SEGMENT_SIZE", value_name = "SIZE",
+          default_value_t = Size(crate::config::DEFAULT_SEGMENT_SIZE))]
+    pub wal_segment_size: Size,
+    /// Disk space kept in reserve (bytes, or a size with a unit) (the file `wal-reserve` in the data
     /// directory). When the disk fills, the log releases it so in-flight work is
     /// confirmed and workers can keep deleting, releasing and burying while new jobs
     /// are refused (`REFUSED log-full`); it is taken back once space returns. 0 disables.
-    #[arg(long, env = "LARDER_DISK_RESERVE", default_value_t = crate::config::DEFAULT_DISK_RESERVE)]
-    pub disk_reserve: u64,
+    #[arg(long, env = "LARDER_DISK_RESERVE", value_name = "SIZE",
+          default_value_t = Size(crate::config::DEFAULT_DISK_RESERVE))]
+    pub disk_reserve: Size,
     /// beanstalkd's -f MS: sync at most every MS milliseconds (0 means always).
     #[arg(short = 'f', value_name = "MS", conflicts_with = "fsync_never")]
     pub fsync_ms: Option<u64>,
@@ -231,49 +235,59 @@ pub struct ServeArgs {
     /// buried); a put beyond it gets REFUSED max-jobs. 0: no limit.
     #[arg(long, env = "LARDER_MAX_JOBS", default_value_t = Limits::DEFAULT.max_jobs)]
     pub max_jobs: u64,
-    /// Most body bytes the server holds, summed over jobs in every state; a put that would
-    /// go over gets REFUSED max-bytes. 0: no limit.
-    #[arg(long, env = "LARDER_MAX_BYTES", default_value_t = Limits::DEFAULT.max_bytes)]
-    pub max_bytes: u64,
+    /// Most body bytes the server holds, summed over jobs in every state (bytes, or a size
+    /// with a unit: `4GiB`); a put that would go over gets REFUSED max-bytes. 0: no limit.
+    #[arg(long, env = "LARDER_MAX_BYTES", value_name = "SIZE",
+          default_value_t = Size(Limits::DEFAULT.max_bytes))]
+    pub max_bytes: Size,
     /// Most jobs one tube holds (every state), for tubes without a setting of their own;
     /// a put beyond it gets REFUSED max-tube-jobs. 0: no limit.
     #[arg(long, env = "LARDER_MAX_TUBE_JOBS", default_value_t = TubeSetting::MaxTubeJobs.builtin_default())]
     pub max_tube_jobs: u64,
     /// Most body bytes one tube holds (every state), for tubes without a setting of their
-    /// own; a put that would go over gets REFUSED max-tube-bytes. 0: no limit.
-    #[arg(long, env = "LARDER_MAX_TUBE_BYTES", default_value_t = TubeSetting::MaxTubeBytes.builtin_default())]
-    pub max_tube_bytes: u64,
+    /// own (bytes, or a size with a unit); a put that would go over gets REFUSED
+    /// max-tube-bytes. 0: no limit.
+    #[arg(long, env = "LARDER_MAX_TUBE_BYTES", value_name = "SIZE",
+          default_value_t = Size(TubeSetting::MaxTubeBytes.builtin_default()))]
+    pub max_tube_bytes: Size,
     /// Most client connections open at once; one more is sent "REFUSED max-connections"
     /// and closed. 0: no limit.
     #[arg(long, env = "LARDER_MAX_CONNECTIONS", default_value_t = Limits::DEFAULT.max_connections)]
     pub max_connections: u64,
-    /// Reply bytes waiting to be written to one client at which the server stops reading
-    /// that client's commands until it reads its replies. 0: no limit.
-    #[arg(long, env = "LARDER_MAX_OUTPUT_PER_CONNECTION", default_value_t = Limits::DEFAULT.max_output_per_connection)]
-    pub max_output_per_connection: u64,
-    /// Seconds a client may leave waiting replies unread (not one byte taken) before it is
-    /// disconnected. 0: never.
-    #[arg(long, env = "LARDER_OUTPUT_STALL_TIMEOUT", default_value_t = Limits::DEFAULT.output_stall_timeout)]
-    pub output_stall_timeout: u64,
-    /// Free bytes the data directory's filesystem must keep; while it has less, puts get
-    /// REFUSED min-free-disk (deletes and other commands still work). Measured every
-    /// second. 0: no floor.
-    #[arg(long, env = "LARDER_MIN_FREE_DISK", default_value_t = Limits::DEFAULT.min_free_disk)]
-    pub min_free_disk: u64,
-    /// Attempts before a job is buried automatically, for tubes that set none (0: unlimited).
+    /// Reply bytes waiting to be written to one client (bytes, or a size with a unit) at
+    /// which the server stops reading that client's commands until it reads its replies.
+    /// 0: no limit.
+    #[arg(long, env = "LARDER_MAX_OUTPUT_PER_CONNECTION", value_name = "SIZE",
+          default_value_t = Size(Limits::DEFAULT.max_output_per_connection))]
+    pub max_output_per_connection: Size,
+    /// How long a client may leave waiting replies unread (not one byte taken) before it
+    /// is disconnected: seconds, or a duration in whole seconds (`90s`, `2m`). 0: never.
+    #[arg(long, env = "LARDER_OUTPUT_STALL_TIMEOUT", value_name = "SECONDS",
+          value_parser = crate::units::seconds_arg,
+          default_value_t = Limits::DEFAULT.output_stall_timeout as u32)]
+    pub output_stall_timeout: u32,
+    /// Free space the data directory's filesystem must keep (bytes, or a size with a
+    /// unit); while it has less, puts get REFUSED min-free-disk (deletes and other commands
+    /// still work). Measured every second. 0: no floor.
+    #[arg(long, env = "LARDER_MIN_FREE_DISK", value_name = "SIZE",
+          default_value_t = Size(Limits::DEFAULT.min_free_disk))]
+    pub min_free_disk: Size,
+    /// Attempts before a job is buried automatically, for tubes that set none. Default 0:
+    /// unlimited.
     #[arg(long, env = "LARDER_MAX_ATTEMPTS", value_name = "N")]
     pub max_attempts: Option<String>,
     /// Delay before retrying a job whose reservation timed out, was abandoned or failed, for
-    /// tubes that set none (`500ms`, `30s`, `5m`, `1h`; 0: ready at once, as beanstalkd).
-    #[arg(long, env = "LARDER_RETRY_DELAY", value_name = "D")]
+    /// tubes that set none: a duration with a unit (`500ms`, `30s`, `5m`, `1h`; a bare
+    /// number is refused). Default 0: ready at once, as in beanstalkd.
+    #[arg(long, env = "LARDER_RETRY_DELAY", value_name = "DURATION")]
     pub retry_delay: Option<String>,
     /// Factor the retry delay grows by with each attempt (default 2).
     #[arg(long, env = "LARDER_RETRY_BACKOFF", value_name = "X")]
     pub retry_backoff: Option<String>,
-    /// Longest retry delay (a duration; 0, the default: no cap).
-    #[arg(long, env = "LARDER_RETRY_MAX", value_name = "D")]
+    /// Longest retry delay: a duration with a unit (`10m`). Default 0: no cap.
+    #[arg(long, env = "LARDER_RETRY_MAX", value_name = "DURATION")]
     pub retry_max: Option<String>,
-    /// Fraction of each retry delay taken off at random (0 to 1; default 0).
+    /// Fraction of each retry delay taken off at random, 0 to 1. Default 0.
     #[arg(long, env = "LARDER_RETRY_JITTER", value_name = "F")]
     pub retry_jitter: Option<String>,
 }
@@ -304,16 +318,21 @@ impl ServeArgs {
                 ListenAddr::Unix(_) => bail!("-p/--port cannot be used with a unix: address"),
             }
         }
-        if self.max_job_size == 0 {
+        if self.max_job_size.0 == 0 {
             bail!("--max-job-size must be at least 1");
         }
-        if self.max_job_size > MAX_JOB_SIZE_LIMIT {
-            bail!("--max-job-size must be at most {MAX_JOB_SIZE_LIMIT} (the log's record limit)");
-        }
+        let max_job_size = u32::try_from(self.max_job_size.0)
+            .ok()
+            .filter(|&z| z <= MAX_JOB_SIZE_LIMIT)
+            .with_context(|| {
+                format!(
+                    "--max-job-size must be at most {MAX_JOB_SIZE_LIMIT} (the log's record limit)"
+                )
+            })?;
         if self.threads == 0 || self.threads > 256 {
             bail!("--threads must be between 1 and 256");
         }
-        if self.wal_segment_size < 4096 {
+        if self.wal_segment_size.0 < 4096 {
             bail!("--wal-segment-size must be at least 4096");
         }
         let fsync = match (self.fsync_ms, self.fsync_never) {
@@ -324,21 +343,21 @@ impl ServeArgs {
         };
         let mut setting_defaults = self.setting_defaults()?;
         setting_defaults.set(TubeSetting::MaxTubeJobs, self.max_tube_jobs);
-        setting_defaults.set(TubeSetting::MaxTubeBytes, self.max_tube_bytes);
+        setting_defaults.set(TubeSetting::MaxTubeBytes, self.max_tube_bytes.0);
         Ok(ServerConfig {
             listen,
-            max_job_size: self.max_job_size,
+            max_job_size,
             data_dir: self.data_dir.clone(),
             fsync,
-            segment_size: self.wal_segment_size,
-            disk_reserve: self.disk_reserve,
+            segment_size: self.wal_segment_size.0,
+            disk_reserve: self.disk_reserve.0,
             limits: Limits {
                 max_jobs: self.max_jobs,
-                max_bytes: self.max_bytes,
+                max_bytes: self.max_bytes.0,
                 max_connections: self.max_connections,
-                max_output_per_connection: self.max_output_per_connection,
-                output_stall_timeout: self.output_stall_timeout,
-                min_free_disk: self.min_free_disk,
+                max_output_per_connection: self.max_output_per_connection.0,
+                output_stall_timeout: u64::from(self.output_stall_timeout),
+                min_free_disk: self.min_free_disk.0,
             },
             setting_defaults,
             ..ServerConfig::default()
@@ -522,7 +541,10 @@ pub fn print_fields(
     if json {
         let map: serde_json::Map<String, serde_json::Value> = fields
             .into_iter()
-            .map(|(k, v)| (k, yaml_scalar_to_json(&v)))
+            .map(|(k, v)| {
+                let value = json_scalar(&k, &v);
+                (k, value)
+            })
             .collect();
         writeln!(out, "{}", serde_json::to_string_pretty(&map)?)?;
     } else {
@@ -535,6 +557,17 @@ pub fn print_fields(
         writeln!(out, "{table}")?;
     }
     Ok(())
+}
+
+/// A stats field as JSON: the fields that are text by nature (names, the server's random
+/// `id`, `version`, `hostname`, …) stay strings even when they look like numbers; the others
+/// are the JSON scalars they spell.
+pub fn json_scalar(key: &str, v: &str) -> serde_json::Value {
+    match key {
+        "name" | "tube" | "last-error" | "hostname" | "id" | "version" | "os" | "platform"
+        | "log-fsync" | "bury-reason" | "state" => v.into(),
+        _ => yaml_scalar_to_json(v),
+    }
 }
 
 /// A YAML scalar from beanstalkd's stats as the JSON value it denotes.
@@ -690,6 +723,51 @@ mod tests {
         let d = config.setting_defaults;
         assert_eq!(d.get(TubeSetting::MaxTubeJobs), 7);
         assert_eq!(d.get(TubeSetting::MaxTubeBytes), 8);
+    }
+
+    #[test]
+    fn size_and_duration_flags_take_units() {
+        let config = serve_config(&[
+            "--max-bytes",
+            "1GiB",
+            "-z",
+            "64KiB",
+            "--wal-segment-size",
+            "1MiB",
+            "--output-stall-timeout",
+            "2m",
+            "--min-free-disk",
+            "1GB",
+            "--retry-delay",
+            "5s",
+        ]);
+        assert_eq!(config.limits.max_bytes, 1 << 30);
+        assert_eq!(config.max_job_size, 64 << 10);
+        assert_eq!(config.segment_size, 1 << 20);
+        assert_eq!(config.limits.output_stall_timeout, 120);
+        assert_eq!(config.limits.min_free_disk, 1_000_000_000);
+        assert_eq!(config.setting_defaults.get(TubeSetting::RetryDelay), 5000);
+        // beanstalkd's meaning stays: -z in bytes, stall timeout in seconds.
+        let config = serve_config(&["-z", "1000", "--output-stall-timeout", "7"]);
+        assert_eq!(config.max_job_size, 1000);
+        assert_eq!(config.limits.output_stall_timeout, 7);
+    }
+
+    #[test]
+    fn a_duration_without_a_unit_is_refused_where_beanstalkd_defines_none() {
+        let cli = Cli::try_parse_from(["larder", "serve", "--retry-delay", "5"]).expect("parse");
+        let Cmd::Serve(args) = cli.command else {
+            panic!("not serve")
+        };
+        let err = args.config().expect_err("no unit").to_string();
+        assert!(err.contains("5s") && err.contains("5ms"), "{err}");
+        assert!(Cli::try_parse_from(["larder", "serve", "--max-bytes", "lots"]).is_err());
+        let put = Cli::try_parse_from(["larder", "put", "--delay", "2s", "--ttr", "2m", "x"])
+            .expect("parse");
+        match put.command {
+            Cmd::Put(p) => assert_eq!((p.delay, p.ttr), (2, 120)),
+            other => panic!("parsed as {other:?}"),
+        }
     }
 
     #[test]

@@ -413,3 +413,123 @@ async fn a_ttr_expiry_and_a_disconnect_record_themselves_as_the_last_error() {
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn sizes_and_durations_have_one_syntax_and_output_shows_units_and_sources() {
+    let server = ChildServer::larder(&["--max-bytes", "1GiB", "--retry-delay", "2s"]);
+    let addr = server.addr.to_string();
+    let stats: Value =
+        serde_json::from_str(&larder_ok(&["stats", "--addr", &addr, "--json"])).expect("json");
+    assert_eq!(stats["max-bytes"], 1u64 << 30);
+    assert!(stats["version"].is_string(), "{}", stats["version"]);
+
+    assert_eq!(
+        larder_ok(&["put", "--addr", &addr, "--delay", "2s", "--ttr", "1m", "x"]),
+        "1\n"
+    );
+    let mut c = Raw::connect(server.addr).await;
+    let st = c.cmd("stats-job 1\r\n").await;
+    assert_eq!(
+        (field(&st, "delay"), field(&st, "ttr")),
+        ("2".into(), "60".into())
+    );
+    // A flag that does not parse is a usage error: status 2, as for any clap error.
+    let out = larder(&["put", "--addr", &addr, "--delay", "1500ms", "x"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("whole number of seconds"));
+
+    let text = larder_ok(&[
+        "tube",
+        "config",
+        "t",
+        "--max-attempts",
+        "3",
+        "--max-tube-bytes",
+        "10MiB",
+        "--addr",
+        &addr,
+    ]);
+    assert_eq!(
+        text,
+        "t: max-attempts = 3\nt: max-tube-bytes = 10.0 MiB (10485760 B)\n"
+    );
+    let text = larder_ok(&["tube", "show", "t", "--addr", &addr]);
+    let row = |name: &str| -> String {
+        text.lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .unwrap_or_else(|| panic!("no {name} row in\n{text}"))
+            .to_owned()
+    };
+    assert!(
+        row("max-attempts").contains("tube (larder tube config)"),
+        "{text}"
+    );
+    assert!(row("retry-delay").contains("2s"), "{text}");
+    assert!(row("retry-delay").contains("server default"), "{text}");
+    assert!(row("retry-max").contains("0 (no cap)"), "{text}");
+    let json: Value = serde_json::from_str(&larder_ok(&[
+        "tube", "show", "t", "--addr", &addr, "--json",
+    ]))
+    .expect("json");
+    assert_eq!(
+        json["own-settings"],
+        serde_json::json!(["max-attempts", "max-tube-bytes"])
+    );
+    assert_eq!(json["retry-delay"], 2000);
+    assert_eq!(json["name"], "t");
+
+    let err = larder_fails(&["serve", "--retry-delay", "5"]);
+    assert!(
+        err.contains("write 5s for seconds or 5ms for milliseconds"),
+        "{err}"
+    );
+    let out = larder(&["serve", "--max-bytes", "lots"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not a size"));
+}
+
+#[test]
+fn every_subcommand_help_states_units_and_defaults() {
+    let help = |args: &[&str]| -> String {
+        let mut all = args.to_vec();
+        all.push("--help");
+        larder_ok(&all)
+    };
+    let serve = help(&["serve"]);
+    for needle in [
+        "[default: 64MiB]",
+        "[default: 4GiB]",
+        "[default: 65535]",
+        "a size with a unit",
+        "a duration with a unit",
+        "[default: 60]",
+    ] {
+        assert!(serve.contains(needle), "serve --help lacks {needle:?}");
+    }
+    let put = help(&["put"]);
+    assert!(
+        put.contains("[default: 1024]") && put.contains("seconds"),
+        "{put}"
+    );
+    for sub in [
+        &["stats"][..],
+        &["put"],
+        &["reserve"],
+        &["peek"],
+        &["tube", "show"],
+        &["tube", "config"],
+        &["dlq", "list"],
+        &["dlq", "show"],
+        &["dlq", "redrive"],
+        &["dlq", "delete"],
+        &["dlq", "export"],
+        &["dlq", "import"],
+    ] {
+        let text = help(sub);
+        assert!(text.contains("[default: 127.0.0.1:11300]"), "{sub:?}");
+        assert!(text.contains("[default: 64MiB]"), "{sub:?}: max reply size");
+    }
+    assert!(help(&["dlq", "list"]).contains("[default: 100]"));
+    assert!(help(&["dlq", "delete"]).contains("[default: 10]"));
+    assert!(help(&["wal", "verify"]).contains("[default: ./larder-data]"));
+}

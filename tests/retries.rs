@@ -606,7 +606,8 @@ mod cli {
             "--retry-jitter",
             "0.2",
         ]);
-        assert!(text.contains("mail: retry-max = 300000"), "{text}");
+        assert!(text.contains("mail: retry-max = 5m\n"), "{text}");
+        assert!(text.contains("mail: retry-delay = 500ms\n"), "{text}");
         let json: serde_json::Value = serde_json::from_str(&larder_ok(&[
             "tube", "show", "mail", "--addr", &addr, "--json",
         ]))
@@ -646,7 +647,8 @@ mod cli {
             "--max-tube-bytes",
             "100",
         ]);
-        assert!(text.contains("mail: max-tube-jobs = 1"), "{text}");
+        assert!(text.contains("mail: max-tube-jobs = 1\n"), "{text}");
+        assert!(text.contains("mail: max-tube-bytes = 100 B\n"), "{text}");
         let json: serde_json::Value = serde_json::from_str(&larder_ok(&[
             "tube", "show", "mail", "--addr", &addr, "--json",
         ]))

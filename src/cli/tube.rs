@@ -64,24 +64,21 @@ pub struct ShowArgs {
     pub json: bool,
 }
 
-/// Parses a command-line value for `setting` into its wire unit: durations (`500ms`, `30s`,
-/// `5m`, `1h`, or a bare 0) become milliseconds; counts and decimals are taken as written.
+/// Parses a command-line value for `setting` into its wire unit (one syntax, crate::units):
+/// durations need a unit (`500ms`, `30s`, `5m`, `1h`; a bare 0 is zero) and become
+/// milliseconds; `max-tube-bytes` is a size (`10MiB`, or bytes); counts and decimals are
+/// taken as written.
 pub fn setting_value(setting: TubeSetting, text: &str) -> anyhow::Result<u64> {
     let value = match setting.unit() {
         Unit::Millis => {
-            let text = text.trim();
-            let d = if text == "0" {
-                std::time::Duration::ZERO
-            } else {
-                humantime::parse_duration(text).map_err(|e| {
-                    anyhow::anyhow!(
-                        "--{setting}: {text:?} is not a duration like 500ms, 30s, 5m or 1h ({e})"
-                    )
-                })?
-            };
+            let d = crate::units::parse_duration(text)
+                .map_err(|e| anyhow::anyhow!("--{setting}: {e}"))?;
             let ms = u64::try_from(d.as_millis()).ok();
             ms.filter(|&ms| setting.parse(ms.to_string().as_bytes()).is_some())
                 .with_context(|| format!("--{setting}: {text:?} is too long"))?
+        }
+        Unit::Count { .. } if setting == TubeSetting::MaxTubeBytes => {
+            crate::units::parse_size(text).map_err(|e| anyhow::anyhow!("--{setting}: {e}"))?
         }
         Unit::Count { max } => setting
             .parse(text.as_bytes())
@@ -95,6 +92,30 @@ pub fn setting_value(setting: TubeSetting, text: &str) -> anyhow::Result<u64> {
         })?,
     };
     Ok(value)
+}
+
+/// A setting's value for people, with its unit: `1s500ms`, `10.0 MiB (10485760 B)`, `3`;
+/// and what 0 means where it is special.
+pub fn show_setting(setting: TubeSetting, value: u64) -> String {
+    let zero = match setting {
+        TubeSetting::MaxAttempts => " (unlimited)",
+        TubeSetting::RetryDelay => " (no retry delay)",
+        TubeSetting::RetryMax => " (no cap)",
+        TubeSetting::MaxTubeJobs | TubeSetting::MaxTubeBytes => " (no limit)",
+        _ => "",
+    };
+    let shown = match setting.unit() {
+        Unit::Millis => crate::units::show_millis(value),
+        Unit::Count { .. } if setting == TubeSetting::MaxTubeBytes && value > 0 => {
+            crate::units::show_size(value)
+        }
+        _ => setting.format(value),
+    };
+    if value == 0 {
+        format!("{shown}{zero}")
+    } else {
+        shown
+    }
 }
 
 /// `larder tube config`.
@@ -130,7 +151,9 @@ pub async fn config(args: ConfigArgs, out: &mut impl Write) -> anyhow::Result<()
             }
             Err(e) => return Err(e.into()),
         }
-        let shown = value.map_or("default".to_owned(), |v| setting.format(v));
+        let shown = value.map_or("the server's default".to_owned(), |v| {
+            show_setting(setting, v)
+        });
         writeln!(out, "{}: {setting} = {shown}", args.tube)?;
     }
     Ok(())
@@ -144,5 +167,62 @@ pub async fn show(args: ShowArgs, out: &mut impl Write) -> anyhow::Result<()> {
         Err(ClientError::TubeName(t)) => bail!("invalid tube name {t:?}"),
         other => other?,
     };
-    super::print_fields(fields, args.json, out)
+    let own: Vec<String> = fields
+        .iter()
+        .find(|(k, _)| k == "own-settings")
+        .map(|(_, v)| {
+            v.split(',')
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    if args.json {
+        let mut m = serde_json::Map::new();
+        for (k, v) in &fields {
+            let value = if k == "own-settings" {
+                own.clone().into()
+            } else {
+                super::json_scalar(k, v)
+            };
+            m.insert(k.clone(), value);
+        }
+        writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&serde_json::Value::Object(m))?
+        )?;
+        return Ok(());
+    }
+    let setting_of = |k: &str| TubeSetting::from_name(k.as_bytes());
+    let mut table = comfy_table::Table::new();
+    table.load_preset(comfy_table::presets::NOTHING);
+    table.set_header(["field", "value"]);
+    for (k, v) in &fields {
+        if k != "own-settings" && setting_of(k).is_none() {
+            table.add_row([k.as_str(), v.as_str()]);
+        }
+    }
+    writeln!(out, "{table}")?;
+    let mut settings = comfy_table::Table::new();
+    settings.load_preset(comfy_table::presets::NOTHING);
+    settings.set_header(["setting", "in force", "from"]);
+    for (k, v) in &fields {
+        let Some(setting) = setting_of(k) else {
+            continue;
+        };
+        let value = setting
+            .parse(v.as_bytes())
+            .map_or(v.clone(), |n| show_setting(setting, n));
+        let from = if own.iter().any(|o| o == k) {
+            "tube (larder tube config)"
+        } else {
+            "server default (larder serve flag)"
+        };
+        settings.add_row([k.as_str(), value.as_str(), from]);
+    }
+    if !settings.is_empty() {
+        writeln!(out, "\n{settings}")?;
+    }
+    Ok(())
 }
