@@ -2,10 +2,17 @@
 //!
 //! Doc comments on the argument structs are the `--help` text.
 
+mod connect;
 pub mod dlq;
 pub mod export;
 pub mod job;
+mod stats;
 pub mod tube;
+mod wal;
+
+pub use connect::{is_broken_pipe, ConnArgs};
+pub use stats::{json_scalar, print_fields, stats, StatsArgs};
+pub use wal::{wal_dir, wal_dump, wal_verify, WalArgs, WalCmd};
 
 use std::io::{Read, Write};
 use std::net::IpAddr;
@@ -14,7 +21,6 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 
-use crate::client::{Client, ClientError};
 use crate::config::{FsyncPolicy, ListenAddr, ServerConfig, DEFAULT_LISTEN};
 use crate::engine::Limits;
 use crate::protocol::{Command, Reply, TubeName, TubeSetting};
@@ -52,131 +58,6 @@ pub enum Cmd {
     /// Inspect, redrive, delete and export dead letters (buried jobs).
     #[command(subcommand)]
     Dlq(dlq::DlqCmd),
-}
-
-/// `larder wal …`
-#[derive(Debug, Subcommand)]
-pub enum WalCmd {
-    /// Check every segment and record; print segments, records, bytes, and the first error.
-    /// Exits 1 if the log is corrupt.
-    Verify(WalArgs),
-    /// Print one line per record: segment, offset, LSN, kind, payload length.
-    Dump(WalArgs),
-}
-
-/// Arguments of `larder wal verify` and `larder wal dump`.
-#[derive(Debug, Args)]
-pub struct WalArgs {
-    /// The server's data directory (its log is in `wal/` inside it).
-    #[arg(short = 'b', long, env = "LARDER_DATA_DIR", default_value = crate::config::DEFAULT_DATA_DIR)]
-    pub data_dir: PathBuf,
-}
-
-/// The log directory inside a data directory.
-pub fn wal_dir(data_dir: &std::path::Path) -> PathBuf {
-    crate::server::wal_dir(data_dir)
-}
-
-/// `larder wal verify`. Returns the exit status.
-pub fn wal_verify(args: &WalArgs, out: &mut impl Write) -> anyhow::Result<i32> {
-    use crate::engine::{record, BodyRef, Engine, EngineConfig, ProcessInfo, RestoreError};
-    let dir = existing_wal_dir(&args.data_dir)?;
-    // Replays the records as recovery would (metadata only) to count the live jobs.
-    let now = crate::server::Clock::new().now();
-    let mut engine = Engine::new(EngineConfig::default(), ProcessInfo::fixed(), now);
-    let mut replay_error: Option<String> = None;
-    let report = crate::wal::verify_with(
-        &crate::wal::storage::FsStorage,
-        &dir,
-        &crate::wal::WalOptions::default(),
-        |r| {
-            if replay_error.is_some() {
-                return;
-            }
-            let restored = record::decode_metadata(r.kind, r.payload)
-                .map_err(|e| e.to_string())
-                .and_then(|(change, body)| {
-                    let at = body.map(|(start, len)| BodyRef {
-                        segment: r.pos.segment,
-                        offset: u32::try_from(r.pos.offset + start as u64).unwrap_or(u32::MAX),
-                        len,
-                    });
-                    match engine.restore(change, at, now) {
-                        Ok(()) | Err(RestoreError::UnknownJob(_)) => Ok(()),
-                        Err(e) => Err(e.to_string()),
-                    }
-                });
-            if let Err(e) = restored {
-                replay_error = Some(format!(
-                    "record {} in segment {} at offset {}: {e}",
-                    r.lsn.0, r.pos.segment, r.pos.offset
-                ));
-            }
-        },
-    );
-    engine.finish_restore();
-    writeln!(out, "log:             {}", dir.display())?;
-    writeln!(out, "segments:        {}", report.segments)?;
-    writeln!(out, "records:         {}", report.records)?;
-    writeln!(out, "live jobs:       {}", engine.job_count())?;
-    writeln!(out, "bytes:           {}", report.bytes)?;
-    writeln!(out, "torn tail bytes: {}", report.torn_tail_bytes)?;
-    match &report.error {
-        None if replay_error.is_some() => {
-            let e = replay_error.unwrap_or_default();
-            writeln!(out, "status:          BAD RECORD: {e}")?;
-            Ok(1)
-        }
-        None => {
-            writeln!(out, "status:          ok")?;
-            Ok(0)
-        }
-        Some(e) => {
-            writeln!(out, "status:          CORRUPT: {e}")?;
-            Ok(1)
-        }
-    }
-}
-
-/// The log directory of `data_dir`, or an error saying which of the two is missing (a
-/// missing log is not a corrupt one).
-fn existing_wal_dir(data_dir: &std::path::Path) -> anyhow::Result<PathBuf> {
-    let dir = wal_dir(data_dir);
-    if !dir.is_dir() {
-        if data_dir.is_dir() {
-            bail!(
-                "{} has no log (no {} directory): not a larder data directory, or no server \
-                 has used it yet",
-                data_dir.display(),
-                dir.display()
-            );
-        }
-        bail!(
-            "no data directory at {} (give it with --data-dir or LARDER_DATA_DIR)",
-            data_dir.display()
-        );
-    }
-    Ok(dir)
-}
-
-/// `larder wal dump`.
-pub fn wal_dump(args: &WalArgs, out: &mut impl Write) -> anyhow::Result<()> {
-    let dir = existing_wal_dir(&args.data_dir)?;
-    let options = crate::wal::WalOptions::default();
-    writeln!(out, "segment\toffset\tlsn\tkind\tlength")?;
-    for entry in crate::wal::dump(&crate::wal::storage::FsStorage, &dir, &options) {
-        let e = entry.with_context(|| format!("reading {}", dir.display()))?;
-        writeln!(
-            out,
-            "{}\t{}\t{}\t{}\t{}",
-            e.segment,
-            e.offset,
-            e.lsn.0,
-            crate::engine::record::kind_name(e.kind),
-            e.len
-        )?;
-    }
-    Ok(())
 }
 
 /// The largest `--max-job-size`: a put's record (its fields, a 200-byte tube name and the
@@ -383,19 +264,6 @@ impl ServeArgs {
     }
 }
 
-/// `larder stats`.
-#[derive(Debug, Args)]
-pub struct StatsArgs {
-    #[command(flatten)]
-    pub conn: ConnArgs,
-    /// Show this tube's statistics instead of the server's.
-    #[arg(long)]
-    pub tube: Option<String>,
-    /// Print JSON instead of a table.
-    #[arg(long)]
-    pub json: bool,
-}
-
 /// `larder put`.
 #[derive(Debug, Args)]
 pub struct PutArgs {
@@ -437,53 +305,6 @@ pub struct ReserveArgs {
     pub keep: bool,
 }
 
-/// How to reach the server: shared by every subcommand that talks to one.
-#[derive(Debug, Args, Clone)]
-pub struct ConnArgs {
-    /// Server address, HOST:PORT (an IP address or host name, and a port).
-    #[arg(long, env = "LARDER_ADDR", default_value = DEFAULT_LISTEN)]
-    pub addr: String,
-    /// Longest reply body accepted from the server: bytes, or a size with a unit (`64MiB`).
-    /// A server that announces a longer one is treated as broken, so a hostile or confused
-    /// server cannot make the client allocate without bound.
-    #[arg(long, env = "LARDER_MAX_REPLY_SIZE", value_name = "SIZE",
-          default_value_t = Size(crate::protocol::DEFAULT_MAX_REPLY_BODY))]
-    pub max_reply_size: Size,
-}
-
-impl ConnArgs {
-    /// Connects, with an error that says what to check when it fails.
-    pub async fn connect(&self) -> anyhow::Result<Client> {
-        let addr = self.addr.as_str();
-        let has_port = addr
-            .rsplit_once(':')
-            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
-        if !has_port {
-            bail!(
-                "--addr {addr:?} is not HOST:PORT; give the port too, e.g. {addr}:11300 \
-                 (beanstalkd's and larder's default port)"
-            );
-        }
-        match Client::connect_with(addr, self.max_reply_size.0).await {
-            Ok(client) => Ok(client),
-            Err(ClientError::Connect { addr, cause }) => bail!(
-                "cannot connect to {addr}: {cause}\nhint: is `larder serve` (or beanstalkd) \
-                 running there? The address comes from --addr or LARDER_ADDR."
-            ),
-            Err(e) => Err(e.into()),
-        }
-    }
-}
-
-/// Whether `e` is a write to a closed pipe (the reader of standard output exited).
-pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
-    e.chain().any(|cause| {
-        cause
-            .downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
-    })
-}
-
 /// The async runtime: single-threaded for `threads` = 1, else a work-stealing pool.
 pub fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
     if threads <= 1 {
@@ -518,74 +339,6 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
     };
     crate::server::run(listener, config, shutdown).await
-}
-
-/// `larder stats`.
-pub async fn stats(args: StatsArgs, out: &mut impl Write) -> anyhow::Result<()> {
-    let mut client = args.conn.connect().await?;
-    let fields = match client.stats(args.tube.as_deref()).await {
-        Err(crate::client::ClientError::Unexpected(Reply::NotFound)) => {
-            bail!("no tube named {:?}", args.tube.unwrap_or_default())
-        }
-        other => other?,
-    };
-    print_fields(fields, args.json, out)
-}
-
-/// Prints stats fields as a two-column table, or as one JSON object.
-pub fn print_fields(
-    fields: Vec<(String, String)>,
-    json: bool,
-    out: &mut impl Write,
-) -> anyhow::Result<()> {
-    if json {
-        let map: serde_json::Map<String, serde_json::Value> = fields
-            .into_iter()
-            .map(|(k, v)| {
-                let value = json_scalar(&k, &v);
-                (k, value)
-            })
-            .collect();
-        writeln!(out, "{}", serde_json::to_string_pretty(&map)?)?;
-    } else {
-        let mut table = comfy_table::Table::new();
-        table.load_preset(comfy_table::presets::NOTHING);
-        table.set_header(["field", "value"]);
-        for (k, v) in fields {
-            table.add_row([k, v]);
-        }
-        writeln!(out, "{table}")?;
-    }
-    Ok(())
-}
-
-/// A stats field as JSON: the fields that are text by nature (names, the server's random
-/// `id`, `version`, `hostname`, …) stay strings even when they look like numbers; the others
-/// are the JSON scalars they spell.
-pub fn json_scalar(key: &str, v: &str) -> serde_json::Value {
-    match key {
-        "name" | "tube" | "last-error" | "hostname" | "id" | "version" | "os" | "platform"
-        | "log-fsync" | "bury-reason" | "state" => v.into(),
-        _ => yaml_scalar_to_json(v),
-    }
-}
-
-/// A YAML scalar from beanstalkd's stats as the JSON value it denotes.
-fn yaml_scalar_to_json(v: &str) -> serde_json::Value {
-    if let Ok(n) = v.parse::<i64>() {
-        return n.into();
-    }
-    if let Ok(n) = v.parse::<u64>() {
-        return n.into();
-    }
-    match v {
-        "true" => true.into(),
-        "false" => false.into(),
-        _ => match v.parse::<f64>() {
-            Ok(f) if v.contains('.') => f.into(),
-            _ => v.into(),
-        },
-    }
 }
 
 /// `larder put`.

@@ -252,7 +252,9 @@ async fn redrive_and_delete_take_ids_limits_dry_runs_and_confirmation_alike() {
     for verb in ["redrive", "delete"] {
         let text = larder_ok(&["dlq", verb, "--addr", &addr, "--dry-run", "--limit", "3"]);
         assert!(
-            text.ends_with(&format!("would {verb} 3 dead letters\n")),
+            text.ends_with(&format!(
+                "would {verb} 3 dead letters (4 match; --limit took the first 3)\n"
+            )),
             "{text}"
         );
         let err = larder_fails(&["dlq", verb, "--addr", &addr, "--confirm-above", "2"]);
@@ -266,7 +268,11 @@ async fn redrive_and_delete_take_ids_limits_dry_runs_and_confirmation_alike() {
     let text = larder_ok(&["dlq", "redrive", &ids[0].to_string(), "--addr", &addr]);
     assert!(text.starts_with("redrove 1 of 1 dead letter"), "{text}");
     let text = larder_ok(&["dlq", "delete", "--addr", &addr, "--limit", "1"]);
-    assert!(text.starts_with("deleted 1 of 1 dead letter"), "{text}");
+    assert!(text.starts_with("deleted 1 of 1 dead letter in "), "{text}");
+    assert!(
+        text.ends_with("(3 match; --limit took the first 1)\n"),
+        "{text}"
+    );
     assert!(c
         .cmd(&format!("peek {}\r\n", ids[1]))
         .await

@@ -397,8 +397,10 @@ async fn act(args: ActArgs, action: Action, out: &mut impl Write) -> anyhow::Res
     let limit = args.limit.unwrap_or(usize::MAX);
     let mut client = args.conn.connect().await?;
     let mut skipped = 0usize;
+    let mut matching = None;
     let selected: Vec<DeadLetter> = if args.ids.is_empty() {
         let (found, total) = collect(&mut client, &args.filter, false, limit).await?;
+        matching = Some(total);
         if found.len() > args.confirm_above && !args.yes && !args.dry_run {
             bail!(
                 "refusing to {verb} {} without --yes ({} match; --dry-run lists them, \
@@ -427,8 +429,9 @@ async fn act(args: ActArgs, action: Action, out: &mut impl Write) -> anyhow::Res
         }
         writeln!(
             out,
-            "would {verb} {}",
-            plural(selected.len(), "dead letter")
+            "would {verb} {}{}",
+            plural(selected.len(), "dead letter"),
+            cut_note(selected.len(), matching)
         )?;
         return finish(skipped);
     }
@@ -492,11 +495,22 @@ async fn act(args: ActArgs, action: Action, out: &mut impl Write) -> anyhow::Res
     let into = to_tube.map_or(String::new(), |t| format!(" into {:?}", t.as_str()));
     writeln!(
         out,
-        "{done} {count} of {}{into} in {:.1}s",
+        "{done} {count} of {}{into} in {:.1}s{}",
         plural(selected.len(), "dead letter"),
-        started.elapsed().as_secs_f64()
+        started.elapsed().as_secs_f64(),
+        cut_note(selected.len(), matching)
     )?;
     finish(skipped)
+}
+
+/// " (3 match; --limit took the first 1)" when a limit cut the selection, else "".
+fn cut_note(selected: usize, matching: Option<usize>) -> String {
+    match matching {
+        Some(total) if total > selected => {
+            format!(" ({total} match; --limit took the first {selected})")
+        }
+        _ => String::new(),
+    }
 }
 
 /// Fails when some ids given were left alone (each was named on standard error).
