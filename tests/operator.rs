@@ -43,16 +43,7 @@ fn field(reply: &str, key: &str) -> String {
 /// Checks the documented job schema (README, "JSON output"): kebab-case keys, and each
 /// field's type.
 fn assert_job_schema(v: &Value) {
-    let m = v
-        .as_object()
-        .unwrap_or_else(|| panic!("not an object: {v}"));
-    for key in m.keys() {
-        assert!(
-            key.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'),
-            "key {key:?} is not kebab-case"
-        );
-    }
+    let m = assert_kebab_keys(v);
     for key in ["id", "pri", "attempts", "buried-at"] {
         assert!(m[key].is_u64(), "{key} is not an unsigned number: {v}");
     }
@@ -71,6 +62,21 @@ fn assert_job_schema(v: &Value) {
         assert!(body.is_string(), "{v}");
         assert!(["utf-8", "base64"].contains(&m["body-encoding"].as_str().unwrap_or("")));
     }
+}
+
+/// Checks that `v` is an object whose keys are all kebab-case (the schema's first rule).
+fn assert_kebab_keys(v: &Value) -> &serde_json::Map<String, Value> {
+    let m = v
+        .as_object()
+        .unwrap_or_else(|| panic!("not an object: {v}"));
+    for key in m.keys() {
+        assert!(
+            key.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'),
+            "key {key:?} is not kebab-case"
+        );
+    }
+    m
 }
 
 /// Puts `bodies` into `tube` and buries each; returns their ids.
@@ -160,6 +166,7 @@ async fn dlq_list_says_when_it_shows_fewer_than_match() {
         "dlq", "list", "--addr", &addr, "--limit", "2", "--json",
     ]))
     .expect("json");
+    assert_kebab_keys(&json);
     assert_eq!(json["total"], 3);
     assert_eq!(json["shown"], 2);
     let rows = json["dead-letters"].as_array().expect("rows");
@@ -426,7 +433,12 @@ async fn sizes_and_durations_have_one_syntax_and_output_shows_units_and_sources(
     let addr = server.addr.to_string();
     let stats: Value =
         serde_json::from_str(&larder_ok(&["stats", "--addr", &addr, "--json"])).expect("json");
+    assert_kebab_keys(&stats);
     assert_eq!(stats["max-bytes"], 1u64 << 30);
+    assert!(stats["current-jobs-ready"].is_u64());
+    for key in ["version", "id", "hostname", "log-fsync"] {
+        assert!(stats[key].is_string(), "{key}: {}", stats[key]);
+    }
     assert!(stats["version"].is_string(), "{}", stats["version"]);
 
     assert_eq!(
@@ -481,6 +493,7 @@ async fn sizes_and_durations_have_one_syntax_and_output_shows_units_and_sources(
         json["own-settings"],
         serde_json::json!(["max-attempts", "max-tube-bytes"])
     );
+    assert_kebab_keys(&json);
     assert_eq!(json["retry-delay"], 2000);
     assert_eq!(json["name"], "t");
 
