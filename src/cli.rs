@@ -52,10 +52,10 @@ pub enum Cmd {
     /// Inspect a data directory's write-ahead log offline (the server need not run).
     #[command(subcommand)]
     Wal(WalCmd),
-    /// Configure a tube's retry policy, or show its settings and statistics.
+    /// Configure a tube's retry policy and limits, or show its settings and statistics.
     #[command(subcommand)]
     Tube(tube::TubeCmd),
-    /// Inspect, redrive, delete and export dead letters (buried jobs).
+    /// Inspect, redrive, delete, export and import dead letters (buried jobs).
     #[command(subcommand)]
     Dlq(dlq::DlqCmd),
 }
@@ -96,14 +96,15 @@ pub struct ServeArgs {
     #[arg(long, env = "LARDER_WAL_SEGMENT_SIZE", value_name = "SIZE",
           default_value_t = Size(crate::config::DEFAULT_SEGMENT_SIZE))]
     pub wal_segment_size: Size,
-    /// Disk space kept in reserve (bytes, or a size with a unit) (the file `wal-reserve` in the data
-    /// directory). When the disk fills, the log releases it so in-flight work is
+    /// Disk space kept in reserve, in the file `wal-reserve` in the data directory (bytes,
+    /// or a size with a unit). When the disk fills, the log releases it so in-flight work is
     /// confirmed and workers can keep deleting, releasing and burying while new jobs
     /// are refused (`REFUSED log-full`); it is taken back once space returns. 0 disables.
     #[arg(long, env = "LARDER_DISK_RESERVE", value_name = "SIZE",
           default_value_t = Size(crate::config::DEFAULT_DISK_RESERVE))]
     pub disk_reserve: Size,
-    /// beanstalkd's -f MS: sync at most every MS milliseconds (0 means always).
+    /// beanstalkd's -f MS: sync at most every MS milliseconds (0 means always); overrides
+    /// --fsync.
     #[arg(short = 'f', value_name = "MS", conflicts_with = "fsync_never")]
     pub fsync_ms: Option<u64>,
     /// beanstalkd's -F: never sync.

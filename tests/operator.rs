@@ -496,6 +496,11 @@ async fn sizes_and_durations_have_one_syntax_and_output_shows_units_and_sources(
     assert_kebab_keys(&json);
     assert_eq!(json["retry-delay"], 2000);
     assert_eq!(json["name"], "t");
+    let same: Value = serde_json::from_str(&larder_ok(&[
+        "stats", "--tube", "t", "--addr", &addr, "--json",
+    ]))
+    .expect("json");
+    assert_eq!(same["own-settings"], json["own-settings"]);
 
     let err = larder_fails(&["serve", "--retry-delay", "5"]);
     assert!(
@@ -548,6 +553,8 @@ fn every_subcommand_help_states_units_and_defaults() {
         assert!(text.contains("[default: 127.0.0.1:11300]"), "{sub:?}");
         assert!(text.contains("[default: 64MiB]"), "{sub:?}: max reply size");
     }
+    let config = help(&["tube", "config"]);
+    assert!(config.contains("a duration with a unit") && config.contains("a size with a unit"));
     assert!(help(&["dlq", "list"]).contains("[default: 100]"));
     assert!(help(&["dlq", "delete"]).contains("[default: 10]"));
     assert!(help(&["wal", "verify"]).contains("[default: ./larder-data]"));

@@ -65,6 +65,12 @@ pub fn print_fields(
 /// are the JSON scalars they spell.
 pub fn json_scalar(key: &str, v: &str) -> serde_json::Value {
     match key {
+        // The settings a tube sets itself, `"a,b"` on the wire: a JSON array of names.
+        "own-settings" => v
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(serde_json::Value::from)
+            .collect(),
         "name" | "tube" | "last-error" | "hostname" | "id" | "version" | "os" | "platform"
         | "log-fsync" | "bury-reason" | "state" => v.into(),
         _ => yaml_scalar_to_json(v),

@@ -26,18 +26,20 @@ pub struct ConfigArgs {
     pub conn: super::ConnArgs,
     /// The tube.
     pub tube: String,
-    /// Attempts before a job is buried automatically (0: unlimited).
+    /// Attempts before a job is buried automatically (0: unlimited). Each setting left out
+    /// is unchanged; `default` returns it to the server's value.
     #[arg(long, value_name = "N")]
     pub max_attempts: Option<String>,
-    /// Delay before the first retry after a timeout, disconnect or failure (`500ms`, `30s`,
-    /// `5m`, `1h`; 0 turns the retry policy off).
-    #[arg(long, value_name = "D")]
+    /// Delay before the first retry after a timeout, disconnect or failure: a duration with
+    /// a unit (`500ms`, `30s`, `5m`, `1h`; a bare number is refused); 0 turns the retry
+    /// policy off.
+    #[arg(long, value_name = "DURATION")]
     pub retry_delay: Option<String>,
     /// Factor the retry delay grows by with each attempt (1 to 1000, e.g. `2` or `1.5`).
     #[arg(long, value_name = "X")]
     pub retry_backoff: Option<String>,
-    /// Longest retry delay (a duration; 0: no cap).
-    #[arg(long, value_name = "D")]
+    /// Longest retry delay: a duration with a unit (`10m`); 0: no cap.
+    #[arg(long, value_name = "DURATION")]
     pub retry_max: Option<String>,
     /// Fraction of each retry delay taken off at random (0 to 1).
     #[arg(long, value_name = "F")]
@@ -46,9 +48,9 @@ pub struct ConfigArgs {
     /// (0: no limit).
     #[arg(long, value_name = "N")]
     pub max_tube_jobs: Option<String>,
-    /// Most body bytes the tube holds, in any state; a put that would go over gets
-    /// REFUSED max-tube-bytes (0: no limit).
-    #[arg(long, value_name = "BYTES")]
+    /// Most body bytes the tube holds, in any state: bytes, or a size with a unit
+    /// (`10MiB`); a put that would go over gets REFUSED max-tube-bytes (0: no limit).
+    #[arg(long, value_name = "SIZE")]
     pub max_tube_bytes: Option<String>,
 }
 
@@ -178,21 +180,7 @@ pub async fn show(args: ShowArgs, out: &mut impl Write) -> anyhow::Result<()> {
         })
         .unwrap_or_default();
     if args.json {
-        let mut m = serde_json::Map::new();
-        for (k, v) in &fields {
-            let value = if k == "own-settings" {
-                own.clone().into()
-            } else {
-                super::json_scalar(k, v)
-            };
-            m.insert(k.clone(), value);
-        }
-        writeln!(
-            out,
-            "{}",
-            serde_json::to_string_pretty(&serde_json::Value::Object(m))?
-        )?;
-        return Ok(());
+        return super::print_fields(fields, true, out);
     }
     let setting_of = |k: &str| TubeSetting::from_name(k.as_bytes());
     let mut table = comfy_table::Table::new();
