@@ -54,3 +54,22 @@ pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
             .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_closed_standard_output_is_a_quiet_broken_pipe() {
+        let pipe = || std::io::Error::from(std::io::ErrorKind::BrokenPipe);
+        assert!(is_broken_pipe(&anyhow::Error::from(pipe())));
+        assert!(is_broken_pipe(
+            &anyhow::Error::from(pipe()).context("writing the table")
+        ));
+        // The server's socket breaking is an error worth reporting.
+        assert!(!is_broken_pipe(&anyhow::Error::from(ClientError::Io(
+            pipe()
+        ))));
+        assert!(!is_broken_pipe(&anyhow::anyhow!("Broken pipe")));
+    }
+}
