@@ -88,7 +88,8 @@ pub struct ServeArgs {
     #[arg(long, env = "LARDER_THREADS", default_value_t = 1)]
     pub threads: usize,
     /// When to sync the log: always (before every reply that depends on a change; the
-    /// default), every=MS (at most every MS milliseconds), or never.
+    /// default), every=MS (at most every MS milliseconds; a duration such as every=50ms also
+    /// works), or never.
     #[arg(long, env = "LARDER_FSYNC", default_value = "always")]
     pub fsync: FsyncPolicy,
     /// Largest log segment file: bytes, or a size with a unit (`64MiB`); at least 4096.
