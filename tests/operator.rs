@@ -559,3 +559,27 @@ fn every_subcommand_help_states_units_and_defaults() {
     assert!(help(&["dlq", "delete"]).contains("[default: 10]"));
     assert!(help(&["wal", "verify"]).contains("[default: ./larder-data]"));
 }
+
+#[tokio::test]
+async fn ids_past_the_limit_are_said_to_be_left() {
+    let server = ChildServer::larder(&[]);
+    let addr = server.addr.to_string();
+    let mut c = Raw::connect(server.addr).await;
+    let ids = bury_jobs(&mut c, "l", &["1", "2", "3"]).await;
+    let ids: Vec<String> = ids.iter().map(u64::to_string).collect();
+    let mut args = vec!["dlq", "delete", "--addr", &addr, "--limit", "2"];
+    args.extend(ids.iter().map(String::as_str));
+    let text = larder_ok(&args);
+    assert!(
+        text.starts_with("deleted 2 of 2 dead letters in "),
+        "{text}"
+    );
+    assert!(
+        text.ends_with("(3 match; --limit took the first 2)\n"),
+        "{text}"
+    );
+    assert!(c
+        .cmd(&format!("peek {}\r\n", ids[2]))
+        .await
+        .starts_with("FOUND"));
+}

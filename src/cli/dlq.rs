@@ -398,6 +398,7 @@ async fn act(args: ActArgs, action: Action, out: &mut impl Write) -> anyhow::Res
     let mut client = args.conn.connect().await?;
     let mut skipped = 0usize;
     let mut matching = None;
+    let considered = args.ids.len().min(limit);
     let selected: Vec<DeadLetter> = if args.ids.is_empty() {
         let (found, total) = collect(&mut client, &args.filter, false, limit).await?;
         matching = Some(total);
@@ -411,6 +412,10 @@ async fn act(args: ActArgs, action: Action, out: &mut impl Write) -> anyhow::Res
         }
         found.into_iter().map(|(l, _)| l).collect()
     } else {
+        // Ids past --limit are not looked at; the summary says how many were given.
+        if args.ids.len() > limit {
+            matching = Some(args.ids.len());
+        }
         let mut selected = Vec::new();
         for &id in args.ids.iter().take(limit) {
             match check_id(&mut client, id, &args.filter).await? {
@@ -431,7 +436,7 @@ async fn act(args: ActArgs, action: Action, out: &mut impl Write) -> anyhow::Res
             out,
             "would {verb} {}{}",
             plural(selected.len(), "dead letter"),
-            cut_note(selected.len(), matching)
+            cut_note(considered.max(selected.len()), matching)
         )?;
         return finish(skipped);
     }
@@ -498,7 +503,7 @@ async fn act(args: ActArgs, action: Action, out: &mut impl Write) -> anyhow::Res
         "{done} {count} of {}{into} in {:.1}s{}",
         plural(selected.len(), "dead letter"),
         started.elapsed().as_secs_f64(),
-        cut_note(selected.len(), matching)
+        cut_note(considered.max(selected.len()), matching)
     )?;
     finish(skipped)
 }
