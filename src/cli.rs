@@ -2,8 +2,17 @@
 //!
 //! Doc comments on the argument structs are the `--help` text.
 
+mod connect;
 pub mod dlq;
+pub mod export;
+pub mod job;
+mod stats;
 pub mod tube;
+mod wal;
+
+pub use connect::{is_broken_pipe, ConnArgs};
+pub use stats::{json_scalar, print_fields, stats, StatsArgs};
+pub use wal::{wal_dir, wal_dump, wal_verify, WalArgs, WalCmd};
 
 use std::io::{Read, Write};
 use std::net::IpAddr;
@@ -12,10 +21,10 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 
-use crate::client::Client;
 use crate::config::{ConnectionSettings, FsyncPolicy, ListenAddr, ServerConfig, DEFAULT_LISTEN};
 use crate::engine::Limits;
 use crate::protocol::{Command, Reply, TubeName, TubeSetting};
+use crate::units::Size;
 
 /// larder: a durable job broker that speaks the beanstalkd protocol.
 #[derive(Debug, Parser)]
@@ -37,119 +46,18 @@ pub enum Cmd {
     Put(PutArgs),
     /// Reserve one job, print its body to standard output, and delete it.
     Reserve(ReserveArgs),
+    /// Show one job (any state) and its body without changing it: by id, or the next
+    /// ready, delayed or buried job of a tube.
+    Peek(job::PeekArgs),
     /// Inspect a data directory's write-ahead log offline (the server need not run).
     #[command(subcommand)]
     Wal(WalCmd),
-    /// Configure a tube's retry policy, or show its settings and statistics.
+    /// Configure a tube's retry policy and limits, or show its settings and statistics.
     #[command(subcommand)]
     Tube(tube::TubeCmd),
-    /// Inspect, redrive, delete and export dead letters (buried jobs).
+    /// Inspect, redrive, delete, export and import dead letters (buried jobs).
     #[command(subcommand)]
     Dlq(dlq::DlqCmd),
-}
-
-/// `larder wal …`
-#[derive(Debug, Subcommand)]
-pub enum WalCmd {
-    /// Check every segment and record; print segments, records, bytes, and the first error.
-    /// Exits 1 if the log is corrupt.
-    Verify(WalArgs),
-    /// Print one line per record: segment, offset, LSN, kind, payload length.
-    Dump(WalArgs),
-}
-
-/// Arguments of `larder wal verify` and `larder wal dump`.
-#[derive(Debug, Args)]
-pub struct WalArgs {
-    /// The server's data directory (its log is in `wal/` inside it).
-    #[arg(short = 'b', long, env = "LARDER_DATA_DIR", default_value = crate::config::DEFAULT_DATA_DIR)]
-    pub data_dir: PathBuf,
-}
-
-/// The log directory inside a data directory.
-pub fn wal_dir(data_dir: &std::path::Path) -> PathBuf {
-    crate::server::wal_dir(data_dir)
-}
-
-/// `larder wal verify`. Returns the exit status.
-pub fn wal_verify(args: &WalArgs, out: &mut impl Write) -> anyhow::Result<i32> {
-    use crate::engine::{record, BodyRef, Engine, EngineConfig, ProcessInfo, RestoreError};
-    let dir = wal_dir(&args.data_dir);
-    // Replays the records as recovery would (metadata only) to count the live jobs.
-    let now = crate::server::Clock::new().now();
-    let mut engine = Engine::new(EngineConfig::default(), ProcessInfo::fixed(), now);
-    let mut replay_error: Option<String> = None;
-    let report = crate::wal::verify_with(
-        &crate::wal::storage::FsStorage::new(),
-        &dir,
-        &crate::wal::WalOptions::default(),
-        |r| {
-            if replay_error.is_some() {
-                return;
-            }
-            let restored = record::decode_metadata(r.kind, r.payload)
-                .map_err(|e| e.to_string())
-                .and_then(|(change, body)| {
-                    let at = body.map(|(start, len)| BodyRef {
-                        segment: r.pos.segment,
-                        offset: u32::try_from(r.pos.offset + start as u64).unwrap_or(u32::MAX),
-                        len,
-                    });
-                    match engine.restore(change, at, now) {
-                        Ok(()) | Err(RestoreError::UnknownJob(_)) => Ok(()),
-                        Err(e) => Err(e.to_string()),
-                    }
-                });
-            if let Err(e) = restored {
-                replay_error = Some(format!(
-                    "record {} in segment {} at offset {}: {e}",
-                    r.lsn.0, r.pos.segment, r.pos.offset
-                ));
-            }
-        },
-    );
-    engine.finish_restore();
-    writeln!(out, "log:             {}", dir.display())?;
-    writeln!(out, "segments:        {}", report.segments)?;
-    writeln!(out, "records:         {}", report.records)?;
-    writeln!(out, "live jobs:       {}", engine.job_count())?;
-    writeln!(out, "bytes:           {}", report.bytes)?;
-    writeln!(out, "torn tail bytes: {}", report.torn_tail_bytes)?;
-    match &report.error {
-        None if replay_error.is_some() => {
-            let e = replay_error.unwrap_or_default();
-            writeln!(out, "status:          BAD RECORD: {e}")?;
-            Ok(1)
-        }
-        None => {
-            writeln!(out, "status:          ok")?;
-            Ok(0)
-        }
-        Some(e) => {
-            writeln!(out, "status:          CORRUPT: {e}")?;
-            Ok(1)
-        }
-    }
-}
-
-/// `larder wal dump`.
-pub fn wal_dump(args: &WalArgs, out: &mut impl Write) -> anyhow::Result<()> {
-    let dir = wal_dir(&args.data_dir);
-    let options = crate::wal::WalOptions::default();
-    writeln!(out, "segment\toffset\tlsn\tkind\tlength")?;
-    for entry in crate::wal::dump(&crate::wal::storage::FsStorage::new(), &dir, &options) {
-        let e = entry.with_context(|| format!("reading {}", dir.display()))?;
-        writeln!(
-            out,
-            "{}\t{}\t{}\t{}\t{}",
-            e.segment,
-            e.offset,
-            e.lsn.0,
-            crate::engine::record::kind_name(e.kind),
-            e.len
-        )?;
-    }
-    Ok(())
 }
 
 /// The largest `--max-job-size`: a put's record (its fields, a 200-byte tube name and the
@@ -169,29 +77,35 @@ pub struct ServeArgs {
     /// Listen on this port instead of the one in --listen (beanstalkd's -p).
     #[arg(short = 'p', long = "port", env = "LARDER_PORT")]
     pub port: Option<u16>,
-    /// Largest job body accepted, in bytes; larger puts get JOB_TOO_BIG (beanstalkd's -z).
-    #[arg(short = 'z', long, env = "LARDER_MAX_JOB_SIZE", default_value_t = crate::config::DEFAULT_MAX_JOB_SIZE)]
-    pub max_job_size: u32,
+    /// Largest job body accepted: bytes, or a size with a unit (`64KiB`, `1MiB`); larger
+    /// puts get JOB_TOO_BIG (beanstalkd's -z). At most 64MiB - 1024 bytes.
+    #[arg(short = 'z', long, env = "LARDER_MAX_JOB_SIZE", value_name = "SIZE",
+          default_value_t = Size(crate::config::DEFAULT_MAX_JOB_SIZE.into()))]
+    pub max_job_size: Size,
     /// Threads serving connections. 1 (the default) runs every connection on one thread,
     /// as beanstalkd does, which gives the lowest latency on small machines; more threads
     /// help when many connections each do expensive work.
     #[arg(long, env = "LARDER_THREADS", default_value_t = 1)]
     pub threads: usize,
     /// When to sync the log: always (before every reply that depends on a change; the
-    /// default), every=MS (at most every MS milliseconds), or never.
+    /// default), every=MS (at most every MS milliseconds; a duration such as every=50ms also
+    /// works), or never.
     #[arg(long, env = "LARDER_FSYNC", default_value = "always")]
     pub fsync: FsyncPolicy,
-    /// Largest log segment file in bytes (at least 4096; beanstalkd's -s). Space is
-    /// reclaimed a whole segment at a time.
-    #[arg(short = 's', long, env = "LARDER_WAL_SEGMENT_SIZE", default_value_t = crate::config::DEFAULT_SEGMENT_SIZE)]
-    pub wal_segment_size: u64,
-    /// Disk space in bytes kept in reserve (the file `wal-reserve` in the data
-    /// directory). When the disk fills, the log releases it so in-flight work is
+    /// Largest log segment file: bytes, or a size with a unit (`64MiB`); at least 4096 (beanstalkd's -s).
+    /// Space is reclaimed a whole segment at a time.
+    #[arg(short = 's', long, env = "LARDER_WAL_SEGMENT_SIZE", value_name = "SIZE",
+          default_value_t = Size(crate::config::DEFAULT_SEGMENT_SIZE))]
+    pub wal_segment_size: Size,
+    /// Disk space kept in reserve, in the file `wal-reserve` in the data directory (bytes,
+    /// or a size with a unit). When the disk fills, the log releases it so in-flight work is
     /// confirmed and workers can keep deleting, releasing and burying while new jobs
     /// are refused (`REFUSED log-full`); it is taken back once space returns. 0 disables.
-    #[arg(long, env = "LARDER_DISK_RESERVE", default_value_t = crate::config::DEFAULT_DISK_RESERVE)]
-    pub disk_reserve: u64,
-    /// beanstalkd's -f MS: sync at most every MS milliseconds (0 means always).
+    #[arg(long, env = "LARDER_DISK_RESERVE", value_name = "SIZE",
+          default_value_t = Size(crate::config::DEFAULT_DISK_RESERVE))]
+    pub disk_reserve: Size,
+    /// beanstalkd's -f MS: sync at most every MS milliseconds (0 means always); overrides
+    /// --fsync.
     #[arg(short = 'f', value_name = "MS", conflicts_with = "fsync_never")]
     pub fsync_ms: Option<u64>,
     /// beanstalkd's -F: never sync.
@@ -228,67 +142,84 @@ pub struct ServeArgs {
     /// buried); a put beyond it gets REFUSED max-jobs. 0: no limit.
     #[arg(long, env = "LARDER_MAX_JOBS", default_value_t = Limits::DEFAULT.max_jobs)]
     pub max_jobs: u64,
-    /// Most body bytes the server holds, summed over jobs in every state; a put that would
-    /// go over gets REFUSED max-bytes. 0: no limit.
-    #[arg(long, env = "LARDER_MAX_BYTES", default_value_t = Limits::DEFAULT.max_bytes)]
-    pub max_bytes: u64,
+    /// Most body bytes the server holds, summed over jobs in every state (bytes, or a size
+    /// with a unit: `4GiB`); a put that would go over gets REFUSED max-bytes. 0: no limit.
+    #[arg(long, env = "LARDER_MAX_BYTES", value_name = "SIZE",
+          default_value_t = Size(Limits::DEFAULT.max_bytes))]
+    pub max_bytes: Size,
     /// Most jobs one tube holds (every state), for tubes without a setting of their own;
     /// a put beyond it gets REFUSED max-tube-jobs. 0: no limit.
     #[arg(long, env = "LARDER_MAX_TUBE_JOBS", default_value_t = TubeSetting::MaxTubeJobs.builtin_default())]
     pub max_tube_jobs: u64,
     /// Most body bytes one tube holds (every state), for tubes without a setting of their
-    /// own; a put that would go over gets REFUSED max-tube-bytes. 0: no limit.
-    #[arg(long, env = "LARDER_MAX_TUBE_BYTES", default_value_t = TubeSetting::MaxTubeBytes.builtin_default())]
-    pub max_tube_bytes: u64,
+    /// own (bytes, or a size with a unit); a put that would go over gets REFUSED
+    /// max-tube-bytes. 0: no limit.
+    #[arg(long, env = "LARDER_MAX_TUBE_BYTES", value_name = "SIZE",
+          default_value_t = Size(TubeSetting::MaxTubeBytes.builtin_default()))]
+    pub max_tube_bytes: Size,
     /// Most client connections open at once; one more is sent "REFUSED max-connections"
     /// and closed. 0: no limit.
     #[arg(long, env = "LARDER_MAX_CONNECTIONS", default_value_t = Limits::DEFAULT.max_connections)]
     pub max_connections: u64,
-    /// Reply bytes waiting to be written to one client at which the server stops reading
-    /// that client's commands until it reads its replies. 0: no limit.
-    #[arg(long, env = "LARDER_MAX_OUTPUT_PER_CONNECTION", default_value_t = Limits::DEFAULT.max_output_per_connection)]
-    pub max_output_per_connection: u64,
-    /// Seconds a client may leave waiting replies unread (not one byte taken) before it is
-    /// disconnected. 0: never.
-    #[arg(long, env = "LARDER_OUTPUT_STALL_TIMEOUT", default_value_t = Limits::DEFAULT.output_stall_timeout)]
-    pub output_stall_timeout: u64,
-    /// Free bytes the data directory's filesystem must keep; while it has less, puts get
-    /// REFUSED min-free-disk (deletes and other commands still work). Measured every
-    /// second. 0: no floor.
-    #[arg(long, env = "LARDER_MIN_FREE_DISK", default_value_t = Limits::DEFAULT.min_free_disk)]
-    pub min_free_disk: u64,
-    /// Bytes of a client's commands the server reads ahead and holds while its reserve
-    /// blocks (or before they run); past it, that connection is not read until they run.
-    /// One command is always taken. 0: no limit.
-    #[arg(long, env = "LARDER_MAX_INPUT_PER_CONNECTION", default_value_t = ConnectionSettings::DEFAULT.max_input_per_connection)]
-    pub max_input_per_connection: u64,
-    /// Seconds a client may take to finish sending a command (line and body) once its
-    /// first byte arrived; slower clients are disconnected. Never applies to a client
-    /// waiting in reserve. 0: no limit.
-    #[arg(long, env = "LARDER_COMMAND_TIMEOUT", default_value_t = ConnectionSettings::DEFAULT.command_timeout)]
-    pub command_timeout: u64,
-    /// Seconds of silence on a TCP connection before keepalive probes check that the
-    /// client's host is still there. 0: no keepalive.
-    #[arg(long, env = "LARDER_TCP_KEEPALIVE", default_value_t = ConnectionSettings::DEFAULT.tcp_keepalive)]
-    pub tcp_keepalive: u64,
-    /// Bytes of records waiting for the log writer at which connections pause before
-    /// running more commands, until the writer catches up. 0: no limit.
-    #[arg(long, env = "LARDER_MAX_LOG_BACKLOG", default_value_t = ConnectionSettings::DEFAULT.max_log_backlog)]
-    pub max_log_backlog: u64,
-    /// Attempts before a job is buried automatically, for tubes that set none (0: unlimited).
+    /// Reply bytes waiting to be written to one client (bytes, or a size with a unit) at
+    /// which the server stops reading that client's commands until it reads its replies.
+    /// 0: no limit.
+    #[arg(long, env = "LARDER_MAX_OUTPUT_PER_CONNECTION", value_name = "SIZE",
+          default_value_t = Size(Limits::DEFAULT.max_output_per_connection))]
+    pub max_output_per_connection: Size,
+    /// How long a client may leave waiting replies unread (not one byte taken) before it
+    /// is disconnected: seconds, or a duration in whole seconds (`90s`, `2m`). 0: never.
+    #[arg(long, env = "LARDER_OUTPUT_STALL_TIMEOUT", value_name = "SECONDS",
+          value_parser = crate::units::seconds_arg,
+          default_value_t = Limits::DEFAULT.output_stall_timeout as u32)]
+    pub output_stall_timeout: u32,
+    /// Free space the data directory's filesystem must keep (bytes, or a size with a
+    /// unit); while it has less, puts get REFUSED min-free-disk (deletes and other commands
+    /// still work). Measured every second. 0: no floor.
+    #[arg(long, env = "LARDER_MIN_FREE_DISK", value_name = "SIZE",
+          default_value_t = Size(Limits::DEFAULT.min_free_disk))]
+    pub min_free_disk: Size,
+    /// Bytes of a client's commands (bytes, or a size with a unit) the server reads ahead
+    /// and holds while its reserve blocks (or before they run); past it, that connection
+    /// is not read until they run. One command is always taken. 0: no limit.
+    #[arg(long, env = "LARDER_MAX_INPUT_PER_CONNECTION", value_name = "SIZE",
+          default_value_t = Size(ConnectionSettings::DEFAULT.max_input_per_connection))]
+    pub max_input_per_connection: Size,
+    /// How long a client may take to finish sending a command (line and body) once its
+    /// first byte arrived: seconds, or a duration in whole seconds (`90s`, `2m`); slower
+    /// clients are disconnected. Never applies to a client waiting in reserve. 0: no limit.
+    #[arg(long, env = "LARDER_COMMAND_TIMEOUT", value_name = "SECONDS",
+          value_parser = crate::units::seconds_arg,
+          default_value_t = ConnectionSettings::DEFAULT.command_timeout as u32)]
+    pub command_timeout: u32,
+    /// Silence on a TCP connection before keepalive probes check that the client's host is
+    /// still there: seconds, or a duration in whole seconds. 0: no keepalive.
+    #[arg(long, env = "LARDER_TCP_KEEPALIVE", value_name = "SECONDS",
+          value_parser = crate::units::seconds_arg,
+          default_value_t = ConnectionSettings::DEFAULT.tcp_keepalive as u32)]
+    pub tcp_keepalive: u32,
+    /// Record bytes waiting for the log writer (bytes, or a size with a unit) at which
+    /// connections pause before running more commands, until the writer catches up.
+    /// 0: no limit.
+    #[arg(long, env = "LARDER_MAX_LOG_BACKLOG", value_name = "SIZE",
+          default_value_t = Size(ConnectionSettings::DEFAULT.max_log_backlog))]
+    pub max_log_backlog: Size,
+    /// Attempts before a job is buried automatically, for tubes that set none. Default 0:
+    /// unlimited.
     #[arg(long, env = "LARDER_MAX_ATTEMPTS", value_name = "N")]
     pub max_attempts: Option<String>,
     /// Delay before retrying a job whose reservation timed out, was abandoned or failed, for
-    /// tubes that set none (`500ms`, `30s`, `5m`, `1h`; 0: ready at once, as beanstalkd).
-    #[arg(long, env = "LARDER_RETRY_DELAY", value_name = "D")]
+    /// tubes that set none: a duration with a unit (`500ms`, `30s`, `5m`, `1h`; a bare
+    /// number is refused). Default 0: ready at once, as in beanstalkd.
+    #[arg(long, env = "LARDER_RETRY_DELAY", value_name = "DURATION")]
     pub retry_delay: Option<String>,
     /// Factor the retry delay grows by with each attempt (default 2).
     #[arg(long, env = "LARDER_RETRY_BACKOFF", value_name = "X")]
     pub retry_backoff: Option<String>,
-    /// Longest retry delay (a duration; 0, the default: no cap).
-    #[arg(long, env = "LARDER_RETRY_MAX", value_name = "D")]
+    /// Longest retry delay: a duration with a unit (`10m`). Default 0: no cap.
+    #[arg(long, env = "LARDER_RETRY_MAX", value_name = "DURATION")]
     pub retry_max: Option<String>,
-    /// Fraction of each retry delay taken off at random (0 to 1; default 0).
+    /// Fraction of each retry delay taken off at random, 0 to 1. Default 0.
     #[arg(long, env = "LARDER_RETRY_JITTER", value_name = "F")]
     pub retry_jitter: Option<String>,
 }
@@ -319,16 +250,21 @@ impl ServeArgs {
                 ListenAddr::Unix(_) => bail!("-p/--port cannot be used with a unix: address"),
             }
         }
-        if self.max_job_size == 0 {
+        if self.max_job_size.0 == 0 {
             bail!("--max-job-size must be at least 1");
         }
-        if self.max_job_size > MAX_JOB_SIZE_LIMIT {
-            bail!("--max-job-size must be at most {MAX_JOB_SIZE_LIMIT} (the log's record limit)");
-        }
+        let max_job_size = u32::try_from(self.max_job_size.0)
+            .ok()
+            .filter(|&z| z <= MAX_JOB_SIZE_LIMIT)
+            .with_context(|| {
+                format!(
+                    "--max-job-size must be at most {MAX_JOB_SIZE_LIMIT} (the log's record limit)"
+                )
+            })?;
         if self.threads == 0 || self.threads > 256 {
             bail!("--threads must be between 1 and 256");
         }
-        if self.wal_segment_size < 4096 {
+        if self.wal_segment_size.0 < 4096 {
             bail!("--wal-segment-size must be at least 4096");
         }
         let fsync = match (self.fsync_ms, self.fsync_never) {
@@ -339,28 +275,28 @@ impl ServeArgs {
         };
         let mut setting_defaults = self.setting_defaults()?;
         setting_defaults.set(TubeSetting::MaxTubeJobs, self.max_tube_jobs);
-        setting_defaults.set(TubeSetting::MaxTubeBytes, self.max_tube_bytes);
+        setting_defaults.set(TubeSetting::MaxTubeBytes, self.max_tube_bytes.0);
         Ok(ServerConfig {
             listen,
-            max_job_size: self.max_job_size,
+            max_job_size,
             data_dir: self.data_dir.clone(),
             fsync,
-            segment_size: self.wal_segment_size,
-            disk_reserve: self.disk_reserve,
+            segment_size: self.wal_segment_size.0,
+            disk_reserve: self.disk_reserve.0,
             limits: Limits {
                 max_jobs: self.max_jobs,
-                max_bytes: self.max_bytes,
+                max_bytes: self.max_bytes.0,
                 max_connections: self.max_connections,
-                max_output_per_connection: self.max_output_per_connection,
-                output_stall_timeout: self.output_stall_timeout,
-                min_free_disk: self.min_free_disk,
+                max_output_per_connection: self.max_output_per_connection.0,
+                output_stall_timeout: u64::from(self.output_stall_timeout),
+                min_free_disk: self.min_free_disk.0,
             },
             setting_defaults,
             connections: ConnectionSettings {
-                max_input_per_connection: self.max_input_per_connection,
-                command_timeout: self.command_timeout,
-                tcp_keepalive: self.tcp_keepalive,
-                max_log_backlog: self.max_log_backlog,
+                max_input_per_connection: self.max_input_per_connection.0,
+                command_timeout: u64::from(self.command_timeout),
+                tcp_keepalive: u64::from(self.tcp_keepalive),
+                max_log_backlog: self.max_log_backlog.0,
             },
             user: self.user.clone(),
             compaction: !self.no_compaction,
@@ -387,37 +323,24 @@ impl ServeArgs {
     }
 }
 
-/// `larder stats`.
-#[derive(Debug, Args)]
-pub struct StatsArgs {
-    /// Server address.
-    #[arg(long, env = "LARDER_ADDR", default_value = DEFAULT_LISTEN)]
-    pub addr: String,
-    /// Show this tube's statistics instead of the server's.
-    #[arg(long)]
-    pub tube: Option<String>,
-    /// Print JSON instead of a table.
-    #[arg(long)]
-    pub json: bool,
-}
-
 /// `larder put`.
 #[derive(Debug, Args)]
 pub struct PutArgs {
-    /// Server address.
-    #[arg(long, env = "LARDER_ADDR", default_value = DEFAULT_LISTEN)]
-    pub addr: String,
+    #[command(flatten)]
+    pub conn: ConnArgs,
     /// Tube to put into.
     #[arg(long, default_value = "default")]
     pub tube: String,
-    /// Priority (lower is more urgent).
+    /// Priority, 0 to 4294967295 (lower is more urgent).
     #[arg(long, default_value_t = 1024)]
     pub pri: u32,
-    /// Seconds before the job becomes ready.
-    #[arg(long, default_value_t = 0)]
+    /// How long before the job becomes ready: seconds, or a duration in whole seconds
+    /// such as `2s` or `5m`.
+    #[arg(long, value_parser = crate::units::seconds_arg, default_value = "0", value_name = "SECONDS")]
     pub delay: u32,
-    /// Seconds a worker may hold the job.
-    #[arg(long, default_value_t = 60)]
+    /// How long a worker may hold the job (time-to-run): seconds, or a duration in whole
+    /// seconds such as `90s` or `2m`.
+    #[arg(long, value_parser = crate::units::seconds_arg, default_value = "60", value_name = "SECONDS")]
     pub ttr: u32,
     /// The job body; read from standard input when absent.
     pub body: Option<String>,
@@ -426,16 +349,17 @@ pub struct PutArgs {
 /// `larder reserve`.
 #[derive(Debug, Args)]
 pub struct ReserveArgs {
-    /// Server address.
-    #[arg(long, env = "LARDER_ADDR", default_value = DEFAULT_LISTEN)]
-    pub addr: String,
+    #[command(flatten)]
+    pub conn: ConnArgs,
     /// Tube to take from (watched instead of `default`).
     #[arg(long, default_value = "default")]
     pub tube: String,
-    /// Give up after this many seconds (exit status 3); wait forever when absent.
-    #[arg(long)]
+    /// Give up after this long (exit status 3): seconds, or a duration such as `2s` or
+    /// `1m`; wait forever when absent.
+    #[arg(long, value_parser = crate::units::seconds_arg, value_name = "SECONDS")]
     pub timeout: Option<u32>,
-    /// Leave the job reserved-then-released instead of deleting it.
+    /// Refused: releasing a reserved job counts an attempt (protocol.md §7.2), so looking
+    /// this way could dead-letter a healthy job. Use `larder peek --ready` instead.
     #[arg(long)]
     pub keep: bool,
 }
@@ -484,60 +408,6 @@ pub fn verbosity_filter(verbose: u8) -> Option<&'static str> {
     }
 }
 
-/// `larder stats`.
-pub async fn stats(args: StatsArgs, out: &mut impl Write) -> anyhow::Result<()> {
-    let mut client = Client::connect(&args.addr).await?;
-    let fields = match client.stats(args.tube.as_deref()).await {
-        Err(crate::client::ClientError::Unexpected(Reply::NotFound)) => {
-            bail!("no tube named {:?}", args.tube.unwrap_or_default())
-        }
-        other => other?,
-    };
-    print_fields(fields, args.json, out)
-}
-
-/// Prints stats fields as a two-column table, or as one JSON object.
-pub fn print_fields(
-    fields: Vec<(String, String)>,
-    json: bool,
-    out: &mut impl Write,
-) -> anyhow::Result<()> {
-    if json {
-        let map: serde_json::Map<String, serde_json::Value> = fields
-            .into_iter()
-            .map(|(k, v)| (k, yaml_scalar_to_json(&v)))
-            .collect();
-        writeln!(out, "{}", serde_json::to_string_pretty(&map)?)?;
-    } else {
-        let mut table = comfy_table::Table::new();
-        table.load_preset(comfy_table::presets::NOTHING);
-        table.set_header(["field", "value"]);
-        for (k, v) in fields {
-            table.add_row([k, v]);
-        }
-        writeln!(out, "{table}")?;
-    }
-    Ok(())
-}
-
-/// A YAML scalar from beanstalkd's stats as the JSON value it denotes.
-fn yaml_scalar_to_json(v: &str) -> serde_json::Value {
-    if let Ok(n) = v.parse::<i64>() {
-        return n.into();
-    }
-    if let Ok(n) = v.parse::<u64>() {
-        return n.into();
-    }
-    match v {
-        "true" => true.into(),
-        "false" => false.into(),
-        _ => match v.parse::<f64>() {
-            Ok(f) if v.contains('.') => f.into(),
-            _ => v.into(),
-        },
-    }
-}
-
 /// `larder put`.
 pub async fn put(args: PutArgs, out: &mut impl Write) -> anyhow::Result<()> {
     let body = match args.body {
@@ -550,7 +420,7 @@ pub async fn put(args: PutArgs, out: &mut impl Write) -> anyhow::Result<()> {
             buf
         }
     };
-    let mut client = Client::connect(&args.addr).await?;
+    let mut client = args.conn.connect().await?;
     client.use_tube(&args.tube).await?;
     let reply = client
         .call(&Command::Put {
@@ -562,22 +432,40 @@ pub async fn put(args: PutArgs, out: &mut impl Write) -> anyhow::Result<()> {
         .await?;
     match reply {
         Reply::Inserted(id) => writeln!(out, "{id}")?,
-        Reply::JobTooBig => bail!("the job body is larger than the server's maximum job size"),
-        Reply::Draining => bail!("the server is draining and accepts no new jobs"),
-        Reply::Refused(limit) => bail!(
-            "the server refused the job: its {} limit is reached (nothing was stored)",
-            limit.setting()
-        ),
-        other => bail!("the server refused the job: {other:?}"),
+        other => bail!("{}", put_refusal(&other)),
     }
     Ok(())
 }
 
+/// What a reply other than `INSERTED` to a `put` means, for an error message.
+pub fn put_refusal(reply: &Reply) -> String {
+    match reply {
+        Reply::JobTooBig => "the job body is larger than the server's maximum job size".into(),
+        Reply::Draining => "the server is draining and accepts no new jobs".into(),
+        Reply::Refused(limit) => format!(
+            "the server refused the job: its {} limit is reached (nothing was stored)",
+            limit.setting()
+        ),
+        Reply::BuriedId(id) => {
+            format!("the server stored the job as {id} but buried it: it ran out of memory")
+        }
+        other => format!("the server refused the job: {other:?}"),
+    }
+}
+
 /// `larder reserve`. Returns the process exit status.
 pub async fn reserve(args: ReserveArgs, out: &mut impl Write) -> anyhow::Result<i32> {
+    if args.keep {
+        bail!(
+            "reserve --keep is refused: a reservation that ends without delete counts an \
+             attempt and can dead-letter the job; to look without changing anything use \
+             `larder peek --ready --tube {}` (or `larder peek ID`)",
+            args.tube
+        );
+    }
     let tube = TubeName::new(args.tube.as_bytes())
         .with_context(|| format!("invalid tube name {:?}", args.tube))?;
-    let mut client = Client::connect(&args.addr).await?;
+    let mut client = args.conn.connect().await?;
     client.watch(tube.as_str()).await?;
     if tube.as_str() != "default" {
         client.ignore("default").await?;
@@ -588,17 +476,7 @@ pub async fn reserve(args: ReserveArgs, out: &mut impl Write) -> anyhow::Result<
     };
     out.write_all(&body)?;
     out.flush()?;
-    if args.keep {
-        client
-            .call(&Command::Release {
-                id,
-                pri: 1024,
-                delay: 0,
-            })
-            .await?;
-    } else {
-        client.delete(id).await?;
-    }
+    client.delete(id).await?;
     Ok(0)
 }
 
@@ -680,6 +558,51 @@ mod tests {
         assert_eq!(verbosity_filter(0), None);
         assert_eq!(verbosity_filter(1), Some("debug"));
         assert_eq!(verbosity_filter(3), Some("trace"));
+    }
+
+    #[test]
+    fn size_and_duration_flags_take_units() {
+        let config = serve_config(&[
+            "--max-bytes",
+            "1GiB",
+            "-z",
+            "64KiB",
+            "--wal-segment-size",
+            "1MiB",
+            "--output-stall-timeout",
+            "2m",
+            "--min-free-disk",
+            "1GB",
+            "--retry-delay",
+            "5s",
+        ]);
+        assert_eq!(config.limits.max_bytes, 1 << 30);
+        assert_eq!(config.max_job_size, 64 << 10);
+        assert_eq!(config.segment_size, 1 << 20);
+        assert_eq!(config.limits.output_stall_timeout, 120);
+        assert_eq!(config.limits.min_free_disk, 1_000_000_000);
+        assert_eq!(config.setting_defaults.get(TubeSetting::RetryDelay), 5000);
+        // beanstalkd's meaning stays: -z in bytes, stall timeout in seconds.
+        let config = serve_config(&["-z", "1000", "--output-stall-timeout", "7"]);
+        assert_eq!(config.max_job_size, 1000);
+        assert_eq!(config.limits.output_stall_timeout, 7);
+    }
+
+    #[test]
+    fn a_duration_without_a_unit_is_refused_where_beanstalkd_defines_none() {
+        let cli = Cli::try_parse_from(["larder", "serve", "--retry-delay", "5"]).expect("parse");
+        let Cmd::Serve(args) = cli.command else {
+            panic!("not serve")
+        };
+        let err = args.config().expect_err("no unit").to_string();
+        assert!(err.contains("5s") && err.contains("5ms"), "{err}");
+        assert!(Cli::try_parse_from(["larder", "serve", "--max-bytes", "lots"]).is_err());
+        let put = Cli::try_parse_from(["larder", "put", "--delay", "2s", "--ttr", "2m", "x"])
+            .expect("parse");
+        match put.command {
+            Cmd::Put(p) => assert_eq!((p.delay, p.ttr), (2, 120)),
+            other => panic!("parsed as {other:?}"),
+        }
     }
 
     #[test]

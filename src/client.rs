@@ -19,17 +19,18 @@ use crate::protocol::{
 /// Why a client call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    /// Connecting failed.
-    #[error("cannot connect to {addr}: {source}")]
+    /// Connecting failed. (The cause is part of the message, not a separate source, so an
+    /// error chain prints it once.)
+    #[error("cannot connect to {addr}: {cause}")]
     Connect {
         /// The address tried.
         addr: String,
         /// The cause.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// Reading or writing failed, or the server sent something that is not a reply.
     #[error("connection error: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
     /// The server closed the connection.
     #[error("the server closed the connection")]
     Closed,
@@ -39,6 +40,28 @@ pub enum ClientError {
     /// A tube name is not valid.
     #[error("invalid tube name {0:?}")]
     TubeName(String),
+    /// The server does not know a larder extension command (it answered `UNKNOWN_COMMAND`):
+    /// it is beanstalkd or another server of the protocol.
+    #[error(
+        "this server does not support {0} (a larder extension; is it beanstalkd or another \
+         server of the protocol?)"
+    )]
+    Unsupported(&'static str),
+}
+
+impl From<std::io::Error> for ClientError {
+    fn from(e: std::io::Error) -> ClientError {
+        ClientError::Io(e)
+    }
+}
+
+/// The reply to an extension command that the call did not expect: `UNKNOWN_COMMAND` means
+/// the server lacks the extension.
+fn unexpected_ext(name: &'static str, reply: Reply) -> ClientError {
+    match reply {
+        Reply::UnknownCommand => ClientError::Unsupported(name),
+        other => ClientError::Unexpected(other),
+    }
 }
 
 /// A connection to a beanstalkd-protocol server.
@@ -46,20 +69,28 @@ pub struct Client {
     reader: FramedRead<OwnedReadHalf, ReplyDecoder>,
     writer: OwnedWriteHalf,
     out: BytesMut,
-    /// `extended-stats` was sent: `stats-job` and `stats-tube` carry larder's fields.
-    extended: bool,
+    /// `extended-stats` was sent: `Some(true)` if the server took it (`stats-job` and
+    /// `stats-tube` carry larder's fields), `Some(false)` if it does not know it.
+    extended: Option<bool>,
 }
 
 impl Client {
     /// Connects to `addr` (`host:port`).
     pub async fn connect(addr: &str) -> Result<Client, ClientError> {
+        Client::connect_with(addr, crate::protocol::DEFAULT_MAX_REPLY_BODY).await
+    }
+
+    /// Connects to `addr` (`host:port`), accepting reply bodies up to `max_reply` bytes.
+    pub async fn connect_with(addr: &str, max_reply: u64) -> Result<Client, ClientError> {
         let stream = TcpStream::connect(addr)
             .await
-            .map_err(|source| ClientError::Connect {
+            .map_err(|cause| ClientError::Connect {
                 addr: addr.to_owned(),
-                source,
+                cause,
             })?;
-        Ok(Client::from_stream(stream))
+        let mut client = Client::from_stream(stream);
+        *client.reader.decoder_mut() = ReplyDecoder::new(max_reply);
+        Ok(client)
     }
 
     /// Connects to a socket address.
@@ -75,7 +106,7 @@ impl Client {
             reader: FramedRead::new(r, ReplyDecoder::default()),
             writer: w,
             out: BytesMut::with_capacity(4096),
-            extended: false,
+            extended: None,
         }
     }
 
@@ -248,7 +279,7 @@ impl Client {
         };
         match self.call(&cmd).await? {
             Reply::Configured => Ok(()),
-            other => Err(ClientError::Unexpected(other)),
+            other => Err(unexpected_ext("config-tube", other)),
         }
     }
 
@@ -264,7 +295,7 @@ impl Client {
         };
         match self.call(&cmd).await? {
             Reply::Ok(yaml) => parse_dead_letters(&yaml),
-            other => Err(ClientError::Unexpected(other)),
+            other => Err(unexpected_ext("list-dead", other)),
         }
     }
 
@@ -276,7 +307,7 @@ impl Client {
         };
         match self.call(&cmd).await? {
             Reply::Kicked(n) => Ok(n),
-            other => Err(ClientError::Unexpected(other)),
+            other => Err(unexpected_ext("kick-dead", other)),
         }
     }
 
@@ -292,7 +323,7 @@ impl Client {
         };
         match self.call(&cmd).await? {
             Reply::DeletedCount(n) => Ok(n),
-            other => Err(ClientError::Unexpected(other)),
+            other => Err(unexpected_ext("delete-dead", other)),
         }
     }
 
@@ -308,18 +339,20 @@ impl Client {
         }
     }
 
-    /// Sends `extended-stats` once, so `stats-job` and `stats-tube` include larder's fields.
-    async fn extend_stats(&mut self) -> Result<(), ClientError> {
-        if self.extended {
-            return Ok(());
+    /// Sends `extended-stats` once, so `stats-job` and `stats-tube` include larder's fields;
+    /// returns whether the server has them (beanstalkd answers `UNKNOWN_COMMAND`, and its
+    /// plain fields are all there is).
+    pub async fn extend_stats(&mut self) -> Result<bool, ClientError> {
+        if let Some(extended) = self.extended {
+            return Ok(extended);
         }
-        match self.call(&Command::ExtendedStats).await? {
-            Reply::Extended => {
-                self.extended = true;
-                Ok(())
-            }
-            other => Err(ClientError::Unexpected(other)),
-        }
+        let extended = match self.call(&Command::ExtendedStats).await? {
+            Reply::Extended => true,
+            Reply::UnknownCommand => false,
+            other => return Err(ClientError::Unexpected(other)),
+        };
+        self.extended = Some(extended);
+        Ok(extended)
     }
 
     /// `stats-job`, or `None` if there is no such job.

@@ -68,10 +68,19 @@ impl FromStr for FsyncPolicy {
         match s {
             "always" => Ok(FsyncPolicy::Always),
             "never" => Ok(FsyncPolicy::Never),
-            _ => match s.strip_prefix("every=").map(str::parse::<u64>) {
-                Some(Ok(0)) => Ok(FsyncPolicy::Always),
-                Some(Ok(ms)) => Ok(FsyncPolicy::Every(std::time::Duration::from_millis(ms))),
-                _ => Err(format!("{s:?}: expected always, never or every=MS")),
+            // A bare number is milliseconds, as in beanstalkd's -f; a unit is accepted too
+            // (`every=50ms`, `every=1s`).
+            _ => match s.strip_prefix("every=").map(|t| {
+                t.parse::<u64>()
+                    .map(std::time::Duration::from_millis)
+                    .or_else(|_| humantime::parse_duration(t))
+            }) {
+                Some(Ok(d)) if d.is_zero() => Ok(FsyncPolicy::Always),
+                Some(Ok(d)) if d.as_millis() > 0 => Ok(FsyncPolicy::Every(d)),
+                _ => Err(format!(
+                    "{s:?}: expected always, never or every=MS (milliseconds, or a duration \
+                     such as every=50ms)"
+                )),
             },
         }
     }
@@ -213,7 +222,12 @@ mod tests {
             "every=50".parse(),
             Ok(FsyncPolicy::Every(std::time::Duration::from_millis(50)))
         );
+        assert_eq!(
+            "every=1s".parse(),
+            Ok(FsyncPolicy::Every(std::time::Duration::from_secs(1)))
+        );
         assert!("every=x".parse::<FsyncPolicy>().is_err());
+        assert!("every=500us".parse::<FsyncPolicy>().is_err());
         assert!("sometimes".parse::<FsyncPolicy>().is_err());
     }
 }

@@ -8,7 +8,8 @@
 //! - [`engine`]: the broker state machine; no I/O, time passed in.
 //! - [`server`]: tokio listener and connections, timers, signals, shutdown.
 //! - [`client`]: a small async client for the CLI, tests and benchmarks.
-//! - [`cli`] and [`config`]: command-line parsing and validated settings.
+//! - [`cli`] and [`config`]: command-line parsing and validated settings; [`units`]: the one
+//!   syntax of sizes and durations on the command line.
 //! - [`sync`]: `std::sync`, or loom's model-checked copy under `cfg(loom)`.
 //!
 //! Under `cfg(loom)` (the loom models in [`wal::commit`]) tokio compiles out its networking,
@@ -27,4 +28,5 @@ pub mod protocol;
 #[cfg(not(loom))]
 pub mod server;
 pub mod sync;
+pub mod units;
 pub mod wal;

@@ -28,6 +28,11 @@ fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colours only for a person at a terminal: a file or journal gets plain text.
+        .with_ansi(
+            std::io::IsTerminal::is_terminal(&std::io::stderr())
+                && std::env::var_os("NO_COLOR").is_none(),
+        )
         .init();
     if let Err(e) = blocked {
         tracing::warn!(error = %e, "could not block signals during start-up");
@@ -50,6 +55,7 @@ fn main() {
             Cmd::Stats(args) => cli::stats(args, &mut stdout).await.map(|()| 0),
             Cmd::Put(args) => cli::put(args, &mut stdout).await.map(|()| 0),
             Cmd::Reserve(args) => cli::reserve(args, &mut stdout).await,
+            Cmd::Peek(args) => cli::job::peek(args, &mut stdout).await.map(|()| 0),
             Cmd::Wal(cli::WalCmd::Verify(args)) => cli::wal_verify(&args, &mut stdout),
             Cmd::Wal(cli::WalCmd::Dump(args)) => cli::wal_dump(&args, &mut stdout).map(|()| 0),
             Cmd::Tube(cli::tube::TubeCmd::Config(args)) => {
@@ -63,6 +69,9 @@ fn main() {
     });
     match result {
         Ok(code) => std::process::exit(code),
+        // The reader of standard output went away (`larder stats | head`): nothing more to
+        // say, and nothing went wrong.
+        Err(e) if cli::is_broken_pipe(&e) => std::process::exit(0),
         Err(e) => {
             eprintln!("larder: {e:#}");
             std::process::exit(1);

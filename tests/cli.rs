@@ -123,6 +123,9 @@ fn client_commands_fail_clearly_when_the_server_is_unreachable() {
         assert_eq!(out.status.code(), Some(1), "{args:?}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(&format!("cannot connect to {addr}")), "{err}");
+        // The cause is said once, and the message says what to check.
+        assert_eq!(err.matches("refused").count(), 1, "{err}");
+        assert!(err.contains("hint: is `larder serve`"), "{err}");
     }
 }
 
@@ -207,4 +210,150 @@ fn wal_verify_and_dump_read_a_log_offline_and_name_corruption() {
     assert!(text.contains("CORRUPT"), "{text}");
     assert!(text.contains("00000000000000000001.wal"), "{text}");
     let _ = std::fs::remove_dir_all(&data);
+}
+
+/// A fake server on an ephemeral port that answers every connection's first line with
+/// `reply` and then closes; returns its address.
+fn hostile_server(reply: &'static [u8]) -> String {
+    use std::io::{BufRead, BufReader};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut line = String::new();
+            let _ = BufReader::new(&stream).read_line(&mut line);
+            let _ = stream.write_all(reply);
+        }
+    });
+    addr
+}
+
+#[test]
+fn the_client_refuses_hostile_replies_without_panicking() {
+    for (reply, expected) in [
+        (
+            &b"OK 18446744073709551615\r\n"[..],
+            "over the client's limit",
+        ),
+        (b"OK 1073741824\r\n", "over the client's limit"),
+        (b"OK 40\r\n", "closed the connection"),
+        (b"RESERVED 1 -5\r\n", "malformed reply"),
+        (b"KICKED 99999999999\r\n", "out of range"),
+        (&[b'x'; 5000][..], "reply line too long"),
+    ] {
+        let addr = hostile_server(reply);
+        let out = larder(&["stats", "--addr", &addr]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains(expected), "{expected:?} not in {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    // The limit is a setting: a smaller one refuses a body the default would take.
+    let addr = hostile_server(b"OK 2000\r\n");
+    let out = larder(&["stats", "--addr", &addr, "--max-reply-size", "1KiB"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("over the client's limit of 1024 bytes"),
+        "{err}"
+    );
+}
+
+#[test]
+fn stats_into_a_closed_pipe_exits_quietly() {
+    let server = ChildServer::larder(&[]);
+    // A pipe whose read end is already closed: the first write fails with EPIPE, as under
+    // `larder stats | head` once head has exited.
+    let mut fds = [0; 2];
+    // SAFETY: pipe(2) fills two descriptors we then own.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    // SAFETY: fds[0] and fds[1] are open descriptors owned by nobody else.
+    let (read_end, write_end) = unsafe {
+        use std::os::fd::FromRawFd;
+        (
+            std::os::fd::OwnedFd::from_raw_fd(fds[0]),
+            std::os::fd::OwnedFd::from_raw_fd(fds[1]),
+        )
+    };
+    drop(read_end);
+    let out = Command::new(larder_bin())
+        .args(["stats", "--addr", &server.addr.to_string()])
+        .stdout(Stdio::from(write_end))
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run larder");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+}
+
+#[test]
+fn an_address_without_a_port_or_server_gets_a_hint() {
+    let out = larder(&["stats", "--addr", "127.0.0.1"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("127.0.0.1:11300"), "{err}");
+    assert!(!err.contains("invalid socket address"), "{err}");
+}
+
+#[test]
+fn the_server_log_names_what_it_runs_on_and_says_when_it_stopped() {
+    let dir = std::env::temp_dir().join(format!("larder-log-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let log_path = dir.join("server.log");
+    let data = dir.join("data");
+    let log = std::fs::File::create(&log_path).expect("log file");
+    let port = crate::support::free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut child = Command::new(larder_bin())
+        .args(["serve", "--listen", &addr, "--data-dir"])
+        .arg(&data)
+        .args(["--fsync", "every=20"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log))
+        .spawn()
+        .expect("spawn");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    // The port is bound before the log is replayed; serving starts with the line.
+    loop {
+        let read = std::fs::read_to_string(&log_path).unwrap_or_default();
+        if read.contains("larder started") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline && child.try_wait().ok().flatten().is_none(),
+            "server never started; its log:\n{read}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let status = child.wait().expect("wait");
+    let text = std::fs::read_to_string(&log_path).expect("log");
+    assert!(status.success(), "{status:?}; log:\n{text}");
+    assert!(
+        !text.contains('\x1b'),
+        "colour codes in a log file:\n{text}"
+    );
+    let started = text
+        .lines()
+        .find(|l| l.contains("larder started"))
+        .unwrap_or_else(|| panic!("no start-up line:\n{text}"));
+    for part in [
+        format!("version={}", env!("CARGO_PKG_VERSION")),
+        format!("data_dir={}", data.display()),
+        "fsync=every=20".to_owned(),
+        format!("addr={addr}"),
+    ] {
+        assert!(started.contains(&part), "{part:?} not in {started}");
+    }
+    let last = text.lines().last().unwrap_or_default();
+    assert!(last.contains("stopped"), "last line {last:?}; log:\n{text}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

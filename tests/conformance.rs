@@ -785,7 +785,7 @@ mod yaml {
             "{plain}max-attempts: 0\nretry-delay: 0\nretry-backoff: 2\nretry-max: 0\n\
              retry-jitter: 0\nmax-tube-jobs: 0\nmax-tube-bytes: 0\ncurrent-bytes: 3\n\
              refused-max-tube-jobs: 0\nrefused-max-tube-bytes: 0\n\
-             dead-letters-buried: 0\ndead-letters-max-attempts: 0\n"
+             dead-letters-buried: 0\ndead-letters-max-attempts: 0\nown-settings: \"\"\n"
         );
         step(
             &mut c,

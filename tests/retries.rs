@@ -502,10 +502,10 @@ mod attempts {
         .await;
         let text = larder_ok(&["dlq", "show", "1", "--addr", &addr]);
         assert!(
-            text.contains("last error   database \"orders\" unreachable"),
+            text.contains("last-error    database \"orders\" unreachable"),
             "{text}"
         );
-        assert!(text.contains("reason       max-attempts"), "{text}");
+        assert!(text.contains("bury-reason   max-attempts"), "{text}");
         assert!(text.contains("body (4 bytes):\ntask"), "{text}");
         let json: serde_json::Value =
             serde_json::from_str(&larder_ok(&["dlq", "show", "1", "--addr", &addr, "--json"]))
@@ -634,7 +634,8 @@ mod cli {
             "--retry-jitter",
             "0.2",
         ]);
-        assert!(text.contains("mail: retry-max = 300000"), "{text}");
+        assert!(text.contains("mail: retry-max = 5m\n"), "{text}");
+        assert!(text.contains("mail: retry-delay = 500ms\n"), "{text}");
         let json: serde_json::Value = serde_json::from_str(&larder_ok(&[
             "tube", "show", "mail", "--addr", &addr, "--json",
         ]))
@@ -674,7 +675,8 @@ mod cli {
             "--max-tube-bytes",
             "100",
         ]);
-        assert!(text.contains("mail: max-tube-jobs = 1"), "{text}");
+        assert!(text.contains("mail: max-tube-jobs = 1\n"), "{text}");
+        assert!(text.contains("mail: max-tube-bytes = 100 B\n"), "{text}");
         let json: serde_json::Value = serde_json::from_str(&larder_ok(&[
             "tube", "show", "mail", "--addr", &addr, "--json",
         ]))
@@ -728,15 +730,18 @@ mod cli {
             let mut args = vec!["dlq", "list", "--addr", &addr, "--json"];
             args.extend_from_slice(extra);
             let v: serde_json::Value = serde_json::from_str(&larder_ok(&args)).expect("json");
-            v.as_array().expect("array").clone()
+            v["dead-letters"].as_array().expect("array").clone()
         };
         let all = list(&[]);
         let ids: Vec<u64> = all.iter().map(|e| e["id"].as_u64().expect("id")).collect();
         assert_eq!(ids, [mail[0], mail[1], other[0]]);
         assert_eq!(all[0]["tube"], "mail");
-        assert_eq!(all[0]["reason"], "buried");
-        assert_eq!(all[0]["body_preview"], "alpha one");
-        assert!(all[0]["buried_at"].as_str().expect("time").ends_with('Z'));
+        assert_eq!(all[0]["bury-reason"], "buried");
+        assert_eq!(all[0]["body-preview"], "alpha one");
+        assert!(all[0]["buried-at-time"]
+            .as_str()
+            .expect("time")
+            .ends_with('Z'));
         assert_eq!(list(&["--tube", "other"]).len(), 1);
         assert_eq!(list(&["--grep", "two"])[0]["id"], mail[1]);
         assert_eq!(list(&["--limit", "2"]).len(), 2);
@@ -807,7 +812,7 @@ mod cli {
         for (line, (id, body)) in lines.iter().zip(ids.iter().zip(bodies)) {
             assert_eq!(line["id"], *id);
             let text = line["body"].as_str().expect("body");
-            let decoded = match line["body_encoding"].as_str() {
+            let decoded = match line["body-encoding"].as_str() {
                 Some("utf-8") => text.as_bytes().to_vec(),
                 Some("base64") => base64::engine::general_purpose::STANDARD
                     .decode(text)
@@ -816,7 +821,8 @@ mod cli {
             };
             assert_eq!(decoded, body);
         }
-        assert_eq!(lines[1]["body_encoding"], "base64");
+        assert_eq!(lines[1]["body-encoding"], "base64");
+        assert_eq!(lines[0]["ttr"], 60);
 
         // By id: only dead letters are deleted.
         step(&mut c, "put 0 0 60 1\r\nz\r\n", "INSERTED 4\r\n").await;
@@ -826,11 +832,30 @@ mod cli {
         assert!(String::from_utf8_lossy(&out.stdout).contains("deleted 1"));
         assert!(c.cmd("peek 4\r\n").await.starts_with("FOUND 4"));
         step(&mut c, &format!("peek {id0}\r\n"), "NOT_FOUND\r\n").await;
-        // By filter: refused without --yes, then done.
-        let out = larder(&["dlq", "delete", "--addr", &addr, "--tube", "x"]);
+        // By filter: over the confirmation threshold, refused without --yes, then done.
+        let out = larder(&[
+            "dlq",
+            "delete",
+            "--addr",
+            &addr,
+            "--tube",
+            "x",
+            "--confirm-above",
+            "1",
+        ]);
         assert_eq!(out.status.code(), Some(1));
         assert!(String::from_utf8_lossy(&out.stderr).contains("--yes"));
-        let text = larder_ok(&["dlq", "delete", "--addr", &addr, "--tube", "x", "--yes"]);
+        let text = larder_ok(&[
+            "dlq",
+            "delete",
+            "--addr",
+            &addr,
+            "--tube",
+            "x",
+            "--confirm-above",
+            "1",
+            "--yes",
+        ]);
         assert!(text.contains("deleted 2"), "{text}");
         assert_eq!(
             field(&c.cmd("stats-tube x\r\n").await, "current-jobs-buried"),

@@ -12,6 +12,8 @@
 //! - `fuzz_corpus`: the fuzzers' corpora replayed.
 //! - `limits`: back-pressure: every limit refuses, changes nothing, lets workers drain and
 //!   holds across a restart; a flood keeps the server's memory bounded.
+//! - `operator`: the `larder` CLI in an incident: read-only looks, honest counts, precise
+//!   errors, symmetric dlq verbs, one JSON schema, export and import.
 //! - `retries`: larder's retry and dead-letter extensions, over TCP and through the CLI.
 //! - `startup`: signals while the log replays, and beanstalkd's flags, against the binary.
 
@@ -26,6 +28,7 @@ mod fuzz_corpus;
 mod hostile;
 mod limits;
 mod model;
+mod operator;
 mod retries;
 mod server;
 mod startup;

@@ -1,34 +1,40 @@
-//! `larder dlq …`: inspect, redrive, delete and export dead letters (buried jobs) through
-//! the `list-dead`, `kick-dead` and `delete-dead` extensions, and `peek` for bodies.
+//! `larder dlq …`: inspect, redrive and delete dead letters (buried jobs) through the
+//! `list-dead`, `kick-dead` and `delete-dead` extensions, and `peek`/`stats-job` for bodies
+//! and details. Export and import are in [`super::export`].
+//!
+//! `redrive` and `delete` are symmetric: ids or filters, `--limit`, `--dry-run`, `--rate`,
+//! and `--yes` to act on more than `--confirm-above` dead letters chosen by filters.
 
 use std::io::{IsTerminal, Write};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use base64::Engine as _;
 use bytes::Bytes;
 use clap::{Args, Subcommand};
-use serde_json::{json, Value};
+use serde_json::{Map, Value};
 
+use super::job::{self, plural, rfc3339};
 use crate::client::{is_bury_reason, Client, DeadLetter};
-use crate::config::DEFAULT_LISTEN;
 use crate::protocol::{BuryReason, DeadFilter, JobId, TubeName, MAX_DEAD_BATCH};
 
 /// `larder dlq …`
 #[derive(Debug, Subcommand)]
 pub enum DlqCmd {
     /// List dead letters: a table (id, tube, reason, attempts, buried at, last error, body
-    /// preview) or JSON.
+    /// preview) or JSON; says how many match when it shows fewer.
     List(ListArgs),
-    /// Show one dead letter's metadata and body.
+    /// Show one dead letter's metadata and body (`larder peek ID` shows any job).
     Show(ShowArgs),
-    /// Kick matching dead letters back to ready with a fresh attempt budget.
+    /// Kick dead letters back to ready with a fresh attempt budget, in their tube or moved
+    /// to another (--to-tube).
     Redrive(RedriveArgs),
-    /// Delete dead letters by id, or every match of the filters (with --yes).
+    /// Delete dead letters.
     Delete(DeleteArgs),
-    /// Print matching dead letters as JSON lines (the body as UTF-8 text when it is, else
-    /// base64), to archive them or replay them elsewhere.
-    Export(ExportArgs),
+    /// Print dead letters as JSON lines (the job schema, body as UTF-8 text when it is, else
+    /// base64), to archive them or put them back with `larder dlq import`.
+    Export(super::export::ExportArgs),
+    /// Put jobs back from `larder dlq export` lines (tube, priority, TTR and body).
+    Import(super::export::ImportArgs),
 }
 
 /// Which dead letters a command applies to.
@@ -40,27 +46,19 @@ pub struct FilterArgs {
     /// Only those buried for this reason: `buried` (by a worker) or `max-attempts`.
     #[arg(long)]
     pub reason: Option<String>,
-    /// Only those buried at least this long ago (`500ms`, `30s`, `5m`, `1h`).
-    #[arg(long, value_name = "D")]
+    /// Only those buried at least this long ago (a duration: `500ms`, `30s`, `5m`, `1h`).
+    #[arg(long, value_name = "DURATION")]
     pub older_than: Option<String>,
     /// Only those whose last error or body contains TEXT.
     #[arg(long, value_name = "TEXT")]
     pub grep: Option<String>,
 }
 
-/// Server address, shared by every `dlq` command.
-#[derive(Debug, Args, Clone)]
-pub struct AddrArg {
-    /// Server address.
-    #[arg(long, env = "LARDER_ADDR", default_value = DEFAULT_LISTEN)]
-    pub addr: String,
-}
-
 /// Arguments of `larder dlq list`.
 #[derive(Debug, Args)]
 pub struct ListArgs {
     #[command(flatten)]
-    addr: AddrArg,
+    conn: super::ConnArgs,
     #[command(flatten)]
     filter: FilterArgs,
     /// Show at most N dead letters (lowest ids first).
@@ -75,50 +73,62 @@ pub struct ListArgs {
 #[derive(Debug, Args)]
 pub struct ShowArgs {
     #[command(flatten)]
-    addr: AddrArg,
+    conn: super::ConnArgs,
     /// The job id.
     id: u64,
-    /// Print JSON.
+    /// Print JSON (the job schema).
     #[arg(long)]
     json: bool,
+}
+
+/// What `redrive` and `delete` act on, and how.
+#[derive(Debug, Args)]
+pub struct ActArgs {
+    #[command(flatten)]
+    conn: super::ConnArgs,
+    /// Dead letters by id; each must also match the filters given. Without ids, every
+    /// dead letter the filters match.
+    ids: Vec<u64>,
+    #[command(flatten)]
+    filter: FilterArgs,
+    /// Act on at most N (lowest ids first); default: all that match.
+    #[arg(long, value_name = "N")]
+    limit: Option<usize>,
+    /// Only list what would be done.
+    #[arg(long)]
+    dry_run: bool,
+    /// At most N dead letters per second; default: as fast as the server takes them.
+    #[arg(long, value_name = "N")]
+    rate: Option<u32>,
+    /// Confirm acting on more than --confirm-above dead letters chosen by filters.
+    #[arg(long)]
+    yes: bool,
+    /// How many dead letters chosen by filters (not ids) may be acted on without --yes.
+    #[arg(
+        long,
+        env = "LARDER_DLQ_CONFIRM_ABOVE",
+        default_value_t = 10,
+        value_name = "N"
+    )]
+    confirm_above: usize,
 }
 
 /// Arguments of `larder dlq redrive`.
 #[derive(Debug, Args)]
 pub struct RedriveArgs {
     #[command(flatten)]
-    addr: AddrArg,
-    #[command(flatten)]
-    filter: FilterArgs,
-    /// Redrive at most N dead letters per second.
-    #[arg(long, value_name = "N")]
-    rate: Option<u32>,
-    /// Only list what would be redriven.
-    #[arg(long)]
-    dry_run: bool,
+    act: ActArgs,
+    /// Put the jobs into this tube instead (each is put anew there, with its priority, TTR
+    /// and body, and the dead letter is then deleted; its id changes).
+    #[arg(long, value_name = "TUBE")]
+    to_tube: Option<String>,
 }
 
 /// Arguments of `larder dlq delete`.
 #[derive(Debug, Args)]
 pub struct DeleteArgs {
     #[command(flatten)]
-    addr: AddrArg,
-    /// Dead letters to delete, by id (only jobs that are buried are deleted).
-    ids: Vec<u64>,
-    #[command(flatten)]
-    filter: FilterArgs,
-    /// Confirm deleting every dead letter the filters match (needed without ids).
-    #[arg(long)]
-    yes: bool,
-}
-
-/// Arguments of `larder dlq export`.
-#[derive(Debug, Args)]
-pub struct ExportArgs {
-    #[command(flatten)]
-    addr: AddrArg,
-    #[command(flatten)]
-    filter: FilterArgs,
+    act: ActArgs,
 }
 
 /// Runs one `larder dlq` subcommand.
@@ -126,15 +136,16 @@ pub async fn run(cmd: DlqCmd, out: &mut impl Write) -> anyhow::Result<()> {
     match cmd {
         DlqCmd::List(args) => list(args, out).await,
         DlqCmd::Show(args) => show(args, out).await,
-        DlqCmd::Redrive(args) => redrive(args, out).await,
-        DlqCmd::Delete(args) => delete(args, out).await,
-        DlqCmd::Export(args) => export(args, out).await,
+        DlqCmd::Redrive(args) => act(args.act, Action::Redrive(args.to_tube), out).await,
+        DlqCmd::Delete(args) => act(args.act, Action::Delete, out).await,
+        DlqCmd::Export(args) => super::export::export(args, out).await,
+        DlqCmd::Import(args) => super::export::import(args, out).await,
     }
 }
 
 impl FilterArgs {
     /// The server-side part of the filter (`--grep` is applied here, on bodies and errors).
-    fn dead_filter(&self) -> anyhow::Result<DeadFilter> {
+    pub fn dead_filter(&self) -> anyhow::Result<DeadFilter> {
         let mut filter = DeadFilter::all();
         if let Some(t) = &self.tube {
             filter.tube = Some(
@@ -148,9 +159,8 @@ impl FilterArgs {
             filter.reason = BuryReason::from_name(r.as_bytes());
         }
         if let Some(d) = &self.older_than {
-            let d = humantime::parse_duration(d).map_err(|e| {
-                anyhow::anyhow!("--older-than: {d:?} is not a duration like 30s or 5m ({e})")
-            })?;
+            let d = crate::units::parse_duration(d)
+                .map_err(|e| anyhow::anyhow!("--older-than: {e}"))?;
             filter.older_than_ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         }
         Ok(filter)
@@ -166,31 +176,36 @@ impl FilterArgs {
 }
 
 /// A dead letter and, when asked for, its body (`None` if it vanished meanwhile).
-type Found = (DeadLetter, Option<Bytes>);
+pub type Found = (DeadLetter, Option<Bytes>);
 
 /// Pages through the dead letters `filter` selects, reading bodies when `bodies` or `--grep`
-/// needs them, until `limit` matches.
-async fn collect(
+/// needs them. Returns the first `limit` matches and how many match in all.
+pub async fn collect(
     client: &mut Client,
     filter: &FilterArgs,
     bodies: bool,
     limit: usize,
-) -> anyhow::Result<Vec<Found>> {
+) -> anyhow::Result<(Vec<Found>, usize)> {
     let mut page = filter.dead_filter()?;
     let mut found = Vec::new();
-    while found.len() < limit {
+    let mut total = 0usize;
+    loop {
         let letters = client.list_dead(&page, MAX_DEAD_BATCH).await?;
         let Some(last) = letters.last().map(|l| l.id) else {
             break;
         };
         for letter in letters {
-            let body = if bodies || filter.grep.is_some() {
+            let keep = found.len() < limit;
+            let body = if filter.grep.is_some() || (bodies && keep) {
                 client.peek(letter.id).await?
             } else {
                 None
             };
-            if filter.matches(&letter, body.as_deref()) && found.len() < limit {
-                found.push((letter, body));
+            if filter.matches(&letter, body.as_deref()) {
+                total += 1;
+                if keep {
+                    found.push((letter, body));
+                }
             }
         }
         match last.0.checked_add(1) {
@@ -198,27 +213,7 @@ async fn collect(
             None => break,
         }
     }
-    Ok(found)
-}
-
-/// Unix milliseconds as an RFC 3339 time, or `None` for 0 (unknown).
-fn rfc3339(ms: u64) -> Option<String> {
-    (ms > 0).then(|| {
-        humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
-    })
-}
-
-/// A body as JSON: UTF-8 text when it is, else base64; with its encoding's name.
-fn body_json(body: &[u8]) -> (Value, &'static str) {
-    match std::str::from_utf8(body) {
-        Ok(text) => (text.into(), "utf-8"),
-        Err(_) => (
-            base64::engine::general_purpose::STANDARD
-                .encode(body)
-                .into(),
-            "base64",
-        ),
-    }
+    Ok((found, total))
 }
 
 /// The start of a body as one line of text.
@@ -238,33 +233,49 @@ fn preview(body: Option<&[u8]>, max: usize) -> String {
     out
 }
 
-fn letter_json(letter: &DeadLetter) -> serde_json::Map<String, Value> {
-    let mut m = serde_json::Map::new();
+/// A dead letter in the job schema (the subset `list-dead` carries).
+fn letter_json(letter: &DeadLetter, body: Option<&[u8]>) -> Value {
+    let mut m = Map::new();
     m.insert("id".into(), letter.id.0.into());
     m.insert("tube".into(), letter.tube.clone().into());
-    m.insert("reason".into(), letter.reason.clone().into());
-    m.insert("attempts".into(), letter.attempts.into());
+    m.insert("state".into(), "buried".into());
     m.insert("pri".into(), letter.pri.into());
-    m.insert("buried_at_ms".into(), letter.buried_at_ms.into());
-    m.insert("buried_at".into(), rfc3339(letter.buried_at_ms).into());
-    m.insert("last_error".into(), letter.last_error.clone().into());
-    m
+    m.insert("attempts".into(), letter.attempts.into());
+    m.insert("last-error".into(), letter.last_error.clone().into());
+    m.insert("bury-reason".into(), letter.reason.clone().into());
+    m.insert("buried-at".into(), letter.buried_at_ms.into());
+    m.insert("buried-at-time".into(), rfc3339(letter.buried_at_ms).into());
+    m.insert("body-preview".into(), preview(body, 60).into());
+    Value::Object(m)
+}
+
+/// "showing 100 of 152 dead letters (use --limit to see more)", or "152 dead letters".
+fn count_line(shown: usize, total: usize) -> String {
+    if shown < total {
+        format!(
+            "showing {shown} of {} (use --limit to see more)",
+            plural(total, "dead letter")
+        )
+    } else {
+        plural(total, "dead letter")
+    }
 }
 
 /// `larder dlq list`.
 pub async fn list(args: ListArgs, out: &mut impl Write) -> anyhow::Result<()> {
-    let mut client = Client::connect(&args.addr.addr).await?;
-    let found = collect(&mut client, &args.filter, true, args.limit).await?;
+    let mut client = args.conn.connect().await?;
+    let (found, total) = collect(&mut client, &args.filter, true, args.limit).await?;
     if args.json {
         let rows: Vec<Value> = found
             .iter()
-            .map(|(l, body)| {
-                let mut m = letter_json(l);
-                m.insert("body_preview".into(), preview(body.as_deref(), 60).into());
-                Value::Object(m)
-            })
+            .map(|(l, body)| letter_json(l, body.as_deref()))
             .collect();
-        writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?;
+        let doc = serde_json::json!({
+            "total": total,
+            "shown": found.len(),
+            "dead-letters": rows,
+        });
+        writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
         return Ok(());
     }
     let mut table = comfy_table::Table::new();
@@ -289,74 +300,29 @@ pub async fn list(args: ListArgs, out: &mut impl Write) -> anyhow::Result<()> {
             preview(body.as_deref(), 30),
         ]);
     }
-    writeln!(out, "{table}")?;
-    writeln!(out, "{} dead letters", found.len())?;
+    if !found.is_empty() {
+        writeln!(out, "{table}")?;
+    }
+    writeln!(out, "{}", count_line(found.len(), total))?;
     Ok(())
 }
 
 /// `larder dlq show`.
 pub async fn show(args: ShowArgs, out: &mut impl Write) -> anyhow::Result<()> {
-    let mut client = Client::connect(&args.addr.addr).await?;
+    let mut client = args.conn.connect().await?;
     let id = JobId(args.id);
-    let Some(fields) = client.stats_job(id).await? else {
+    let Some(found) = job::read(&mut client, id).await? else {
         bail!("no job {id}");
     };
-    let get = |k: &str| {
-        fields
-            .iter()
-            .find(|(key, _)| key == k)
-            .map(|(_, v)| v.clone())
-            .unwrap_or_default()
-    };
-    if get("state") != "buried" {
-        bail!("job {id} is not a dead letter (it is {})", get("state"));
+    let state = found.get("state");
+    if state != "buried" {
+        bail!("job {id} is {state}, not a dead letter (`larder peek {id}` shows it)");
     }
-    let body = client.peek(id).await?.unwrap_or_default();
-    let buried_at = rfc3339(get("buried-at").parse().unwrap_or(0));
-    if args.json {
-        let mut m = serde_json::Map::new();
-        for (k, v) in &fields {
-            let value = match v.parse::<u64>() {
-                Ok(n) if k != "last-error" => n.into(),
-                _ => v.clone().into(),
-            };
-            m.insert(k.clone(), value);
-        }
-        m.insert("buried-at-time".into(), buried_at.into());
-        let (b, encoding) = body_json(&body);
-        m.insert("body".into(), b);
-        m.insert("body-encoding".into(), encoding.into());
-        writeln!(out, "{}", serde_json::to_string_pretty(&Value::Object(m))?)?;
-        return Ok(());
-    }
-    for key in [
-        "id", "tube", "state", "pri", "attempts", "reserves", "timeouts", "releases", "buries",
-        "kicks",
-    ] {
-        writeln!(out, "{key:<12} {}", get(key))?;
-    }
-    writeln!(out, "{:<12} {}", "reason", get("bury-reason"))?;
-    writeln!(
-        out,
-        "{:<12} {}",
-        "buried at",
-        buried_at.unwrap_or_else(|| "unknown".into())
-    )?;
-    writeln!(out, "{:<12} {}", "last error", get("last-error"))?;
-    match std::str::from_utf8(&body) {
-        Ok(text) => writeln!(out, "body ({} bytes):\n{text}", body.len())?,
-        Err(_) => writeln!(
-            out,
-            "body ({} bytes, base64):\n{}",
-            body.len(),
-            base64::engine::general_purpose::STANDARD.encode(&body)
-        )?,
-    }
-    Ok(())
+    job::print(&found, args.json, out)
 }
 
 /// A progress bar on standard error when it is a terminal, else nothing.
-fn progress(total: usize) -> indicatif::ProgressBar {
+pub fn progress(total: usize) -> indicatif::ProgressBar {
     if std::io::stderr().is_terminal() {
         indicatif::ProgressBar::new(total as u64)
     } else {
@@ -364,137 +330,202 @@ fn progress(total: usize) -> indicatif::ProgressBar {
     }
 }
 
-/// `larder dlq redrive`.
-pub async fn redrive(args: RedriveArgs, out: &mut impl Write) -> anyhow::Result<()> {
+/// What `act` does to each dead letter.
+enum Action {
+    /// Kick it (in place, or into another tube).
+    Redrive(Option<String>),
+    /// Delete it.
+    Delete,
+}
+
+impl Action {
+    fn verb(&self) -> (&'static str, &'static str) {
+        match self {
+            Action::Redrive(_) => ("redrive", "redrove"),
+            Action::Delete => ("delete", "deleted"),
+        }
+    }
+}
+
+/// Why job `id` given by id is not acted on, or `None` if it is a dead letter matching the
+/// filters (then it is returned in `letter`).
+async fn check_id(
+    client: &mut Client,
+    id: u64,
+    filter: &FilterArgs,
+) -> anyhow::Result<Result<DeadLetter, String>> {
+    let Some(found) = job::read(client, JobId(id)).await? else {
+        return Ok(Err(format!("no job {id}")));
+    };
+    let state = found.get("state");
+    if state != "buried" {
+        return Ok(Err(format!("job {id} is {state}, not a dead letter")));
+    }
+    let letter = DeadLetter {
+        id: JobId(id),
+        tube: found.get("tube").to_owned(),
+        reason: found.get("bury-reason").to_owned(),
+        attempts: found.get("attempts").parse().unwrap_or(0),
+        pri: found.get("pri").parse().unwrap_or(0),
+        buried_at_ms: found.get("buried-at").parse().unwrap_or(0),
+        last_error: found.get("last-error").to_owned(),
+    };
+    let mut one = filter.dead_filter()?;
+    one.from = JobId(id);
+    one.to = JobId(id);
+    if let Some(t) = filter.tube.as_deref().filter(|t| *t != letter.tube) {
+        return Ok(Err(format!(
+            "job {id} is a dead letter of tube {:?}, not of {t:?}",
+            letter.tube
+        )));
+    }
+    let listed = client.list_dead(&one, 1).await?;
+    if listed.is_empty() || !filter.matches(&letter, found.body.as_deref()) {
+        return Ok(Err(format!(
+            "job {id} is a dead letter that does not match the filters given"
+        )));
+    }
+    Ok(Ok(letter))
+}
+
+/// `larder dlq redrive` and `larder dlq delete`.
+async fn act(args: ActArgs, action: Action, out: &mut impl Write) -> anyhow::Result<()> {
     if args.rate == Some(0) {
         bail!("--rate must be at least 1");
     }
-    let mut client = Client::connect(&args.addr.addr).await?;
-    let found = collect(&mut client, &args.filter, false, usize::MAX).await?;
+    let (verb, done) = action.verb();
+    let limit = args.limit.unwrap_or(usize::MAX);
+    let mut client = args.conn.connect().await?;
+    let mut skipped = 0usize;
+    let mut matching = None;
+    let considered = args.ids.len().min(limit);
+    let selected: Vec<DeadLetter> = if args.ids.is_empty() {
+        let (found, total) = collect(&mut client, &args.filter, false, limit).await?;
+        matching = Some(total);
+        if found.len() > args.confirm_above && !args.yes && !args.dry_run {
+            bail!(
+                "refusing to {verb} {} without --yes ({} match; --dry-run lists them, \
+                 --limit takes fewer, --confirm-above sets this threshold)",
+                plural(found.len(), "dead letter"),
+                total
+            );
+        }
+        found.into_iter().map(|(l, _)| l).collect()
+    } else {
+        // Ids past --limit are not looked at; the summary says how many were given.
+        if args.ids.len() > limit {
+            matching = Some(args.ids.len());
+        }
+        let mut selected = Vec::new();
+        for &id in args.ids.iter().take(limit) {
+            match check_id(&mut client, id, &args.filter).await? {
+                Ok(letter) => selected.push(letter),
+                Err(why) => {
+                    eprintln!("larder: {why}; left alone");
+                    skipped += 1;
+                }
+            }
+        }
+        selected
+    };
     if args.dry_run {
-        for (l, _) in &found {
+        for l in &selected {
             writeln!(out, "{}\t{}\t{}", l.id, l.tube, l.reason)?;
         }
-        writeln!(out, "would redrive {} dead letters", found.len())?;
-        return Ok(());
+        writeln!(
+            out,
+            "would {verb} {}{}",
+            plural(selected.len(), "dead letter"),
+            cut_note(considered.max(selected.len()), matching)
+        )?;
+        return finish(skipped);
     }
+    let to_tube = match &action {
+        Action::Redrive(Some(t)) => Some(
+            TubeName::new(t.as_bytes())
+                .with_context(|| format!("--to-tube: invalid tube name {t:?}"))?,
+        ),
+        _ => None,
+    };
     let started = Instant::now();
-    let bar = progress(found.len());
+    let bar = progress(selected.len());
     let filter = args.filter.dead_filter()?;
-    let mut kicked = 0u64;
-    match args.rate {
-        // Without a rate or a text filter, the server kicks in batches.
-        None if args.filter.grep.is_none() => {
-            let mut batch = filter.clone();
-            batch.to = found.last().map_or(JobId(0), |(l, _)| l.id);
-            while (kicked as usize) < found.len() {
-                let left = (found.len() - kicked as usize).min(MAX_DEAD_BATCH as usize);
-                let n = client.kick_dead(&batch, left as u32).await?;
-                if n == 0 {
-                    break;
-                }
-                kicked += u64::from(n);
-                bar.inc(u64::from(n));
-            }
-        }
-        rate => {
-            let mut tick = rate.map(|r| {
-                let mut t = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(r)));
-                t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                t
-            });
-            for (l, _) in &found {
-                if let Some(t) = &mut tick {
-                    t.tick().await;
-                }
-                let mut one = filter.clone();
-                one.from = l.id;
-                one.to = l.id;
-                let n = client.kick_dead(&one, 1).await?;
-                kicked += u64::from(n);
-                bar.inc(1);
-            }
-        }
-    }
-    bar.finish_and_clear();
-    writeln!(
-        out,
-        "redrove {kicked} of {} matching dead letters in {:.1}s",
-        found.len(),
-        started.elapsed().as_secs_f64()
-    )?;
-    Ok(())
-}
-
-/// `larder dlq delete`.
-pub async fn delete(args: DeleteArgs, out: &mut impl Write) -> anyhow::Result<()> {
-    let mut client = Client::connect(&args.addr.addr).await?;
-    let mut deleted = 0u64;
-    if !args.ids.is_empty() {
-        for &id in &args.ids {
-            let mut one = args.filter.dead_filter()?;
-            one.from = JobId(id);
-            one.to = JobId(id);
-            match client.delete_dead(&one, 1).await? {
-                0 => eprintln!("job {id} is not a dead letter; left alone"),
-                n => deleted += u64::from(n),
-            }
-        }
-        writeln!(out, "deleted {deleted} dead letters")?;
-        return if deleted as usize == args.ids.len() {
-            Ok(())
-        } else {
-            bail!(
-                "{} of the ids were not dead letters",
-                args.ids.len() - deleted as usize
-            )
-        };
-    }
-    if !args.yes {
-        bail!("refusing to delete every matching dead letter without --yes (or give ids)");
-    }
-    let found = collect(&mut client, &args.filter, false, usize::MAX).await?;
-    let bar = progress(found.len());
-    let filter = args.filter.dead_filter()?;
-    if args.filter.grep.is_none() {
-        let mut batch = filter;
-        batch.to = found.last().map_or(JobId(0), |(l, _)| l.id);
-        while (deleted as usize) < found.len() {
-            let n = client.delete_dead(&batch, MAX_DEAD_BATCH).await?;
+    let mut count = 0usize;
+    let batch = args.rate.is_none()
+        && args.filter.grep.is_none()
+        && args.ids.is_empty()
+        && args.limit.is_none()
+        && to_tube.is_none();
+    if batch {
+        // The server takes whole batches: the filters again, up to the last id selected.
+        let mut batch = filter.clone();
+        batch.to = selected.last().map_or(JobId(0), |l| l.id);
+        while count < selected.len() {
+            let left = (selected.len() - count).min(MAX_DEAD_BATCH as usize) as u32;
+            let n = match action {
+                Action::Delete => client.delete_dead(&batch, left).await?,
+                Action::Redrive(_) => client.kick_dead(&batch, left).await?,
+            };
             if n == 0 {
                 break;
             }
-            deleted += u64::from(n);
+            count += n as usize;
             bar.inc(u64::from(n));
         }
     } else {
-        for (l, _) in &found {
+        let mut tick = args.rate.map(|r| {
+            let mut t = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(r)));
+            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            t
+        });
+        for l in &selected {
+            if let Some(t) = &mut tick {
+                t.tick().await;
+            }
             let mut one = filter.clone();
             one.from = l.id;
             one.to = l.id;
-            deleted += u64::from(client.delete_dead(&one, 1).await?);
+            let n = match (&action, &to_tube) {
+                (Action::Delete, _) => client.delete_dead(&one, 1).await?,
+                (Action::Redrive(_), None) => client.kick_dead(&one, 1).await?,
+                (Action::Redrive(_), Some(tube)) => {
+                    u32::from(super::export::move_to(&mut client, l.id, tube).await?)
+                }
+            };
+            count += n as usize;
             bar.inc(1);
         }
     }
     bar.finish_and_clear();
-    writeln!(out, "deleted {deleted} dead letters")?;
-    Ok(())
+    let into = to_tube.map_or(String::new(), |t| format!(" into {:?}", t.as_str()));
+    writeln!(
+        out,
+        "{done} {count} of {}{into} in {:.1}s{}",
+        plural(selected.len(), "dead letter"),
+        started.elapsed().as_secs_f64(),
+        cut_note(considered.max(selected.len()), matching)
+    )?;
+    finish(skipped)
 }
 
-/// `larder dlq export`: one JSON object per line.
-pub async fn export(args: ExportArgs, out: &mut impl Write) -> anyhow::Result<()> {
-    let mut client = Client::connect(&args.addr.addr).await?;
-    let found = collect(&mut client, &args.filter, true, usize::MAX).await?;
-    let exported_at = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
-    for (l, body) in &found {
-        // A dead letter deleted between listing and reading has no body to export.
-        let Some(body) = body else { continue };
-        let mut m = letter_json(l);
-        let (b, encoding) = body_json(body);
-        m.insert("body".into(), b);
-        m.insert("body_encoding".into(), encoding.into());
-        m.insert("exported_at".into(), json!(exported_at));
-        writeln!(out, "{}", Value::Object(m))?;
+/// " (3 match; --limit took the first 1)" when a limit cut the selection, else "".
+fn cut_note(selected: usize, matching: Option<usize>) -> String {
+    match matching {
+        Some(total) if total > selected => {
+            format!(" ({total} match; --limit took the first {selected})")
+        }
+        _ => String::new(),
+    }
+}
+
+/// Fails when some ids given were left alone (each was named on standard error).
+fn finish(skipped: usize) -> anyhow::Result<()> {
+    if skipped > 0 {
+        bail!(
+            "{} given {} not acted on",
+            plural(skipped, "id"),
+            if skipped == 1 { "was" } else { "were" }
+        );
     }
     Ok(())
 }

@@ -156,6 +156,11 @@ impl Engine {
         for reason in BuryReason::ALL {
             let _ = writeln!(y, "dead-letters-{reason}: {}", t.dead[reason.index()]);
         }
+        let _ = y.write_str("own-settings: \"");
+        for (n, (setting, _)) in t.settings.explicit().enumerate() {
+            let _ = write!(y, "{}{setting}", if n == 0 { "" } else { "," });
+        }
+        y.push_str("\"\n");
         Reply::Ok(y.into())
     }
 

@@ -78,12 +78,16 @@ impl Engine {
                 let job = self.job_mut(id)?;
                 job.counters.timeouts += 1;
                 job.attempts = job.attempts.saturating_add(1);
+                let attempts = job.attempts;
+                self.notes_mut(id).last_error = Some(super::retry::timeout_note(attempts));
                 // `job-timeouts` in `stats` counts since this start, as beanstalkd's does
                 // after a binlog replay: replay leaves it alone.
             }
             Change::Abandon { id } => {
                 let job = self.job_mut(id)?;
                 job.attempts = job.attempts.saturating_add(1);
+                let attempts = job.attempts;
+                self.notes_mut(id).last_error = Some(super::retry::abandon_note(attempts));
             }
             Change::Fail { id, message } => {
                 let job = self.job_mut(id)?;

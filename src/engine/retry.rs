@@ -58,6 +58,18 @@ pub fn backoff_delay(
     (delay - spread).round() as u64
 }
 
+/// The last error a TTR expiry records (protocol.md §7.3): stock clients cannot send `fail`,
+/// so the way the attempt ended is the best reason there is. Replay rebuilds it from the
+/// attempt count, so the log carries no text for it.
+pub(super) fn timeout_note(attempt: u32) -> Box<str> {
+    format!("ttr expired (attempt {attempt})").into()
+}
+
+/// The last error a worker's disconnect records (see [`timeout_note`]).
+pub(super) fn abandon_note(attempt: u32) -> Box<str> {
+    format!("worker disconnected (attempt {attempt})").into()
+}
+
 impl Engine {
     /// Counts an attempt for detached job `id`, whose reservation just ended as `ending`,
     /// and puts the job where its tube's policy says: buried if it has used up
@@ -74,9 +86,13 @@ impl Engine {
             Ending::Timeout => {
                 job.counters.timeouts += 1;
                 self.counters.timeouts += 1;
+                self.notes_mut(id).last_error = Some(timeout_note(attempts));
                 self.changes.push(Change::Timeout { id });
             }
-            Ending::Abandon => self.changes.push(Change::Abandon { id }),
+            Ending::Abandon => {
+                self.notes_mut(id).last_error = Some(abandon_note(attempts));
+                self.changes.push(Change::Abandon { id });
+            }
             Ending::Fail(message) => {
                 self.notes_mut(id).last_error = Some(message.clone());
                 self.changes.push(Change::Fail { id, message });
@@ -341,6 +357,7 @@ mod engine_tests {
         assert!(matches!(w.reserve(), Reply::Reserved { .. }));
         w.advance(SEC);
         assert_eq!(w.attempts(id), 1);
+        assert_eq!(w.e.last_error(id), Some("ttr expired (attempt 1)"));
         // Release.
         w.reserve();
         let release = Command::Release {
@@ -363,6 +380,7 @@ mod engine_tests {
         w.reserve();
         w.e.close_session(w.s, w.now);
         assert_eq!(w.attempts(id), 4);
+        assert_eq!(w.e.last_error(id), Some("worker disconnected (attempt 4)"));
         assert_eq!(w.state(id), JobState::Ready);
         // Touch and peek do not end a reservation; a worker's bury is not an attempt.
         w.s = w.e.open_session();
@@ -376,7 +394,7 @@ mod engine_tests {
         assert_eq!(get(&f, "attempts"), "4");
         assert_eq!(get(&f, "bury-reason"), "buried");
         assert_eq!(get(&f, "buried-at"), (w.now.0 / MS).to_string());
-        assert_eq!(get(&f, "last-error"), "boom");
+        assert_eq!(get(&f, "last-error"), "worker disconnected (attempt 4)");
         assert_eq!(get(&f, "timeouts"), "1");
         assert_eq!(get(&f, "releases"), "1");
     }

@@ -497,11 +497,39 @@ fn strtol(s: &[u8]) -> Option<i64> {
     }
 }
 
-/// Decodes server replies on the client side.
-#[derive(Debug, Default)]
+/// Decodes server replies on the client side. The server is not trusted: a reply line is at
+/// most 1024 bytes, and a body longer than the decoder's limit is an error, not an
+/// allocation of whatever size the server announced.
+#[derive(Debug)]
 pub struct ReplyDecoder {
     /// A reply line announcing a body: the line's word and id, and the body length.
     pending: Option<(BodyKind, u64, usize)>,
+    /// Longest body (job or YAML) accepted, in bytes.
+    max_body: usize,
+}
+
+/// Default longest reply body the client accepts: 64 MiB, above larder's largest job
+/// (`--max-job-size` is at most 64 MiB − 1024) and any YAML reply of a sane server.
+pub const DEFAULT_MAX_REPLY_BODY: u64 = 64 << 20;
+
+/// Bytes reserved ahead for a body still arriving: growth follows what was received, not
+/// what was announced.
+const BODY_READ_AHEAD: usize = 64 << 10;
+
+impl Default for ReplyDecoder {
+    fn default() -> Self {
+        ReplyDecoder::new(DEFAULT_MAX_REPLY_BODY)
+    }
+}
+
+impl ReplyDecoder {
+    /// A decoder that refuses reply bodies over `max_body` bytes.
+    pub fn new(max_body: u64) -> ReplyDecoder {
+        ReplyDecoder {
+            pending: None,
+            max_body: usize::try_from(max_body).unwrap_or(usize::MAX),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -520,12 +548,17 @@ impl Decoder for ReplyDecoder {
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Reply>, std::io::Error> {
         if let Some((kind, id, len)) = self.pending {
-            if src.len() < len + 2 {
-                src.reserve(len + 2 - src.len());
+            // `len` is at most `max_body`, checked when the line was read; a limit near
+            // usize::MAX must still not overflow.
+            let total = len
+                .checked_add(2)
+                .ok_or_else(|| invalid("reply body too long"))?;
+            if src.len() < total {
+                src.reserve((total - src.len()).min(BODY_READ_AHEAD));
                 return Ok(None);
             }
             self.pending = None;
-            let mut body = src.split_to(len + 2);
+            let mut body = src.split_to(total);
             if &body[len..] != b"\r\n" {
                 return Err(invalid("reply body not followed by CRLF"));
             }
@@ -572,7 +605,17 @@ impl Decoder for ReplyDecoder {
                 } else {
                     num()?
                 };
-                let len = usize::try_from(num()?).map_err(|_| invalid("body too long"))?;
+                let announced = num()?;
+                let len = usize::try_from(announced)
+                    .ok()
+                    .filter(|&len| len <= self.max_body)
+                    .ok_or_else(|| {
+                        invalid(&format!(
+                            "the server announced a {announced}-byte reply body, over the \
+                             client's limit of {} bytes (--max-reply-size)",
+                            self.max_body
+                        ))
+                    })?;
                 self.pending = Some((kind, id, len));
                 return self.decode(src);
             }
@@ -585,12 +628,12 @@ impl Decoder for ReplyDecoder {
                     TubeName::new(name.as_bytes()).ok_or_else(|| invalid("bad tube name"))?,
                 )
             }
-            "WATCHING" => Reply::Watching(num()? as usize),
-            "KICKED" if line.len() > 6 => Reply::Kicked(num()? as u32),
+            "WATCHING" => Reply::Watching(fits(num()?, line)?),
+            "KICKED" if line.len() > 6 => Reply::Kicked(fits(num()?, line)?),
             "KICKED" => Reply::KickedJob,
             "DEADLINE_SOON" => Reply::DeadlineSoon,
             "TIMED_OUT" => Reply::TimedOut,
-            "DELETED" if line.len() > 7 => Reply::DeletedCount(num()? as u32),
+            "DELETED" if line.len() > 7 => Reply::DeletedCount(fits(num()?, line)?),
             "DELETED" => Reply::Deleted,
             "RELEASED" => Reply::Released,
             "TOUCHED" => Reply::Touched,
@@ -617,6 +660,11 @@ impl Decoder for ReplyDecoder {
         };
         Ok(Some(reply))
     }
+}
+
+/// A reply's number in a narrower type, or an error naming the reply.
+fn fits<T: TryFrom<u64>>(n: u64, line: &str) -> Result<T, std::io::Error> {
+    T::try_from(n).map_err(|_| invalid(&format!("number out of range in reply {line:?}")))
 }
 
 fn invalid(msg: &str) -> std::io::Error {
@@ -896,6 +944,49 @@ mod tests {
             assert_eq!(one(bad), Err(ProtocolError::BadFormat), "{bad:?}");
         }
         assert_eq!(one("config-tube\r\n"), Err(ProtocolError::UnknownCommand));
+    }
+
+    #[test]
+    fn a_reply_body_over_the_limit_is_an_error_not_an_allocation() {
+        for line in [
+            "OK 18446744073709551615\r\n",
+            "OK 18446744073709551614\r\n",
+            "RESERVED 1 18446744073709551615\r\n",
+            "FOUND 1 1001\r\n",
+        ] {
+            let mut dec = ReplyDecoder::new(1000);
+            let mut buf = BytesMut::from(line.as_bytes());
+            let err = dec.decode(&mut buf).expect_err(line);
+            assert!(err.to_string().contains("over the client's limit"), "{err}");
+        }
+        // At the limit itself the body is accepted.
+        let mut dec = ReplyDecoder::new(3);
+        let mut buf = BytesMut::from(&b"OK 3\r\nabc\r\n"[..]);
+        assert_eq!(
+            dec.decode(&mut buf).expect("fits"),
+            Some(Reply::Ok(Bytes::from_static(b"abc")))
+        );
+        // A limit of usize::MAX cannot overflow the body's length plus CRLF.
+        let mut dec = ReplyDecoder::new(u64::MAX);
+        let mut buf = BytesMut::from(&b"OK 18446744073709551615\r\n"[..]);
+        assert!(dec.decode(&mut buf).is_err());
+    }
+
+    #[test]
+    fn an_announced_body_is_not_reserved_ahead_of_its_bytes() {
+        let mut dec = ReplyDecoder::default();
+        let mut buf = BytesMut::from(&b"OK 60000000\r\nab"[..]);
+        assert_eq!(dec.decode(&mut buf).expect("waits for more"), None);
+        assert!(buf.capacity() <= 2 * BODY_READ_AHEAD, "{}", buf.capacity());
+    }
+
+    #[test]
+    fn counts_that_do_not_fit_are_errors() {
+        for line in ["KICKED 4294967296\r\n", "DELETED 99999999999\r\n"] {
+            let mut dec = ReplyDecoder::default();
+            let mut buf = BytesMut::from(line.as_bytes());
+            assert!(dec.decode(&mut buf).is_err(), "{line}");
+        }
     }
 
     proptest! {

@@ -232,7 +232,14 @@ pub async fn run_with(
     });
 
     let mut conns = JoinSet::new();
-    tracing::info!(addr = %listener.describe(), draining = drain_at_start, "listening");
+    tracing::info!(
+        version = %env!("CARGO_PKG_VERSION"),
+        addr = %listener.describe(),
+        data_dir = %config.data_dir.display(),
+        fsync = %config.fsync,
+        draining = drain_at_start,
+        "larder started: listening"
+    );
     loop {
         let accepted = tokio::select! {
             accepted = accept(&listener) => accepted,
@@ -306,6 +313,7 @@ pub async fn run_with(
         .context("waiting for the log writer")?
         .map_err(|_| anyhow::anyhow!("the log writer thread panicked"))?;
     drop(data_dir);
+    tracing::info!("stopped: every connection closed and the log flushed");
     Ok(())
 }
 

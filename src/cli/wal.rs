@@ -1,0 +1,132 @@
+//! `larder wal verify` and `larder wal dump`: the write-ahead log read offline.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand};
+
+/// `larder wal …`
+#[derive(Debug, Subcommand)]
+pub enum WalCmd {
+    /// Check every segment and record; print segments, records, bytes, and the first error.
+    /// Exits 1 if the log is corrupt.
+    Verify(WalArgs),
+    /// Print one line per record: segment, offset, LSN, kind, payload length.
+    Dump(WalArgs),
+}
+
+/// Arguments of `larder wal verify` and `larder wal dump`.
+#[derive(Debug, Args)]
+pub struct WalArgs {
+    /// The server's data directory (its log is in `wal/` inside it).
+    #[arg(short = 'b', long, env = "LARDER_DATA_DIR", default_value = crate::config::DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+}
+
+/// The log directory inside a data directory.
+pub fn wal_dir(data_dir: &std::path::Path) -> PathBuf {
+    crate::server::wal_dir(data_dir)
+}
+
+/// `larder wal verify`. Returns the exit status.
+pub fn wal_verify(args: &WalArgs, out: &mut impl Write) -> anyhow::Result<i32> {
+    use crate::engine::{record, BodyRef, Engine, EngineConfig, ProcessInfo, RestoreError};
+    let dir = existing_wal_dir(&args.data_dir)?;
+    // Replays the records as recovery would (metadata only) to count the live jobs.
+    let now = crate::server::Clock::new().now();
+    let mut engine = Engine::new(EngineConfig::default(), ProcessInfo::fixed(), now);
+    let mut replay_error: Option<String> = None;
+    let report = crate::wal::verify_with(
+        &crate::wal::storage::FsStorage::new(),
+        &dir,
+        &crate::wal::WalOptions::default(),
+        |r| {
+            if replay_error.is_some() {
+                return;
+            }
+            let restored = record::decode_metadata(r.kind, r.payload)
+                .map_err(|e| e.to_string())
+                .and_then(|(change, body)| {
+                    let at = body.map(|(start, len)| BodyRef {
+                        segment: r.pos.segment,
+                        offset: u32::try_from(r.pos.offset + start as u64).unwrap_or(u32::MAX),
+                        len,
+                    });
+                    match engine.restore(change, at, now) {
+                        Ok(()) | Err(RestoreError::UnknownJob(_)) => Ok(()),
+                        Err(e) => Err(e.to_string()),
+                    }
+                });
+            if let Err(e) = restored {
+                replay_error = Some(format!(
+                    "record {} in segment {} at offset {}: {e}",
+                    r.lsn.0, r.pos.segment, r.pos.offset
+                ));
+            }
+        },
+    );
+    engine.finish_restore();
+    writeln!(out, "log:             {}", dir.display())?;
+    writeln!(out, "segments:        {}", report.segments)?;
+    writeln!(out, "records:         {}", report.records)?;
+    writeln!(out, "live jobs:       {}", engine.job_count())?;
+    writeln!(out, "bytes:           {}", report.bytes)?;
+    writeln!(out, "torn tail bytes: {}", report.torn_tail_bytes)?;
+    match &report.error {
+        None if replay_error.is_some() => {
+            let e = replay_error.unwrap_or_default();
+            writeln!(out, "status:          BAD RECORD: {e}")?;
+            Ok(1)
+        }
+        None => {
+            writeln!(out, "status:          ok")?;
+            Ok(0)
+        }
+        Some(e) => {
+            writeln!(out, "status:          CORRUPT: {e}")?;
+            Ok(1)
+        }
+    }
+}
+
+/// The log directory of `data_dir`, or an error saying which of the two is missing (a
+/// missing log is not a corrupt one).
+fn existing_wal_dir(data_dir: &std::path::Path) -> anyhow::Result<PathBuf> {
+    let dir = wal_dir(data_dir);
+    if !dir.is_dir() {
+        if data_dir.is_dir() {
+            bail!(
+                "{} has no log (no {} directory): not a larder data directory, or no server \
+                 has used it yet",
+                data_dir.display(),
+                dir.display()
+            );
+        }
+        bail!(
+            "no data directory at {} (give it with --data-dir or LARDER_DATA_DIR)",
+            data_dir.display()
+        );
+    }
+    Ok(dir)
+}
+
+/// `larder wal dump`.
+pub fn wal_dump(args: &WalArgs, out: &mut impl Write) -> anyhow::Result<()> {
+    let dir = existing_wal_dir(&args.data_dir)?;
+    let options = crate::wal::WalOptions::default();
+    writeln!(out, "segment\toffset\tlsn\tkind\tlength")?;
+    for entry in crate::wal::dump(&crate::wal::storage::FsStorage::new(), &dir, &options) {
+        let e = entry.with_context(|| format!("reading {}", dir.display()))?;
+        writeln!(
+            out,
+            "{}\t{}\t{}\t{}\t{}",
+            e.segment,
+            e.offset,
+            e.lsn.0,
+            crate::engine::record::kind_name(e.kind),
+            e.len
+        )?;
+    }
+    Ok(())
+}
