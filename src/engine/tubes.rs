@@ -27,11 +27,18 @@ impl Engine {
         let Some(session) = self.sessions.get_mut(&sid) else {
             return Reply::InternalError;
         };
-        if !session.watching.contains(&tube) {
-            session.watching.push(tube);
-            self.tubes.get_mut(tube).watching += 1;
+        if !session.watching.add(tube) {
+            return Reply::Watching(session.watching.len());
         }
-        Reply::Watching(session.watching.len())
+        let count = session.watching.len();
+        let waiting = session.wait.map(|w| w.seq);
+        let t = self.tubes.get_mut(tube);
+        t.watching += 1;
+        if let Some(seq) = waiting {
+            t.waiting.insert(seq, sid);
+            self.refresh_serveable(tube);
+        }
+        Reply::Watching(count)
     }
 
     pub(super) fn ignore(&mut self, sid: SessionId, name: &TubeName) -> Reply {
@@ -39,16 +46,22 @@ impl Engine {
         let Some(session) = self.sessions.get_mut(&sid) else {
             return Reply::InternalError;
         };
-        let Some(pos) = tube.and_then(|t| session.watching.iter().position(|&w| w == t)) else {
+        let Some(tube) = tube.filter(|&t| session.watching.contains(t)) else {
             return Reply::Watching(session.watching.len());
         };
         if session.watching.len() < 2 {
             return Reply::NotIgnored;
         }
         // The last watched tube takes the ignored one's place, as in beanstalkd.
-        let tube = session.watching.swap_remove(pos);
+        session.watching.remove(tube);
         let count = session.watching.len();
-        self.tubes.get_mut(tube).watching -= 1;
+        let waiting = session.wait.map(|w| w.seq);
+        let t = self.tubes.get_mut(tube);
+        t.watching -= 1;
+        if let Some(seq) = waiting {
+            t.waiting.remove(&seq);
+            self.refresh_serveable(tube);
+        }
         self.drop_tube_if_unused(tube);
         Reply::Watching(count)
     }
@@ -66,6 +79,7 @@ impl Engine {
         }
         tube.counters.pauses += 1;
         self.pauses.insert((until, id));
+        self.refresh_serveable(id);
         self.changes.push(Change::PauseTube {
             tube: name.clone(),
             until,
@@ -108,7 +122,7 @@ impl Engine {
 
     pub(super) fn list_tubes_watched(&self, sid: SessionId) -> Reply {
         match self.sessions.get(&sid) {
-            Some(s) => yaml_list(s.watching.iter().map(|&t| self.tube_name(t).as_str())),
+            Some(s) => yaml_list(s.watching.iter().map(|t| self.tube_name(t).as_str())),
             None => Reply::InternalError,
         }
     }
