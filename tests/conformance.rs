@@ -803,9 +803,11 @@ mod yaml {
             log-fsyncs log-records-per-fsync log-bytes log-live-bytes log-segments-removed \
             log-jobs-compacted max-jobs max-bytes max-tube-jobs max-tube-bytes \
             max-connections max-output-per-connection output-stall-timeout min-free-disk \
+            max-tubes max-watches-per-connection \
             current-jobs current-bytes current-free-disk refused-max-jobs refused-max-bytes \
             refused-max-tube-jobs refused-max-tube-bytes refused-min-free-disk \
-            refused-max-connections refused-log-full stalled-output-disconnects \
+            refused-max-connections refused-log-full refused-max-tubes \
+            refused-max-watches-per-connection stalled-output-disconnects \
             dead-letters-buried dead-letters-max-attempts \
             total-attempts total-retries-delayed total-dead-lettered cmd-config-tube cmd-fail \
             cmd-list-dead cmd-kick-dead cmd-delete-dead cmd-extended-stats";

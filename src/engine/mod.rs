@@ -21,7 +21,8 @@
 //! job. Serving waiters takes the first entry of `serveable`; `stats` reads running
 //! totals; a session's watch list is a hash-indexed list; the dead-letter commands walk
 //! id-ordered indexes from the first id they want. The exceptions are the commands whose
-//! reply lists them: `list-tubes` and `list-tubes-watched`.
+//! reply lists them: `list-tubes` (bounded by `--max-tubes`) and `list-tubes-watched`
+//! (bounded by `--max-watches-per-connection`).
 
 mod bodies;
 mod change;

@@ -5,13 +5,34 @@ use std::fmt::Write;
 
 use super::session::SessionId;
 use super::time::Timestamp;
-use super::tube::Pause;
+use super::tube::{Pause, TubeId};
 use super::{Change, Engine};
-use crate::protocol::{Reply, TubeName, TubeSetting};
+use crate::protocol::{Refusal, Reply, TubeName, TubeSetting};
 
 impl Engine {
+    /// The tube named `name`, created if it does not exist and `--max-tubes` allows one
+    /// more.
+    fn tube_for(&mut self, name: &TubeName) -> Result<TubeId, Refusal> {
+        if let Some(id) = self.tubes.find(name) {
+            return Ok(id);
+        }
+        let max = self.config.limits.max_tubes;
+        if max > 0 && self.tubes.len() as u64 >= max {
+            self.count_refusal(Refusal::MaxTubes, None);
+            return Err(Refusal::MaxTubes);
+        }
+        self.count_passed(Refusal::MaxTubes);
+        Ok(self.tubes.find_or_create(name))
+    }
+
     pub(super) fn use_tube(&mut self, sid: SessionId, name: &TubeName) -> Reply {
-        let new = self.tubes.find_or_create(name);
+        if !self.sessions.contains_key(&sid) {
+            return Reply::InternalError;
+        }
+        let new = match self.tube_for(name) {
+            Ok(id) => id,
+            Err(refusal) => return Reply::Refused(refusal),
+        };
         let Some(session) = self.sessions.get_mut(&sid) else {
             return Reply::InternalError;
         };
@@ -22,14 +43,31 @@ impl Engine {
         Reply::Using(name.clone())
     }
 
+    /// `watch`: refused with `max-watches-per-connection` if the session watches as many
+    /// tubes as it may and this one is new to it, then with `max-tubes` if the tube does
+    /// not exist and no more may. A refused watch changes nothing.
     pub(super) fn watch(&mut self, sid: SessionId, name: &TubeName) -> Reply {
-        let tube = self.tubes.find_or_create(name);
+        let Some(session) = self.sessions.get(&sid) else {
+            return Reply::InternalError;
+        };
+        let existing = self.tubes.find(name);
+        if existing.is_some_and(|t| session.watching.contains(t)) {
+            return Reply::Watching(session.watching.len());
+        }
+        let max = self.config.limits.max_watches_per_connection;
+        if max > 0 && session.watching.len() as u64 >= max {
+            self.count_refusal(Refusal::MaxWatchesPerConnection, None);
+            return Reply::Refused(Refusal::MaxWatchesPerConnection);
+        }
+        let tube = match self.tube_for(name) {
+            Ok(id) => id,
+            Err(refusal) => return Reply::Refused(refusal),
+        };
+        self.count_passed(Refusal::MaxWatchesPerConnection);
         let Some(session) = self.sessions.get_mut(&sid) else {
             return Reply::InternalError;
         };
-        if !session.watching.add(tube) {
-            return Reply::Watching(session.watching.len());
-        }
+        session.watching.add(tube);
         let count = session.watching.len();
         let waiting = session.wait.map(|w| w.seq);
         let t = self.tubes.get_mut(tube);
@@ -93,7 +131,15 @@ impl Engine {
         setting: TubeSetting,
         value: Option<u64>,
     ) -> Reply {
-        let id = self.tubes.find_or_create(name);
+        // Setting a value keeps a tube alive, so it must fit under `max-tubes`; returning
+        // a setting to its default creates nothing that lasts.
+        let id = match value {
+            Some(_) => match self.tube_for(name) {
+                Ok(id) => id,
+                Err(refusal) => return Reply::Refused(refusal),
+            },
+            None => self.tubes.find_or_create(name),
+        };
         self.tubes.get_mut(id).settings.set(setting, value);
         self.changes.push(Change::ConfigTube {
             tube: name.clone(),
@@ -135,4 +181,59 @@ fn yaml_list<'a>(names: impl Iterator<Item = &'a str>) -> Reply {
         let _ = writeln!(out, "- {name}");
     }
     Reply::Ok(out.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{EngineConfig, Limits, Outcome, ProcessInfo};
+    use crate::protocol::Command;
+
+    fn name(s: &str) -> TubeName {
+        TubeName::new(s.as_bytes()).expect("name")
+    }
+
+    fn reply(e: &mut Engine, sid: SessionId, cmd: Command, now: Timestamp) -> Reply {
+        match e.apply(sid, cmd, now) {
+            Outcome::Reply(r) => r,
+            other => panic!("got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_tube_limit_refuses_new_tubes_only_and_the_watch_limit_counts_per_session() {
+        let now = Timestamp(5);
+        let config = EngineConfig {
+            limits: Limits {
+                max_tubes: 2,
+                max_watches_per_connection: 2,
+                ..Limits::UNLIMITED
+            },
+            ..EngineConfig::default()
+        };
+        let mut e = Engine::new(config, ProcessInfo::fixed(), now);
+        let s = e.open_session();
+        let watch = |t: &str| Command::Watch(name(t));
+        assert_eq!(reply(&mut e, s, watch("a"), now), Reply::Watching(2));
+        assert_eq!(
+            reply(&mut e, s, watch("b"), now),
+            Reply::Refused(Refusal::MaxWatchesPerConnection)
+        );
+        assert_eq!(reply(&mut e, s, watch("a"), now), Reply::Watching(2));
+        assert_eq!(
+            reply(&mut e, s, Command::Use(name("b")), now),
+            Reply::Refused(Refusal::MaxTubes)
+        );
+        assert_eq!(e.tube_names(), vec![name("default"), name("a")]);
+        assert_eq!(
+            reply(&mut e, s, Command::Ignore(name("a")), now),
+            Reply::Watching(1)
+        );
+        assert_eq!(
+            reply(&mut e, s, Command::Use(name("b")), now),
+            Reply::Using(name("b"))
+        );
+        assert_eq!(e.refusals(Refusal::MaxTubes), 1);
+        assert_eq!(e.refusals(Refusal::MaxWatchesPerConnection), 1);
+    }
 }

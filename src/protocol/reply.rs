@@ -184,11 +184,16 @@ pub enum Refusal {
     /// The disk filled and the log has spent its `--disk-reserve`: only work that drains
     /// the broker is taken until space returns.
     LogFull,
+    /// `--max-tubes`: as many tubes exist as the server allows; `use`, `watch` or
+    /// `config-tube` would create another.
+    MaxTubes,
+    /// `--max-watches-per-connection`: the connection watches as many tubes as it may.
+    MaxWatchesPerConnection,
 }
 
 impl Refusal {
     /// Every reason, in the order `stats` lists their counters.
-    pub const ALL: [Refusal; 7] = [
+    pub const ALL: [Refusal; 9] = [
         Refusal::MaxJobs,
         Refusal::MaxBytes,
         Refusal::MaxTubeJobs,
@@ -196,6 +201,8 @@ impl Refusal {
         Refusal::MinFreeDisk,
         Refusal::MaxConnections,
         Refusal::LogFull,
+        Refusal::MaxTubes,
+        Refusal::MaxWatchesPerConnection,
     ];
 
     /// Number of reasons.
@@ -211,6 +218,8 @@ impl Refusal {
             Refusal::MinFreeDisk => "min-free-disk",
             Refusal::MaxConnections => "max-connections",
             Refusal::LogFull => "log-full",
+            Refusal::MaxTubes => "max-tubes",
+            Refusal::MaxWatchesPerConnection => "max-watches-per-connection",
         }
     }
 
