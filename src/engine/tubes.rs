@@ -104,24 +104,36 @@ impl Engine {
         Reply::Watching(count)
     }
 
+    /// `pause-tube`. A zero delay is no pause, as in beanstalkd (whose pause of zero lasts
+    /// one nanosecond): a pause in force ends at once and waiters are served. It is
+    /// still journaled, as a pause ending `now`, so a replay ends the earlier one too.
     pub(super) fn pause_tube(&mut self, name: &TubeName, delay: u32, now: Timestamp) -> Reply {
         let Some(id) = self.tubes.find(name) else {
             return Reply::NotFound;
         };
-        // A zero delay still pauses for an instant, so waiters are woken when it ends.
-        let nanos = (u64::from(delay) * super::NANOS_PER_SEC).max(1);
-        let until = now + nanos;
         let tube = self.tubes.get_mut(id);
-        if let Some(old) = tube.pause.replace(Pause { nanos, until }) {
+        tube.counters.pauses += 1;
+        let pause = (delay > 0).then(|| {
+            let nanos = u64::from(delay) * super::NANOS_PER_SEC;
+            Pause {
+                nanos,
+                until: now + nanos,
+            }
+        });
+        if let Some(old) = std::mem::replace(&mut tube.pause, pause) {
             self.pauses.remove(&(old.until, id));
         }
-        tube.counters.pauses += 1;
-        self.pauses.insert((until, id));
+        if let Some(p) = pause {
+            self.pauses.insert((p.until, id));
+        }
         self.refresh_serveable(id);
         self.changes.push(Change::PauseTube {
             tube: name.clone(),
-            until,
+            until: pause.map_or(now, |p| p.until),
         });
+        if pause.is_none() {
+            self.process_queue(now);
+        }
         Reply::Paused
     }
 
@@ -187,7 +199,7 @@ fn yaml_list<'a>(names: impl Iterator<Item = &'a str>) -> Reply {
 mod tests {
     use super::*;
     use crate::engine::{EngineConfig, Limits, Outcome, ProcessInfo};
-    use crate::protocol::Command;
+    use crate::protocol::{Command, JobId};
 
     fn name(s: &str) -> TubeName {
         TubeName::new(s.as_bytes()).expect("name")
@@ -198,6 +210,46 @@ mod tests {
             Outcome::Reply(r) => r,
             other => panic!("got {other:?}"),
         }
+    }
+
+    fn put(e: &mut Engine, sid: SessionId, now: Timestamp) -> Reply {
+        let cmd = Command::Put {
+            pri: 0,
+            delay: 0,
+            ttr: 60,
+            body: b"x"[..].into(),
+        };
+        reply(e, sid, cmd, now)
+    }
+
+    #[test]
+    fn a_zero_pause_ends_a_pause_at_once_and_serves_the_waiter() {
+        let now = Timestamp(5);
+        let mut e = Engine::new(EngineConfig::default(), ProcessInfo::fixed(), now);
+        let (w, p) = (e.open_session(), e.open_session());
+        let pause = |delay| Command::PauseTube {
+            tube: name("default"),
+            delay,
+        };
+        assert_eq!(reply(&mut e, p, pause(100), now), Reply::Paused);
+        assert_eq!(put(&mut e, p, now), Reply::Inserted(JobId(1)));
+        assert_eq!(e.apply(w, Command::Reserve, now), Outcome::Blocked);
+        assert!(e.take_wakeups().is_empty());
+        assert_eq!(reply(&mut e, p, pause(0), now), Reply::Paused);
+        let woken = e.take_wakeups();
+        assert!(
+            matches!(woken.as_slice(), [(s, Reply::Reserved { id: JobId(1), .. })] if *s == w),
+            "{woken:?}"
+        );
+        assert!(!e.is_paused(&name("default")));
+        // And at the same instant, a zero pause leaves nothing paused for the next reserve.
+        assert_eq!(put(&mut e, p, now), Reply::Inserted(JobId(2)));
+        assert_eq!(reply(&mut e, p, pause(0), now), Reply::Paused);
+        let got = reply(&mut e, p, Command::ReserveWithTimeout(0), now);
+        assert!(
+            matches!(got, Reply::Reserved { id: JobId(2), .. }),
+            "{got:?}"
+        );
     }
 
     #[test]
