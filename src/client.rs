@@ -46,7 +46,8 @@ pub struct Client {
     reader: FramedRead<OwnedReadHalf, ReplyDecoder>,
     writer: OwnedWriteHalf,
     out: BytesMut,
-    /// `extended-stats` was sent: `stats-job` and `stats-tube` carry larder's fields.
+    /// `extended-stats` was sent: `stats`, `stats-job` and `stats-tube` carry larder's
+    /// fields.
     extended: bool,
 }
 
@@ -200,13 +201,10 @@ impl Client {
         tube: Option<&str>,
     ) -> Result<Vec<(String, String)>, ClientError> {
         let cmd = match tube {
-            Some(t) => {
-                let name = tube_name(t)?;
-                self.extend_stats().await?;
-                Command::StatsTube(name)
-            }
+            Some(t) => Command::StatsTube(tube_name(t)?),
             None => Command::Stats,
         };
+        self.extend_stats().await?;
         match self.call(&cmd).await? {
             Reply::Ok(yaml) => Ok(parse_yaml_map(&yaml)),
             other => Err(ClientError::Unexpected(other)),
@@ -308,13 +306,15 @@ impl Client {
         }
     }
 
-    /// Sends `extended-stats` once, so `stats-job` and `stats-tube` include larder's fields.
+    /// Sends `extended-stats` once, so `stats`, `stats-job` and `stats-tube` include
+    /// larder's fields.
     async fn extend_stats(&mut self) -> Result<(), ClientError> {
         if self.extended {
             return Ok(());
         }
         match self.call(&Command::ExtendedStats).await? {
-            Reply::Extended => {
+            // A server without the extension (beanstalkd) has only its own fields to give.
+            Reply::Extended | Reply::UnknownCommand => {
                 self.extended = true;
                 Ok(())
             }

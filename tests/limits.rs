@@ -408,7 +408,7 @@ async fn a_connection_over_the_limit_is_told_and_closed_and_the_others_go_on() {
     };
     let server = InProcess::with_config(config(&dir, limits)).await;
     let mut a = server.connect().await;
-    let mut b = server.connect().await;
+    let mut b = server.connect_extended().await;
     assert_eq!(a.cmd("use t\r\n").await, "USING t\r\n");
     assert_eq!(b.cmd("list-tube-used\r\n").await, "USING default\r\n");
     let mut c = server.connect().await;
@@ -611,7 +611,7 @@ async fn a_flood_at_the_limits_keeps_memory_bounded_and_loses_nothing() {
     let addr = server.addr;
     let body = "f".repeat(1000);
 
-    let mut c = Raw::connect(addr).await;
+    let mut c = Raw::connect_extended(addr).await;
     assert_eq!(c.cmd(&put(&"p".repeat(60_000))).await, "INSERTED 1\r\n");
     let mut deaf = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let deaf_task = tokio::spawn(async move {

@@ -55,7 +55,7 @@ impl Engine {
         self.found(id)
     }
 
-    /// Whether `sid` asked for larder's fields in `stats-job` and `stats-tube`.
+    /// Whether `sid` asked for larder's fields in `stats`, `stats-job` and `stats-tube`.
     pub(super) fn extended(&self, sid: SessionId) -> bool {
         self.sessions.get(&sid).is_some_and(|s| s.extended_stats)
     }
@@ -159,9 +159,9 @@ impl Engine {
         Reply::Ok(y.into())
     }
 
-    /// `stats`. Every figure is a running total: the cost does not grow with tubes or
-    /// sessions.
-    pub(super) fn stats(&self, now: Timestamp) -> Reply {
+    /// `stats`: beanstalkd's fields, in its order; with `extended`, larder's follow.
+    /// Every figure is a running total: the cost does not grow with tubes or sessions.
+    pub(super) fn stats(&self, extended: bool, now: Timestamp) -> Reply {
         let t = &self.totals;
         let (urgent, ready, buried) = (t.urgent, t.ready, t.buried);
         let (reserved, delayed) = (self.reserved.len(), self.delayed.len());
@@ -232,6 +232,9 @@ impl Engine {
             p.os,
             p.platform,
         );
+        if !extended {
+            return Reply::Ok(y.into());
+        }
         let l = &self.log;
         let per_fsync = if l.fsyncs == 0 {
             0.0

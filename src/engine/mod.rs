@@ -372,7 +372,7 @@ impl Engine {
                 }
                 Reply::Extended
             }
-            Command::Stats => self.stats(now),
+            Command::Stats => self.stats(self.extended(sid), now),
             Command::Quit => return Outcome::Close,
             Command::ConfigTube {
                 tube,

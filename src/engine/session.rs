@@ -87,7 +87,7 @@ pub struct Session {
     pub producer: bool,
     /// Has issued a reserve.
     pub worker: bool,
-    /// Asked for larder's fields in `stats-job` and `stats-tube` (`extended-stats`).
+    /// Asked for larder's fields in `stats`, `stats-job` and `stats-tube` (`extended-stats`).
     pub extended_stats: bool,
 }
 
