@@ -204,6 +204,14 @@ pub struct ServeArgs {
     #[arg(long, env = "LARDER_MAX_LOG_BACKLOG", value_name = "SIZE",
           default_value_t = Size(ConnectionSettings::DEFAULT.max_log_backlog))]
     pub max_log_backlog: Size,
+    /// Most tubes that exist at once; a use, watch or config-tube that would create one
+    /// more gets REFUSED max-tubes. 0: no limit.
+    #[arg(long, env = "LARDER_MAX_TUBES", default_value_t = Limits::DEFAULT.max_tubes)]
+    pub max_tubes: u64,
+    /// Most tubes one connection watches; a watch of one more gets
+    /// REFUSED max-watches-per-connection. 0: no limit.
+    #[arg(long, env = "LARDER_MAX_WATCHES_PER_CONNECTION", default_value_t = Limits::DEFAULT.max_watches_per_connection)]
+    pub max_watches_per_connection: u64,
     /// Attempts before a job is buried automatically, for tubes that set none. Default 0:
     /// unlimited.
     #[arg(long, env = "LARDER_MAX_ATTEMPTS", value_name = "N")]
@@ -290,6 +298,8 @@ impl ServeArgs {
                 max_output_per_connection: self.max_output_per_connection.0,
                 output_stall_timeout: u64::from(self.output_stall_timeout),
                 min_free_disk: self.min_free_disk.0,
+                max_tubes: self.max_tubes,
+                max_watches_per_connection: self.max_watches_per_connection,
             },
             setting_defaults,
             connections: ConnectionSettings {
@@ -528,6 +538,10 @@ mod tests {
             "11",
             "--min-free-disk",
             "12",
+            "--max-tubes",
+            "13",
+            "--max-watches-per-connection",
+            "14",
         ]);
         assert_eq!(
             config.limits,
@@ -538,6 +552,8 @@ mod tests {
                 max_output_per_connection: 10,
                 output_stall_timeout: 11,
                 min_free_disk: 12,
+                max_tubes: 13,
+                max_watches_per_connection: 14,
             }
         );
         let d = config.setting_defaults;

@@ -69,8 +69,8 @@ pub struct Client {
     reader: FramedRead<OwnedReadHalf, ReplyDecoder>,
     writer: OwnedWriteHalf,
     out: BytesMut,
-    /// `extended-stats` was sent: `Some(true)` if the server took it (`stats-job` and
-    /// `stats-tube` carry larder's fields), `Some(false)` if it does not know it.
+    /// `extended-stats` was sent: `Some(true)` if the server took it (`stats`,
+    /// `stats-job` and `stats-tube` carry larder's fields), `Some(false)` if it does not know it.
     extended: Option<bool>,
 }
 
@@ -231,13 +231,10 @@ impl Client {
         tube: Option<&str>,
     ) -> Result<Vec<(String, String)>, ClientError> {
         let cmd = match tube {
-            Some(t) => {
-                let name = tube_name(t)?;
-                self.extend_stats().await?;
-                Command::StatsTube(name)
-            }
+            Some(t) => Command::StatsTube(tube_name(t)?),
             None => Command::Stats,
         };
+        self.extend_stats().await?;
         match self.call(&cmd).await? {
             Reply::Ok(yaml) => Ok(parse_yaml_map(&yaml)),
             other => Err(ClientError::Unexpected(other)),
@@ -339,7 +336,8 @@ impl Client {
         }
     }
 
-    /// Sends `extended-stats` once, so `stats-job` and `stats-tube` include larder's fields;
+    /// Sends `extended-stats` once, so `stats`, `stats-job` and `stats-tube` include larder's
+    /// fields;
     /// returns whether the server has them (beanstalkd answers `UNKNOWN_COMMAND`, and its
     /// plain fields are all there is).
     pub async fn extend_stats(&mut self) -> Result<bool, ClientError> {

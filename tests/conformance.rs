@@ -795,13 +795,40 @@ mod yaml {
         .await;
     }
 
+    /// beanstalkd 1.12's `stats` fields, in its order.
+    const BEANSTALKD_STATS: &str = "current-jobs-urgent current-jobs-ready \
+        current-jobs-reserved current-jobs-delayed current-jobs-buried cmd-put cmd-peek \
+        cmd-peek-ready cmd-peek-delayed cmd-peek-buried cmd-reserve cmd-reserve-with-timeout \
+        cmd-delete cmd-release cmd-use cmd-watch cmd-ignore cmd-bury cmd-kick cmd-touch \
+        cmd-stats cmd-stats-job cmd-stats-tube cmd-list-tubes cmd-list-tube-used \
+        cmd-list-tubes-watched cmd-pause-tube job-timeouts total-jobs max-job-size \
+        current-tubes current-connections current-producers current-workers \
+        current-waiting total-connections pid version rusage-utime rusage-stime uptime \
+        binlog-oldest-index binlog-current-index binlog-records-migrated \
+        binlog-records-written binlog-max-size draining id hostname os platform";
+
+    fn keys(reply: &str) -> Vec<String> {
+        fields(reply).into_iter().map(|(k, _)| k).collect()
+    }
+
+    /// Client libraries compare `stats` with beanstalkd's whole (a Python client's
+    /// documentation test prints it sorted), so larder's fields need `extended-stats`.
     #[tokio::test]
-    async fn stats_has_every_beanstalkd_field_in_order() {
+    async fn plain_stats_is_exactly_beanstalkds_field_set() {
         let (_s, mut c) = fresh().await;
-        let keys: Vec<String> = fields(&c.cmd("stats\r\n").await)
-            .into_iter()
-            .map(|(k, _)| k)
-            .collect();
+        let st = c.cmd("stats\r\n").await;
+        assert_eq!(
+            keys(&st),
+            BEANSTALKD_STATS.split_whitespace().collect::<Vec<_>>()
+        );
+        assert!(st.ends_with("\n\r\n"), "{st:?}");
+    }
+
+    #[tokio::test]
+    async fn extended_stats_has_every_beanstalkd_field_in_order_then_larders() {
+        let (_s, mut c) = fresh().await;
+        step(&mut c, "extended-stats\r\n", "EXTENDED\r\n").await;
+        let keys = keys(&c.cmd("stats\r\n").await);
         let expect = "current-jobs-urgent current-jobs-ready current-jobs-reserved \
             current-jobs-delayed current-jobs-buried cmd-put cmd-peek cmd-peek-ready \
             cmd-peek-delayed cmd-peek-buried cmd-reserve cmd-reserve-with-timeout cmd-delete \
@@ -816,9 +843,11 @@ mod yaml {
             log-fsyncs log-records-per-fsync log-bytes log-live-bytes log-segments-removed \
             log-jobs-compacted max-jobs max-bytes max-tube-jobs max-tube-bytes \
             max-connections max-output-per-connection output-stall-timeout min-free-disk \
+            max-tubes max-watches-per-connection \
             current-jobs current-bytes current-free-disk refused-max-jobs refused-max-bytes \
             refused-max-tube-jobs refused-max-tube-bytes refused-min-free-disk \
-            refused-max-connections refused-log-full refused-open-files stalled-output-disconnects \
+            refused-max-connections refused-log-full refused-open-files refused-max-tubes \
+            refused-max-watches-per-connection stalled-output-disconnects \
             command-timeout-disconnects \
             dead-letters-buried dead-letters-max-attempts \
             total-attempts total-retries-delayed total-dead-lettered cmd-config-tube cmd-fail \
@@ -829,6 +858,7 @@ mod yaml {
     #[tokio::test]
     async fn stats_reports_the_write_ahead_log() {
         let (_s, mut c) = fresh().await;
+        step(&mut c, "extended-stats\r\n", "EXTENDED\r\n").await;
         for i in 1..=3 {
             step(
                 &mut c,

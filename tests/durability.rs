@@ -274,7 +274,7 @@ async fn compaction_keeps_the_log_small_around_long_lived_jobs() {
     let dir = temp_dir("compact");
     let args = ["--wal-segment-size", "4096"];
     let server = ChildServer::larder_in(&dir, &args);
-    let mut c = Raw::connect(server.addr).await;
+    let mut c = Raw::connect_extended(server.addr).await;
     assert_eq!(c.cmd("use keep\r\n").await, "USING keep\r\n");
     assert_eq!(c.cmd("put 5 0 60 6\r\nburied\r\n").await, "INSERTED 1\r\n");
     assert_eq!(
@@ -466,7 +466,7 @@ async fn a_full_disk_refuses_puts_keeps_deletes_working_and_recovers() {
         "131072",
     ];
     let server = ChildServer::larder_in(&data, &args);
-    let mut c = Raw::connect(server.addr).await;
+    let mut c = Raw::connect_extended(server.addr).await;
     let body = "f".repeat(60_000);
     let mut confirmed = Vec::new();
     // 1 MiB holds at most ~17 such jobs; keep going until the server refuses.

@@ -5,6 +5,7 @@ use crate::support::{ChildServer, Raw};
 
 /// The `stats` value of `name` (the extended fields included).
 async fn stat(c: &mut Raw, name: &str) -> String {
+    assert_eq!(c.cmd("extended-stats\r\n").await, "EXTENDED\r\n");
     c.send(b"stats\r\n").await;
     let yaml = c.reply().await;
     yaml.lines()

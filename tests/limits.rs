@@ -408,7 +408,7 @@ async fn a_connection_over_the_limit_is_told_and_closed_and_the_others_go_on() {
     };
     let server = InProcess::with_config(config(&dir, limits)).await;
     let mut a = server.connect().await;
-    let mut b = server.connect().await;
+    let mut b = server.connect_extended().await;
     assert_eq!(a.cmd("use t\r\n").await, "USING t\r\n");
     assert_eq!(b.cmd("list-tube-used\r\n").await, "USING default\r\n");
     let mut c = server.connect().await;
@@ -438,6 +438,70 @@ async fn a_connection_over_the_limit_is_told_and_closed_and_the_others_go_on() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     drop(b);
+    server.shutdown().await.expect("shutdown");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `max-tubes` and `max-watches-per-connection` (protocol.md §9.1): a `use`, `watch` or
+/// `config-tube` that would create a tube past the limit, or a watch list past its limit,
+/// is refused, changes nothing (no tube, no record, the connection's tubes as they were)
+/// and leaves the connection usable; existing tubes stay reachable, and dropping a tube
+/// makes room again.
+#[tokio::test]
+async fn tube_and_watch_limits_refuse_new_tubes_and_change_nothing() {
+    let dir = data_dir("tubes");
+    let limits = Limits {
+        max_tubes: 3,
+        max_watches_per_connection: 2,
+        ..Limits::DEFAULT
+    };
+    let server = InProcess::with_config(config(&dir, limits)).await;
+    let mut a = server.connect_extended().await;
+    assert_eq!(a.cmd("use a\r\n").await, "USING a\r\n");
+    assert_eq!(a.cmd("watch b\r\n").await, "WATCHING 2\r\n");
+    let before = a.cmd("stats\r\n").await;
+    assert_eq!(num(&before, "current-tubes"), 3);
+    // The watch list is full: checked before the tube count.
+    assert_eq!(
+        a.cmd("watch c\r\n").await,
+        "REFUSED max-watches-per-connection\r\n"
+    );
+    assert_eq!(a.cmd("watch b\r\n").await, "WATCHING 2\r\n");
+    assert_eq!(a.cmd("use c\r\n").await, "REFUSED max-tubes\r\n");
+    assert_eq!(
+        a.cmd("config-tube c max-attempts 3\r\n").await,
+        "REFUSED max-tubes\r\n"
+    );
+    assert_eq!(a.cmd("list-tube-used\r\n").await, "USING a\r\n");
+    assert_eq!(
+        a.cmd("list-tubes-watched\r\n").await,
+        "OK 18\r\n---\n- default\n- b\n\r\n"
+    );
+    let mut b = server.connect_extended().await;
+    assert_eq!(b.cmd("watch c\r\n").await, "REFUSED max-tubes\r\n");
+    assert_eq!(b.cmd("watch a\r\n").await, "WATCHING 2\r\n");
+    assert_eq!(b.cmd("use b\r\n").await, "USING b\r\n");
+    assert_eq!(b.cmd(&put("x")).await, "INSERTED 1\r\n");
+    let after = b.cmd("stats\r\n").await;
+    assert_eq!(num(&after, "current-tubes"), 3);
+    assert_eq!(num(&after, "refused-max-tubes"), 3);
+    assert_eq!(num(&after, "refused-max-watches-per-connection"), 1);
+    assert_eq!(num(&after, "max-tubes"), 3);
+    assert_eq!(num(&after, "max-watches-per-connection"), 2);
+    assert_eq!(num(&after, "cmd-use"), 3, "a refused use still counts");
+    assert_eq!(num(&after, "cmd-watch"), 5, "a refused watch still counts");
+    assert_eq!(
+        num(&after, "log-records-written"),
+        num(&before, "log-records-written") + 1,
+        "only the put was logged"
+    );
+    assert_eq!(a.cmd("stats-tube c\r\n").await, "NOT_FOUND\r\n");
+    // Tube a loses its last user when `a` moves on, which makes room for c.
+    assert_eq!(b.cmd("ignore a\r\n").await, "WATCHING 1\r\n");
+    assert_eq!(a.cmd("use default\r\n").await, "USING default\r\n");
+    assert_eq!(a.cmd("use c\r\n").await, "USING c\r\n");
+    assert_eq!(a.cmd("use d\r\n").await, "REFUSED max-tubes\r\n");
+    drop((a, b));
     server.shutdown().await.expect("shutdown");
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -547,7 +611,7 @@ async fn a_flood_at_the_limits_keeps_memory_bounded_and_loses_nothing() {
     let addr = server.addr;
     let body = "f".repeat(1000);
 
-    let mut c = Raw::connect(addr).await;
+    let mut c = Raw::connect_extended(addr).await;
     assert_eq!(c.cmd(&put(&"p".repeat(60_000))).await, "INSERTED 1\r\n");
     let mut deaf = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let deaf_task = tokio::spawn(async move {

@@ -575,10 +575,11 @@ impl Model {
             | Op::ListTubes { .. }
             | Op::ListWatched { .. } => return None,
             Op::Pause { t, delay, .. } => {
-                let until = now + (u64::from(delay) * SEC).max(1);
+                // A zero delay is no pause (beanstalkd's 1 ns is over by the next command).
+                let until = (delay > 0).then(|| now + u64::from(delay) * SEC);
                 match self.tube(TUBES[t]) {
                     Some(tube) => {
-                        tube.1 = Some(until);
+                        tube.1 = until;
                         tube.3 += 1;
                         Reply::Paused
                     }

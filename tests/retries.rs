@@ -41,7 +41,7 @@ mod config_tube {
     #[tokio::test]
     async fn cmd_config_tube_counts_unknown_settings_too() {
         let s = InProcess::start().await;
-        let mut c = s.connect().await;
+        let mut c = s.connect_extended().await;
         step(
             &mut c,
             "config-tube mail colour 3\r\n",

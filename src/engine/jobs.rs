@@ -19,11 +19,10 @@ impl Engine {
         body: Bytes,
         now: Timestamp,
     ) -> Reply {
-        let Some(session) = self.sessions.get_mut(&sid) else {
+        let Some(tube_id) = self.sessions.get(&sid).map(|s| s.using) else {
             return Reply::InternalError;
         };
-        session.producer = true;
-        let tube_id = session.using;
+        self.mark_producer(sid);
         if self.draining {
             // beanstalkd uses up an id here (protocol.md §3.3).
             self.next_job_id += 1;
@@ -104,9 +103,7 @@ impl Engine {
         timeout: Option<u32>,
         now: Timestamp,
     ) -> Outcome {
-        if let Some(s) = self.sessions.get_mut(&sid) {
-            s.worker = true;
-        }
+        self.mark_worker(sid);
         if self.deadline_soon(sid, now) && !self.any_watched_ready(sid) {
             return Outcome::Reply(Reply::DeadlineSoon);
         }
@@ -130,7 +127,7 @@ impl Engine {
         self.sessions.get(&sid).is_some_and(|s| {
             s.watching
                 .iter()
-                .any(|&t| !self.tubes.get(t).ready.is_empty())
+                .any(|t| !self.tubes.get(t).ready.is_empty())
         })
     }
 

@@ -38,6 +38,11 @@ pub struct Limits {
     /// Free bytes the data directory's filesystem must keep; below it puts are refused
     /// (`--min-free-disk`). The server measures free space and reports it to the engine.
     pub min_free_disk: u64,
+    /// Tubes that exist at once, server-wide (`--max-tubes`): `use`, `watch` and
+    /// `config-tube` of a new tube beyond it are refused.
+    pub max_tubes: u64,
+    /// Tubes one connection may watch (`--max-watches-per-connection`).
+    pub max_watches_per_connection: u64,
 }
 
 impl Limits {
@@ -49,6 +54,8 @@ impl Limits {
         max_output_per_connection: 1 << 20,
         output_stall_timeout: 60,
         min_free_disk: 64 << 20,
+        max_tubes: 10_000,
+        max_watches_per_connection: 1_000,
     };
 
     /// No limit at all (for tests of other things).
@@ -59,6 +66,8 @@ impl Limits {
         max_output_per_connection: 0,
         output_stall_timeout: 0,
         min_free_disk: 0,
+        max_tubes: 0,
+        max_watches_per_connection: 0,
     };
 }
 
@@ -197,6 +206,8 @@ impl Engine {
             Refusal::MaxTubeBytes => tube_setting(TubeSetting::MaxTubeBytes),
             Refusal::MinFreeDisk => l.min_free_disk,
             Refusal::MaxConnections => l.max_connections,
+            Refusal::MaxTubes => l.max_tubes,
+            Refusal::MaxWatchesPerConnection => l.max_watches_per_connection,
             Refusal::LogFull | Refusal::OpenFiles => 0,
         }
     }
@@ -213,8 +224,18 @@ impl Engine {
             Refusal::MinFreeDisk
             | Refusal::MaxConnections
             | Refusal::LogFull
-            | Refusal::OpenFiles => false,
+            | Refusal::OpenFiles
+            | Refusal::MaxTubes
+            | Refusal::MaxWatchesPerConnection => false,
         });
+    }
+
+    /// Something limited by `reason` (a new tube, a new watch) was allowed: ends that
+    /// limit's refusal episode, if one is running.
+    pub(super) fn count_passed(&mut self, reason: Refusal) {
+        if !self.pressure.episodes.is_empty() {
+            self.end_episodes(|e| e.reason == reason);
+        }
     }
 
     fn end_episodes(&mut self, ends: impl Fn(&Episode) -> bool) {
@@ -317,7 +338,8 @@ impl Engine {
             y,
             "max-jobs: {}\nmax-bytes: {}\nmax-tube-jobs: {}\nmax-tube-bytes: {}\n\
              max-connections: {}\nmax-output-per-connection: {}\noutput-stall-timeout: {}\n\
-             min-free-disk: {}\ncurrent-jobs: {}\ncurrent-bytes: {}\n",
+             min-free-disk: {}\nmax-tubes: {}\nmax-watches-per-connection: {}\n\
+             current-jobs: {}\ncurrent-bytes: {}\n",
             l.max_jobs,
             l.max_bytes,
             self.config.defaults.get(TubeSetting::MaxTubeJobs),
@@ -326,6 +348,8 @@ impl Engine {
             l.max_output_per_connection,
             l.output_stall_timeout,
             l.min_free_disk,
+            l.max_tubes,
+            l.max_watches_per_connection,
             self.jobs.len(),
             p.bytes,
         );

@@ -13,7 +13,16 @@
 //! Invariants: every job is in exactly one of its tube's ready, delayed or buried sets, or in
 //! its reserving session's set, matching its [`JobState`]; the global `delayed` and
 //! `reserved` sets mirror the per-tube and per-session ones; a session with a `wait` is in
-//! the `waiting` list of every tube it watches and in no other.
+//! the `waiting` list of every tube it watches and in no other; `serveable` holds exactly
+//! the unpaused tubes with both a waiter and a ready job, keyed by their most urgent job;
+//! the [`Totals`] equal the sums over tubes and sessions they stand for.
+//!
+//! Cost: no command, timer or disconnect visits every tube, every session or every buried
+//! job. Serving waiters takes the first entry of `serveable`; `stats` reads running
+//! totals; a session's watch list is a hash-indexed list; the dead-letter commands walk
+//! id-ordered indexes from the first id they want. The exceptions are the commands whose
+//! reply lists them: `list-tubes` (bounded by `--max-tubes`) and `list-tubes-watched`
+//! (bounded by `--max-watches-per-connection`).
 
 mod bodies;
 mod change;
@@ -52,7 +61,9 @@ pub use stats::{CpuTimes, LogStats, ProcessInfo};
 pub use time::{Timestamp, NANOS_PER_SEC};
 pub use tube::TubeId;
 
-use crate::protocol::{Command, CommandKind, JobId, ProtocolError, Reply, TubeName, TubeSetting};
+use crate::protocol::{
+    BuryReason, Command, CommandKind, JobId, ProtocolError, Reply, TubeName, TubeSetting,
+};
 use limits::Pressure;
 use session::Session;
 use table::JobTable;
@@ -116,6 +127,26 @@ pub struct Counters {
     pub dead_lettered: u64,
 }
 
+/// Running totals over every tube and session, kept where the figures change, so `stats`
+/// and the dead-letter commands cost the same however many tubes there are.
+#[derive(Clone, Debug, Default)]
+struct Totals {
+    /// Ready jobs.
+    ready: u64,
+    /// Ready jobs with an urgent priority.
+    urgent: u64,
+    /// Buried jobs.
+    buried: u64,
+    /// Buried jobs that have a burial note, by [`BuryReason`] index, lowest id first.
+    dead: [BTreeSet<JobId>; BuryReason::COUNT],
+    /// Sessions that have put.
+    producers: u64,
+    /// Sessions that have reserved.
+    workers: u64,
+    /// Sessions blocked in reserve.
+    waiting: u64,
+}
+
 /// How much live data one log segment holds.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SegmentUse {
@@ -155,8 +186,12 @@ pub struct Engine {
     wakes: BTreeSet<(Timestamp, SessionId)>,
     /// Paused tubes by pause end.
     pauses: BTreeSet<(Timestamp, TubeId)>,
-    /// Tubes with at least one waiting session.
-    tubes_with_waiters: BTreeSet<TubeId>,
+    /// Unpaused tubes with both a waiting session and a ready job, by their most urgent
+    /// ready job (see `Engine::refresh_serveable`).
+    serveable: BTreeSet<((u32, JobId), TubeId)>,
+    /// Sequence number of the next wait (orders each tube's waiters).
+    next_wait_seq: u64,
+    totals: Totals,
     counters: Counters,
     /// Use measured against the limits, and refusals.
     pressure: Pressure,
@@ -194,7 +229,9 @@ impl Engine {
             reserved: BTreeSet::new(),
             wakes: BTreeSet::new(),
             pauses: BTreeSet::new(),
-            tubes_with_waiters: BTreeSet::new(),
+            serveable: BTreeSet::new(),
+            next_wait_seq: 0,
+            totals: Totals::default(),
             counters: Counters::default(),
             pressure: Pressure::default(),
             draining: false,
@@ -243,9 +280,11 @@ impl Engine {
         let Some(session) = self.sessions.remove(&sid) else {
             return;
         };
+        self.totals.producers -= u64::from(session.producer);
+        self.totals.workers -= u64::from(session.worker);
         self.tubes.get_mut(session.using).using -= 1;
         self.drop_tube_if_unused(session.using);
-        for &t in &session.watching {
+        for t in session.watching.iter() {
             self.tubes.get_mut(t).watching -= 1;
             self.drop_tube_if_unused(t);
         }
@@ -261,6 +300,22 @@ impl Engine {
     /// same state as a crash would (reserved jobs ready after the restart).
     pub fn set_stopping(&mut self) {
         self.stopping = true;
+    }
+
+    /// Marks `sid` as a producer (`current-producers`).
+    fn mark_producer(&mut self, sid: SessionId) {
+        if let Some(s) = self.sessions.get_mut(&sid) {
+            self.totals.producers += u64::from(!s.producer);
+            s.producer = true;
+        }
+    }
+
+    /// Marks `sid` as a worker (`current-workers`).
+    fn mark_worker(&mut self, sid: SessionId) {
+        if let Some(s) = self.sessions.get_mut(&sid) {
+            self.totals.workers += u64::from(!s.worker);
+            s.worker = true;
+        }
     }
 
     /// Drops tube `id` if nothing keeps it alive, forgetting its pause.
@@ -317,7 +372,7 @@ impl Engine {
                 }
                 Reply::Extended
             }
-            Command::Stats => self.stats(now),
+            Command::Stats => self.stats(self.extended(sid), now),
             Command::Quit => return Outcome::Close,
             Command::ConfigTube {
                 tube,
@@ -346,9 +401,7 @@ impl Engine {
             ProtocolError::ExpectedCrlf => {
                 self.counters.commands[CommandKind::Put.index()] += 1;
                 self.next_job_id += 1;
-                if let Some(s) = self.sessions.get_mut(&sid) {
-                    s.producer = true;
-                }
+                self.mark_producer(sid);
             }
             ProtocolError::UnknownSetting => {
                 self.counters.commands[CommandKind::ConfigTube.index()] += 1;
@@ -505,12 +558,7 @@ impl Engine {
             self.detach(id);
             self.make_ready(id, now);
         }
-        while let Some(&(until, tube)) = self.pauses.first() {
-            if until > now {
-                break;
-            }
-            self.pauses.remove(&(until, tube));
-            self.tubes.get_mut(tube).pause = None;
+        if self.pauses.first().is_some_and(|&(until, _)| until <= now) {
             self.process_queue(now);
         }
         while let Some(&(at, sid)) = self.wakes.first() {

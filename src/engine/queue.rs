@@ -18,9 +18,12 @@ impl Engine {
         match state {
             JobState::Ready => {
                 tube.ready.remove(&(pri, id));
+                self.totals.ready -= 1;
                 if pri < URGENT_THRESHOLD {
                     tube.urgent -= 1;
+                    self.totals.urgent -= 1;
                 }
+                self.refresh_serveable(tube_id);
             }
             JobState::Delayed { until } => {
                 tube.delayed.remove(&(until, id));
@@ -28,8 +31,10 @@ impl Engine {
             }
             JobState::Buried { seq } => {
                 tube.buried.remove(&seq);
+                self.totals.buried -= 1;
                 if let Some(burial) = self.notes.get_mut(&id).and_then(|n| n.burial.take()) {
-                    tube.dead[burial.reason.index()] -= 1;
+                    tube.dead[burial.reason.index()].remove(&id);
+                    self.totals.dead[burial.reason.index()].remove(&id);
                 }
                 self.tidy_notes(id);
             }
@@ -50,10 +55,35 @@ impl Engine {
             return;
         };
         job.state = JobState::Ready;
-        let tube = self.tubes.get_mut(job.tube);
+        let tube_id = job.tube;
+        let tube = self.tubes.get_mut(tube_id);
         tube.ready.insert((job.pri, id));
+        self.totals.ready += 1;
         if job.pri < URGENT_THRESHOLD {
             tube.urgent += 1;
+            self.totals.urgent += 1;
+        }
+        self.refresh_serveable(tube_id);
+    }
+
+    /// Brings tube `id`'s entry in `serveable` up to date: present, under its most urgent
+    /// ready job, exactly when the tube is unpaused and has both a waiter and a ready job.
+    /// Called wherever one of those changes.
+    pub(super) fn refresh_serveable(&mut self, id: super::TubeId) {
+        let tube = self.tubes.get_mut(id);
+        let want = if tube.pause.is_none() && !tube.waiting.is_empty() {
+            tube.ready.first().copied()
+        } else {
+            None
+        };
+        if want == tube.serveable {
+            return;
+        }
+        if let Some(old) = std::mem::replace(&mut tube.serveable, want) {
+            self.serveable.remove(&(old, id));
+        }
+        if let Some(new) = want {
+            self.serveable.insert((new, id));
         }
     }
 
@@ -84,7 +114,9 @@ impl Engine {
         job.counters.buries += 1;
         let tube = self.tubes.get_mut(job.tube);
         tube.buried.insert(seq, id);
-        tube.dead[burial.reason.index()] += 1;
+        tube.dead[burial.reason.index()].insert(id);
+        self.totals.buried += 1;
+        self.totals.dead[burial.reason.index()].insert(id);
         self.notes_mut(id).burial = Some(burial);
     }
 
@@ -96,10 +128,13 @@ impl Engine {
         };
         let old = self.notes_mut(id).burial.replace(burial);
         let dead = &mut self.tubes.get_mut(tube).dead;
+        let totals = &mut self.totals.dead;
         if let Some(old) = old {
-            dead[old.reason.index()] -= 1;
+            dead[old.reason.index()].remove(&id);
+            totals[old.reason.index()].remove(&id);
         }
-        dead[burial.reason.index()] += 1;
+        dead[burial.reason.index()].insert(id);
+        totals[burial.reason.index()].insert(id);
     }
 
     /// Reserves a detached job for `sid` until now + its TTR. Returns the reply carrying it.
@@ -115,8 +150,8 @@ impl Engine {
         self.reserved.insert((deadline, id));
         if let Some(s) = self.sessions.get_mut(&sid) {
             s.reserved.insert((deadline, id));
-            s.worker = true;
         }
+        self.mark_worker(sid);
         self.changes.push(Change::Reserve { id });
         Reply::Reserved { id, body }
     }
@@ -131,21 +166,28 @@ impl Engine {
 
     /// Blocks `sid` in reserve until a job, its timeout or its safety margin.
     pub(super) fn start_wait(&mut self, sid: SessionId, timeout_at: Option<Timestamp>) {
+        let seq = self.next_wait_seq;
         let Some(session) = self.sessions.get_mut(&sid) else {
             return;
         };
+        self.next_wait_seq += 1;
         let margin_at = session.soonest_deadline().map(|d| d - SAFETY_MARGIN);
         let wake_at = match (timeout_at, margin_at) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
+        if session.wait.is_none() {
+            self.totals.waiting += 1;
+        }
         session.wait = Some(Wait {
             timeout_at,
             wake_at: wake_at.unwrap_or(Timestamp(u64::MAX)),
+            seq,
         });
-        for &t in &session.watching {
-            self.tubes.get_mut(t).waiting.push_back(sid);
-            self.tubes_with_waiters.insert(t);
+        let watching: Vec<_> = session.watching.iter().collect();
+        for t in watching {
+            self.tubes.get_mut(t).waiting.insert(seq, sid);
+            self.refresh_serveable(t);
         }
         if let Some(at) = wake_at {
             self.wakes.insert((at, sid));
@@ -160,13 +202,12 @@ impl Engine {
         let Some(wait) = session.wait.take() else {
             return;
         };
+        self.totals.waiting -= 1;
         self.wakes.remove(&(wait.wake_at, sid));
-        for &t in &session.watching {
-            let tube = self.tubes.get_mut(t);
-            tube.waiting.retain(|&w| w != sid);
-            if tube.waiting.is_empty() {
-                self.tubes_with_waiters.remove(&t);
-            }
+        let watching: Vec<_> = session.watching.iter().collect();
+        for t in watching {
+            self.tubes.get_mut(t).waiting.remove(&wait.seq);
+            self.refresh_serveable(t);
         }
     }
 
@@ -191,26 +232,26 @@ impl Engine {
         self.wakeups.push((sid, reply));
     }
 
-    /// Serves waiting sessions: while some non-paused tube has both a waiter and a ready job,
-    /// the most urgent such job goes to the longest-waiting session of its tube.
-    pub(super) fn process_queue(&mut self, now: Timestamp) {
-        while !self.tubes_with_waiters.is_empty() {
-            let mut best: Option<((u32, JobId), super::TubeId)> = None;
-            for &t in &self.tubes_with_waiters {
-                let tube = self.tubes.get(t);
-                if tube.is_paused(now) {
-                    continue;
-                }
-                if let Some(&top) = tube.ready.first() {
-                    if best.is_none_or(|(b, _)| top < b) {
-                        best = Some((top, t));
-                    }
-                }
+    /// Ends every pause due at `now`.
+    pub(super) fn expire_pauses(&mut self, now: Timestamp) {
+        while let Some(&(until, tube)) = self.pauses.first() {
+            if until > now {
+                break;
             }
-            let Some(((_, id), t)) = best else {
-                return;
-            };
-            let Some(&sid) = self.tubes.get(t).waiting.front() else {
+            self.pauses.remove(&(until, tube));
+            self.tubes.get_mut(tube).pause = None;
+            self.refresh_serveable(tube);
+        }
+    }
+
+    /// Serves waiting sessions: while some unpaused tube has both a waiter and a ready job,
+    /// the most urgent such job goes to the longest-waiting session of its tube. Pauses due
+    /// at `now` end first. Each job served costs a few ordered-set operations per tube its
+    /// session watches, whatever the number of tubes.
+    pub(super) fn process_queue(&mut self, now: Timestamp) {
+        self.expire_pauses(now);
+        while let Some(&((_, id), t)) = self.serveable.first() {
+            let Some(&sid) = self.tubes.get(t).waiting.values().next() else {
                 return;
             };
             self.stop_wait(sid);

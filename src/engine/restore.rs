@@ -253,6 +253,7 @@ impl Engine {
                     self.tubes.get_mut(tube_id).pause = Some(Pause { nanos, until });
                     self.pauses.insert((until, tube_id));
                 }
+                self.refresh_serveable(tube_id);
             }
         }
         Ok(())

@@ -2,7 +2,7 @@
 //! them. A tube lives while a session uses or watches it, it holds a job, or it has a
 //! setting of its own; `default` always lives.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::session::SessionId;
 use super::settings::TubeSettings;
@@ -59,16 +59,23 @@ pub struct Tube {
     pub using: u32,
     /// Sessions watching this tube.
     pub watching: u32,
-    /// Sessions blocked in reserve that watch this tube, in the order they started waiting.
-    pub waiting: VecDeque<SessionId>,
+    /// Sessions blocked in reserve that watch this tube, by the sequence number of their
+    /// wait (so in the order they started waiting).
+    pub waiting: BTreeMap<u64, SessionId>,
     /// The pause in force, if any.
     pub pause: Option<Pause>,
     /// Counters.
     pub counters: TubeCounters,
     /// Settings the tube sets itself (`config-tube`).
     pub settings: TubeSettings,
-    /// Buried jobs by [`BuryReason`] index.
-    pub dead: [u64; BuryReason::COUNT],
+    /// Buried jobs that have a [`super::job::Burial`], by [`BuryReason`] index, lowest id
+    /// first (the dead-letter commands page through these).
+    pub dead: [BTreeSet<JobId>; BuryReason::COUNT],
+    /// The entry this tube has in the engine's set of tubes that can serve a waiter now
+    /// (its most urgent ready job), if it has one: kept by `Engine::refresh_serveable`.
+    pub serveable: Option<(u32, JobId)>,
+    /// Its place in [`Tubes`]'s listing order.
+    order_pos: usize,
 }
 
 impl Tube {
@@ -83,11 +90,13 @@ impl Tube {
             urgent: 0,
             using: 0,
             watching: 0,
-            waiting: VecDeque::new(),
+            waiting: BTreeMap::new(),
             pause: None,
             counters: TubeCounters::default(),
             settings: TubeSettings::default(),
-            dead: [0; BuryReason::COUNT],
+            dead: Default::default(),
+            serveable: None,
+            order_pos: 0,
         }
     }
 
@@ -97,11 +106,6 @@ impl Tube {
             + self.delayed.len() as u64
             + self.buried.len() as u64
             + self.reserved
-    }
-
-    /// Whether the tube hands out no jobs at `now`.
-    pub fn is_paused(&self, now: Timestamp) -> bool {
-        self.pause.is_some_and(|p| p.until > now)
     }
 
     fn unused(&self) -> bool {
@@ -145,7 +149,8 @@ impl Tubes {
         if let Some(id) = self.find(name) {
             return id;
         }
-        let tube = Tube::new(name.clone());
+        let mut tube = Tube::new(name.clone());
+        tube.order_pos = self.order.len();
         let id = match self.free.pop() {
             Some(id) => {
                 self.slots[id.0 as usize] = Some(tube);
@@ -168,10 +173,11 @@ impl Tubes {
         if !tube.unused() || tube.name.as_str() == "default" {
             return None;
         }
-        let name = tube.name.clone();
+        let (name, pos) = (tube.name.clone(), tube.order_pos);
         self.by_name.remove(&name);
-        if let Some(pos) = self.order.iter().position(|&t| t == id) {
-            self.order.swap_remove(pos);
+        self.order.swap_remove(pos);
+        if let Some(&moved) = self.order.get(pos) {
+            self.get_mut(moved).order_pos = pos;
         }
         self.free.push(id);
         self.slots[id.0 as usize].take()

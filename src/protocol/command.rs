@@ -138,8 +138,8 @@ pub enum Command {
     },
     /// `quit`
     Quit,
-    /// `extended-stats` (larder extension): from now on this connection's `stats-job` and
-    /// `stats-tube` replies carry larder's fields too.
+    /// `extended-stats` (larder extension): from now on this connection's `stats`,
+    /// `stats-job` and `stats-tube` replies carry larder's fields too.
     ExtendedStats,
     /// `config-tube <tube> <setting> <value>` (larder extension): sets one of a tube's
     /// settings; `value` `None` (`default` on the wire) returns it to the server default.

@@ -187,11 +187,16 @@ pub enum Refusal {
     /// The log could not open a file it needs because the process is out of file
     /// descriptors (`ulimit -n`): new jobs are refused until the log has its file.
     OpenFiles,
+    /// `--max-tubes`: as many tubes exist as the server allows; `use`, `watch` or
+    /// `config-tube` would create another.
+    MaxTubes,
+    /// `--max-watches-per-connection`: the connection watches as many tubes as it may.
+    MaxWatchesPerConnection,
 }
 
 impl Refusal {
     /// Every reason, in the order `stats` lists their counters.
-    pub const ALL: [Refusal; 8] = [
+    pub const ALL: [Refusal; 10] = [
         Refusal::MaxJobs,
         Refusal::MaxBytes,
         Refusal::MaxTubeJobs,
@@ -200,6 +205,8 @@ impl Refusal {
         Refusal::MaxConnections,
         Refusal::LogFull,
         Refusal::OpenFiles,
+        Refusal::MaxTubes,
+        Refusal::MaxWatchesPerConnection,
     ];
 
     /// Number of reasons.
@@ -216,6 +223,8 @@ impl Refusal {
             Refusal::MaxConnections => "max-connections",
             Refusal::LogFull => "log-full",
             Refusal::OpenFiles => "open-files",
+            Refusal::MaxTubes => "max-tubes",
+            Refusal::MaxWatchesPerConnection => "max-watches-per-connection",
         }
     }
 

@@ -450,8 +450,8 @@ mod tests {
     use crate::server::Clock;
     use crate::wal::Layout;
 
-    /// A broker holding job 1 with a 60,000-byte body, and no log writer (the test runs
-    /// only commands that change nothing durable).
+    /// A broker holding job 1 with a 60,000-byte body and 300 more tubes with long names, and no
+    /// log writer (the tests run only commands that change nothing durable).
     fn broker() -> Arc<Broker> {
         let clock = Clock::new();
         let mut engine = Engine::new(EngineConfig::default(), ProcessInfo::fixed(), clock.now());
@@ -463,6 +463,20 @@ mod tests {
             body: vec![b'x'; 60_000].into(),
         };
         engine.apply(sid, put, clock.now());
+        // 300 tubes with 200-byte names, each kept alive by a job: a `list-tubes` reply of
+        // 4 + 10 + 300 * 203 bytes (`---\n`, `- default\n`, then `- <name>\n` each).
+        for i in 0..300 {
+            let name = format!("{i:0>200}");
+            let tube = crate::protocol::TubeName::new(name.as_bytes()).expect("name");
+            engine.apply(sid, Command::Use(tube), clock.now());
+            let put = Command::Put {
+                pri: 0,
+                delay: 0,
+                ttr: 60,
+                body: b"x"[..].into(),
+            };
+            engine.apply(sid, put, clock.now());
+        }
         engine.close_session(sid, clock.now());
         engine.discard_changes();
         let journal = Arc::new(Journal::new(1, Layout::empty(1, 1 << 20)));
@@ -477,8 +491,8 @@ mod tests {
         ))
     }
 
-    /// How many `peek`s the engine has run.
-    fn peeks(broker: &Broker) -> u64 {
+    /// How many `kind` commands (a `cmd-*` counter of `stats`) the engine has run.
+    fn count(broker: &Broker, kind: &str) -> u64 {
         broker.with_engine(|e| {
             let sid = e.open_session();
             let reply = e.apply(sid, Command::Stats, Timestamp(0));
@@ -488,9 +502,9 @@ mod tests {
             };
             crate::client::parse_yaml_map(&yaml)
                 .into_iter()
-                .find(|(k, _)| k == "cmd-peek")
+                .find(|(k, _)| k == &format!("cmd-{kind}"))
                 .and_then(|(_, v)| v.parse().ok())
-                .expect("cmd-peek")
+                .expect("counter")
         })
     }
 
@@ -520,7 +534,7 @@ mod tests {
             .expect("the stalled connection was not closed")
             .expect("connection task");
         // The first reply fits under 64 kB, the second reaches it: nothing more ran.
-        assert_eq!(peeks(&broker), 2);
+        assert_eq!(count(&broker, "peek"), 2);
         assert_eq!(broker.with_engine(|e| e.session_count()), 0);
         let mut got = Vec::new();
         let _ = cr.read_to_end(&mut got).await;
@@ -532,10 +546,11 @@ mod tests {
         assert!(got.len() < 2 * 60_000, "{} bytes arrived", got.len());
     }
 
-    /// The value of `stats` field `name`.
+    /// The value of `stats` field `name` (larder's fields included).
     fn stat(broker: &Broker, name: &str) -> String {
         broker.with_engine(|e| {
             let sid = e.open_session();
+            e.apply(sid, Command::ExtendedStats, Timestamp(0));
             let reply = e.apply(sid, Command::Stats, Timestamp(0));
             e.close_session(sid, Timestamp(0));
             let Outcome::Reply(Reply::Ok(yaml)) = reply else {
@@ -563,6 +578,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_command_left_unfinished_past_the_timeout_ends_the_connection() {
         let broker = broker();
+        let ready = stat(&broker, "current-jobs-ready");
         let (client, server) = tokio::io::duplex(64 << 10);
         let (sr, sw) = tokio::io::split(server);
         let (_stop, stop_rx) = watch::channel(false);
@@ -587,7 +603,8 @@ mod tests {
         );
         conn.await.expect("connection task");
         assert_eq!(stat(&broker, "command-timeout-disconnects"), "1");
-        assert_eq!(stat(&broker, "current-jobs-ready"), "1");
+        // The half-sent put stored nothing.
+        assert_eq!(stat(&broker, "current-jobs-ready"), ready);
         assert_eq!(broker.with_engine(|e| e.session_count()), 0);
     }
 
@@ -670,6 +687,42 @@ mod tests {
             out.bytes.capacity() <= KEEP_CAPACITY,
             "{} bytes kept",
             out.bytes.capacity()
+        );
+    }
+
+    /// A tube list counts in full against the output limit like a job does: with 64 kB
+    /// allowed and 61 kB per `list-tubes`, the second reply reaches the limit and no
+    /// further command runs while the client reads nothing.
+    #[tokio::test]
+    async fn tube_lists_count_in_full_against_the_output_limit() {
+        let broker = broker();
+        let (client, server) = tokio::io::duplex(1024);
+        let (sr, sw) = tokio::io::split(server);
+        let (_stop, stop_rx) = watch::channel(false);
+        let limit = ConnectionLimits {
+            output: OutputLimit {
+                max_bytes: 64 << 10,
+                stall_timeout: Some(Duration::from_millis(300)),
+            },
+            max_input: usize::MAX,
+            command_timeout: None,
+        };
+        let conn = tokio::spawn(serve(sr, sw, broker.clone(), 65_535, limit, stop_rx));
+        let (mut cr, mut cw) = tokio::io::split(client);
+        cw.write_all(&b"list-tubes\r\n".repeat(64))
+            .await
+            .expect("send");
+        tokio::time::timeout(Duration::from_secs(10), conn)
+            .await
+            .expect("the stalled connection was not closed")
+            .expect("connection task");
+        assert_eq!(count(&broker, "list-tubes"), 2);
+        let mut got = Vec::new();
+        let _ = cr.read_to_end(&mut got).await;
+        assert!(
+            got.starts_with(b"OK 60914\r\n---\n- default\n"),
+            "{:?}",
+            &got[..20.min(got.len())]
         );
     }
 }

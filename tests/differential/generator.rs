@@ -92,11 +92,38 @@ impl Gen {
         });
     }
 
-    /// Several commands for one connection in one write.
+    /// A `pause-tube` of `tube`: half the time a zero pause, which ends any pause at once
+    /// (so the very next command, even pipelined, finds the tube unpaused), otherwise a
+    /// long one (a short one would end at a time-dependent point).
+    fn pause(&mut self, tube: String) -> String {
+        if self.rng.gen_ratio(1, 2) {
+            self.paused.remove(&tube);
+            format!("pause-tube {tube} 0")
+        } else {
+            let line = format!("pause-tube {tube} 1000");
+            self.paused.insert(tube);
+            line
+        }
+    }
+
+    /// Several commands for one connection in one write; a third of them start by
+    /// unpausing a tube with a zero pause, or pausing one, so the commands behind it
+    /// run right after the change.
     fn pipelined(&mut self, c: usize) {
         let k = self.rng.gen_range(2..=4);
         let mut bytes = Vec::new();
         let mut expect = Expect::n(0);
+        if self.rng.gen_ratio(1, 3) {
+            let tube = if self.rng.gen_ratio(2, 3) {
+                self.paused.iter().min().cloned()
+            } else {
+                None
+            };
+            let tube = tube.unwrap_or_else(|| self.tube());
+            let line = self.pause(tube);
+            bytes.extend_from_slice(format!("{line}\r\n").as_bytes());
+            expect.replies += 1;
+        }
         for _ in 0..k {
             let cmd = self.command(c);
             bytes.extend_from_slice(&cmd.bytes);
@@ -215,10 +242,8 @@ impl Gen {
             82 => Cmd::line("list-tube-used".to_owned()),
             83 => Cmd::line("list-tubes-watched".to_owned()),
             84 => {
-                // Only long pauses: a short one would end at a time-dependent point.
                 let t = self.tube();
-                self.paused.insert(t.clone());
-                Cmd::line(format!("pause-tube {t} 1000"))
+                Cmd::line(self.pause(t))
             }
             85 => {
                 self.conns[c] = ConnState::fresh();

@@ -699,6 +699,30 @@ pub fn all() -> Vec<Scenario> {
             s(0, "reserve-with-timeout 4294967296\r\n"),
         ],
     ));
+    // beanstalkd pauses for 1 ns on a zero delay, which the next command already finds
+    // over; larder used to keep the tube paused for the rest of the batch.
+    v.push(scenario(
+        "pause-tube 0 leaves the tube unpaused for the next pipelined command",
+        vec![
+            s(0, "use q\r\n"),
+            put(0, "1024", "0", "10", b"a"),
+            s(1, "watch q\r\n"),
+            put(1, "5000", "0", "10", b"b"),
+            n(
+                1,
+                b"pause-tube q 0\r\nreserve-with-timeout 0\r\n".to_vec(),
+                2,
+            ),
+            s(1, "pause-tube q 1000\r\n"),
+            put(0, "1", "0", "10", b"c"),
+            n(
+                1,
+                b"pause-tube q 0\r\nreserve-with-timeout 0\r\nstats-tube q\r\n".to_vec(),
+                3,
+            ),
+            s(1, "stats\r\n"),
+        ],
+    ));
     v.push(scenario(
         "pause-tube with an invalid name made of name characters counts in cmd-pause-tube",
         vec![
