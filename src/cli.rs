@@ -3,7 +3,10 @@
 //! Doc comments on the argument structs are the `--help` text.
 
 pub mod dlq;
+mod log_format;
 pub mod tube;
+
+pub use log_format::{log_format, LogFormat};
 
 use std::io::{Read, Write};
 use std::net::IpAddr;
@@ -30,7 +33,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Cmd {
     /// Run the broker.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Show a running server's statistics.
     Stats(StatsArgs),
     /// Put one job (body from the argument, or standard input) and print its id.
@@ -291,6 +294,17 @@ pub struct ServeArgs {
     /// Fraction of each retry delay taken off at random (0 to 1; default 0).
     #[arg(long, env = "LARDER_RETRY_JITTER", value_name = "F")]
     pub retry_jitter: Option<String>,
+    /// Serve /metrics (OpenMetrics), /healthz and /readyz over HTTP on HOST:PORT. Off
+    /// unless given.
+    #[arg(long, env = "LARDER_METRICS_LISTEN", value_name = "HOST:PORT")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Tubes (the first in name order) that get series of their own in /metrics; the
+    /// others are summed under tube="_other".
+    #[arg(long, env = "LARDER_METRICS_MAX_TUBES", default_value_t = crate::server::metrics::DEFAULT_MAX_TUBES)]
+    pub metrics_max_tubes: u64,
+    /// HTTP connections the metrics listener serves at once (at least 1); more wait.
+    #[arg(long, env = "LARDER_METRICS_MAX_CONNECTIONS", default_value_t = crate::server::metrics::DEFAULT_MAX_CONNECTIONS)]
+    pub metrics_max_connections: u64,
 }
 
 impl ServeArgs {
@@ -328,6 +342,9 @@ impl ServeArgs {
         if self.threads == 0 || self.threads > 256 {
             bail!("--threads must be between 1 and 256");
         }
+        if self.metrics_max_connections == 0 {
+            bail!("--metrics-max-connections must be at least 1");
+        }
         if self.wal_segment_size < 4096 {
             bail!("--wal-segment-size must be at least 4096");
         }
@@ -364,6 +381,13 @@ impl ServeArgs {
             },
             user: self.user.clone(),
             compaction: !self.no_compaction,
+            metrics: self
+                .metrics_listen
+                .map(|listen| crate::server::metrics::MetricsSettings {
+                    listen,
+                    max_tubes: self.metrics_max_tubes,
+                    max_connections: self.metrics_max_connections,
+                }),
             ..ServerConfig::default()
         })
     }

@@ -25,10 +25,17 @@ fn main() {
         None => tracing_subscriber::EnvFilter::try_from_env("LARDER_LOG")
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
     };
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match cli::log_format() {
+        Ok(cli::LogFormat::Json) => builder.json().init(),
+        Ok(cli::LogFormat::Text) => builder.init(),
+        Err(e) => {
+            eprintln!("larder: {e}");
+            std::process::exit(2);
+        }
+    }
     if let Err(e) = blocked {
         tracing::warn!(error = %e, "could not block signals during start-up");
     }
@@ -46,7 +53,7 @@ fn main() {
     let mut stdout = std::io::stdout();
     let result = runtime.block_on(async {
         match cli.command {
-            Cmd::Serve(args) => cli::serve(args).await.map(|()| 0),
+            Cmd::Serve(args) => cli::serve(*args).await.map(|()| 0),
             Cmd::Stats(args) => cli::stats(args, &mut stdout).await.map(|()| 0),
             Cmd::Put(args) => cli::put(args, &mut stdout).await.map(|()| 0),
             Cmd::Reserve(args) => cli::reserve(args, &mut stdout).await,

@@ -30,7 +30,8 @@ fn temp_dir(name: &str) -> PathBuf {
 /// Writes a log of `jobs` ready jobs (tiny bodies) into `data_dir`, as a server would.
 fn write_log(data_dir: &Path, jobs: u64) {
     let dir = larder::cli::wal_dir(data_dir);
-    let (mut wal, _, _) = Wal::open(FsStorage::new(), &dir, WalOptions::default()).expect("open log");
+    let (mut wal, _, _) =
+        Wal::open(FsStorage::new(), &dir, WalOptions::default()).expect("open log");
     let tube = TubeName::new(b"big").expect("tube name");
     for id in 1..=jobs {
         let change = Change::Put {
