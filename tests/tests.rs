@@ -14,6 +14,8 @@
 //!   holds across a restart; a flood keeps the server's memory bounded.
 //! - `retries`: larder's retry and dead-letter extensions, over TCP and through the CLI.
 //! - `startup`: signals while the log replays, and beanstalkd's flags, against the binary.
+//! - `metrics`: /metrics through a real OpenMetrics parser, /healthz, /readyz, JSON logs,
+//!   systemd notices and the unit file.
 
 mod support;
 
@@ -25,6 +27,7 @@ mod durability;
 mod fuzz_corpus;
 mod hostile;
 mod limits;
+mod metrics;
 mod model;
 mod retries;
 mod server;
