@@ -4,7 +4,9 @@
 
 pub mod dlq;
 mod log_format;
+pub mod stats;
 pub mod tube;
+pub mod tubes;
 
 pub use log_format::{log_format, LogFormat};
 
@@ -34,8 +36,10 @@ pub struct Cli {
 pub enum Cmd {
     /// Run the broker.
     Serve(Box<ServeArgs>),
-    /// Show a running server's statistics.
+    /// Show a summary of one or several running servers (`--all` for every field).
     Stats(StatsArgs),
+    /// List every tube of one or several running servers: jobs, waiters, pause, dead letters.
+    Tubes(tubes::TubesArgs),
     /// Put one job (body from the argument, or standard input) and print its id.
     Put(PutArgs),
     /// Reserve one job, print its body to standard output, and delete it.
@@ -414,15 +418,21 @@ impl ServeArgs {
 /// `larder stats`.
 #[derive(Debug, Args)]
 pub struct StatsArgs {
-    /// Server address.
+    /// Server address, or several separated by commas (one row each, and a total).
     #[arg(long, env = "LARDER_ADDR", default_value = DEFAULT_LISTEN)]
     pub addr: String,
     /// Show this tube's statistics instead of the server's.
     #[arg(long)]
     pub tube: Option<String>,
-    /// Print JSON instead of a table.
+    /// Print every field as JSON instead of the summary.
     #[arg(long)]
     pub json: bool,
+    /// Print every field (a two-column table) instead of the summary.
+    #[arg(long)]
+    pub all: bool,
+    /// Refresh every N seconds until interrupted; rates are then since the last sample.
+    #[arg(long, value_name = "N")]
+    pub watch: Option<u64>,
 }
 
 /// `larder put`.
@@ -510,14 +520,10 @@ pub fn verbosity_filter(verbose: u8) -> Option<&'static str> {
 
 /// `larder stats`.
 pub async fn stats(args: StatsArgs, out: &mut impl Write) -> anyhow::Result<()> {
-    let mut client = Client::connect(&args.addr).await?;
-    let fields = match client.stats(args.tube.as_deref()).await {
-        Err(crate::client::ClientError::Unexpected(Reply::NotFound)) => {
-            bail!("no tube named {:?}", args.tube.unwrap_or_default())
-        }
-        other => other?,
-    };
-    print_fields(fields, args.json, out)
+    match &args.tube {
+        Some(tube) => stats::tube(&args, tube, out).await,
+        None => stats::run(&args, out).await,
+    }
 }
 
 /// Prints stats fields as a two-column table, or as one JSON object.

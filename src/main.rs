@@ -55,6 +55,7 @@ fn main() {
         match cli.command {
             Cmd::Serve(args) => cli::serve(*args).await.map(|()| 0),
             Cmd::Stats(args) => cli::stats(args, &mut stdout).await.map(|()| 0),
+            Cmd::Tubes(args) => cli::tubes::run(args, &mut stdout).await.map(|()| 0),
             Cmd::Put(args) => cli::put(args, &mut stdout).await.map(|()| 0),
             Cmd::Reserve(args) => cli::reserve(args, &mut stdout).await,
             Cmd::Wal(cli::WalCmd::Verify(args)) => cli::wal_verify(&args, &mut stdout),

@@ -14,6 +14,7 @@
 //!   holds across a restart; a flood keeps the server's memory bounded.
 //! - `retries`: larder's retry and dead-letter extensions, over TCP and through the CLI.
 //! - `startup`: signals while the log replays, and beanstalkd's flags, against the binary.
+//! - `operator`: `larder stats` and `larder tubes` against one and several real servers.
 //! - `metrics`: /metrics through a real OpenMetrics parser, /healthz, /readyz, JSON logs,
 //!   systemd notices and the unit file.
 
@@ -29,6 +30,7 @@ mod hostile;
 mod limits;
 mod metrics;
 mod model;
+mod operator;
 mod retries;
 mod server;
 mod startup;
