@@ -167,6 +167,44 @@ async fn a_scrape_counts_what_happened_and_passes_the_openmetrics_parser() {
     }
 }
 
+#[test]
+fn the_dashboard_uses_only_metrics_the_server_exposes() {
+    let (_server, metrics) = metrics_server(&[]);
+    let text = http(&metrics, "GET", "/metrics").body;
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/contrib/grafana-dashboard.json"
+        ))
+        .expect("contrib/grafana-dashboard.json"),
+    )
+    .expect("the dashboard is JSON");
+    let mut exprs = Vec::new();
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            exprs.push(target["expr"].as_str().expect("expr").to_owned());
+        }
+    }
+    assert!(exprs.len() > 20, "{exprs:?}");
+    let mut names = 0;
+    for expr in &exprs {
+        let mut rest = expr.as_str();
+        while let Some(at) = rest.find("larder_") {
+            let name: String = rest[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            assert!(
+                text.lines().any(|l| l.starts_with(&name)),
+                "the dashboard uses {name}, which /metrics does not have"
+            );
+            names += 1;
+            rest = &rest[at + name.len()..];
+        }
+    }
+    assert!(names >= exprs.len(), "every query names a larder metric");
+}
+
 #[tokio::test]
 async fn tubes_past_the_cap_are_summed_under_other() {
     let (server, metrics) = metrics_server(&["--metrics-max-tubes", "1"]);

@@ -124,7 +124,7 @@ const SKIPPED: &[&str] = &[
 /// Text fields of `stats` that become labels of `larder_build_info`.
 const INFO_FIELDS: &[(&str, &str)] = &[
     ("version", "version"),
-    ("id", "instance"),
+    ("id", "instance_id"),
     ("hostname", "hostname"),
     ("log-fsync", "fsync"),
 ];
