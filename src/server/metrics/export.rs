@@ -6,12 +6,13 @@
 //! field they report is exported: the fields below get a proper name, type, unit and
 //! labels; any other numeric field (one added later) is exported as a gauge named after it
 //! (`larder_stat_<field>`, `larder_tube_stat_<field>`). Text fields go into
-//! `larder_build_info`.
+//! `larder_build_info`. Tube settings are `larder_tube_setting{setting=…}`.
 //!
 //! Per-tube series are bounded: the first `--metrics-max-tubes` tubes in name order get
 //! their own `tube` label; the rest (and a tube actually named `_other`) are summed into
 //! `tube="_other"`. Counts, counters and dead letters add up; for pauses the sum is the
 //! number of seconds over all those tubes, so `larder_tube_paused` counts paused tubes.
+//! Settings are not summed: `_other` has no `larder_tube_setting` series.
 
 use std::collections::BTreeMap;
 
@@ -347,6 +348,17 @@ fn tube_field(field: &str) -> Mapping {
         )
         .label("limit", limit);
     }
+    if crate::protocol::TubeSetting::ALL
+        .iter()
+        .any(|s| s.name() == field)
+    {
+        return gauge(
+            "larder_tube_setting",
+            "Tube settings in force, as stats-tube shows them (delays in milliseconds).",
+            None,
+        )
+        .label("setting", field);
+    }
     match field {
         "total-jobs" => counter(
             "larder_tube_jobs_created",
@@ -448,7 +460,12 @@ impl Exposition {
                 continue;
             }
             if let Some(value) = Value::parse(text) {
-                self.add(tube_field(field).label("tube", tube), value);
+                let mapping = tube_field(field);
+                // A sum of settings over tubes means nothing.
+                if tube == OTHER_TUBES && mapping.name == "larder_tube_setting" {
+                    continue;
+                }
+                self.add(mapping.label("tube", tube), value);
                 if field == "pause" {
                     let paused = Value::Int(u64::from(value.as_f64() > 0.0));
                     let m = gauge(
@@ -561,11 +578,11 @@ mod tests {
         );
         e.add_tube_stats(
             "mail",
-            "---\nname: mail\ncurrent-jobs-ready: 3\npause: 10\n",
+            "---\nname: mail\ncurrent-jobs-ready: 3\npause: 10\nretry-backoff: 1.5\n",
         );
         e.add_tube_stats(
             OTHER_TUBES,
-            "---\nname: a\ncurrent-jobs-ready: 1\npause: 0\n",
+            "---\nname: a\ncurrent-jobs-ready: 1\npause: 0\nretry-backoff: 2\n",
         );
         e.add_tube_stats(
             OTHER_TUBES,
@@ -585,6 +602,7 @@ mod tests {
             "larder_tube_jobs{state=\"ready\",tube=\"_other\"} 3",
             "larder_tube_paused{tube=\"_other\"} 1",
             "larder_tube_pause_seconds{tube=\"mail\"} 10",
+            "larder_tube_setting{setting=\"retry-backoff\",tube=\"mail\"} 1.5",
             "# TYPE larder_fsync_seconds histogram",
             "larder_fsync_seconds_bucket{le=\"+Inf\"} 0",
             "# EOF",
@@ -596,6 +614,10 @@ mod tests {
         }
         assert!(text.contains("version=\"0.1.0\""), "{text}");
         assert!(!text.contains("binlog"), "{text}");
+        assert!(
+            !text.contains("larder_tube_setting{setting=\"retry-backoff\",tube=\"_other\"}"),
+            "{text}"
+        );
         assert!(
             !text.contains("free_disk"),
             "unknown is not a number: {text}"
