@@ -10,14 +10,14 @@ use std::time::{Duration, Instant};
 use crate::support::{free_port, larder_bin, ChildServer, Raw, REPLY_TIMEOUT};
 
 /// An HTTP response: status code and body.
-struct Http {
-    status: u16,
-    content_type: String,
-    body: String,
+pub struct Http {
+    pub status: u16,
+    pub content_type: String,
+    pub body: String,
 }
 
 /// `METHOD path` over a fresh connection to `addr` (the server closes it after replying).
-fn http(addr: &str, method: &str, path: &str) -> Http {
+pub fn http(addr: &str, method: &str, path: &str) -> Http {
     let mut stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
     stream
         .set_read_timeout(Some(REPLY_TIMEOUT))
