@@ -13,6 +13,7 @@
 //! `--command-timeout` seconds is dropped.
 
 mod export;
+mod names;
 mod timings;
 
 use std::net::SocketAddr;
