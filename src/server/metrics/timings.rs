@@ -156,7 +156,9 @@ pub struct Timings {
     pub fsync: AtomicHistogram,
     /// Records made durable by one fdatasync (the group-commit batch).
     pub records_per_fsync: AtomicHistogram,
-    /// Time from a put's command being read to its `INSERTED` being written back.
+    /// Time from a put's command being read to its `INSERTED` being written back. Puts
+    /// answered in one write count from the arrival of the oldest of them (commands read
+    /// together arrive together).
     pub put_confirm: AtomicHistogram,
     /// Time a `reserve` that returned a job waited for it (0 when one was ready).
     pub reserve_wait: AtomicHistogram,
