@@ -7,7 +7,7 @@ use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::{free_port, larder_bin, ChildServer, Raw, REPLY_TIMEOUT};
+use crate::support::{free_port, larder_bin, ChildServer, Raw, SmallDisk, REPLY_TIMEOUT};
 
 /// An HTTP response: status code and body.
 pub struct Http {
@@ -274,6 +274,44 @@ fn readiness_fails_below_the_disk_floor() {
     let json: serde_json::Value = serde_json::from_str(&ready.body).expect("JSON");
     assert_eq!(json["ready"], false);
     assert_eq!(json["reasons"], serde_json::json!(["min-free-disk"]));
+}
+
+/// A full disk (the log's reserve spent) takes the server out of service until space returns.
+#[tokio::test]
+async fn readiness_fails_while_the_log_is_full() {
+    let disk = SmallDisk::mount("readyfull");
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let args = [
+        "--min-free-disk",
+        "0",
+        "--disk-reserve",
+        "262144",
+        "--wal-segment-size",
+        "131072",
+        "--metrics-listen",
+        &metrics,
+    ];
+    let server = ChildServer::larder_in(&disk.0.join("data"), &args);
+    let mut c = Raw::connect(server.addr).await;
+    assert_eq!(http(&metrics, "GET", "/readyz").status, 200);
+    let body = "f".repeat(60_000);
+    let mut refused = false;
+    for _ in 0..40 {
+        let reply = c
+            .cmd(&format!("put 0 0 60 {}\r\n{body}\r\n", body.len()))
+            .await;
+        if reply == "REFUSED log-full\r\n" {
+            refused = true;
+            break;
+        }
+        assert!(reply.starts_with("INSERTED"), "{reply:?}");
+    }
+    assert!(refused, "the disk never filled");
+    let ready = http(&metrics, "GET", "/readyz");
+    assert_eq!(ready.status, 503, "{}", ready.body);
+    let json: serde_json::Value = serde_json::from_str(&ready.body).expect("JSON");
+    assert_eq!(json["reasons"], serde_json::json!(["log-full"]));
+    drop(server);
 }
 
 #[test]
