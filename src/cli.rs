@@ -431,7 +431,7 @@ pub struct StatsArgs {
     #[arg(long)]
     pub all: bool,
     /// Refresh every N seconds until interrupted; rates are then since the last sample.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub watch: Option<u64>,
 }
 

@@ -133,7 +133,7 @@ pub async fn run(args: &super::StatsArgs, out: &mut impl Write) -> anyhow::Resul
         first = false;
         out.write_all(&text)?;
         out.flush()?;
-        tokio::time::sleep(Duration::from_secs(every.max(1))).await;
+        tokio::time::sleep(Duration::from_secs(every)).await;
     }
 }
 

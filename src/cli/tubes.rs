@@ -27,7 +27,7 @@ pub struct TubesArgs {
     #[arg(long)]
     pub json: bool,
     /// Refresh every N seconds until interrupted.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub watch: Option<u64>,
 }
 
@@ -229,7 +229,7 @@ pub async fn run(args: TubesArgs, out: &mut impl Write) -> anyhow::Result<()> {
         first = false;
         out.write_all(text.as_bytes())?;
         out.flush()?;
-        tokio::time::sleep(Duration::from_secs(every.max(1))).await;
+        tokio::time::sleep(Duration::from_secs(every)).await;
     }
 }
 
