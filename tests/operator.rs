@@ -203,4 +203,10 @@ async fn watch_refreshes_with_rates_since_the_last_sample() {
         text.contains("rates: per second since the last sample"),
         "{text}"
     );
+
+    for command in ["stats", "tubes"] {
+        let out = larder(&[command, "--watch", "0", "--addr", &addr]);
+        assert_eq!(out.status.code(), Some(2), "{command}: {out:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("--watch"));
+    }
 }
