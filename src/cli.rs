@@ -298,9 +298,9 @@ pub struct ServeArgs {
     /// Fraction of each retry delay taken off at random (0 to 1; default 0).
     #[arg(long, env = "LARDER_RETRY_JITTER", value_name = "F")]
     pub retry_jitter: Option<String>,
-    /// Serve /metrics (OpenMetrics), /healthz and /readyz over HTTP on HOST:PORT. Off
+    /// Serve /metrics (OpenMetrics), /healthz and /readyz over HTTP on IP:PORT. Off
     /// unless given.
-    #[arg(long, env = "LARDER_METRICS_LISTEN", value_name = "HOST:PORT")]
+    #[arg(long, env = "LARDER_METRICS_LISTEN", value_name = "IP:PORT")]
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// Tubes (the first in name order) that get series of their own in /metrics; the
     /// others are summed under tube="_other".
