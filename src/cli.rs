@@ -6,11 +6,15 @@ mod connect;
 pub mod dlq;
 pub mod export;
 pub mod job;
+mod log_format;
 mod stats;
+pub mod summary;
 pub mod tube;
+pub mod tubes;
 mod wal;
 
 pub use connect::{is_broken_pipe, ConnArgs};
+pub use log_format::{log_format, LogFormat};
 pub use stats::{json_scalar, print_fields, stats, StatsArgs};
 pub use wal::{wal_dir, wal_dump, wal_verify, WalArgs, WalCmd};
 
@@ -39,9 +43,11 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Cmd {
     /// Run the broker.
-    Serve(ServeArgs),
-    /// Show a running server's statistics.
+    Serve(Box<ServeArgs>),
+    /// Show a summary of one or several running servers (`--all` for every field).
     Stats(StatsArgs),
+    /// List every tube of one or several running servers: jobs, waiters, pause, dead letters.
+    Tubes(tubes::TubesArgs),
     /// Put one job (body from the argument, or standard input) and print its id.
     Put(PutArgs),
     /// Reserve one job, print its body to standard output, and delete it.
@@ -230,6 +236,17 @@ pub struct ServeArgs {
     /// Fraction of each retry delay taken off at random, 0 to 1. Default 0.
     #[arg(long, env = "LARDER_RETRY_JITTER", value_name = "F")]
     pub retry_jitter: Option<String>,
+    /// Serve /metrics (OpenMetrics), /healthz and /readyz over HTTP on IP:PORT. Off
+    /// unless given.
+    #[arg(long, env = "LARDER_METRICS_LISTEN", value_name = "IP:PORT")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Tubes (the first in name order) that get series of their own in /metrics; the
+    /// others are summed under tube="_other".
+    #[arg(long, env = "LARDER_METRICS_MAX_TUBES", default_value_t = crate::server::metrics::DEFAULT_MAX_TUBES)]
+    pub metrics_max_tubes: u64,
+    /// HTTP connections the metrics listener serves at once (at least 1); more wait.
+    #[arg(long, env = "LARDER_METRICS_MAX_CONNECTIONS", default_value_t = crate::server::metrics::DEFAULT_MAX_CONNECTIONS)]
+    pub metrics_max_connections: u64,
 }
 
 impl ServeArgs {
@@ -272,6 +289,9 @@ impl ServeArgs {
         if self.threads == 0 || self.threads > 256 {
             bail!("--threads must be between 1 and 256");
         }
+        if self.metrics_max_connections == 0 {
+            bail!("--metrics-max-connections must be at least 1");
+        }
         if self.wal_segment_size.0 < 4096 {
             bail!("--wal-segment-size must be at least 4096");
         }
@@ -310,6 +330,13 @@ impl ServeArgs {
             },
             user: self.user.clone(),
             compaction: !self.no_compaction,
+            metrics: self
+                .metrics_listen
+                .map(|listen| crate::server::metrics::MetricsSettings {
+                    listen,
+                    max_tubes: self.metrics_max_tubes,
+                    max_connections: self.metrics_max_connections,
+                }),
             ..ServerConfig::default()
         })
     }

@@ -128,6 +128,8 @@ pub struct ServerConfig {
     /// Whether long-lived jobs are copied forward so old segments can go (`-c`, the
     /// default; `-n` turns it off). Segments without live jobs are removed either way.
     pub compaction: bool,
+    /// The metrics and health HTTP listener (`--metrics-listen`); `None`: off.
+    pub metrics: Option<crate::server::metrics::MetricsSettings>,
 }
 
 /// What one client connection may hold in memory and how long it may take, enforced by
@@ -191,6 +193,7 @@ impl Default for ServerConfig {
             connections: ConnectionSettings::DEFAULT,
             user: None,
             compaction: true,
+            metrics: None,
         }
     }
 }

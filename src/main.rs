@@ -25,15 +25,22 @@ fn main() {
         None => tracing_subscriber::EnvFilter::try_from_env("LARDER_LOG")
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
     };
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         // Colours only for a person at a terminal: a file or journal gets plain text.
         .with_ansi(
             std::io::IsTerminal::is_terminal(&std::io::stderr())
                 && std::env::var_os("NO_COLOR").is_none(),
-        )
-        .init();
+        );
+    match cli::log_format() {
+        Ok(cli::LogFormat::Json) => builder.json().init(),
+        Ok(cli::LogFormat::Text) => builder.init(),
+        Err(e) => {
+            eprintln!("larder: {e}");
+            std::process::exit(2);
+        }
+    }
     if let Err(e) = blocked {
         tracing::warn!(error = %e, "could not block signals during start-up");
     }
@@ -51,8 +58,9 @@ fn main() {
     let mut stdout = std::io::stdout();
     let result = runtime.block_on(async {
         match cli.command {
-            Cmd::Serve(args) => cli::serve(args).await.map(|()| 0),
+            Cmd::Serve(args) => cli::serve(*args).await.map(|()| 0),
             Cmd::Stats(args) => cli::stats(args, &mut stdout).await.map(|()| 0),
+            Cmd::Tubes(args) => cli::tubes::run(args, &mut stdout).await.map(|()| 0),
             Cmd::Put(args) => cli::put(args, &mut stdout).await.map(|()| 0),
             Cmd::Reserve(args) => cli::reserve(args, &mut stdout).await,
             Cmd::Peek(args) => cli::job::peek(args, &mut stdout).await.map(|()| 0),

@@ -79,7 +79,7 @@ async fn stats_prints_a_table_or_json() {
     let mut c = Raw::connect(server.addr).await;
     assert_eq!(c.cmd("put 0 0 10 1\r\nx\r\n").await, "INSERTED 1\r\n");
 
-    let out = larder(&["stats", "--addr", &addr]);
+    let out = larder(&["stats", "--addr", &addr, "--all"]);
     assert!(out.status.success(), "{out:?}");
     let text = String::from_utf8_lossy(&out.stdout);
     let ready = text

@@ -713,7 +713,7 @@ async fn a_flood_at_the_limits_keeps_memory_bounded_and_loses_nothing() {
 fn larder_stats_shows_the_limits_and_refusals() {
     let server = ChildServer::larder(&["--max-jobs", "7"]);
     let out = std::process::Command::new(crate::support::larder_bin())
-        .args(["stats", "--addr", &server.addr.to_string()])
+        .args(["stats", "--all", "--addr", &server.addr.to_string()])
         .output()
         .expect("run larder stats");
     assert!(out.status.success());

@@ -205,6 +205,27 @@ async fn sigusr1_while_the_log_replays_enters_drain_mode_once_recovered() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+#[test]
+fn readyz_says_recovering_while_the_log_replays_and_healthz_answers() {
+    let dir = temp_dir("replay-ready");
+    write_log(&dir, BIG_LOG_JOBS);
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let mut server = Logged::start(&dir, &["--metrics-listen", &metrics]);
+    server.wait_for("replaying the log");
+    let during = crate::metrics::http(&metrics, "GET", "/readyz");
+    let health = crate::metrics::http(&metrics, "GET", "/healthz");
+    server.wait_for("listening");
+    assert_eq!(during.status, 503, "{}", during.body);
+    assert_eq!(
+        during.body.trim(),
+        r#"{"ready":false,"reasons":["recovering"]}"#
+    );
+    assert_eq!(health.status, 200);
+    let after = crate::metrics::http(&metrics, "GET", "/readyz");
+    assert_eq!(after.status, 200, "{}", after.body);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Whether `/proc/PID/status` shows SIGTERM, SIGINT and SIGUSR1 in the main thread's
 /// blocked set (`SigBlk`) or caught set (`SigCgt`).
 fn stop_signals_held(pid: u32) -> bool {

@@ -16,6 +16,9 @@
 //!   errors, symmetric dlq verbs, one JSON schema, export and import.
 //! - `retries`: larder's retry and dead-letter extensions, over TCP and through the CLI.
 //! - `startup`: signals while the log replays, and beanstalkd's flags, against the binary.
+//! - `operator`: `larder stats` and `larder tubes` against one and several real servers.
+//! - `metrics`: /metrics through a real OpenMetrics parser, /healthz, /readyz, JSON logs,
+//!   systemd notices and the unit file.
 
 mod support;
 
@@ -27,8 +30,10 @@ mod durability;
 mod fuzz_corpus;
 mod hostile;
 mod limits;
+mod metrics;
 mod model;
 mod operator;
+mod operator_view;
 mod retries;
 mod server;
 mod startup;

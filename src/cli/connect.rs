@@ -25,7 +25,12 @@ pub struct ConnArgs {
 impl ConnArgs {
     /// Connects, with an error that says what to check when it fails.
     pub async fn connect(&self) -> anyhow::Result<Client> {
-        let addr = self.addr.as_str();
+        self.connect_to(&self.addr).await
+    }
+
+    /// Connects to `addr` (one of several given to `--addr`) with these settings; errors
+    /// say what to check, as [`ConnArgs::connect`]'s do.
+    pub async fn connect_to(&self, addr: &str) -> anyhow::Result<Client> {
         let has_port = addr
             .rsplit_once(':')
             .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());

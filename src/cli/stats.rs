@@ -2,11 +2,9 @@
 
 use std::io::Write;
 
-use anyhow::bail;
 use clap::Args;
 
 use super::ConnArgs;
-use crate::protocol::Reply;
 
 /// `larder stats`.
 #[derive(Debug, Args)]
@@ -16,21 +14,24 @@ pub struct StatsArgs {
     /// Show this tube's statistics instead of the server's.
     #[arg(long)]
     pub tube: Option<String>,
-    /// Print JSON instead of a table.
+    /// Print every field as one JSON object instead of the summary.
     #[arg(long)]
     pub json: bool,
+    /// Print every field (a two-column table) instead of the summary.
+    #[arg(long)]
+    pub all: bool,
+    /// Refresh every N seconds until interrupted; rates are then since the last sample.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub watch: Option<u64>,
 }
 
-/// `larder stats`.
+/// `larder stats`: the summary of one or several brokers (see [`super::summary`]), every
+/// field with `--all` or `--json`, or a tube's fields with `--tube`.
 pub async fn stats(args: StatsArgs, out: &mut impl Write) -> anyhow::Result<()> {
-    let mut client = args.conn.connect().await?;
-    let fields = match client.stats(args.tube.as_deref()).await {
-        Err(crate::client::ClientError::Unexpected(Reply::NotFound)) => {
-            bail!("no tube named {:?}", args.tube.unwrap_or_default())
-        }
-        other => other?,
-    };
-    print_fields(fields, args.json, out)
+    match &args.tube {
+        Some(tube) => super::summary::tube(&args, tube, out).await,
+        None => super::summary::run(&args, out).await,
+    }
 }
 
 /// Prints stats fields as a two-column table, or as one JSON object.

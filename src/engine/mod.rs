@@ -34,6 +34,7 @@ mod limits;
 mod notes;
 mod queue;
 pub mod record;
+mod report;
 mod restore;
 mod retry;
 mod session;

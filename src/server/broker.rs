@@ -404,6 +404,21 @@ impl Broker {
         st.settle(&self.timer);
     }
 
+    /// Runs `f` with the engine locked and its log figures refreshed, and the journal (for
+    /// the metrics exporter and the health checks).
+    pub(super) fn inspect<R>(&self, f: impl FnOnce(&Engine, &Journal) -> R) -> R {
+        let mut st = self.lock();
+        st.engine.set_log_stats(self.journal.stats(self.fsync));
+        st.engine.set_log_full(self.journal.log_full());
+        st.engine.set_out_of_files(self.journal.out_of_files());
+        f(&st.engine, &self.journal)
+    }
+
+    /// The server's histograms.
+    pub fn timings(&self) -> &super::metrics::Timings {
+        self.journal.timings()
+    }
+
     /// Runs `f` with the engine locked (for tests and inspection).
     pub fn with_engine<R>(&self, f: impl FnOnce(&mut Engine) -> R) -> R {
         f(&mut self.lock().engine)

@@ -120,10 +120,13 @@ fn item_size(item: &Item) -> usize {
 struct Held {
     items: VecDeque<Item>,
     bytes: usize,
+    /// When the oldest of them was read (a put's arrival, for its confirmation time).
+    since: Option<Instant>,
 }
 
 impl Held {
     fn push(&mut self, item: Item) {
+        self.since.get_or_insert_with(Instant::now);
         self.bytes += item_size(&item);
         self.items.push_back(item);
     }
@@ -135,6 +138,9 @@ impl Held {
 
     /// Counts again after some commands ran.
     fn recount(&mut self) {
+        if self.items.is_empty() {
+            self.since = None;
+        }
         self.bytes = self.items.iter().map(item_size).sum();
     }
 }
@@ -206,11 +212,14 @@ pub async fn serve<R, W>(
         replies: 0,
         lsn: 0,
         stall_timeout: limit.stall_timeout,
+        puts: 0,
+        puts_since: None,
     };
     let flush_at = FLUSH_AT.min(limit.max_bytes);
     let mut pending = Held {
         items: VecDeque::new(),
         bytes: 0,
+        since: None,
     };
 
     'conn: loop {
@@ -262,7 +271,13 @@ pub async fn serve<R, W>(
             continue;
         }
         broker.wait_for_log_room().await;
+        let arrived = pending.since;
         let (stop, lsn) = broker.execute(sid, &mut pending.items, |reply| {
+            match &reply {
+                Reply::Inserted(_) => out.count_put(arrived),
+                Reply::Reserved { .. } => broker.timings().reserve_wait.observe(0),
+                _ => {}
+            }
             out.push(&reply);
             out.bytes.len() < limit.max_bytes
         });
@@ -276,6 +291,7 @@ pub async fn serve<R, W>(
                     break;
                 }
                 let mut hung_up = false;
+                let blocked_at = Instant::now();
                 let reply = loop {
                     tokio::select! {
                         reply = inbox.recv() => break reply,
@@ -301,6 +317,12 @@ pub async fn serve<R, W>(
                 };
                 match reply {
                     Some((reply, lsn)) => {
+                        if let Reply::Reserved { .. } = reply {
+                            broker
+                                .timings()
+                                .reserve_wait
+                                .observe_duration(blocked_at.elapsed());
+                        }
                         out.push(&reply);
                         out.lsn = out.lsn.max(lsn);
                     }
@@ -342,9 +364,20 @@ struct Pending {
     lsn: u64,
     /// See [`OutputLimit::stall_timeout`].
     stall_timeout: Option<Duration>,
+    /// `INSERTED` replies among them, and when the oldest of those puts was read.
+    puts: u64,
+    puts_since: Option<Instant>,
 }
 
 impl Pending {
+    /// Notes an `INSERTED` reply for a put read at `arrived`.
+    fn count_put(&mut self, arrived: Option<Instant>) {
+        self.puts += 1;
+        if self.puts_since.is_none() {
+            self.puts_since = arrived;
+        }
+    }
+
     fn push(&mut self, reply: &Reply) {
         self.replies += 1;
         if let Some(hole) = reply.encode(&mut self.bytes) {
@@ -367,7 +400,10 @@ impl Pending {
             return Ok(());
         }
         let replies = std::mem::take(&mut self.replies);
+        let mut puts = std::mem::take(&mut self.puts);
+        let puts_since = self.puts_since.take();
         if broker.durable(self.lsn).await.is_err() {
+            puts = 0;
             self.bytes.clear();
             self.holes.clear();
             for _ in 0..replies {
@@ -391,6 +427,10 @@ impl Pending {
             }
         }
         let result = self.write_out(writer, broker).await;
+        if let (Ok(()), Some(since)) = (&result, puts_since) {
+            let waited = u64::try_from(since.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            broker.timings().put_confirm.observe_n(waited, puts);
+        }
         // After a failure the rest is dropped too: the connection is ending.
         self.bytes.clear();
         if self.bytes.capacity() > KEEP_CAPACITY {
@@ -677,6 +717,8 @@ mod tests {
             replies: 0,
             lsn: 0,
             stall_timeout: None,
+            puts: 0,
+            puts_since: None,
         };
         out.push(&Reply::Ok(bytes::Bytes::from(vec![b'y'; 1 << 20])));
         assert!(out.bytes.capacity() >= 1 << 20);

@@ -73,6 +73,8 @@ pub struct Journal {
     max_backlog: u64,
     /// Woken whenever the writer has taken a batch off the backlog.
     room: tokio::sync::Notify,
+    /// Histograms: the writer fills the fsync ones, connections the others.
+    timings: super::metrics::Timings,
 }
 
 impl Journal {
@@ -108,6 +110,7 @@ impl Journal {
             backlog: AtomicU64::new(0),
             max_backlog,
             room: tokio::sync::Notify::new(),
+            timings: super::metrics::Timings::new(),
         }
     }
 
@@ -133,6 +136,16 @@ impl Journal {
     /// Payload bytes waiting for the writer.
     pub fn backlog(&self) -> u64 {
         self.backlog.load(Ordering::Relaxed)
+    }
+
+    /// The server's histograms.
+    pub fn timings(&self) -> &super::metrics::Timings {
+        &self.timings
+    }
+
+    /// Whether the server has begun to stop.
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::Relaxed)
     }
 
     /// Whether the log is out of file descriptors for its next segment.
@@ -273,6 +286,7 @@ where
                 last_retake: Instant::now(),
                 last_sync: Instant::now(),
                 unsynced: false,
+                unsynced_records: 0,
             }
             .run()
         })
@@ -289,6 +303,8 @@ struct Writer<S: Storage> {
     last_retake: Instant,
     last_sync: Instant,
     unsynced: bool,
+    /// Records written since the last sync (for the records-per-fsync histogram).
+    unsynced_records: u64,
 }
 
 impl<S: Storage> Writer<S> {
@@ -398,13 +414,13 @@ impl<S: Storage> Writer<S> {
         self.journal
             .records_written
             .fetch_add(count, Ordering::Relaxed);
+        self.unsynced_records += count;
         if sync_now {
+            let started = Instant::now();
             if let Err(e) = self.until_space(|wal| wal.sync()) {
                 return self.fail(e);
             }
-            self.journal.fsyncs.fetch_add(1, Ordering::Relaxed);
-            self.last_sync = Instant::now();
-            self.unsynced = false;
+            self.synced(started);
         } else {
             if let Err(e) = self.until_space(|wal| wal.flush()) {
                 return self.fail(e);
@@ -477,14 +493,22 @@ impl<S: Storage> Writer<S> {
     }
 
     fn sync(&mut self) {
+        let started = Instant::now();
         match self.wal.sync() {
-            Ok(_) => {
-                self.journal.fsyncs.fetch_add(1, Ordering::Relaxed);
-                self.last_sync = Instant::now();
-                self.unsynced = false;
-            }
+            Ok(_) => self.synced(started),
             Err(e) => self.fail(e),
         }
+    }
+
+    /// Counts a sync that began at `started` and has just succeeded.
+    fn synced(&mut self, started: Instant) {
+        self.last_sync = Instant::now();
+        let t = &self.journal.timings;
+        t.fsync.observe_duration(self.last_sync - started);
+        t.records_per_fsync.observe(self.unsynced_records);
+        self.unsynced_records = 0;
+        self.journal.fsyncs.fetch_add(1, Ordering::Relaxed);
+        self.unsynced = false;
     }
 
     fn fail(&mut self, e: impl std::fmt::Display) {
@@ -517,6 +541,7 @@ impl<S: Storage> Writer<S> {
             return self.fail(e);
         }
         self.unsynced = false;
+        self.unsynced_records = 0;
         match self.wal.remove_segments_before(keep) {
             Ok(n) => {
                 self.journal

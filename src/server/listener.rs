@@ -117,6 +117,7 @@ pub async fn run_with(
 ) -> anyhow::Result<()> {
     tokio::pin!(shutdown);
     let data_dir = crate::datadir::DataDir::open(&config.data_dir)?;
+    let metrics = super::metrics::start(&config).await?;
     if let Some(user) = &config.user {
         super::user::become_user(user, data_dir.path())?;
     }
@@ -240,6 +241,7 @@ pub async fn run_with(
         draining = drain_at_start,
         "larder started: listening"
     );
+    super::metrics::serving(metrics.as_ref(), &broker);
     loop {
         let accepted = tokio::select! {
             accepted = accept(&listener) => accepted,
@@ -299,6 +301,7 @@ pub async fn run_with(
     }
     drop(listener);
     tracing::info!(connections = conns.len(), "shutting down");
+    super::notify::stopping();
     broker.set_stopping();
     let _ = stop_tx.send(true);
     while conns.join_next().await.is_some() {}

@@ -9,6 +9,9 @@
 //! Back-pressure around the engine (`limits`): a connection gate for `--max-connections`,
 //! a free-space watcher for `--min-free-disk`, and, in `connection`, the per-connection
 //! output limit. The engine itself refuses puts over the job limits.
+//!
+//! For operators (`metrics`, `notify`): the `--metrics-listen` HTTP listener, and
+//! systemd readiness notices.
 
 mod bodies;
 mod broker;
@@ -18,6 +21,8 @@ mod connection;
 mod journal;
 mod limits;
 mod listener;
+pub mod metrics;
+mod notify;
 mod process;
 mod recovery;
 mod reserve;

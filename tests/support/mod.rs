@@ -292,11 +292,22 @@ impl ChildServer {
     /// Spawns `program args…` without waiting, its standard error captured in a log file
     /// (see [`ChildServer::log`]).
     fn start(program: &str, args: &[String], addr: SocketAddr) -> ChildServer {
+        ChildServer::start_with_env(program, args, addr, &[])
+    }
+
+    /// [`ChildServer::start`] with extra environment variables for the child.
+    fn start_with_env(
+        program: &str,
+        args: &[String],
+        addr: SocketAddr,
+        env: &[(&str, &str)],
+    ) -> ChildServer {
         let log = server_log_path();
         let stderr = std::fs::File::create(&log)
             .unwrap_or_else(|e| panic!("cannot create {}: {e}", log.display()));
         let child = Command::new(program)
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr)
@@ -341,6 +352,32 @@ impl ChildServer {
             args.extend(extra.iter().map(|s| s.to_string()));
             args
         })
+    }
+
+    /// Starts the larder binary on a free port with extra arguments, a fresh data directory
+    /// and extra environment variables.
+    pub fn larder_env(extra: &[&str], env: &[(&str, &str)]) -> ChildServer {
+        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("larder-test-env-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        for _ in 0..20 {
+            let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+            let mut args = vec![
+                "serve".to_owned(),
+                "--listen".to_owned(),
+                addr.to_string(),
+                "--data-dir".to_owned(),
+                dir.display().to_string(),
+            ];
+            args.extend(extra.iter().map(|s| s.to_string()));
+            let mut server = ChildServer::start_with_env(larder_bin(), &args, addr, env);
+            if server.try_wait_listening() {
+                server.data_dir = Some(dir);
+                return server;
+            }
+        }
+        panic!("larder never managed to listen");
     }
 
     /// Kills the server with SIGKILL and waits for it to die.
