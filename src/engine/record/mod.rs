@@ -9,75 +9,122 @@
 //! Changing an encoding means a new record kind (old kinds stay decodable), never a new
 //! meaning for an old kind.
 
-use bytes::{BufMut, Bytes};
+mod kinds;
 
-use super::change::{Change, ImageState};
-use super::job::{Burial, JobCounters};
+use bytes::Bytes;
+
+use super::change::Change;
 use super::time::Timestamp;
-use crate::protocol::{BuryReason, JobId, TubeName, TubeSetting};
+use crate::protocol::{JobId, TubeName};
+pub use kinds::encode;
+#[cfg(test)]
+use {
+    super::change::ImageState,
+    super::job::{Burial, JobCounters},
+    crate::protocol::{BuryReason, TubeSetting},
+};
 
-/// Record kinds, one per [`Change`] variant.
-pub mod kind {
-    /// [`super::Change::Put`]
-    pub const PUT: u8 = 1;
-    /// [`super::Change::Reserve`]
-    pub const RESERVE: u8 = 2;
-    /// [`super::Change::Delete`]
-    pub const DELETE: u8 = 3;
-    /// [`super::Change::Release`]
-    pub const RELEASE: u8 = 4;
-    /// [`super::Change::Bury`]
-    pub const BURY: u8 = 5;
-    /// [`super::Change::Kick`]
-    pub const KICK: u8 = 6;
-    /// [`super::Change::Timeout`]
-    pub const TIMEOUT: u8 = 7;
-    /// [`super::Change::PauseTube`]
-    pub const PAUSE_TUBE: u8 = 8;
-    /// [`super::Change::Image`]
-    pub const IMAGE: u8 = 9;
-    /// [`super::Change::NextId`]
-    pub const NEXT_ID: u8 = 10;
-    /// [`super::Change::ConfigTube`] (kinds 16–23 belong to retries and tube settings)
-    pub const CONFIG_TUBE: u8 = 16;
-    /// [`super::Change::Retry`]
-    pub const RETRY: u8 = 17;
-    /// [`super::Change::DeadLetter`]
-    pub const DEAD_LETTER: u8 = 18;
-    /// [`super::Change::Abandon`]
-    pub const ABANDON: u8 = 19;
-    /// [`super::Change::Fail`]
-    pub const FAIL: u8 = 20;
-    /// [`super::Change::JobNotes`]
-    pub const JOB_NOTES: u8 = 21;
+/// Record kinds, one per [`Change`] variant. The code is the kind byte in the log's record
+/// frame; a code is never reused for another meaning.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum RecordKind {
+    /// [`Change::Put`]
+    Put = 1,
+    /// [`Change::Reserve`]
+    Reserve = 2,
+    /// [`Change::Delete`]
+    Delete = 3,
+    /// [`Change::Release`]
+    Release = 4,
+    /// [`Change::Bury`]
+    Bury = 5,
+    /// [`Change::Kick`]
+    Kick = 6,
+    /// [`Change::Timeout`]
+    Timeout = 7,
+    /// [`Change::PauseTube`]
+    PauseTube = 8,
+    /// [`Change::Image`]
+    Image = 9,
+    /// [`Change::NextId`]
+    NextId = 10,
+    /// [`Change::ConfigTube`] (codes 16–23 belong to retries and tube settings)
+    ConfigTube = 16,
+    /// [`Change::Retry`]
+    Retry = 17,
+    /// [`Change::DeadLetter`]
+    DeadLetter = 18,
+    /// [`Change::Abandon`]
+    Abandon = 19,
+    /// [`Change::Fail`]
+    Fail = 20,
+    /// [`Change::JobNotes`]
+    JobNotes = 21,
 }
 
-/// A record kind's name, for `larder wal dump`.
-pub fn kind_name(k: u8) -> String {
-    match k {
-        kind::PUT => "put".into(),
-        kind::RESERVE => "reserve".into(),
-        kind::DELETE => "delete".into(),
-        kind::RELEASE => "release".into(),
-        kind::BURY => "bury".into(),
-        kind::KICK => "kick".into(),
-        kind::TIMEOUT => "timeout".into(),
-        kind::PAUSE_TUBE => "pause-tube".into(),
-        kind::IMAGE => "image".into(),
-        kind::NEXT_ID => "next-id".into(),
-        kind::CONFIG_TUBE => "config-tube".into(),
-        kind::RETRY => "retry".into(),
-        kind::DEAD_LETTER => "dead-letter".into(),
-        kind::ABANDON => "abandon".into(),
-        kind::FAIL => "fail".into(),
-        kind::JOB_NOTES => "job-notes".into(),
-        other => format!("unknown({other})"),
+impl RecordKind {
+    /// Every kind, in code order.
+    pub const ALL: [RecordKind; 16] = [
+        RecordKind::Put,
+        RecordKind::Reserve,
+        RecordKind::Delete,
+        RecordKind::Release,
+        RecordKind::Bury,
+        RecordKind::Kick,
+        RecordKind::Timeout,
+        RecordKind::PauseTube,
+        RecordKind::Image,
+        RecordKind::NextId,
+        RecordKind::ConfigTube,
+        RecordKind::Retry,
+        RecordKind::DeadLetter,
+        RecordKind::Abandon,
+        RecordKind::Fail,
+        RecordKind::JobNotes,
+    ];
+
+    /// The kind byte in the log.
+    pub fn code(self) -> u8 {
+        self as u8
     }
+
+    /// The kind with code `code`, if any.
+    pub fn from_code(code: u8) -> Option<RecordKind> {
+        RecordKind::ALL.into_iter().find(|k| k.code() == code)
+    }
+
+    /// The kind's name, as `larder wal dump` prints it.
+    pub fn name(self) -> &'static str {
+        match self {
+            RecordKind::Put => "put",
+            RecordKind::Reserve => "reserve",
+            RecordKind::Delete => "delete",
+            RecordKind::Release => "release",
+            RecordKind::Bury => "bury",
+            RecordKind::Kick => "kick",
+            RecordKind::Timeout => "timeout",
+            RecordKind::PauseTube => "pause-tube",
+            RecordKind::Image => "image",
+            RecordKind::NextId => "next-id",
+            RecordKind::ConfigTube => "config-tube",
+            RecordKind::Retry => "retry",
+            RecordKind::DeadLetter => "dead-letter",
+            RecordKind::Abandon => "abandon",
+            RecordKind::Fail => "fail",
+            RecordKind::JobNotes => "job-notes",
+        }
+    }
+}
+
+/// A record kind's name, for `larder wal dump` (`unknown(N)` for a code no kind has).
+pub fn kind_name(code: u8) -> String {
+    RecordKind::from_code(code).map_or_else(|| format!("unknown({code})"), |k| k.name().to_owned())
 }
 
 /// Fixed part of a put payload before the tube name: id, pri, delay, ttr, created_at,
 /// ready_at, tube name length.
-const PUT_FIXED: usize = 8 + 4 + 4 + 4 + 8 + 8 + 1;
+pub(super) const PUT_FIXED: usize = 8 + 4 + 4 + 4 + 8 + 8 + 1;
 
 /// Where a put's body starts within its payload, for a tube name of `tube_len` bytes.
 pub fn put_body_offset(tube_len: usize) -> usize {
@@ -86,7 +133,7 @@ pub fn put_body_offset(tube_len: usize) -> usize {
 
 /// Fixed part of an image payload before the tube name: id, pri, delay, ttr, created_at,
 /// ready_at, state, five counters, tube name length.
-const IMAGE_FIXED: usize = 8 + 4 + 4 + 4 + 8 + 8 + 1 + 5 * 4 + 1;
+pub(super) const IMAGE_FIXED: usize = 8 + 4 + 4 + 4 + 8 + 8 + 1 + 5 * 4 + 1;
 
 /// Where an image's body starts within its payload, for a tube name of `tube_len` bytes.
 pub fn image_body_offset(tube_len: usize) -> usize {
@@ -132,188 +179,15 @@ pub enum RecordError {
     },
 }
 
-/// Writes the fields put and image records start with (see [`Reader::head`]).
-fn put_head(p: &mut Vec<u8>, id: JobId, pri: u32, delay: u32, ttr: u32, created: Timestamp) {
-    p.put_u64_le(id.0);
-    p.put_u32_le(pri);
-    p.put_u32_le(delay);
-    p.put_u32_le(ttr);
-    p.put_u64_le(created.0);
-}
-
-/// Writes what put and image records end with: the tube name, then the body.
-fn put_tail(p: &mut Vec<u8>, tube: &TubeName, body: &[u8]) {
-    let name = tube.as_str().as_bytes();
-    // Tube names are at most 200 bytes.
-    p.put_u8(name.len() as u8);
-    p.put_slice(name);
-    p.put_slice(body);
-}
-
-/// Encodes a change as (record kind, payload).
-pub fn encode(change: &Change) -> (u8, Vec<u8>) {
-    let mut p = Vec::new();
-    let kind = match change {
-        Change::Put {
-            id,
-            tube,
-            pri,
-            delay,
-            ttr,
-            created_at,
-            ready_at,
-            body,
-        } => {
-            p.reserve(PUT_FIXED + tube.as_str().len() + body.len());
-            put_head(&mut p, *id, *pri, *delay, *ttr, *created_at);
-            p.put_u64_le(ready_at.map_or(0, |t| t.0));
-            put_tail(&mut p, tube, body);
-            kind::PUT
-        }
-        Change::Image {
-            id,
-            tube,
-            pri,
-            delay,
-            ttr,
-            created_at,
-            state,
-            counters,
-            body,
-        } => {
-            p.reserve(IMAGE_FIXED + tube.as_str().len() + body.len());
-            put_head(&mut p, *id, *pri, *delay, *ttr, *created_at);
-            let (code, ready_at) = match state {
-                ImageState::Ready => (0, 0),
-                ImageState::Delayed(t) => (1, t.0),
-                ImageState::Buried => (2, 0),
-            };
-            p.put_u64_le(ready_at);
-            p.put_u8(code);
-            for c in [
-                counters.reserves,
-                counters.timeouts,
-                counters.releases,
-                counters.buries,
-                counters.kicks,
-            ] {
-                p.put_u32_le(c);
-            }
-            put_tail(&mut p, tube, body);
-            kind::IMAGE
-        }
-        Change::Reserve { id } => id_only(&mut p, *id, kind::RESERVE),
-        Change::Delete { id } => id_only(&mut p, *id, kind::DELETE),
-        Change::Kick { id } => id_only(&mut p, *id, kind::KICK),
-        Change::Timeout { id } => id_only(&mut p, *id, kind::TIMEOUT),
-        Change::Release {
-            id,
-            pri,
-            delay,
-            ready_at,
-        } => {
-            p.put_u64_le(id.0);
-            p.put_u32_le(*pri);
-            p.put_u32_le(*delay);
-            p.put_u64_le(ready_at.map_or(0, |t| t.0));
-            kind::RELEASE
-        }
-        Change::Bury { id, pri } => {
-            p.put_u64_le(id.0);
-            p.put_u32_le(*pri);
-            kind::BURY
-        }
-        Change::NextId { next } => {
-            p.put_u64_le(*next);
-            kind::NEXT_ID
-        }
-        Change::PauseTube { tube, until } => {
-            p.put_u64_le(until.0);
-            p.put_slice(tube.as_str().as_bytes());
-            kind::PAUSE_TUBE
-        }
-        // The setting is stored by name, so records stay meaningful as settings are added.
-        Change::ConfigTube {
-            tube,
-            setting,
-            value,
-        } => {
-            p.put_u8(u8::from(value.is_some()));
-            p.put_u64_le(value.unwrap_or(0));
-            put_short_str(&mut p, tube.as_str());
-            p.put_slice(setting.name().as_bytes());
-            kind::CONFIG_TUBE
-        }
-        Change::Abandon { id } => id_only(&mut p, *id, kind::ABANDON),
-        Change::Retry { id, ready_at } => {
-            p.put_u64_le(id.0);
-            p.put_u64_le(ready_at.map_or(0, |t| t.0));
-            kind::RETRY
-        }
-        Change::DeadLetter {
-            id,
-            pri,
-            reason,
-            at,
-        } => {
-            p.put_u64_le(id.0);
-            p.put_u32_le(*pri);
-            p.put_u64_le(at.0);
-            p.put_u8(reason.index() as u8);
-            kind::DEAD_LETTER
-        }
-        Change::Fail { id, message } => {
-            p.put_u64_le(id.0);
-            p.put_slice(message.as_bytes());
-            kind::FAIL
-        }
-        // Flags: 1 = a last error follows the fixed part, 2 = buried, 4 = burial time known.
-        Change::JobNotes {
-            id,
-            attempts,
-            last_error,
-            burial,
-        } => {
-            let flags = u8::from(last_error.is_some())
-                | if burial.is_some() { 2 } else { 0 }
-                | if burial.is_some_and(|b| b.at.is_some()) {
-                    4
-                } else {
-                    0
-                };
-            p.put_u64_le(id.0);
-            p.put_u32_le(*attempts);
-            p.put_u8(flags);
-            p.put_u8(burial.map_or(0, |b| b.reason.index() as u8));
-            p.put_u64_le(burial.and_then(|b| b.at).map_or(0, |t| t.0));
-            p.put_slice(last_error.as_deref().unwrap_or("").as_bytes());
-            kind::JOB_NOTES
-        }
-    };
-    (kind, p)
-}
-
-/// A string of at most 255 bytes, after its length byte.
-fn put_short_str(p: &mut Vec<u8>, s: &str) {
-    let s = &s.as_bytes()[..s.len().min(255)];
-    p.put_u8(s.len() as u8);
-    p.put_slice(s);
-}
-
-fn id_only(p: &mut Vec<u8>, id: JobId, kind: u8) -> u8 {
-    p.put_u64_le(id.0);
-    kind
-}
-
 /// Reads little-endian fields off the front of a payload.
-struct Reader<'a> {
+pub(super) struct Reader<'a> {
     buf: &'a [u8],
     kind: u8,
     len: usize,
 }
 
 impl<'a> Reader<'a> {
-    fn new(kind: u8, buf: &'a [u8]) -> Reader<'a> {
+    pub(super) fn new(kind: u8, buf: &'a [u8]) -> Reader<'a> {
         Reader {
             buf,
             kind,
@@ -321,14 +195,14 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn malformed(&self) -> RecordError {
+    pub(super) fn malformed(&self) -> RecordError {
         RecordError::Malformed {
             kind: self.kind,
             len: self.len,
         }
     }
 
-    fn take(&mut self, n: usize) -> Result<&'a [u8], RecordError> {
+    pub(super) fn take(&mut self, n: usize) -> Result<&'a [u8], RecordError> {
         if self.buf.len() < n {
             return Err(self.malformed());
         }
@@ -337,29 +211,29 @@ impl<'a> Reader<'a> {
         Ok(head)
     }
 
-    fn u64(&mut self) -> Result<u64, RecordError> {
+    pub(super) fn u64(&mut self) -> Result<u64, RecordError> {
         let b = self.take(8)?;
         Ok(u64::from_le_bytes(
             b.try_into().map_err(|_| self.malformed())?,
         ))
     }
 
-    fn u32(&mut self) -> Result<u32, RecordError> {
+    pub(super) fn u32(&mut self) -> Result<u32, RecordError> {
         let b = self.take(4)?;
         Ok(u32::from_le_bytes(
             b.try_into().map_err(|_| self.malformed())?,
         ))
     }
 
-    fn u8(&mut self) -> Result<u8, RecordError> {
+    pub(super) fn u8(&mut self) -> Result<u8, RecordError> {
         Ok(self.take(1)?[0])
     }
 
-    fn rest(&mut self) -> &'a [u8] {
+    pub(super) fn rest(&mut self) -> &'a [u8] {
         std::mem::take(&mut self.buf)
     }
 
-    fn done<T>(&self, value: T) -> Result<T, RecordError> {
+    pub(super) fn done<T>(&self, value: T) -> Result<T, RecordError> {
         if self.buf.is_empty() {
             Ok(value)
         } else {
@@ -368,7 +242,7 @@ impl<'a> Reader<'a> {
     }
 
     /// The fields put and image records start with: id, pri, delay, ttr, created_at.
-    fn head(&mut self) -> Result<(JobId, u32, u32, u32, Timestamp), RecordError> {
+    pub(super) fn head(&mut self) -> Result<(JobId, u32, u32, u32, Timestamp), RecordError> {
         Ok((
             JobId(self.u64()?),
             self.u32()?,
@@ -381,7 +255,7 @@ impl<'a> Reader<'a> {
     /// What put and image records end with: the tube name (length-prefixed) and the
     /// body, which is the rest (the caller takes it by offset). Returns the tube and its
     /// name's length.
-    fn tail(&mut self) -> Result<(TubeName, usize), RecordError> {
+    pub(super) fn tail(&mut self) -> Result<(TubeName, usize), RecordError> {
         let name_len = usize::from(self.u8()?);
         let name = self.take(name_len)?;
         let tube = self.tube(name)?;
@@ -389,12 +263,12 @@ impl<'a> Reader<'a> {
         Ok((tube, name_len))
     }
 
-    fn tube(&self, name: &[u8]) -> Result<TubeName, RecordError> {
+    pub(super) fn tube(&self, name: &[u8]) -> Result<TubeName, RecordError> {
         TubeName::new(name).ok_or(RecordError::BadTubeName { kind: self.kind })
     }
 }
 
-fn timestamp_opt(raw: u64) -> Option<Timestamp> {
+pub(super) fn timestamp_opt(raw: u64) -> Option<Timestamp> {
     (raw != 0).then_some(Timestamp(raw))
 }
 
@@ -426,154 +300,13 @@ pub fn decode_metadata(
 
 /// Decodes a record; `body` turns the offset where a put's body starts into its bytes.
 fn decode_with(
-    kind: u8,
+    code: u8,
     payload: &[u8],
     body: impl FnOnce(usize) -> Bytes,
 ) -> Result<Change, RecordError> {
-    let mut r = Reader::new(kind, payload);
-    let change = match kind {
-        kind::PUT => {
-            let (id, pri, delay, ttr, created_at) = r.head()?;
-            let ready_at = timestamp_opt(r.u64()?);
-            let (tube, name_len) = r.tail()?;
-            let body = body(put_body_offset(name_len));
-            Change::Put {
-                id,
-                tube,
-                pri,
-                delay,
-                ttr,
-                created_at,
-                ready_at,
-                body,
-            }
-        }
-        kind::IMAGE => {
-            let (id, pri, delay, ttr, created_at) = r.head()?;
-            let ready_at = r.u64()?;
-            let state = match (r.u8()?, timestamp_opt(ready_at)) {
-                (0, None) => ImageState::Ready,
-                (1, Some(t)) => ImageState::Delayed(t),
-                (2, None) => ImageState::Buried,
-                _ => return Err(r.malformed()),
-            };
-            let counters = JobCounters {
-                reserves: r.u32()?,
-                timeouts: r.u32()?,
-                releases: r.u32()?,
-                buries: r.u32()?,
-                kicks: r.u32()?,
-            };
-            let (tube, name_len) = r.tail()?;
-            let body = body(image_body_offset(name_len));
-            Change::Image {
-                id,
-                tube,
-                pri,
-                delay,
-                ttr,
-                created_at,
-                state,
-                counters,
-                body,
-            }
-        }
-        kind::RESERVE => Change::Reserve {
-            id: JobId(r.u64()?),
-        },
-        kind::DELETE => Change::Delete {
-            id: JobId(r.u64()?),
-        },
-        kind::KICK => Change::Kick {
-            id: JobId(r.u64()?),
-        },
-        kind::TIMEOUT => Change::Timeout {
-            id: JobId(r.u64()?),
-        },
-        kind::RELEASE => Change::Release {
-            id: JobId(r.u64()?),
-            pri: r.u32()?,
-            delay: r.u32()?,
-            ready_at: timestamp_opt(r.u64()?),
-        },
-        kind::BURY => Change::Bury {
-            id: JobId(r.u64()?),
-            pri: r.u32()?,
-        },
-        kind::NEXT_ID => Change::NextId { next: r.u64()? },
-        kind::PAUSE_TUBE => {
-            let until = Timestamp(r.u64()?);
-            let name = r.rest();
-            let tube = r.tube(name)?;
-            Change::PauseTube { tube, until }
-        }
-        kind::CONFIG_TUBE => {
-            let has_value = r.u8()?;
-            let raw = r.u64()?;
-            let name_len = usize::from(r.u8()?);
-            let name = r.take(name_len)?;
-            let tube = r.tube(name)?;
-            let bad = RecordError::BadSetting { kind };
-            let setting = TubeSetting::from_name(r.rest()).ok_or(bad.clone())?;
-            let value = match has_value {
-                0 if raw == 0 => None,
-                1 if setting.parse(setting.format(raw).as_bytes()) == Some(raw) => Some(raw),
-                _ => return Err(bad),
-            };
-            Change::ConfigTube {
-                tube,
-                setting,
-                value,
-            }
-        }
-        kind::ABANDON => Change::Abandon {
-            id: JobId(r.u64()?),
-        },
-        kind::RETRY => Change::Retry {
-            id: JobId(r.u64()?),
-            ready_at: timestamp_opt(r.u64()?),
-        },
-        kind::DEAD_LETTER => Change::DeadLetter {
-            id: JobId(r.u64()?),
-            pri: r.u32()?,
-            at: Timestamp(r.u64()?),
-            reason: BuryReason::from_index(usize::from(r.u8()?)).ok_or(r.malformed())?,
-        },
-        kind::FAIL => {
-            let id = JobId(r.u64()?);
-            let message = std::str::from_utf8(r.rest()).map_err(|_| r.malformed())?;
-            Change::Fail {
-                id,
-                message: message.into(),
-            }
-        }
-        kind::JOB_NOTES => {
-            let id = JobId(r.u64()?);
-            let attempts = r.u32()?;
-            let flags = r.u8()?;
-            let reason = r.u8()?;
-            let at = r.u64()?;
-            let text = std::str::from_utf8(r.rest()).map_err(|_| r.malformed())?;
-            if flags > 7 || (flags & 1 == 0 && !text.is_empty()) || (flags & 6 == 4) {
-                return Err(r.malformed());
-            }
-            let burial = if flags & 2 != 0 {
-                Some(Burial {
-                    reason: BuryReason::from_index(usize::from(reason)).ok_or(r.malformed())?,
-                    at: (flags & 4 != 0).then_some(Timestamp(at)),
-                })
-            } else {
-                None
-            };
-            Change::JobNotes {
-                id,
-                attempts,
-                last_error: (flags & 1 != 0).then(|| text.into()),
-                burial,
-            }
-        }
-        other => return Err(RecordError::UnknownKind(other)),
-    };
+    let kind = RecordKind::from_code(code).ok_or(RecordError::UnknownKind(code))?;
+    let mut r = Reader::new(code, payload);
+    let change = kinds::decode(kind, &mut r, body)?;
     r.done(change)
 }
 
@@ -762,7 +495,7 @@ mod tests {
         };
         let (_, payload) = encode(&c);
         assert_eq!(&payload[put_body_offset(4)..], b"hello");
-        let (change, body) = decode_metadata(kind::PUT, &payload).expect("decodes");
+        let (change, body) = decode_metadata(RecordKind::Put.code(), &payload).expect("decodes");
         assert_eq!(body, Some((put_body_offset(4), 5)));
         assert!(matches!(change, Change::Put { body, .. } if body.is_empty()));
     }
