@@ -1,14 +1,40 @@
 //! The log's record vocabulary: how each [`Change`] is encoded as a record kind and payload
 //! for the write-ahead log, and decoded again on replay. The log stores opaque bytes; the
-//! meaning lives here.
+//! meaning lives here: [`RecordKind`] names the kinds, `kinds.rs` holds each kind's
+//! encoding and decoding, and `golden.txt` one record of every kind as written today,
+//! replayed by a test.
 //!
-//! Every payload is little-endian with fixed-width fields first. A `Put` keeps its body last,
-//! so the body's position in the log is the payload's position plus
-//! [`put_body_offset`]: reserve and peek can read it back from disk.
+//! Payloads are little-endian, fixed-width fields first (`ts`: nanoseconds since the Unix
+//! epoch, 0 for "none" where optional; `name`: a tube name, after a length byte where more
+//! follows it):
 //!
-//! Changing an encoding means a new record kind (old kinds stay decodable), never a new
-//! meaning for an old kind.
+//! | code | kind | payload |
+//! |---|---|---|
+//! | 1 | put | id u64, pri u32, delay u32, ttr u32, created ts, ready-at ts, name (u8 length), body (the rest) |
+//! | 2 | reserve | id u64 |
+//! | 3 | delete | id u64 |
+//! | 4 | release | id u64, pri u32, delay u32, ready-at ts |
+//! | 5 | bury | id u64, pri u32 |
+//! | 6 | kick | id u64 |
+//! | 7 | timeout | id u64 |
+//! | 8 | pause-tube | until ts, name (the rest) |
+//! | 9 | image | id u64, pri u32, delay u32, ttr u32, created ts, ready-at ts, state u8 (0 ready, 1 delayed, 2 buried), reserves, timeouts, releases, buries, kicks (u32 each), name (u8 length), body (the rest) |
+//! | 10 | next-id | next id u64 |
+//! | 16 | config-tube | has-value u8, value u64, name (u8 length), setting name (the rest) |
+//! | 17 | retry | id u64, ready-at ts |
+//! | 18 | dead-letter | id u64, pri u32, at ts, reason u8 |
+//! | 19 | abandon | id u64 |
+//! | 20 | fail | id u64, message (UTF-8, the rest) |
+//! | 21 | job-notes | id u64, attempts u32, flags u8 (1 last error, 2 buried, 4 burial time), reason u8, buried-at ts, last error (UTF-8, the rest) |
+//!
+//! A put's or image's body is last, so its place in the log is the payload's place plus
+//! [`put_body_offset`] or [`image_body_offset`]: reserve and peek read it back from disk.
+//!
+//! Changing an encoding means a new record kind (old kinds stay decodable, as the golden
+//! records check), never a new meaning for an old kind.
 
+#[cfg(test)]
+mod golden;
 mod kinds;
 
 use bytes::Bytes;
