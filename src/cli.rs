@@ -66,9 +66,7 @@ pub enum Cmd {
     Dlq(dlq::DlqCmd),
 }
 
-/// The largest `--max-job-size`: a put's record (its fields, a 200-byte tube name and the
-/// body) must fit the log's largest payload.
-pub const MAX_JOB_SIZE_LIMIT: u32 = (64 << 20) - 1024;
+pub use crate::config::MAX_JOB_SIZE_LIMIT;
 
 /// `larder serve`. beanstalkd's flags (`-l -p -z -b -f -F -s -u -c -n -V -v`) are accepted
 /// too, so larder can replace beanstalkd in an existing service definition.
@@ -275,25 +273,13 @@ impl ServeArgs {
                 ListenAddr::Unix(_) => bail!("-p/--port cannot be used with a unix: address"),
             }
         }
-        if self.max_job_size.0 == 0 {
-            bail!("--max-job-size must be at least 1");
-        }
-        let max_job_size = u32::try_from(self.max_job_size.0)
-            .ok()
-            .filter(|&z| z <= MAX_JOB_SIZE_LIMIT)
-            .with_context(|| {
-                format!(
-                    "--max-job-size must be at most {MAX_JOB_SIZE_LIMIT} (the log's record limit)"
-                )
-            })?;
+        // Checked in range by `ServerConfig::validate` below.
+        let max_job_size = u32::try_from(self.max_job_size.0).unwrap_or(u32::MAX);
         if self.threads == 0 || self.threads > 256 {
             bail!("--threads must be between 1 and 256");
         }
         if self.metrics_max_connections == 0 {
             bail!("--metrics-max-connections must be at least 1");
-        }
-        if self.wal_segment_size.0 < 4096 {
-            bail!("--wal-segment-size must be at least 4096");
         }
         let fsync = match (self.fsync_ms, self.fsync_never) {
             (_, true) => FsyncPolicy::Never,
@@ -304,7 +290,7 @@ impl ServeArgs {
         let mut setting_defaults = self.setting_defaults()?;
         setting_defaults.set(TubeSetting::MaxTubeJobs, self.max_tube_jobs);
         setting_defaults.set(TubeSetting::MaxTubeBytes, self.max_tube_bytes.0);
-        Ok(ServerConfig {
+        let config = ServerConfig {
             listen,
             max_job_size,
             data_dir: self.data_dir.clone(),
@@ -338,7 +324,9 @@ impl ServeArgs {
                     max_connections: self.metrics_max_connections,
                 }),
             ..ServerConfig::default()
-        })
+        };
+        config.validate()?;
+        Ok(config)
     }
 
     /// The server defaults of the tube settings, from `--max-attempts` and friends.
@@ -542,8 +530,10 @@ mod tests {
             parse(&MAX_JOB_SIZE_LIMIT.to_string()).ok(),
             Some(MAX_JOB_SIZE_LIMIT)
         );
-        let err = parse("100000000").expect_err("too big");
-        assert!(err.to_string().contains("at most"), "{err}");
+        let err = parse("100000000").expect_err("too big").to_string();
+        assert!(err.contains("--max-job-size"), "{err}");
+        assert!(err.contains(&MAX_JOB_SIZE_LIMIT.to_string()), "{err}");
+        assert!(parse("0").is_err());
     }
 
     #[test]

@@ -177,6 +177,39 @@ pub const DEFAULT_DISK_CHECK_INTERVAL: std::time::Duration = std::time::Duration
 /// Default largest log segment file: 64 MiB.
 pub const DEFAULT_SEGMENT_SIZE: u64 = 64 << 20;
 
+/// Smallest `--wal-segment-size` a server takes (the log itself works with less; tests of
+/// the log use tiny segments).
+pub const MIN_SEGMENT_SIZE: u64 = 4096;
+
+/// The largest `--max-job-size`: a put's record (its fields, a 200-byte tube name and the
+/// body) must fit the log's largest payload.
+pub const MAX_JOB_SIZE_LIMIT: u32 = (64 << 20) - 1024;
+
+/// A server setting out of range; the message names the flag.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+impl ServerConfig {
+    /// Checks every setting is in range: the one place the server's settings are
+    /// validated, for the command line and for servers started in-process alike.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError(m));
+        if self.max_job_size == 0 || self.max_job_size > MAX_JOB_SIZE_LIMIT {
+            return bad(format!(
+                "--max-job-size must be between 1 and {MAX_JOB_SIZE_LIMIT} (the log's record limit)"
+            ));
+        }
+        let max_segment = crate::wal::WalOptions::MAX_SEGMENT_SIZE;
+        if !(MIN_SEGMENT_SIZE..=max_segment).contains(&self.segment_size) {
+            return bad(format!(
+                "--wal-segment-size must be between {MIN_SEGMENT_SIZE} and {max_segment}"
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
@@ -201,6 +234,34 @@ impl Default for ServerConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn validate_is_the_one_check_of_the_server_settings() {
+        assert_eq!(ServerConfig::default().validate(), Ok(()));
+        for (size, ok) in [
+            (MIN_SEGMENT_SIZE - 1, false),
+            (MIN_SEGMENT_SIZE, true),
+            (5 << 30, false),
+        ] {
+            let config = ServerConfig {
+                segment_size: size,
+                ..ServerConfig::default()
+            };
+            assert_eq!(config.validate().is_ok(), ok, "segment size {size}");
+        }
+        for (z, ok) in [
+            (0, false),
+            (1, true),
+            (MAX_JOB_SIZE_LIMIT, true),
+            (MAX_JOB_SIZE_LIMIT + 1, false),
+        ] {
+            let config = ServerConfig {
+                max_job_size: z,
+                ..ServerConfig::default()
+            };
+            assert_eq!(config.validate().is_ok(), ok, "max job size {z}");
+        }
+    }
 
     #[test]
     fn listen_addresses_parse_as_tcp_or_unix() {

@@ -31,7 +31,7 @@ pub fn wal_dir(data_dir: &std::path::Path) -> PathBuf {
 
 /// `larder wal verify`. Returns the exit status.
 pub fn wal_verify(args: &WalArgs, out: &mut impl Write) -> anyhow::Result<i32> {
-    use crate::engine::{record, BodyRef, Engine, EngineConfig, ProcessInfo, RestoreError};
+    use crate::engine::{Engine, EngineConfig, ProcessInfo};
     let dir = existing_wal_dir(&args.data_dir)?;
     // Replays the records as recovery would (metadata only) to count the live jobs.
     let now = crate::server::Clock::new().now();
@@ -45,24 +45,9 @@ pub fn wal_verify(args: &WalArgs, out: &mut impl Write) -> anyhow::Result<i32> {
             if replay_error.is_some() {
                 return;
             }
-            let restored = record::decode_metadata(r.kind, r.payload)
-                .map_err(|e| e.to_string())
-                .and_then(|(change, body)| {
-                    let at = body.map(|(start, len)| BodyRef {
-                        segment: r.pos.segment,
-                        offset: u32::try_from(r.pos.offset + start as u64).unwrap_or(u32::MAX),
-                        len,
-                    });
-                    match engine.restore(change, at, now) {
-                        Ok(()) | Err(RestoreError::UnknownJob(_)) => Ok(()),
-                        Err(e) => Err(e.to_string()),
-                    }
-                });
-            if let Err(e) = restored {
-                replay_error = Some(format!(
-                    "record {} in segment {} at offset {}: {e}",
-                    r.lsn.0, r.pos.segment, r.pos.offset
-                ));
+            let at = (r.lsn.0, r.pos.segment, r.pos.offset);
+            if let Err(e) = engine.replay(r.kind, r.payload, at, now) {
+                replay_error = Some(e.to_string());
             }
         },
     );

@@ -54,7 +54,7 @@ pub use change::{Change, ImageState};
 pub use dead::yaml_quoted;
 pub use job::{BodyRef, Burial, Job, JobCounters, JobNotes, JobState, URGENT_THRESHOLD};
 pub use limits::Limits;
-pub use restore::RestoreError;
+pub use restore::{ReplayError, Replayed, RestoreError};
 pub use retry::backoff_delay;
 pub use session::SessionId;
 pub use settings::{SettingDefaults, TubeSettings};

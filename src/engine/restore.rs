@@ -1,5 +1,7 @@
-//! Rebuilding state from the log: [`Engine::restore`] applies one decoded record during
-//! replay, before any client connects. Replay reaches the state the records describe as of
+//! Rebuilding state from the log: [`Engine::replay`] decodes one record as read from the
+//! log and applies it — the one replay path, for the server's recovery and for `larder wal
+//! verify` alike — and [`Engine::restore`] applies one decoded change. Both run before any
+//! client connects. Replay reaches the state the records describe as of
 //! `now`, with the promise-3 twist that a job reserved before the restart is ready again
 //! (reservations die with their connections). Restoring emits no new changes.
 
@@ -9,6 +11,34 @@ use super::time::Timestamp;
 use super::tube::Pause;
 use super::Engine;
 use crate::protocol::{BuryReason, JobId};
+
+/// What [`Engine::replay`] did with a record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Replayed {
+    /// Applied; `keeps_next_id` if the record holds the highest job id so far (a put or a
+    /// next-id record), which the log must keep.
+    Applied {
+        /// The record is a put or a next-id record.
+        keeps_next_id: bool,
+    },
+    /// About a job whose earlier records were reclaimed with their segment (the job was
+    /// deleted): nothing to do.
+    Skipped,
+}
+
+/// A record that cannot be replayed, and where it is.
+#[derive(Debug, thiserror::Error)]
+#[error("record {lsn} in segment {segment} at offset {offset}: {cause}")]
+pub struct ReplayError {
+    /// Its LSN.
+    pub lsn: u64,
+    /// Its segment.
+    pub segment: u64,
+    /// Where its payload starts in the segment.
+    pub offset: u64,
+    /// Why.
+    pub cause: String,
+}
 
 /// A record that does not fit the state rebuilt so far.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -22,6 +52,44 @@ pub enum RestoreError {
 }
 
 impl Engine {
+    /// Replays the record of `kind` with `payload`, found at `offset` of `segment` with LSN
+    /// `lsn`, as of `now`. Bodies stay in the log: only the metadata is decoded, and a put
+    /// or image points its job at its body's place in the segment.
+    pub fn replay(
+        &mut self,
+        kind: u8,
+        payload: &[u8],
+        (lsn, segment, offset): (u64, u64, u64),
+        now: Timestamp,
+    ) -> Result<Replayed, ReplayError> {
+        let fail = |cause: String| ReplayError {
+            lsn,
+            segment,
+            offset,
+            cause,
+        };
+        let (change, body) =
+            super::record::decode_metadata(kind, payload).map_err(|e| fail(e.to_string()))?;
+        let body_at = match body {
+            Some((start, len)) => {
+                let at = u32::try_from(offset + start as u64)
+                    .map_err(|_| fail("body offset past 4 GiB".to_owned()))?;
+                Some(BodyRef {
+                    segment,
+                    offset: at,
+                    len,
+                })
+            }
+            None => None,
+        };
+        let keeps_next_id = matches!(change, Change::Put { .. } | Change::NextId { .. });
+        match self.restore(change, body_at, now) {
+            Ok(()) => Ok(Replayed::Applied { keeps_next_id }),
+            Err(RestoreError::UnknownJob(_)) => Ok(Replayed::Skipped),
+            Err(e) => Err(fail(e.to_string())),
+        }
+    }
+
     /// Applies one replayed record at time `now`. For a put read from a log, `body_at`
     /// says where its body is and the change's own body bytes are ignored (recovery
     /// passes none); without it the body is kept in memory.

@@ -116,6 +116,7 @@ pub async fn run_with(
     mut drain: Drain,
 ) -> anyhow::Result<()> {
     tokio::pin!(shutdown);
+    config.validate()?;
     let data_dir = crate::datadir::DataDir::open(&config.data_dir)?;
     let metrics = super::metrics::start(&config).await?;
     if let Some(user) = &config.user {

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use crate::engine::{record, BodyRef, Change, Engine, RestoreError, Timestamp};
+use crate::engine::{Engine, Replayed, Timestamp};
 use crate::wal::storage::FsStorage;
 use crate::wal::{Wal, WalOptions};
 
@@ -66,37 +66,20 @@ pub fn recover(
         if failure.is_some() || cancelled {
             return;
         }
-        // Bodies stay in the log: decode the metadata only and point the job at its body.
-        let (change, body_at) = match record::decode_metadata(r.kind, r.payload) {
-            Ok((change, body)) => {
-                let at = body.and_then(|(start, len)| {
-                    let offset = u32::try_from(r.pos.offset + start as u64).ok()?;
-                    Some(BodyRef {
-                        segment: r.pos.segment,
-                        offset,
-                        len,
-                    })
-                });
-                (change, at)
+        match engine.replay(
+            r.kind,
+            r.payload,
+            (r.lsn.0, r.pos.segment, r.pos.offset),
+            now,
+        ) {
+            Ok(Replayed::Applied { keeps_next_id }) => {
+                if keeps_next_id {
+                    last_put_segment = r.pos.segment;
+                }
             }
+            Ok(Replayed::Skipped) => skipped += 1,
             Err(e) => {
-                failure = Some(anyhow::anyhow!(
-                    "record {} in segment {} at offset {}: {e}",
-                    r.lsn.0,
-                    r.pos.segment,
-                    r.pos.offset
-                ));
-                return;
-            }
-        };
-        if let Change::Put { .. } | Change::NextId { .. } = change {
-            last_put_segment = r.pos.segment;
-        }
-        match engine.restore(change, body_at, now) {
-            Ok(()) => {}
-            Err(RestoreError::UnknownJob(_)) => skipped += 1,
-            Err(e) => {
-                failure = Some(anyhow::anyhow!("record {}: {e}", r.lsn.0));
+                failure = Some(e.into());
                 return;
             }
         }
