@@ -24,7 +24,7 @@ use anyhow::{bail, ensure, Context, Result};
 use bytes::Bytes;
 use clap::{CommandFactory, Parser, ValueEnum};
 use hdrhistogram::Histogram;
-use larder::client::{Client, ClientError};
+use larder::client::{Client, ClientError, TlsOptions};
 use larder::protocol::{Command, JobId, Reply};
 use rand::Rng;
 use serde_json::{json, Value};
@@ -88,6 +88,9 @@ struct Args {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+    /// Connect with TLS, trusting the CA certificates (PEM) in this file.
+    #[arg(long, value_name = "PEM")]
+    tls_ca: Option<std::path::PathBuf>,
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     bench: bool,
@@ -103,6 +106,12 @@ fn main() -> Result<()> {
     }
     let args = Args::parse();
     ensure!(args.connections > 0, "--connections must be at least 1");
+    if let Some(ca) = &args.tls_ca {
+        let _ = TLS.set(TlsOptions {
+            ca: Some(ca.clone()),
+            ..TlsOptions::default()
+        });
+    }
     ensure!(args.depth > 0, "--depth must be at least 1");
     ensure!(args.warmup >= 0.0, "--warmup must not be negative");
     ensure!(
@@ -287,9 +296,20 @@ impl Conn {
     }
 }
 
+/// TLS options from `--tls-ca`, set once in `main`.
+static TLS: std::sync::OnceLock<TlsOptions> = std::sync::OnceLock::new();
+
+/// Connects to `addr`, with TLS when `--tls-ca` was given.
+async fn open(addr: &str) -> Result<Client, ClientError> {
+    match TLS.get() {
+        Some(tls) => Client::connect_tls(addr, tls).await,
+        None => Client::connect(addr).await,
+    }
+}
+
 /// Connects and selects the tube: `use` it as a producer, watch only it as a consumer.
 async fn connect(addr: &str, tube: &str, producer: bool) -> Result<Client> {
-    let mut client = Client::connect(addr).await?;
+    let mut client = open(addr).await?;
     if producer {
         client.use_tube(tube).await?;
     } else {
@@ -303,7 +323,7 @@ async fn connect(addr: &str, tube: &str, producer: bool) -> Result<Client> {
 
 /// Jobs in the tube that are ready or reserved, from `stats-tube` on a fresh connection.
 async fn backlog(addr: &str, tube: &str) -> Result<u64> {
-    let mut client = Client::connect(addr).await?;
+    let mut client = open(addr).await?;
     let stats = match client.stats(Some(tube)).await {
         Ok(stats) => stats,
         // beanstalkd forgets a tube that is empty and unused.
@@ -447,7 +467,7 @@ async fn run(args: &Args) -> Result<Value> {
     all.add(&puts.put).expect("same bounds");
     Ok(json!({
         "workload": args.workload.to_possible_value().map(|v| v.get_name().to_owned()),
-        "addr": args.addr, "tube": tube, "producers": producers, "consumers": consumers,
+        "addr": args.addr, "tls": args.tls_ca.is_some(), "tube": tube, "producers": producers, "consumers": consumers,
         "depth": args.depth, "body_size": args.body_size, "warmup_s": args.warmup,
         "duration_s": duration, "jobs": args.jobs, "prefill": prefill,
         "elapsed_s": round(secs(&puts).max(secs(&takes)), 3),

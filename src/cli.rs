@@ -7,6 +7,7 @@ pub mod dlq;
 pub mod export;
 pub mod job;
 mod log_format;
+pub mod secure;
 mod stats;
 pub mod summary;
 pub mod tube;
@@ -64,6 +65,9 @@ pub enum Cmd {
     /// Inspect, redrive, delete, export and import dead letters (buried jobs).
     #[command(subcommand)]
     Dlq(dlq::DlqCmd),
+    /// Make auth file lines (see `larder serve --auth-file`).
+    #[command(subcommand)]
+    Auth(secure::AuthCmd),
 }
 
 pub use crate::config::MAX_JOB_SIZE_LIMIT;
@@ -245,6 +249,8 @@ pub struct ServeArgs {
     /// HTTP connections the metrics listener serves at once (at least 1); more wait.
     #[arg(long, env = "LARDER_METRICS_MAX_CONNECTIONS", default_value_t = crate::server::metrics::DEFAULT_MAX_CONNECTIONS)]
     pub metrics_max_connections: u64,
+    #[command(flatten)]
+    pub security: secure::ServeSecurityArgs,
 }
 
 impl ServeArgs {
@@ -323,6 +329,7 @@ impl ServeArgs {
                     max_tubes: self.metrics_max_tubes,
                     max_connections: self.metrics_max_connections,
                 }),
+            security: self.security.config()?,
             ..ServerConfig::default()
         };
         config.validate()?;

@@ -7,8 +7,7 @@ use std::net::SocketAddr;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
-use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::codec::FramedRead;
 
@@ -47,6 +46,12 @@ pub enum ClientError {
          server of the protocol?)"
     )]
     Unsupported(&'static str),
+    /// Setting up TLS failed (a certificate file, or the handshake).
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// The server refused the token.
+    #[error("authentication failed: the server answered {0:?}")]
+    Auth(Reply),
 }
 
 impl From<std::io::Error> for ClientError {
@@ -64,10 +69,26 @@ fn unexpected_ext(name: &'static str, reply: Reply) -> ClientError {
     }
 }
 
+/// How to reach a server that uses TLS (`larder … --tls`).
+#[derive(Clone, Debug, Default)]
+pub struct TlsOptions {
+    /// CA certificates (PEM) the server's certificate must chain to; the system's trust
+    /// store when `None`.
+    pub ca: Option<std::path::PathBuf>,
+    /// A client certificate (PEM) and its key, for servers that require one (mutual TLS).
+    pub identity: Option<(std::path::PathBuf, std::path::PathBuf)>,
+    /// The name the server's certificate must be valid for; the host of the address when
+    /// `None`.
+    pub server_name: Option<String>,
+}
+
+type Reader = Box<dyn AsyncRead + Send + Unpin>;
+type Writer = Box<dyn AsyncWrite + Send + Unpin>;
+
 /// A connection to a beanstalkd-protocol server.
 pub struct Client {
-    reader: FramedRead<OwnedReadHalf, ReplyDecoder>,
-    writer: OwnedWriteHalf,
+    reader: FramedRead<Reader, ReplyDecoder>,
+    writer: Writer,
     out: BytesMut,
     /// `extended-stats` was sent: `Some(true)` if the server took it (`stats`,
     /// `stats-job` and `stats-tube` carry larder's fields), `Some(false)` if it does not know it.
@@ -98,16 +119,50 @@ impl Client {
         Client::connect(&addr.to_string()).await
     }
 
+    /// Connects to `addr` over TLS.
+    pub async fn connect_tls(addr: &str, tls: &TlsOptions) -> Result<Client, ClientError> {
+        let connector = crate::client_tls::connector(tls)?;
+        let name = crate::client_tls::server_name(addr, tls.server_name.as_deref())?;
+        let stream = TcpStream::connect(addr)
+            .await
+            .map_err(|cause| ClientError::Connect {
+                addr: addr.to_owned(),
+                cause,
+            })?;
+        let _ = stream.set_nodelay(true);
+        let stream = connector
+            .connect(name, stream)
+            .await
+            .map_err(|e| ClientError::Tls(format!("handshake with {addr}: {e}")))?;
+        Ok(Client::from_io(stream))
+    }
+
     /// Wraps an established stream.
     pub fn from_stream(stream: TcpStream) -> Client {
         let _ = stream.set_nodelay(true);
         let (r, w) = stream.into_split();
+        Client::from_halves(Box::new(r), Box::new(w))
+    }
+
+    /// Wraps any established byte stream (a TLS session, for one).
+    pub fn from_io(stream: impl AsyncRead + AsyncWrite + Send + 'static) -> Client {
+        let (r, w) = tokio::io::split(stream);
+        Client::from_halves(Box::new(r), Box::new(w))
+    }
+
+    fn from_halves(r: Reader, w: Writer) -> Client {
         Client {
             reader: FramedRead::new(r, ReplyDecoder::default()),
             writer: w,
             out: BytesMut::with_capacity(4096),
             extended: None,
         }
+    }
+
+    /// Accepts reply bodies up to `max_reply` bytes from now on (see
+    /// [`crate::protocol::DEFAULT_MAX_REPLY_BODY`]).
+    pub fn set_max_reply(&mut self, max_reply: u64) {
+        *self.reader.decoder_mut() = ReplyDecoder::new(max_reply);
     }
 
     /// Queues a command without sending it.
@@ -132,7 +187,17 @@ impl Client {
     /// Reads the next reply.
     pub async fn read_reply(&mut self) -> Result<Reply, ClientError> {
         match self.reader.next().await {
-            Some(reply) => Ok(reply?),
+            Some(Ok(reply)) => Ok(reply),
+            // A TLS record (alert or handshake, version 3.x) where a reply should be: the
+            // server speaks TLS and this client does not.
+            Some(Err(_))
+                if matches!(self.reader.read_buffer().get(..2), Some([0x15 | 0x16, 3])) =>
+            {
+                Err(ClientError::Tls(
+                    "the server answered with TLS: connect with --tls (or --tls-ca)".to_owned(),
+                ))
+            }
+            Some(Err(e)) => Err(e.into()),
             None => Err(ClientError::Closed),
         }
     }
@@ -149,6 +214,17 @@ impl Client {
         self.queue_raw(bytes);
         self.flush().await?;
         self.read_reply().await
+    }
+
+    /// `auth <token>`; returns the roles the server granted.
+    pub async fn auth(&mut self, token: &str) -> Result<String, ClientError> {
+        let cmd = Command::Auth(crate::protocol::Token(Bytes::copy_from_slice(
+            token.as_bytes(),
+        )));
+        match self.call(&cmd).await? {
+            Reply::Authenticated(roles) => Ok(roles),
+            other => Err(ClientError::Auth(other)),
+        }
     }
 
     /// `put`; returns the new job's id.

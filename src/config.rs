@@ -130,6 +130,51 @@ pub struct ServerConfig {
     pub compaction: bool,
     /// The metrics and health HTTP listener (`--metrics-listen`); `None`: off.
     pub metrics: Option<crate::server::metrics::MetricsSettings>,
+    /// TLS and authentication on the protocol port; both off by default.
+    pub security: SecurityConfig,
+}
+
+/// TLS on the TCP listener and token or certificate authentication (protocol.md §10).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SecurityConfig {
+    /// Certificate and key to serve TLS with (`--tls-cert`, `--tls-key`); `None` serves
+    /// plain TCP. A Unix socket is always plain.
+    pub tls: Option<TlsFiles>,
+    /// The file of tokens and certificate subjects with their roles (`--auth-file`);
+    /// `None` lets every client run every command, as beanstalkd does.
+    pub auth_file: Option<PathBuf>,
+    /// Failed `auth` attempts after which a connection is closed (`--max-auth-failures`).
+    pub max_auth_failures: u32,
+    /// Milliseconds a failed `auth` waits before its reply (`--auth-failure-delay`).
+    pub auth_failure_delay_ms: u64,
+}
+
+impl SecurityConfig {
+    /// The documented defaults: plain TCP, no authentication.
+    pub const DEFAULT: SecurityConfig = SecurityConfig {
+        tls: None,
+        auth_file: None,
+        max_auth_failures: 3,
+        auth_failure_delay_ms: 1000,
+    };
+}
+
+impl Default for SecurityConfig {
+    fn default() -> Self {
+        SecurityConfig::DEFAULT
+    }
+}
+
+/// PEM files for the TLS listener, read at start-up and again on SIGHUP.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The certificate chain, leaf first (`--tls-cert`).
+    pub cert: PathBuf,
+    /// The private key (`--tls-key`): PKCS#8, PKCS#1 or SEC1.
+    pub key: PathBuf,
+    /// CA certificates that client certificates must chain to (`--tls-client-ca`); with
+    /// it, a client without a valid certificate fails the handshake (mutual TLS).
+    pub client_ca: Option<PathBuf>,
 }
 
 /// What one client connection may hold in memory and how long it may take, enforced by
@@ -227,6 +272,7 @@ impl Default for ServerConfig {
             user: None,
             compaction: true,
             metrics: None,
+            security: SecurityConfig::DEFAULT,
         }
     }
 }

@@ -73,6 +73,13 @@ fn main() {
                 cli::tube::show(args, &mut stdout).await.map(|()| 0)
             }
             Cmd::Dlq(cmd) => cli::dlq::run(cmd, &mut stdout).await.map(|()| 0),
+            Cmd::Auth(cmd) => cli::secure::auth(
+                cmd,
+                &mut std::io::stdin().lock(),
+                &mut stdout,
+                &mut std::io::stderr(),
+            )
+            .map(|()| 0),
         }
     });
     match result {

@@ -15,6 +15,8 @@
 //! - `operator`: the `larder` CLI in an incident: read-only looks, honest counts, precise
 //!   errors, symmetric dlq verbs, one JSON schema, export and import.
 //! - `retries`: larder's retry and dead-letter extensions, over TCP and through the CLI.
+//! - `security`: TLS, mutual TLS, tokens and roles, reload on SIGHUP, against an
+//!   in-process server, the binary, the CLI and Python's `ssl`.
 //! - `startup`: signals while the log replays, and beanstalkd's flags, against the binary.
 //! - `operator`: `larder stats` and `larder tubes` against one and several real servers.
 //! - `metrics`: /metrics through a real OpenMetrics parser, /healthz, /readyz, JSON logs,
@@ -35,5 +37,6 @@ mod model;
 mod operator;
 mod operator_view;
 mod retries;
+mod security;
 mod server;
 mod startup;

@@ -20,6 +20,9 @@ pub struct ConnArgs {
     #[arg(long, env = "LARDER_MAX_REPLY_SIZE", value_name = "SIZE",
           default_value_t = Size(crate::protocol::DEFAULT_MAX_REPLY_BODY))]
     pub max_reply_size: Size,
+    /// TLS and the token to authenticate with.
+    #[command(flatten)]
+    pub secure: super::secure::ConnectArgs,
 }
 
 impl ConnArgs {
@@ -40,14 +43,17 @@ impl ConnArgs {
                  (beanstalkd's and larder's default port)"
             );
         }
-        match Client::connect_with(addr, self.max_reply_size.0).await {
-            Ok(client) => Ok(client),
+        let mut client = match self.secure.open(addr).await {
+            Ok(client) => client,
             Err(ClientError::Connect { addr, cause }) => bail!(
                 "cannot connect to {addr}: {cause}\nhint: is `larder serve` (or beanstalkd) \
                  running there? The address comes from --addr or LARDER_ADDR."
             ),
-            Err(e) => Err(e.into()),
-        }
+            Err(e) => return Err(e.into()),
+        };
+        client.set_max_reply(self.max_reply_size.0);
+        self.secure.authenticate(&mut client, addr).await?;
+        Ok(client)
     }
 }
 

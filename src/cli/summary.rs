@@ -95,7 +95,7 @@ pub async fn run(args: &super::StatsArgs, out: &mut impl Write) -> anyhow::Resul
                 .await;
         let failed: Vec<String> = results
             .iter()
-            .filter_map(|r| r.as_ref().err().map(ToString::to_string))
+            .filter_map(|r| r.as_ref().err().map(|e| format!("{e:#}")))
             .collect();
         let mut text = Vec::new();
         if args.json {
@@ -113,7 +113,7 @@ pub async fn run(args: &super::StatsArgs, out: &mut impl Write) -> anyhow::Resul
                             at: Instant::now(),
                             fields: fields.iter().cloned().collect(),
                         })
-                        .map_err(|e| e.to_string());
+                        .map_err(|e| format!("{e:#}"));
                     (addr.clone(), sample)
                 })
                 .collect();
@@ -149,7 +149,7 @@ fn json(
     if let [result] = results {
         return match result {
             Ok(fields) => super::print_fields(fields.clone(), true, out),
-            Err(e) => bail!("{e}"),
+            Err(e) => bail!("{e:#}"),
         };
     }
     let mut all = serde_json::Map::new();
@@ -171,7 +171,7 @@ fn json(
                     .collect::<serde_json::Map<_, _>>()
                     .into()
             }
-            Err(e) => serde_json::json!({ "error": e.to_string() }),
+            Err(e) => serde_json::json!({ "error": format!("{e:#}") }),
         };
         all.insert(addr.clone(), value);
     }
@@ -196,7 +196,7 @@ fn all(
         }
         match result {
             Ok(fields) => super::print_fields(fields.clone(), false, out)?,
-            Err(e) => writeln!(out, "error: {e}")?,
+            Err(e) => writeln!(out, "error: {e:#}")?,
         }
     }
     Ok(())

@@ -331,6 +331,10 @@ impl Engine {
         if !self.sessions.contains_key(&sid) {
             return Outcome::Reply(Reply::InternalError);
         }
+        if let Command::Auth(_) = cmd {
+            // Reaches the engine only when the server has no auth file: as in beanstalkd.
+            return Outcome::Reply(self.reject(sid, ProtocolError::UnknownCommand));
+        }
         if cmd != Command::Quit {
             self.counters.commands[cmd.kind().index()] += 1;
         }
@@ -384,6 +388,7 @@ impl Engine {
             Command::ListDead { filter, limit } => self.list_dead(&filter, limit, now),
             Command::KickDead { filter, limit } => self.kick_dead(&filter, limit, now),
             Command::DeleteDead { filter, limit } => self.delete_dead(sid, &filter, limit, now),
+            Command::Auth(_) => Reply::UnknownCommand,
         };
         Outcome::Reply(reply)
     }

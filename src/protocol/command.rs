@@ -180,6 +180,22 @@ pub enum Command {
         /// At most this many (capped at [`MAX_DEAD_BATCH`]).
         limit: u32,
     },
+    /// `auth <token>` (larder extension): authenticates the connection with a token from
+    /// the server's `--auth-file`.
+    Auth(Token),
+}
+
+/// A secret sent with `auth` (larder extension). Holds the bytes exactly as sent; whether
+/// they form a valid token is decided by the server, which answers `BAD_FORMAT` when
+/// authentication is on and `UNKNOWN_COMMAND` (beanstalkd's reply) when it is off. Its
+/// `Debug` form never shows the secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token(pub Bytes);
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Token(<{} bytes>)", self.0.len())
+    }
 }
 
 /// Most dead letters one `list-dead`, `kick-dead` or `delete-dead` handles.
@@ -220,11 +236,12 @@ pub enum CommandKind {
     KickDead,
     DeleteDead,
     ExtendedStats,
+    Auth,
 }
 
 impl CommandKind {
     /// Number of kinds, for counter arrays.
-    pub const COUNT: usize = 31;
+    pub const COUNT: usize = 32;
 
     /// A dense index in `0..COUNT`.
     pub fn index(self) -> usize {
@@ -267,6 +284,7 @@ impl Command {
             Command::KickDead { .. } => CommandKind::KickDead,
             Command::DeleteDead { .. } => CommandKind::DeleteDead,
             Command::ExtendedStats => CommandKind::ExtendedStats,
+            Command::Auth(_) => CommandKind::Auth,
         }
     }
 }

@@ -10,8 +10,8 @@ use tokio_util::codec::Decoder;
 
 use super::command::is_name_char;
 use super::{
-    BuryReason, Command, CommandKind, DeadFilter, JobId, ProtocolError, Refusal, Reply, TubeName,
-    TubeSetting,
+    BuryReason, Command, CommandKind, DeadFilter, JobId, ProtocolError, Refusal, Reply, Token,
+    TubeName, TubeSetting,
 };
 
 /// Longest command line, including its `\r\n`, as in beanstalkd (11 + 201 + 12).
@@ -199,7 +199,7 @@ enum Parsed {
 /// Command names in beanstalkd's matching order: a line selects the first name it starts
 /// with. Names without a trailing space take no argument (or, for `pause-tube`, parse their
 /// own).
-const NAMES: [&[u8]; 31] = [
+const NAMES: [&[u8]; 32] = [
     b"put ",
     b"peek ",
     b"peek-ready",
@@ -232,6 +232,7 @@ const NAMES: [&[u8]; 31] = [
     b"kick-dead ",
     b"delete-dead ",
     b"extended-stats",
+    b"auth ",
 ];
 
 fn parse_line(line: &[u8], max_job_size: u32) -> Parsed {
@@ -290,6 +291,7 @@ fn parse_line(line: &[u8], max_job_size: u32) -> Parsed {
         b"list-tube-used" => exact(C::ListTubeUsed),
         b"list-tubes" => exact(C::ListTubes),
         b"extended-stats" => exact(C::ExtendedStats),
+        b"auth " => Ok(C::Auth(Token(Bytes::copy_from_slice(args)))),
         // beanstalkd closes on any line starting with "quit".
         b"quit" => Ok(C::Quit),
         b"pause-tube" => parse_pause(args),
@@ -656,6 +658,10 @@ impl Decoder for ReplyDecoder {
             "CONFIGURED" => Reply::Configured,
             "EXTENDED" => Reply::Extended,
             "UNKNOWN_SETTING" => Reply::UnknownSetting,
+            "AUTHENTICATED" => Reply::Authenticated(line.get(14..).unwrap_or_default().to_owned()),
+            "AUTH_FAILED" => Reply::AuthFailed,
+            "AUTH_REQUIRED" => Reply::AuthRequired,
+            "FORBIDDEN" => Reply::Forbidden,
             _ => return Err(invalid(&format!("unknown reply {line:?}"))),
         };
         Ok(Some(reply))
@@ -837,6 +843,7 @@ mod tests {
                 1 => Command::KickDead { filter, limit },
                 _ => Command::DeleteDead { filter, limit },
             }),
+            "[!-~]{1,150}".prop_map(|t| Command::Auth(crate::protocol::Token(t.into()))),
         ]
     }
 
@@ -1020,6 +1027,8 @@ mod tests {
                 Reply::Paused, Reply::Draining, Reply::OutOfMemory, Reply::InternalError,
                 Reply::BadFormat, Reply::UnknownCommand, Reply::ExpectedCrlf, Reply::JobTooBig,
                 Reply::Configured, Reply::UnknownSetting, Reply::DeletedCount(n), Reply::Extended,
+                Reply::Authenticated("producer,worker".to_owned()), Reply::AuthFailed,
+                Reply::AuthRequired, Reply::Forbidden,
             ];
             let replies: Vec<Reply> = replies.into_iter().chain(Refusal::ALL.map(Reply::Refused)).collect();
             let mut wire = BytesMut::new();

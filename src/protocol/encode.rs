@@ -30,6 +30,13 @@ impl Command {
                 dst.put_slice(b"\r\n");
                 return;
             }
+            C::Auth(token) => {
+                dst.reserve(token.0.len() + 7);
+                dst.put_slice(b"auth ");
+                dst.put_slice(&token.0);
+                dst.put_slice(b"\r\n");
+                return;
+            }
             C::Use(t) => write!(line, "use {t}"),
             C::Reserve => write!(line, "reserve"),
             C::ReserveWithTimeout(t) => write!(line, "reserve-with-timeout {t}"),

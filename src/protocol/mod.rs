@@ -16,7 +16,9 @@ mod error;
 mod reply;
 mod setting;
 
-pub use command::{Command, CommandKind, JobId, TubeName, MAX_DEAD_BATCH, MAX_TUBE_NAME_LEN};
+pub use command::{
+    Command, CommandKind, JobId, Token, TubeName, MAX_DEAD_BATCH, MAX_TUBE_NAME_LEN,
+};
 pub use dead::{BuryReason, DeadFilter};
 pub use decode::{CommandDecoder, ReplyDecoder, DEFAULT_MAX_REPLY_BODY, MAX_LINE_LEN};
 pub use encode::CommandEncoder;

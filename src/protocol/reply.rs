@@ -164,6 +164,15 @@ pub enum Reply {
     UnknownSetting,
     /// `DELETED <count>` (larder extension: `delete-dead`).
     DeletedCount(u32),
+    /// `AUTHENTICATED <roles>` (larder extension: `auth` succeeded; the connection now
+    /// has these roles, comma-separated).
+    Authenticated(String),
+    /// `AUTH_FAILED` (larder extension: `auth` named no token of the auth file).
+    AuthFailed,
+    /// `AUTH_REQUIRED` (larder extension: the server requires `auth` before this command).
+    AuthRequired,
+    /// `FORBIDDEN` (larder extension: the connection's roles do not allow this command).
+    Forbidden,
 }
 
 /// A limit that refuses work, named on the wire by its setting (`REFUSED max-jobs`).
@@ -275,6 +284,16 @@ impl Reply {
                 return None;
             }
             Reply::DeletedCount(n) => return line2(dst, b"DELETED ", u64::from(*n)),
+            Reply::Authenticated(roles) => {
+                dst.reserve(16 + roles.len());
+                dst.put_slice(b"AUTHENTICATED ");
+                dst.put_slice(roles.as_bytes());
+                dst.put_slice(b"\r\n");
+                return None;
+            }
+            Reply::AuthFailed => b"AUTH_FAILED\r\n",
+            Reply::AuthRequired => b"AUTH_REQUIRED\r\n",
+            Reply::Forbidden => b"FORBIDDEN\r\n",
             Reply::Buried => b"BURIED\r\n",
             Reply::DeadlineSoon => b"DEADLINE_SOON\r\n",
             Reply::TimedOut => b"TIMED_OUT\r\n",

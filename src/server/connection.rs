@@ -32,6 +32,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::codec::FramedRead;
 
+use super::auth::Gate;
 use super::Broker;
 use crate::config::ConnectionSettings;
 use crate::engine::{Limits, Outcome};
@@ -186,13 +187,30 @@ fn shrink_input<R>(frames: &mut Frames<R>) {
 }
 
 /// Serves one connection until the client leaves, sends `quit`, or the server shuts down.
+#[cfg(test)]
 pub async fn serve<R, W>(
+    reader: R,
+    writer: W,
+    broker: Arc<Broker>,
+    max_job_size: u32,
+    limits: ConnectionLimits,
+    shutdown: watch::Receiver<bool>,
+) where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    serve_with(reader, writer, broker, max_job_size, limits, shutdown, None).await
+}
+
+/// [`serve`], with every command passing `gate` first when authentication is on.
+pub async fn serve_with<R, W>(
     reader: R,
     mut writer: W,
     broker: Arc<Broker>,
     max_job_size: u32,
     limits: ConnectionLimits,
     mut shutdown: watch::Receiver<bool>,
+    mut gate: Option<Gate>,
 ) where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -272,7 +290,20 @@ pub async fn serve<R, W>(
         }
         broker.wait_for_log_room().await;
         let arrived = pending.since;
-        let (stop, lsn) = broker.execute(sid, &mut pending.items, |reply| {
+        let mut batch = match &mut gate {
+            None => std::mem::take(&mut pending.items),
+            Some(gate) => {
+                let mut batch = VecDeque::new();
+                if !gate
+                    .screen(&mut pending.items, &mut batch, |r| out.push(&r))
+                    .await
+                {
+                    break;
+                }
+                batch
+            }
+        };
+        let (stop, lsn) = broker.execute(sid, &mut batch, |reply| {
             match &reply {
                 Reply::Inserted(_) => out.count_put(arrived),
                 Reply::Reserved { .. } => broker.timings().reserve_wait.observe(0),
@@ -281,6 +312,14 @@ pub async fn serve<R, W>(
             out.push(&reply);
             out.bytes.len() < limit.max_bytes
         });
+        // What the batch did not run goes back in front of what the gate left.
+        if pending.items.is_empty() {
+            pending.items = batch;
+        } else {
+            while let Some(item) = batch.pop_back() {
+                pending.items.push_front(item);
+            }
+        }
         pending.recount();
         out.lsn = out.lsn.max(lsn);
         match stop {

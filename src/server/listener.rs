@@ -117,6 +117,7 @@ pub async fn run_with(
 ) -> anyhow::Result<()> {
     tokio::pin!(shutdown);
     config.validate()?;
+    let security = super::secure::Security::load(&config.security)?;
     let data_dir = crate::datadir::DataDir::open(&config.data_dir)?;
     let metrics = super::metrics::start(&config).await?;
     if let Some(user) = &config.user {
@@ -209,6 +210,15 @@ pub async fn run_with(
             .with_interval(idle.div_f64(6.0).max(std::time::Duration::from_secs(1)))
     });
     let mut accept_errors = limits::AcceptErrors::default();
+    let serving = super::secure::Serving {
+        broker: broker.clone(),
+        max_job_size: config.max_job_size,
+        limits: conn_limits,
+        shutdown: stop_rx.clone(),
+        handshake_timeout: conn_limits.command_timeout,
+    };
+    let reload = security.spawn_reload()?;
+    security.warn_if_open(listener.tcp_addr());
 
     let timer_broker = broker.clone();
     let mut timer_stop = stop_rx.clone();
@@ -254,7 +264,6 @@ pub async fn run_with(
             }
             _ = &mut shutdown => break,
         };
-        let max = config.max_job_size;
         let admitted = match &accepted {
             Ok(_) => gate.admit(),
             Err(_) => None,
@@ -265,18 +274,14 @@ pub async fn run_with(
                 if let Some(keepalive) = &keepalive {
                     let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(keepalive);
                 }
-                let (r, w) = stream.into_split();
-                let serve =
-                    connection::serve(r, w, broker.clone(), max, conn_limits, stop_rx.clone());
+                let serve = security.clone().serve_tcp(stream, serving.clone());
                 conns.spawn(async move {
                     serve.await;
                     drop(place);
                 });
             }
             (Ok(Accepted::Unix(stream)), Some(place)) => {
-                let (r, w) = stream.into_split();
-                let serve =
-                    connection::serve(r, w, broker.clone(), max, conn_limits, stop_rx.clone());
+                let serve = security.clone().serve_unix(stream, serving.clone());
                 conns.spawn(async move {
                     serve.await;
                     drop(place);
@@ -311,6 +316,9 @@ pub async fn run_with(
         let _ = compactor.await;
     }
     disk_watch.abort();
+    if let Some(reload) = reload {
+        reload.abort();
+    }
     journal.close();
     tokio::task::spawn_blocking(move || writer.join())
         .await

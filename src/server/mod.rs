@@ -13,6 +13,7 @@
 //! For operators (`metrics`, `notify`): the `--metrics-listen` HTTP listener, and
 //! systemd readiness notices.
 
+pub mod auth;
 mod bodies;
 mod broker;
 mod clock;
@@ -27,7 +28,9 @@ mod process;
 mod recovery;
 mod reserve;
 mod retention;
+mod secure;
 pub mod signals;
+pub mod tls;
 pub mod user;
 
 pub use broker::Broker;

@@ -380,6 +380,48 @@ impl ChildServer {
         panic!("larder never managed to listen");
     }
 
+    /// Starts the larder binary on a free port with extra arguments and a fresh data
+    /// directory, and waits for its "listening" log line instead of asking `stats` (for
+    /// servers that speak only TLS or require authentication).
+    pub fn larder_logged(extra: &[&str]) -> ChildServer {
+        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("larder-logged-{}-{n}", std::process::id()));
+        for _ in 0..20 {
+            let _ = std::fs::remove_dir_all(&dir);
+            let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+            let mut args = vec![
+                "serve".to_owned(),
+                "--listen".to_owned(),
+                addr.to_string(),
+                "--data-dir".to_owned(),
+                dir.display().to_string(),
+            ];
+            args.extend(extra.iter().map(|s| s.to_string()));
+            let mut server = ChildServer::start(larder_bin(), &args, addr);
+            server.data_dir = Some(dir.clone());
+            if server.wait_for_log("listening") {
+                return server;
+            }
+        }
+        panic!("larder never managed to listen");
+    }
+
+    /// Waits until the child's log holds `text`; false if it exits first or takes more
+    /// than [`REPLY_TIMEOUT`].
+    pub fn wait_for_log(&mut self, text: &str) -> bool {
+        let deadline = Instant::now() + REPLY_TIMEOUT;
+        loop {
+            if self.log().contains(text) {
+                return true;
+            }
+            if matches!(self.child.try_wait(), Ok(Some(_))) || Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     /// Kills the server with SIGKILL and waits for it to die.
     pub fn kill9(mut self) {
         let _ = self.child.kill();
