@@ -34,7 +34,7 @@ pub enum ClientError {
     #[error("the server closed the connection")]
     Closed,
     /// The server answered with a reply the call did not expect.
-    #[error("unexpected reply from server: {0:?}")]
+    #[error("{}", describe_unexpected(.0))]
     Unexpected(Reply),
     /// A tube name is not valid.
     #[error("invalid tube name {0:?}")]
@@ -50,8 +50,35 @@ pub enum ClientError {
     #[error("TLS: {0}")]
     Tls(String),
     /// The server refused the token.
-    #[error("authentication failed: the server answered {0:?}")]
+    #[error("{}", describe_auth_refusal(.0))]
     Auth(Reply),
+}
+
+/// What an unexpected reply means to the person running the command.
+fn describe_unexpected(reply: &Reply) -> String {
+    match reply {
+        Reply::Forbidden => "the server refused the command: this token's role does not allow it \
+                             (FORBIDDEN; roles are in protocol.md §10)"
+            .to_owned(),
+        Reply::AuthRequired => "the server requires authentication (AUTH_REQUIRED): give a \
+                                token with --token or LARDER_TOKEN"
+            .to_owned(),
+        other => format!("unexpected reply from server: {other:?}"),
+    }
+}
+
+/// Why `auth` did not succeed.
+fn describe_auth_refusal(reply: &Reply) -> String {
+    match reply {
+        Reply::AuthFailed => {
+            "authentication failed: the server rejected the token (AUTH_FAILED)".to_owned()
+        }
+        Reply::UnknownCommand => "authentication failed: the server does not know `auth` \
+                                  (UNKNOWN_COMMAND: it runs without --auth-file, or it is \
+                                  beanstalkd)"
+            .to_owned(),
+        other => format!("authentication failed: the server answered {other:?}"),
+    }
 }
 
 impl From<std::io::Error> for ClientError {

@@ -592,14 +592,21 @@ fn the_cli_speaks_tls_and_sends_its_token() {
     let refused = larder(&["reserve", "--timeout", "0"], Some("p-0123456789abcdef"));
     assert!(!refused.status.success());
     assert!(
-        String::from_utf8_lossy(&refused.stderr).contains("Forbidden"),
+        String::from_utf8_lossy(&refused.stderr).contains("role does not allow it (FORBIDDEN"),
         "{refused:?}"
     );
     let wrong = larder(&["stats"], Some("not-a-token"));
     assert!(!wrong.status.success());
     assert!(
-        String::from_utf8_lossy(&wrong.stderr).contains("authentication failed"),
+        String::from_utf8_lossy(&wrong.stderr)
+            .contains("authentication failed: the server rejected the token (AUTH_FAILED)"),
         "{wrong:?}"
+    );
+    let none = larder(&["stats"], None);
+    assert!(!none.status.success());
+    assert!(
+        String::from_utf8_lossy(&none.stderr).contains("requires authentication (AUTH_REQUIRED)"),
+        "{none:?}"
     );
 
     let reserved = larder(&["reserve", "--timeout", "0"], Some("w-0123456789abcdef"));

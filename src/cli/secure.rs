@@ -144,9 +144,10 @@ impl ConnectArgs {
     /// Sends `auth` with the token, if one is set.
     pub async fn authenticate(&self, client: &mut Client, addr: &str) -> anyhow::Result<()> {
         if let Some(token) = &self.token {
-            client.auth(token).await.with_context(|| {
-                format!("authenticating to {addr} (a server without --auth-file answers UNKNOWN_COMMAND)")
-            })?;
+            client
+                .auth(token)
+                .await
+                .with_context(|| format!("authenticating to {addr}"))?;
         }
         Ok(())
     }
