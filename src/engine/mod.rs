@@ -41,6 +41,8 @@ mod session;
 mod settings;
 mod stats;
 mod table;
+#[cfg(test)]
+mod tests;
 mod time;
 mod tube;
 mod tubes;
