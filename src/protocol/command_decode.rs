@@ -10,7 +10,6 @@ use bytes::{Buf, Bytes, BytesMut};
 use tokio_util::codec::Decoder;
 
 use super::command::is_name_char;
-use super::command_kind::Args;
 use super::parse::{
     find_crlf, read_u32, read_u32_all, read_u64, read_u64_all, skip_spaces, strtol, strtoul,
 };
@@ -185,25 +184,13 @@ enum Parsed {
     TooBig(u32),
 }
 
-/// The first entry of [`CommandKind::MATCH_ORDER`] that `line` starts with, and the bytes
-/// after its name (and its space, for names that take arguments after one).
-fn match_name(line: &[u8]) -> Option<(CommandKind, &[u8])> {
-    CommandKind::MATCH_ORDER.iter().find_map(|&(kind, args)| {
-        let rest = line.strip_prefix(kind.name().as_bytes())?;
-        match args {
-            Args::Bare => Some((kind, rest)),
-            Args::AfterSpace => rest.strip_prefix(b" ").map(|rest| (kind, rest)),
-        }
-    })
-}
-
 fn parse_line(line: &[u8], max_job_size: u32) -> Parsed {
     use Command as C;
     use CommandKind as K;
     if line.contains(&0) {
         return Parsed::Done(Err(ProtocolError::BadFormat));
     }
-    let Some((kind, args)) = match_name(line) else {
+    let Some((kind, args)) = CommandKind::match_line(line) else {
         return Parsed::Done(Err(ProtocolError::UnknownCommand));
     };
     let bad = ProtocolError::BadFormat;
