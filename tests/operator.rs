@@ -413,6 +413,8 @@ async fn a_ttr_expiry_and_a_disconnect_record_themselves_as_the_last_error() {
             .expect("json")
     };
     let json = show(&addr);
+    // `dlq show` uses the same kebab-case job schema as `dlq list` and `dlq export`.
+    assert_job_schema(&json);
     assert_eq!(json["last-error"], "worker disconnected (attempt 2)");
     assert_eq!(json["bury-reason"], "max-attempts");
 

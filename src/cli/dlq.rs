@@ -456,43 +456,47 @@ async fn act(args: ActArgs, action: Action, out: &mut impl Write) -> anyhow::Res
         && args.ids.is_empty()
         && args.limit.is_none()
         && to_tube.is_none();
-    if batch {
-        // The server takes whole batches: the filters again, up to the last id selected.
-        let mut batch = filter.clone();
-        batch.to = selected.last().map_or(JobId(0), |l| l.id);
-        while count < selected.len() {
-            let left = (selected.len() - count).min(MAX_DEAD_BATCH as usize) as u32;
-            let n = match action {
-                Action::Delete => client.delete_dead(&batch, left).await?,
-                Action::Redrive(_) => client.kick_dead(&batch, left).await?,
-            };
+    // One request acts on the dead letters `scope` selects, at most `take` of them: when
+    // batching, the filters again up to the last id selected, as many as the server takes;
+    // otherwise one selected dead letter at a time, paced by --rate.
+    let last = selected.last().map_or(JobId(0), |l| l.id);
+    let mut tick = args.rate.map(|r| {
+        let mut t = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(r)));
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        t
+    });
+    let mut next = 0usize;
+    while next < selected.len() {
+        if let Some(t) = &mut tick {
+            t.tick().await;
+        }
+        let mut scope = filter.clone();
+        let (take, one) = if batch {
+            scope.to = last;
+            let left = (selected.len() - next).min(MAX_DEAD_BATCH as usize) as u32;
+            (left, None)
+        } else {
+            let l = &selected[next];
+            scope.from = l.id;
+            scope.to = l.id;
+            (1, Some(l.id))
+        };
+        let n = match (&action, &to_tube, one) {
+            (Action::Delete, _, _) => client.delete_dead(&scope, take).await?,
+            (Action::Redrive(_), Some(tube), Some(id)) => {
+                u32::from(super::export::move_to(&mut client, id, tube).await?)
+            }
+            (Action::Redrive(_), _, _) => client.kick_dead(&scope, take).await?,
+        };
+        count += n as usize;
+        if batch {
             if n == 0 {
                 break;
             }
-            count += n as usize;
+            next += n as usize;
             bar.inc(u64::from(n));
-        }
-    } else {
-        let mut tick = args.rate.map(|r| {
-            let mut t = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(r)));
-            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            t
-        });
-        for l in &selected {
-            if let Some(t) = &mut tick {
-                t.tick().await;
-            }
-            let mut one = filter.clone();
-            one.from = l.id;
-            one.to = l.id;
-            let n = match (&action, &to_tube) {
-                (Action::Delete, _) => client.delete_dead(&one, 1).await?,
-                (Action::Redrive(_), None) => client.kick_dead(&one, 1).await?,
-                (Action::Redrive(_), Some(tube)) => {
-                    u32::from(super::export::move_to(&mut client, l.id, tube).await?)
-                }
-            };
-            count += n as usize;
+        } else {
+            next += 1;
             bar.inc(1);
         }
     }

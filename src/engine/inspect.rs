@@ -182,31 +182,31 @@ impl Engine {
              current-jobs-buried: {buried}\n"
         );
         let counted = [
-            ("put", K::Put),
-            ("peek", K::Peek),
-            ("peek-ready", K::PeekReady),
-            ("peek-delayed", K::PeekDelayed),
-            ("peek-buried", K::PeekBuried),
-            ("reserve", K::Reserve),
-            ("reserve-with-timeout", K::ReserveWithTimeout),
-            ("delete", K::Delete),
-            ("release", K::Release),
-            ("use", K::Use),
-            ("watch", K::Watch),
-            ("ignore", K::Ignore),
-            ("bury", K::Bury),
-            ("kick", K::Kick),
-            ("touch", K::Touch),
-            ("stats", K::Stats),
-            ("stats-job", K::StatsJob),
-            ("stats-tube", K::StatsTube),
-            ("list-tubes", K::ListTubes),
-            ("list-tube-used", K::ListTubeUsed),
-            ("list-tubes-watched", K::ListTubesWatched),
-            ("pause-tube", K::PauseTube),
+            K::Put,
+            K::Peek,
+            K::PeekReady,
+            K::PeekDelayed,
+            K::PeekBuried,
+            K::Reserve,
+            K::ReserveWithTimeout,
+            K::Delete,
+            K::Release,
+            K::Use,
+            K::Watch,
+            K::Ignore,
+            K::Bury,
+            K::Kick,
+            K::Touch,
+            K::Stats,
+            K::StatsJob,
+            K::StatsTube,
+            K::ListTubes,
+            K::ListTubeUsed,
+            K::ListTubesWatched,
+            K::PauseTube,
         ];
-        for (name, kind) in counted {
-            let _ = writeln!(y, "cmd-{name}: {}", cmd(kind));
+        for kind in counted {
+            let _ = writeln!(y, "cmd-{kind}: {}", cmd(kind));
         }
         let _ = write!(
             y,
@@ -279,15 +279,15 @@ impl Engine {
             "total-attempts: {}\ntotal-retries-delayed: {}\ntotal-dead-lettered: {}\n",
             c.attempts, c.retries_delayed, c.dead_lettered
         );
-        for (name, kind) in [
-            ("config-tube", K::ConfigTube),
-            ("fail", K::Fail),
-            ("list-dead", K::ListDead),
-            ("kick-dead", K::KickDead),
-            ("delete-dead", K::DeleteDead),
-            ("extended-stats", K::ExtendedStats),
+        for kind in [
+            K::ConfigTube,
+            K::Fail,
+            K::ListDead,
+            K::KickDead,
+            K::DeleteDead,
+            K::ExtendedStats,
         ] {
-            let _ = writeln!(y, "cmd-{name}: {}", c.commands[kind.index()]);
+            let _ = writeln!(y, "cmd-{kind}: {}", c.commands[kind.index()]);
         }
     }
 }

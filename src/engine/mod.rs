@@ -8,7 +8,7 @@
 //! timeouts, pauses) and [`Engine::next_deadline`] says when it next has work.
 //!
 //! A `put` passes one admission check against the [`Limits`] and the tube's limit settings
-//! before it takes an id (`limits`); use is counted where jobs are created and removed.
+//! before it takes an id (`admission`); use is counted where jobs are created and removed.
 //!
 //! Invariants: every job is in exactly one of its tube's ready, delayed or buried sets, or in
 //! its reserving session's set, matching its [`JobState`]; the global `delayed` and
@@ -24,13 +24,13 @@
 //! reply lists them: `list-tubes` (bounded by `--max-tubes`) and `list-tubes-watched`
 //! (bounded by `--max-watches-per-connection`).
 
-mod bodies;
+mod admission;
+mod body_refs;
 mod change;
 mod dead;
 mod inspect;
 mod job;
 mod jobs;
-mod limits;
 mod notes;
 mod queue;
 pub mod record;
@@ -41,6 +41,8 @@ mod session;
 mod settings;
 mod stats;
 mod table;
+#[cfg(test)]
+mod tests;
 mod time;
 mod tube;
 mod tubes;
@@ -50,10 +52,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use bytes::Bytes;
 use rustc_hash::FxHashMap as HashMap;
 
+pub use admission::Limits;
 pub use change::{Change, ImageState};
 pub use dead::yaml_quoted;
 pub use job::{BodyRef, Burial, Job, JobCounters, JobNotes, JobState, URGENT_THRESHOLD};
-pub use limits::Limits;
 pub use restore::{ReplayError, Replayed, RestoreError};
 pub use retry::backoff_delay;
 pub use session::SessionId;
@@ -65,7 +67,7 @@ pub use tube::TubeId;
 use crate::protocol::{
     BuryReason, Command, CommandKind, JobId, ProtocolError, Reply, TubeName, TubeSetting,
 };
-use limits::Pressure;
+use admission::Pressure;
 use session::Session;
 use table::JobTable;
 use tube::Tubes;

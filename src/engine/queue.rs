@@ -145,7 +145,7 @@ impl Engine {
         let deadline = now.plus_secs(job.ttr);
         job.state = JobState::Reserved { by: sid, deadline };
         job.counters.reserves += 1;
-        let body = super::bodies::body_from(&self.mem_bodies, job);
+        let body = super::body_refs::body_from(&self.mem_bodies, job);
         self.tubes.get_mut(job.tube).reserved += 1;
         self.reserved.insert((deadline, id));
         if let Some(s) = self.sessions.get_mut(&sid) {

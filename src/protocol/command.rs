@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::{DeadFilter, TubeSetting};
+use super::{CommandKind, DeadFilter, TubeSetting};
 
 /// Longest tube name, in bytes.
 pub const MAX_TUBE_NAME_LEN: usize = 200;
@@ -200,54 +200,6 @@ impl fmt::Debug for Token {
 
 /// Most dead letters one `list-dead`, `kick-dead` or `delete-dead` handles.
 pub const MAX_DEAD_BATCH: u32 = 1000;
-
-/// The command families counted in `stats` (`cmd-*` fields).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[allow(missing_docs)]
-pub enum CommandKind {
-    Put,
-    Peek,
-    PeekReady,
-    PeekDelayed,
-    PeekBuried,
-    Reserve,
-    ReserveWithTimeout,
-    ReserveJob,
-    Delete,
-    Release,
-    Use,
-    Watch,
-    Ignore,
-    Bury,
-    Kick,
-    KickJob,
-    Touch,
-    Stats,
-    StatsJob,
-    StatsTube,
-    ListTubes,
-    ListTubeUsed,
-    ListTubesWatched,
-    PauseTube,
-    Quit,
-    ConfigTube,
-    Fail,
-    ListDead,
-    KickDead,
-    DeleteDead,
-    ExtendedStats,
-    Auth,
-}
-
-impl CommandKind {
-    /// Number of kinds, for counter arrays.
-    pub const COUNT: usize = 32;
-
-    /// A dense index in `0..COUNT`.
-    pub fn index(self) -> usize {
-        self as usize
-    }
-}
 
 impl Command {
     /// The family this command is counted under.

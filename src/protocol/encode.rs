@@ -3,77 +3,83 @@
 use bytes::{BufMut, BytesMut};
 use tokio_util::codec::Encoder;
 
-use super::Command;
+use super::{Command, Token};
 
 /// Encodes commands for sending; used by the client and by tests.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct CommandEncoder;
 
 impl Command {
-    /// Appends the canonical wire form of this command to `dst`.
+    /// Appends the canonical wire form of this command to `dst`: its name from
+    /// [`CommandKind::name`](super::CommandKind::name), then its arguments.
     pub fn encode(&self, dst: &mut BytesMut) {
         use std::fmt::Write;
         use Command as C;
+        let name = self.kind().name();
         let mut line = String::with_capacity(64);
-        // Writing to a String cannot fail.
-        let _ = match self {
+        line.push_str(name);
+        match self {
+            // Bodies are bytes, not text: written after the line, not through it.
             C::Put {
                 pri,
                 delay,
                 ttr,
                 body,
             } => {
-                let _ = write!(line, "put {pri} {delay} {ttr} {}\r\n", body.len());
+                // Writing to a String cannot fail.
+                let _ = write!(line, " {pri} {delay} {ttr} {}\r\n", body.len());
                 dst.reserve(line.len() + body.len() + 2);
                 dst.put_slice(line.as_bytes());
                 dst.put_slice(body);
                 dst.put_slice(b"\r\n");
                 return;
             }
-            C::Auth(token) => {
-                dst.reserve(token.0.len() + 7);
-                dst.put_slice(b"auth ");
-                dst.put_slice(&token.0);
+            C::Auth(Token(token)) => {
+                line.push(' ');
+                dst.reserve(line.len() + token.len() + 2);
+                dst.put_slice(line.as_bytes());
+                dst.put_slice(token);
                 dst.put_slice(b"\r\n");
                 return;
             }
-            C::Use(t) => write!(line, "use {t}"),
-            C::Reserve => write!(line, "reserve"),
-            C::ReserveWithTimeout(t) => write!(line, "reserve-with-timeout {t}"),
-            C::ReserveJob(id) => write!(line, "reserve-job {id}"),
-            C::Delete(id) => write!(line, "delete {id}"),
-            C::Release { id, pri, delay } => write!(line, "release {id} {pri} {delay}"),
-            C::Bury { id, pri } => write!(line, "bury {id} {pri}"),
-            C::Touch(id) => write!(line, "touch {id}"),
-            C::Watch(t) => write!(line, "watch {t}"),
-            C::Ignore(t) => write!(line, "ignore {t}"),
-            C::Peek(id) => write!(line, "peek {id}"),
-            C::PeekReady => write!(line, "peek-ready"),
-            C::PeekDelayed => write!(line, "peek-delayed"),
-            C::PeekBuried => write!(line, "peek-buried"),
-            C::Kick(n) => write!(line, "kick {n}"),
-            C::KickJob(id) => write!(line, "kick-job {id}"),
-            C::StatsJob(id) => write!(line, "stats-job {id}"),
-            C::StatsTube(t) => write!(line, "stats-tube {t}"),
-            C::Stats => write!(line, "stats"),
-            C::ListTubes => write!(line, "list-tubes"),
-            C::ListTubeUsed => write!(line, "list-tube-used"),
-            C::ListTubesWatched => write!(line, "list-tubes-watched"),
-            C::PauseTube { tube, delay } => write!(line, "pause-tube {tube} {delay}"),
-            C::Quit => write!(line, "quit"),
+            _ => {}
+        }
+        // Writing to a String cannot fail.
+        let _ = match self {
+            C::Put { .. } | C::Auth(_) => Ok(()),
+            C::Reserve
+            | C::PeekReady
+            | C::PeekDelayed
+            | C::PeekBuried
+            | C::Stats
+            | C::ListTubes
+            | C::ListTubeUsed
+            | C::ListTubesWatched
+            | C::Quit
+            | C::ExtendedStats => Ok(()),
+            C::Use(t) | C::Watch(t) | C::Ignore(t) | C::StatsTube(t) => write!(line, " {t}"),
+            C::ReserveWithTimeout(n) | C::Kick(n) => write!(line, " {n}"),
+            C::ReserveJob(id)
+            | C::Delete(id)
+            | C::Touch(id)
+            | C::Peek(id)
+            | C::KickJob(id)
+            | C::StatsJob(id) => write!(line, " {id}"),
+            C::Release { id, pri, delay } => write!(line, " {id} {pri} {delay}"),
+            C::Bury { id, pri } => write!(line, " {id} {pri}"),
+            C::PauseTube { tube, delay } => write!(line, " {tube} {delay}"),
             C::ConfigTube {
                 tube,
                 setting,
                 value,
             } => match value {
-                Some(v) => write!(line, "config-tube {tube} {setting} {}", setting.format(*v)),
-                None => write!(line, "config-tube {tube} {setting} default"),
+                Some(v) => write!(line, " {tube} {setting} {}", setting.format(*v)),
+                None => write!(line, " {tube} {setting} default"),
             },
-            C::Fail { id, message } => write!(line, "fail {id} {message}"),
-            C::ListDead { filter, limit } => write!(line, "list-dead {filter} {limit}"),
-            C::KickDead { filter, limit } => write!(line, "kick-dead {filter} {limit}"),
-            C::DeleteDead { filter, limit } => write!(line, "delete-dead {filter} {limit}"),
-            C::ExtendedStats => write!(line, "extended-stats"),
+            C::Fail { id, message } => write!(line, " {id} {message}"),
+            C::ListDead { filter, limit }
+            | C::KickDead { filter, limit }
+            | C::DeleteDead { filter, limit } => write!(line, " {filter} {limit}"),
         };
         dst.reserve(line.len() + 2);
         dst.put_slice(line.as_bytes());

@@ -9,20 +9,23 @@
 //! replies, the client encodes commands and decodes replies.
 
 mod command;
+mod command_decode;
+mod command_kind;
 mod dead;
-mod decode;
 mod encode;
 mod error;
+mod parse;
 mod reply;
+mod reply_decode;
 mod setting;
 
-pub use command::{
-    Command, CommandKind, JobId, Token, TubeName, MAX_DEAD_BATCH, MAX_TUBE_NAME_LEN,
-};
+pub use command::{Command, JobId, Token, TubeName, MAX_DEAD_BATCH, MAX_TUBE_NAME_LEN};
+pub use command_decode::{CommandDecoder, MAX_LINE_LEN};
+pub use command_kind::CommandKind;
 pub use dead::{BuryReason, DeadFilter};
-pub use decode::{CommandDecoder, ReplyDecoder, DEFAULT_MAX_REPLY_BODY, MAX_LINE_LEN};
 pub use encode::CommandEncoder;
 pub use error::ProtocolError;
 pub use reply::Refusal;
 pub use reply::{Body, BodyHole, Reply, StoredBody};
+pub use reply_decode::{ReplyDecoder, DEFAULT_MAX_REPLY_BODY};
 pub use setting::{format_thousandths, TubeSetting, Unit, MAX_MILLIS};

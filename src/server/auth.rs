@@ -27,7 +27,7 @@ use ring::digest::{digest, SHA256};
 use rustls_pki_types::{CertificateDer, ServerName};
 
 use crate::config::SecurityConfig;
-use crate::protocol::{Command, ProtocolError, Reply};
+use crate::protocol::{Command, CommandKind, ProtocolError, Reply};
 
 /// Longest token `auth` accepts, in bytes: what fits the 224-byte line with `auth ` and
 /// `\r\n`.
@@ -140,36 +140,42 @@ pub enum Class {
 impl Class {
     /// The class of `cmd`.
     pub fn of(cmd: &Command) -> Class {
-        use Command as C;
-        match cmd {
-            C::Quit | C::Auth(_) => Class::Session,
-            C::Use(_)
-            | C::Stats
-            | C::StatsJob(_)
-            | C::StatsTube(_)
-            | C::ListTubes
-            | C::ListTubeUsed
-            | C::ListTubesWatched
-            | C::ExtendedStats => Class::Read,
-            C::Peek(_) | C::PeekReady | C::PeekDelayed | C::PeekBuried => Class::Peek,
-            C::Put { .. } => Class::Produce,
-            C::Watch(_)
-            | C::Ignore(_)
-            | C::Reserve
-            | C::ReserveWithTimeout(_)
-            | C::ReserveJob(_)
-            | C::Delete(_)
-            | C::Release { .. }
-            | C::Bury { .. }
-            | C::Touch(_)
-            | C::Fail { .. } => Class::Consume,
-            C::PauseTube { .. }
-            | C::ConfigTube { .. }
-            | C::Kick(_)
-            | C::KickJob(_)
-            | C::ListDead { .. }
-            | C::KickDead { .. }
-            | C::DeleteDead { .. } => Class::Admin,
+        Class::of_kind(cmd.kind())
+    }
+
+    /// The class of a kind of command: protocol.md §10.3's role table, by
+    /// [`CommandKind`].
+    pub fn of_kind(kind: CommandKind) -> Class {
+        use CommandKind as K;
+        match kind {
+            K::Quit | K::Auth => Class::Session,
+            K::Use
+            | K::Stats
+            | K::StatsJob
+            | K::StatsTube
+            | K::ListTubes
+            | K::ListTubeUsed
+            | K::ListTubesWatched
+            | K::ExtendedStats => Class::Read,
+            K::Peek | K::PeekReady | K::PeekDelayed | K::PeekBuried => Class::Peek,
+            K::Put => Class::Produce,
+            K::Watch
+            | K::Ignore
+            | K::Reserve
+            | K::ReserveWithTimeout
+            | K::ReserveJob
+            | K::Delete
+            | K::Release
+            | K::Bury
+            | K::Touch
+            | K::Fail => Class::Consume,
+            K::PauseTube
+            | K::ConfigTube
+            | K::Kick
+            | K::KickJob
+            | K::ListDead
+            | K::KickDead
+            | K::DeleteDead => Class::Admin,
         }
     }
 }

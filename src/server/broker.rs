@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::{mpsc, Notify};
 
-use super::bodies::SegmentFiles;
+use super::body_reader::SegmentFiles;
 use super::journal::Journal;
 use super::retention::{SettingRecords, RELOG_PER_BATCH};
 use super::Clock;

@@ -524,7 +524,7 @@ mod tests {
     use crate::config::FsyncPolicy;
     use crate::engine::{Engine, EngineConfig, ProcessInfo};
     use crate::protocol::Reply;
-    use crate::server::bodies::SegmentFiles;
+    use crate::server::body_reader::SegmentFiles;
     use crate::server::journal::Journal;
     use crate::server::Clock;
     use crate::wal::Layout;

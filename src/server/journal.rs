@@ -19,7 +19,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::reserve::DiskReserve;
+use super::disk_reserve::DiskReserve;
 use crate::config::FsyncPolicy;
 use crate::wal::commit::Watermark;
 use crate::wal::storage::Storage;

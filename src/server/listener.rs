@@ -10,11 +10,11 @@ use tokio::net::{TcpListener, TcpSocket, UnixListener};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use super::bodies::SegmentFiles;
+use super::body_reader::SegmentFiles;
+use super::disk_reserve::DiskReserve;
 use super::journal::{spawn_writer, Journal};
-use super::reserve::DiskReserve;
 use super::signals::Drain;
-use super::{connection, limits, process_info, Broker, Clock};
+use super::{connection, host_limits, process_info, Broker, Clock};
 use crate::config::{ListenAddr, ServerConfig};
 use crate::engine::{Engine, EngineConfig};
 
@@ -172,7 +172,7 @@ pub async fn run_with(
     ));
     let files = Arc::new(SegmentFiles::new(recovered.wal.dir().to_path_buf()));
     let mut reserve = DiskReserve::new(
-        config.data_dir.join(super::reserve::FILE_NAME),
+        config.data_dir.join(super::disk_reserve::FILE_NAME),
         config.disk_reserve,
     );
     if let Err(e) = reserve.take() {
@@ -193,15 +193,15 @@ pub async fn run_with(
         config.fsync,
     ));
     let (stop_tx, stop_rx) = watch::channel(false);
-    limits::measure_free_space(&broker, data_dir.path(), &config.free_space);
-    let disk_watch = tokio::spawn(limits::watch_free_space(
+    host_limits::measure_free_space(&broker, data_dir.path(), &config.free_space);
+    let disk_watch = tokio::spawn(host_limits::watch_free_space(
         broker.clone(),
         data_dir.path().to_path_buf(),
         config.free_space.clone(),
         config.disk_check_interval,
     ));
-    let max_connections = limits::check_open_files_limit(config.limits.max_connections);
-    let gate = limits::ConnectionGate::new(max_connections);
+    let max_connections = host_limits::check_open_files_limit(config.limits.max_connections);
+    let gate = host_limits::ConnectionGate::new(max_connections);
     let conn_limits = connection::ConnectionLimits::new(&config.limits, &config.connections);
     let keepalive = (config.connections.tcp_keepalive > 0).then(|| {
         let idle = std::time::Duration::from_secs(config.connections.tcp_keepalive);
@@ -209,7 +209,7 @@ pub async fn run_with(
             .with_time(idle)
             .with_interval(idle.div_f64(6.0).max(std::time::Duration::from_secs(1)))
     });
-    let mut accept_errors = limits::AcceptErrors::default();
+    let mut accept_errors = host_limits::AcceptErrors::default();
     let serving = super::secure::Serving {
         broker: broker.clone(),
         max_job_size: config.max_job_size,

@@ -6,7 +6,7 @@
 //! replies in order; a blocked reserve waits on the connection's own channel for its reply.
 //! The timer task sleeps until the engine's next deadline and runs its timers.
 //!
-//! Back-pressure around the engine (`limits`): a connection gate for `--max-connections`,
+//! Back-pressure around the engine (`host_limits`): a connection gate for `--max-connections`,
 //! a free-space watcher for `--min-free-disk`, and, in `connection`, the per-connection
 //! output limit. The engine itself refuses puts over the job limits.
 //!
@@ -14,19 +14,19 @@
 //! systemd readiness notices.
 
 pub mod auth;
-mod bodies;
+mod body_reader;
 mod broker;
 mod clock;
 mod compact;
 mod connection;
+mod disk_reserve;
+mod host_limits;
 mod journal;
-mod limits;
 mod listener;
 pub mod metrics;
 mod notify;
 mod process;
 mod recovery;
-mod reserve;
 mod retention;
 mod secure;
 pub mod signals;

@@ -19,7 +19,7 @@ use crate::protocol::{Body, Reply, StoredBody};
 
 /// Most segment files kept open for reading; past it the oldest is closed (replies
 /// holding it keep it open until they are written). Counted in the descriptors the
-/// server keeps for itself (see `limits::check_open_files_limit`).
+/// server keeps for itself (see `host_limits::check_open_files_limit`).
 pub const MAX_OPEN_SEGMENTS: usize = 32;
 
 /// Open segment files by sequence number.

@@ -86,9 +86,9 @@ impl ConnectionGate {
 
 /// File descriptors the server keeps for itself besides connections: standard streams,
 /// listener, the runtime's, lock and reserve files, the log's directory and active
-/// segment, segment files open for reading ([`super::bodies::MAX_OPEN_SEGMENTS`]), and
+/// segment, segment files open for reading ([`super::body_reader::MAX_OPEN_SEGMENTS`]), and
 /// room to spare.
-pub const OTHER_FILES: u64 = 16 + super::bodies::MAX_OPEN_SEGMENTS as u64;
+pub const OTHER_FILES: u64 = 16 + super::body_reader::MAX_OPEN_SEGMENTS as u64;
 
 /// Descriptors kept free of client connections: refusals in progress and the server's own.
 pub const RESERVED_FILES: u64 = MAX_LINGERING as u64 + OTHER_FILES;
