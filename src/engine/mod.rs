@@ -440,7 +440,8 @@ impl Engine {
     }
 
     /// Replies for sessions other than the caller (blocked reserves served, timeouts),
-    /// in the order they happened.
+    /// in the order they happened. Like the caller's own replies they may depend on the
+    /// changes made so far: the server holds them until those are durable.
     pub fn take_wakeups(&mut self) -> Vec<(SessionId, Reply)> {
         std::mem::take(&mut self.wakeups)
     }
@@ -450,12 +451,14 @@ impl Engine {
         !self.wakeups.is_empty()
     }
 
-    /// Durable changes made since the last call, in order.
+    /// Changes made since the last call, in order: each must be written to the log (the
+    /// server's broker journals them) before any reply that depends on it is sent.
     pub fn take_changes(&mut self) -> Vec<Change> {
         std::mem::take(&mut self.changes)
     }
 
-    /// Drops the queued changes without returning them (nothing persists them yet).
+    /// Drops the queued changes without returning them (for tests and tools that build an
+    /// engine's state without a log).
     pub fn discard_changes(&mut self) {
         self.changes.clear();
     }

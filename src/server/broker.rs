@@ -6,14 +6,16 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::{mpsc, Notify};
 
 use super::bodies::SegmentFiles;
+use super::held::Held;
 use super::journal::Journal;
+use super::outbox::Replies;
 use super::retention::{SettingRecords, RELOG_PER_BATCH};
 use super::Clock;
 use crate::engine::{record, BodyRef, Change, Engine, Outcome, SessionId, Timestamp};
 use crate::protocol::{Command, ProtocolError, Reply};
 
-/// A reply for a blocked session and the log LSN it must wait for before it is sent.
-pub type Wakeup = (Reply, u64);
+/// A reply for a blocked session, held until the records it depends on are durable.
+pub type Wakeup = Held<Reply>;
 
 /// The engine, the journal its changes go to, the per-session reply channels, and the
 /// timer's wake-up.
@@ -44,8 +46,8 @@ struct State {
 }
 
 impl State {
-    /// Delivers wake-ups, drops change records (nothing persists them yet) and wakes the
-    /// timer task if the engine's next deadline moved earlier than it is sleeping for.
+    /// Queues the engine's changes for the log, delivers wake-ups, and wakes the timer task
+    /// if the engine's next deadline moved earlier than it is sleeping for.
     fn settle(&mut self, timer: &Notify) {
         self.deliver();
         if let Some(next) = self.engine.next_deadline() {
@@ -72,7 +74,7 @@ impl State {
                 if let Some(tx) = self.outboxes.get(&sid) {
                     // A closed receiver means the connection is going away; its session is
                     // closed under this same lock, which returns any job it was handed.
-                    let _ = tx.send((reply, tail));
+                    let _ = tx.send(Held::after(reply, tail));
                 }
             }
         }
@@ -227,13 +229,9 @@ impl Broker {
         &self.files
     }
 
-    /// Waits until every record up to `lsn` is durable (as the fsync policy defines it).
-    /// Fails if the log has failed and the records may not be.
-    pub async fn durable(&self, lsn: u64) -> Result<(), crate::wal::commit::Poisoned> {
-        if lsn <= self.journal.watermark().durable() {
-            return Ok(());
-        }
-        self.journal.watermark().reached(lsn).await
+    /// The watermark held replies are released by (see [`Held::release`]).
+    pub fn watermark(&self) -> &crate::wal::commit::Watermark {
+        self.journal.watermark()
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -271,17 +269,18 @@ impl Broker {
         st.settle(&self.timer);
     }
 
-    /// Runs a batch of decoded items for one session, in order, passing each reply to
-    /// `reply`. Stops after an item that blocks or closes, or whose reply `reply` answers
-    /// with `false` (the connection's output is full). Returns that final outcome
-    /// (`None` if every item got a reply) and the log tail the replies depend on: they may
-    /// be sent only once [`Broker::durable`] of it has returned.
+    /// Runs a batch of decoded items for one session, in order, adding each reply to `out`
+    /// held until the log is durable up to the records the batch queued. Stops after an
+    /// item that blocks or closes, or once `out` holds `max_bytes` or more (the
+    /// connection's output is full). Returns that final outcome (`None` if every item got
+    /// a reply).
     pub fn execute(
         &self,
         sid: SessionId,
         items: &mut std::collections::VecDeque<Result<Command, ProtocolError>>,
-        mut reply: impl FnMut(Reply) -> bool,
-    ) -> (Option<Outcome>, u64) {
+        out: &mut Held<Replies>,
+        max_bytes: usize,
+    ) -> Option<Outcome> {
         let now = self.clock.now();
         let mut st = self.lock();
         if items.iter().any(|i| matches!(i, Ok(Command::Stats))) {
@@ -290,34 +289,43 @@ impl Broker {
         }
         st.engine.set_log_full(self.journal.log_full());
         st.engine.set_out_of_files(self.journal.out_of_files());
-        let mut stop = None;
-        while let Some(item) = items.pop_front() {
-            let outcome = match item {
-                Ok(cmd) => st.engine.apply(sid, cmd, now),
-                Err(e) => Outcome::Reply(st.engine.reject(sid, e)),
-            };
-            match outcome {
-                Outcome::Reply(r) => {
-                    if !reply(st.files.attach(r)) {
+        out.fill(|replies| {
+            let mut stop = None;
+            while let Some(item) = items.pop_front() {
+                let outcome = match item {
+                    Ok(cmd) => st.engine.apply(sid, cmd, now),
+                    Err(e) => Outcome::Reply(st.engine.reject(sid, e)),
+                };
+                match outcome {
+                    Outcome::Reply(r) => {
+                        if let Reply::Reserved { .. } = r {
+                            self.timings().reserve_wait.observe(0);
+                        }
+                        replies.push(st.files.attach(r));
+                        if replies.len() >= max_bytes {
+                            break;
+                        }
+                    }
+                    other => {
+                        stop = Some(other);
                         break;
                     }
                 }
-                other => {
-                    stop = Some(other);
-                    break;
-                }
             }
-        }
-        st.settle(&self.timer);
-        (stop, self.journal.tail())
+            // Every change the batch made is queued by this, under the same lock: the
+            // journal's tail then covers each record the replies depend on.
+            st.settle(&self.timer);
+            (stop, self.journal.tail())
+        })
     }
 
     /// Ends a blocked reserve early with `TIMED_OUT`; `None` if it was already answered.
-    pub fn cancel_wait(&self, sid: SessionId) -> Option<Reply> {
+    /// The answer depends on no record.
+    pub fn cancel_wait(&self, sid: SessionId) -> Option<Held<Reply>> {
         let mut st = self.lock();
         let cancelled = st.engine.cancel_wait(sid);
         st.settle(&self.timer);
-        cancelled.then_some(Reply::TimedOut)
+        cancelled.then(|| Held::ready(Reply::TimedOut))
     }
 
     /// Marks the server as stopping (see [`Engine::set_stopping`]).

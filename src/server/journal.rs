@@ -4,9 +4,11 @@
 //! Records are queued under the engine's lock, so their order in the log is the order in
 //! which the engine changed state. LSNs and positions are assigned at queueing time (a copy
 //! of the log's [`Layout`] predicts where each record lands, and the writer checks it), so
-//! a job knows where its body is before the record is written. Every reply waits until the watermark covers the log's tail as it was
-//! when the reply was produced (see `Broker::execute`); with `--fsync always` that means
-//! the record is on stable storage, and concurrent commands share one fdatasync.
+//! a job knows where its body is before the record is written. The writer publishes the
+//! last LSN each write (and, under `--fsync always`, each fdatasync) covers to the
+//! [`Watermark`]; replies are held in a [`super::held::Held`] tagged with the journal's
+//! tail when they were made, and released only once the watermark covers it. Concurrent
+//! commands share one fdatasync.
 //!
 //! Disk reclamation: the broker names the oldest segment it needs — the oldest holding a
 //! live job's body, or the newest put's if older (which keeps the highest job id in the
@@ -23,7 +25,7 @@ use super::reserve::DiskReserve;
 use crate::config::FsyncPolicy;
 use crate::wal::commit::Watermark;
 use crate::wal::storage::Storage;
-use crate::wal::{Layout, RecordPos, Wal};
+use crate::wal::{Layout, Lsn, RecordPos, Wal};
 
 /// Records waiting for the writer.
 struct Queue {
@@ -158,9 +160,9 @@ impl Journal {
     }
 
     /// Queues a record; returns its LSN and where its payload will be in the log.
-    pub fn push(&self, kind: u8, payload: Vec<u8>) -> (u64, RecordPos) {
+    pub fn push(&self, kind: u8, payload: Vec<u8>) -> (Lsn, RecordPos) {
         let mut q = self.lock();
-        let lsn = q.next_lsn;
+        let lsn = Lsn(q.next_lsn);
         q.next_lsn += 1;
         let (pos, _) = q.layout.place(payload.len());
         self.backlog
@@ -182,9 +184,9 @@ impl Journal {
         self.lock().layout.max_segment_size()
     }
 
-    /// LSN of the last record queued (0 if none ever was).
-    pub fn tail(&self) -> u64 {
-        self.lock().next_lsn - 1
+    /// LSN of the last record queued (`Lsn(0)` if none ever was).
+    pub fn tail(&self) -> Lsn {
+        Lsn(self.lock().next_lsn - 1)
     }
 
     /// The durable watermark replies wait on.
