@@ -9,7 +9,7 @@ use super::bodies::SegmentFiles;
 use super::held::Held;
 use super::journal::Journal;
 use super::outbox::Replies;
-use super::retention::{SettingRecords, RELOG_PER_BATCH};
+use super::retention::{self, Retention};
 use super::Clock;
 use crate::engine::{record, BodyRef, Change, Engine, Outcome, SessionId, Timestamp};
 use crate::protocol::{Command, ProtocolError, Reply};
@@ -32,11 +32,8 @@ struct State {
     engine: Engine,
     journal: Arc<Journal>,
     files: Arc<SegmentFiles>,
-    /// Segment of the newest record holding the highest job id (a put, or a next-id
-    /// record): kept, so ids are never reused after a restart.
-    last_put_segment: u64,
-    /// Segment of the record of each tube setting and pause in force.
-    settings: SettingRecords,
+    /// Which segments the log keeps, and the records written again so old ones can go.
+    retention: Retention,
     /// The oldest segment the log had when open files were last pruned.
     pruned_below: u64,
     /// Where replies for blocked sessions go.
@@ -89,7 +86,7 @@ impl State {
         }
         for change in &changes {
             let (kind, payload) = record::encode(change);
-            let size = framed(&payload);
+            let size = retention::framed(&payload);
             let (_, pos) = self.journal.push(kind, payload);
             if let (Change::Put { id, .. } | Change::Image { id, .. }, Some((start, body))) =
                 (change, record::body_in(change))
@@ -105,88 +102,10 @@ impl State {
                     self.engine.place_body(*id, at);
                 }
             }
-            if let Change::Put { .. } = change {
-                self.last_put_segment = pos.segment;
-            }
-            self.settings.note(change, pos.segment, size);
+            self.retention.note(change, pos.segment, size);
         }
-        self.relog_old_settings();
-        self.relog_next_id();
-        self.update_keep();
+        self.retention.after_batch(&self.engine, &self.journal);
     }
-
-    /// When the newest put's record is all that keeps an old segment (no put for a while,
-    /// long-lived jobs moved on by compaction), writes the next job id in a record of its
-    /// own so that segment can go. At most once per segment the writer moves on.
-    fn relog_next_id(&mut self) {
-        let others = self
-            .engine
-            .oldest_live_segment()
-            .unwrap_or(u64::MAX)
-            .min(self.settings.oldest());
-        if self.last_put_segment >= others
-            || self.last_put_segment >= self.journal.current_segment()
-        {
-            return;
-        }
-        let change = Change::NextId {
-            next: self.engine.next_job_id(),
-        };
-        let (kind, payload) = record::encode(&change);
-        let (_, pos) = self.journal.push(kind, payload);
-        self.last_put_segment = pos.segment;
-    }
-
-    /// The oldest segment the jobs need: the oldest holding a live body, or the newest
-    /// put's if older.
-    fn jobs_keep(&self) -> u64 {
-        let oldest_live = self.engine.oldest_live_segment().unwrap_or(u64::MAX);
-        oldest_live.min(self.last_put_segment)
-    }
-
-    /// Writes again the oldest setting and pause records that are all that keeps an old
-    /// segment, at most [`RELOG_PER_BATCH`] per batch (see [`super::retention`]).
-    fn relog_old_settings(&mut self) {
-        let window = self.settings.window(self.journal.segment_size());
-        let keep = self
-            .jobs_keep()
-            .min(self.journal.head_segment().saturating_sub(window));
-        if self.settings.oldest() >= keep {
-            return;
-        }
-        let changes = self.settings.relog(&self.engine, keep, RELOG_PER_BATCH);
-        self.journal_settings(changes);
-    }
-
-    /// Journals setting and pause records and notes where they land.
-    fn journal_settings(&mut self, changes: Vec<Change>) {
-        for change in changes {
-            let (kind, payload) = record::encode(&change);
-            let size = framed(&payload);
-            let (_, pos) = self.journal.push(kind, payload);
-            self.settings.note(&change, pos.segment, size);
-        }
-    }
-
-    /// Writes a record for every setting and every tube pause in force (at start-up:
-    /// recovery does not track which records set them, and this gives each a known place).
-    fn log_settings_in_force(&mut self) {
-        let mut changes = self.engine.settings_in_force();
-        changes.extend(self.engine.pauses_in_force());
-        self.journal_settings(changes);
-    }
-
-    /// Tells the writer which segments must stay: every one from the oldest the jobs or
-    /// the tube settings need.
-    fn update_keep(&self) {
-        self.journal
-            .set_keep_segment(self.jobs_keep().min(self.settings.oldest()));
-    }
-}
-
-/// The bytes a record with `payload` takes in the log.
-fn framed(payload: &[u8]) -> u64 {
-    (crate::wal::frame::RECORD_HEADER_LEN + payload.len()) as u64
 }
 
 impl Broker {
@@ -204,16 +123,16 @@ impl Broker {
             engine,
             journal: journal.clone(),
             files: files.clone(),
-            last_put_segment,
-            settings: SettingRecords::default(),
+            retention: Retention::new(last_put_segment),
             pruned_below: 0,
             outboxes: HashMap::new(),
             timer_at: None,
         };
         // Recovery does not track which records set the settings; writing them afresh
         // gives every setting a known place.
-        state.log_settings_in_force();
-        state.update_keep();
+        state
+            .retention
+            .log_settings_in_force(&state.engine, &state.journal);
         Broker {
             state: Mutex::new(state),
             timer: Notify::new(),
@@ -365,23 +284,11 @@ impl Broker {
         }
     }
 
-    /// The segment compaction should empty next, if the log has grown past its slack
-    /// (see [`super::compact`]): the oldest segment, when it holds live jobs and is not
-    /// the one being written.
+    /// The segment compaction should empty next, if any (see
+    /// [`retention::compaction_target`]).
     pub fn compaction_target(&self, segment_size: u64) -> Option<u64> {
-        use super::compact::{SLACK_FACTOR, SLACK_SEGMENTS};
         let st = self.lock();
-        let (oldest, _) = st.engine.segment_use().next()?;
-        if oldest != self.journal.oldest_segment() || oldest >= self.journal.current_segment() {
-            return None;
-        }
-        let live = st.engine.live_bytes();
-        let allowed = live
-            .saturating_mul(SLACK_FACTOR)
-            .saturating_add(SLACK_SEGMENTS.saturating_mul(segment_size));
-        // Over the slack, the oldest segment is compacted however live it is: a mostly
-        // live one still pins every later segment. Each pass frees a segment.
-        (self.journal.log_bytes() > allowed).then_some(oldest)
+        retention::compaction_target(&st.engine, &self.journal, segment_size)
     }
 
     /// Journals images of jobs `(id, where its body was read from, the body)` so their

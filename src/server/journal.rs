@@ -10,11 +10,9 @@
 //! tail when they were made, and released only once the watermark covers it. Concurrent
 //! commands share one fdatasync.
 //!
-//! Disk reclamation: the broker names the oldest segment it needs — the oldest holding a
-//! live job's body, or the newest put's if older (which keeps the highest job id in the
-//! log, so ids are never reused after a restart) — and the writer removes every segment
-//! before it. Every record in those is about a job whose body record is gone too: a job's
-//! records all follow its put (or the copy compaction made of it).
+//! Disk reclamation: [`super::retention`] names the oldest segment the log must keep
+//! ([`Journal::set_keep_segment`]); the value travels with the queued records, and once
+//! they are written the writer syncs and removes every segment before it.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -34,8 +32,8 @@ struct Queue {
     next_lsn: u64,
     /// Where the next queued record will land in the log.
     layout: Layout,
-    /// Oldest segment the log must keep once every queued record is written (see the
-    /// module docs); 0 while unknown. It travels with the records: applying it before
+    /// Oldest segment the log must keep once every queued record is written (see
+    /// [`super::retention`]); 0 while unknown. It travels with the records: applying it before
     /// they are durable could remove a job's old body record before its new one (a
     /// compaction image) is on disk.
     keep_segment: u64,
