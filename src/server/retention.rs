@@ -90,9 +90,13 @@ impl Retention {
             self.queue(journal, changes);
             settings_oldest = self.settings.oldest();
         }
-        // The next id, if the newest put's segment is older than everything else kept
-        // and the writer has moved on from it.
-        if self.last_put_segment < live.min(settings_oldest)
+        // The next id, if the newest put's segment is older than every live body, no
+        // newer than every setting record, and the writer has moved on from it. A
+        // setting in that same segment is not a reason to wait: it is written again only
+        // once the newest put's segment is no longer kept for the next id, so waiting
+        // for it would keep that segment, and every later one, for good.
+        if self.last_put_segment < live
+            && self.last_put_segment <= settings_oldest
             && self.last_put_segment < journal.current_segment()
         {
             let next = Change::NextId {
@@ -507,6 +511,38 @@ mod tests {
                 assert_eq!(attempts(e, "kept"), Some(config_change("kept", 5)));
                 assert!(e.pause_in_force(&tube("paused")).is_some());
                 assert_eq!(e.job_count(), 0);
+            });
+            server.stop();
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn a_setting_beside_the_newest_put_does_not_keep_its_segment_for_good() {
+            let storage = MemStorage::new();
+            let server = Server::start(&storage);
+            // The newest put and a setting in force share a segment.
+            server.run(vec![config("kept", Some(5)), put()]).await;
+            server.run(vec![Command::Delete(JobId(1))]).await;
+            let put_segment = server.journal.current_segment();
+            // No more puts; other records fill segments after it.
+            for i in 0..600 {
+                server.run(vec![config("churned", Some(i % 7 + 1))]).await;
+            }
+            server.settle_writer().await;
+            let (oldest, current) = (
+                server.journal.oldest_segment(),
+                server.journal.current_segment(),
+            );
+            assert!(current >= put_segment + 4, "current {current}");
+            assert!(
+                oldest > put_segment,
+                "segment {put_segment} is still kept: oldest {oldest}, current {current}"
+            );
+            server.stop();
+
+            let server = Server::start(&storage);
+            server.broker.with_engine(|e| {
+                assert_eq!(e.next_job_id(), 2);
+                assert_eq!(attempts(e, "kept"), Some(config_change("kept", 5)));
             });
             server.stop();
         }
