@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::{mpsc, Notify};
 
-use super::bodies::SegmentFiles;
+use super::bodies::{Opening, SegmentFiles};
 use super::held::Held;
 use super::journal::Journal;
 use super::outbox::Replies;
@@ -14,8 +14,9 @@ use super::Clock;
 use crate::engine::{record, BodyRef, Change, Engine, Outcome, SessionId, Timestamp};
 use crate::protocol::{Command, ProtocolError, Reply};
 
-/// A reply for a blocked session, held until the records it depends on are durable.
-pub type Wakeup = Held<Reply>;
+/// A reply for a blocked session, held until the records it depends on are durable, and
+/// the segment its body is still to be opened in.
+pub type Wakeup = Held<(Reply, Option<Opening>)>;
 
 /// The engine, the journal its changes go to, the per-session reply channels, and the
 /// timer's wake-up.
@@ -104,7 +105,9 @@ impl State {
             }
             self.retention.note(change, pos.segment, size);
         }
-        self.retention.after_batch(&self.engine, &self.journal);
+        let opening = self.files.oldest_opening();
+        self.retention
+            .after_batch(&self.engine, &self.journal, opening);
     }
 }
 
@@ -208,7 +211,7 @@ impl Broker {
         }
         st.engine.set_log_full(self.journal.log_full());
         st.engine.set_out_of_files(self.journal.out_of_files());
-        out.fill(|replies| {
+        let stop = out.fill(|replies| {
             let mut stop = None;
             while let Some(item) = items.pop_front() {
                 let outcome = match item {
@@ -220,7 +223,7 @@ impl Broker {
                         if let Reply::Reserved { .. } = r {
                             self.timings().reserve_wait.observe(0);
                         }
-                        replies.push(st.files.attach(r));
+                        replies.push_attached(st.files.attach(r));
                         if replies.len() >= max_bytes {
                             break;
                         }
@@ -235,16 +238,19 @@ impl Broker {
             // journal's tail then covers each record the replies depend on.
             st.settle(&self.timer);
             (stop, self.journal.tail())
-        })
+        });
+        drop(st);
+        out.update(Replies::open_bodies);
+        stop
     }
 
     /// Ends a blocked reserve early with `TIMED_OUT`; `None` if it was already answered.
     /// The answer depends on no record.
-    pub fn cancel_wait(&self, sid: SessionId) -> Option<Held<Reply>> {
+    pub fn cancel_wait(&self, sid: SessionId) -> Option<Wakeup> {
         let mut st = self.lock();
         let cancelled = st.engine.cancel_wait(sid);
         st.settle(&self.timer);
-        cancelled.then(|| Held::ready(Reply::TimedOut))
+        cancelled.then(|| Held::ready((Reply::TimedOut, None)))
     }
 
     /// Marks the server as stopping (see [`Engine::set_stopping`]).
@@ -334,8 +340,13 @@ impl Broker {
         self.journal.timings()
     }
 
-    /// Runs `f` with the engine locked (for tests and inspection).
+    /// Runs `f` with the engine locked, then settles like every other entry point: any
+    /// change `f` made is journaled and any wake-up delivered (for counters, the free
+    /// disk figure, tests).
     pub fn with_engine<R>(&self, f: impl FnOnce(&mut Engine) -> R) -> R {
-        f(&mut self.lock().engine)
+        let mut st = self.lock();
+        let result = f(&mut st.engine);
+        st.settle(&self.timer);
+        result
     }
 }

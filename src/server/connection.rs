@@ -335,13 +335,13 @@ pub async fn serve_with<R, W>(
                 };
                 match reply {
                     Some(reply) => {
-                        if reply.measure(|r| matches!(r, Reply::Reserved { .. })) {
+                        if reply.measure(|(r, _)| matches!(r, Reply::Reserved { .. })) {
                             broker
                                 .timings()
                                 .reserve_wait
                                 .observe_duration(blocked_at.elapsed());
                         }
-                        out.add(reply);
+                        out.add_wakeup(reply);
                     }
                     None => break,
                 }

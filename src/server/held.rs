@@ -50,6 +50,12 @@ impl<T> Held<T> {
         result
     }
 
+    /// Changes the value in place with `f` (which captures nothing, so it cannot carry
+    /// the value out).
+    pub(super) fn update(&mut self, f: fn(&mut T)) {
+        f(&mut self.value);
+    }
+
     /// The last log record the value depends on (`Lsn(0)`: none).
     pub fn lsn(&self) -> Lsn {
         self.lsn

@@ -12,6 +12,7 @@ use bytes::BytesMut;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
+use super::bodies::Opening;
 use super::held::Held;
 use super::Broker;
 use crate::protocol::{BodyHole, Reply};
@@ -35,6 +36,8 @@ pub struct Replies {
     count: usize,
     /// How many of them are `INSERTED`.
     puts: u64,
+    /// Segments bodies in `holes` are still to be given a handle on.
+    openings: Vec<Opening>,
 }
 
 impl Replies {
@@ -53,6 +56,26 @@ impl Replies {
         }
         if let Some(hole) = reply.encode(&mut self.bytes) {
             self.holes.push(hole);
+        }
+    }
+
+    /// Encodes `reply` after the others, with the segment its body is still to be given
+    /// a handle on (see [`Replies::open_bodies`]).
+    pub fn push_attached(&mut self, (reply, opening): (Reply, Option<Opening>)) {
+        self.push(reply);
+        self.openings.extend(opening);
+    }
+
+    /// Gives the bodies that wait for one a handle on their segment (off the engine's
+    /// lock), and lets those segments go.
+    pub fn open_bodies(&mut self) {
+        for opening in std::mem::take(&mut self.openings) {
+            let file = opening.open();
+            for hole in &mut self.holes {
+                if hole.body.segment == opening.segment() && hole.body.file.is_none() {
+                    hole.body.file.clone_from(&file);
+                }
+            }
         }
     }
 
@@ -111,6 +134,13 @@ impl Outbox {
     /// Adds a reply after the others.
     pub fn add(&mut self, reply: Held<Reply>) {
         self.held.merge(reply, Replies::push);
+    }
+
+    /// Adds a blocked session's reply after the others, opening the segment of its body
+    /// if it was not open yet.
+    pub fn add_wakeup(&mut self, reply: super::broker::Wakeup) {
+        self.held.merge(reply, Replies::push_attached);
+        self.held.update(Replies::open_bodies);
     }
 
     /// The held replies, for the broker to add a batch's replies to.

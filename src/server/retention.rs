@@ -6,7 +6,8 @@
 //! - the body of a live job (the engine knows the oldest such segment);
 //! - the record of the highest job id ever given out (the newest put, or a `next-id`
 //!   record), so ids are never reused after a restart;
-//! - the record of a tube setting or pause in force.
+//! - the record of a tube setting or pause in force;
+//! - the body of a reply whose task has yet to open the segment (see [`super::bodies`]).
 //!
 //! Every other record in an old segment is about a job whose body record is gone too: a
 //! job's records all follow its put (or the copy compaction made of it). After each batch
@@ -76,8 +77,9 @@ impl Retention {
 
     /// After a batch of changes is queued: writes again the setting records and the next
     /// job id if they are all that keeps an old segment, then tells `journal` which
-    /// segments must stay.
-    pub fn after_batch(&mut self, engine: &Engine, journal: &Journal) {
+    /// segments must stay: those, and every one from `opening` (the oldest segment a
+    /// reply is still to open, see [`super::bodies`]).
+    pub fn after_batch(&mut self, engine: &Engine, journal: &Journal, opening: u64) {
         let live = engine.oldest_live_segment().unwrap_or(u64::MAX);
         let mut settings_oldest = self.settings.oldest();
         // Settings older than both what the jobs keep and the settings' own window.
@@ -104,7 +106,11 @@ impl Retention {
             };
             self.queue(journal, vec![next]);
         }
-        journal.set_keep_segment(live.min(self.last_put_segment).min(settings_oldest));
+        journal.set_keep_segment(
+            live.min(self.last_put_segment)
+                .min(settings_oldest)
+                .min(opening),
+        );
     }
 
     /// Writes a record for every setting and every tube pause in force, and tells
