@@ -1,4 +1,5 @@
-//! One client connection: decode, execute in order, reply.
+//! One client connection: read and decode commands ([`super::input`]), run them in order
+//! through the broker, and write the replies once they are released ([`super::outbox`]).
 //!
 //! Replies are buffered and written when no further command is already waiting in the
 //! input, so pipelined commands are answered in one write. Commands that arrive while a
@@ -7,8 +8,9 @@
 //!
 //! What a connection holds is bounded ([`ConnectionLimits`]):
 //! - input: commands read ahead (while a reserve blocks, or waiting to run in one batch)
-//!   stop being read once they hold `--max-input-per-connection` bytes or [`MAX_PENDING`]
-//!   commands; the decoder's own buffer holds at most one command line and one body;
+//!   stop being read once they hold `--max-input-per-connection` bytes or
+//!   [`MAX_PENDING`](super::input::MAX_PENDING) commands; the decoder's own buffer holds at
+//!   most one command line and one body;
 //! - output: once the replies waiting for a client reach `--max-output-per-connection`, no
 //!   further command of that client runs and none is read until they are written, so a
 //!   client that does not read its replies is held back by TCP flow control instead of
@@ -20,34 +22,26 @@
 //!   sending, and is never timed out).
 
 use std::collections::VecDeque;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::BytesMut;
 use futures_util::{FutureExt, StreamExt};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::codec::FramedRead;
 
 use super::auth::Gate;
 use super::held::Held;
-use super::outbox::{Outbox, KEEP_CAPACITY};
+use super::input::{command_done, shrink_input, ReadAhead, Timed, READ_CAPACITY};
+use super::outbox::Outbox;
 use super::Broker;
 use crate::config::ConnectionSettings;
 use crate::engine::{Limits, Outcome};
-use crate::protocol::{Command, CommandDecoder, ProtocolError, Reply, MAX_LINE_LEN};
-
-/// Most decoded commands held while a reserve is blocked, or run under one lock.
-pub const MAX_PENDING: usize = 64;
+use crate::protocol::{CommandDecoder, Reply};
 
 /// Buffered reply bytes that force a write even while more commands are waiting.
 const FLUSH_AT: usize = 64 * 1024;
-
-/// Initial capacity of the input buffer.
-const READ_CAPACITY: usize = 8192;
 
 /// How much reply output one connection may have waiting, and for how long.
 #[derive(Clone, Copy, Debug)]
@@ -84,7 +78,7 @@ fn no_limit_if_zero(n: u64) -> usize {
 pub struct ConnectionLimits {
     /// Reply output.
     pub output: OutputLimit,
-    /// Bytes of decoded commands held before they run (see [`item_size`]).
+    /// Bytes of decoded commands held before they run (see [`super::input::item_size`]).
     pub max_input: usize,
     /// Longest time from a command's first byte to its last.
     pub command_timeout: Option<Duration>,
@@ -99,85 +93,6 @@ impl ConnectionLimits {
             command_timeout: (settings.command_timeout > 0)
                 .then(|| Duration::from_secs(settings.command_timeout)),
         }
-    }
-}
-
-type Item = Result<Command, ProtocolError>;
-
-/// The memory a decoded command is counted as holding: its body, and a whole line.
-fn item_size(item: &Item) -> usize {
-    match item {
-        Ok(Command::Put { body, .. }) => body.len() + MAX_LINE_LEN,
-        _ => MAX_LINE_LEN,
-    }
-}
-
-/// Commands decoded and not yet run, with the bytes they are counted as holding.
-struct ReadAhead {
-    items: VecDeque<Item>,
-    bytes: usize,
-    /// When the oldest of them was read (a put's arrival, for its confirmation time).
-    since: Option<Instant>,
-}
-
-impl ReadAhead {
-    fn push(&mut self, item: Item) {
-        self.since.get_or_insert_with(Instant::now);
-        self.bytes += item_size(&item);
-        self.items.push_back(item);
-    }
-
-    /// Whether no more commands may be read until some run.
-    fn full(&self, max_bytes: usize) -> bool {
-        self.items.len() >= MAX_PENDING || self.bytes >= max_bytes
-    }
-
-    /// Counts again after some commands ran.
-    fn recount(&mut self) {
-        if self.items.is_empty() {
-            self.since = None;
-        }
-        self.bytes = self.items.iter().map(item_size).sum();
-    }
-}
-
-/// A reader that remembers when the bytes of the command now arriving began to arrive.
-struct Timed<R> {
-    inner: R,
-    /// When the first byte not yet part of a whole command was read; `None` between
-    /// commands.
-    first_byte: Option<Instant>,
-}
-
-impl<R: AsyncRead + Unpin> AsyncRead for Timed<R> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let read = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if matches!(read, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            self.first_byte.get_or_insert_with(Instant::now);
-        }
-        read
-    }
-}
-
-type Frames<R> = FramedRead<Timed<R>, CommandDecoder>;
-
-/// Notes that a whole command was decoded: the clock for the next one starts now if some
-/// of it is already here, else with its first byte.
-fn command_done<R>(frames: &mut Frames<R>) {
-    let between = frames.read_buffer().is_empty() && frames.decoder().between_commands();
-    frames.get_mut().first_byte = (!between).then(Instant::now);
-}
-
-/// Gives back an input buffer grown by a burst, once it is empty.
-fn shrink_input<R>(frames: &mut Frames<R>) {
-    let buf = frames.read_buffer_mut();
-    if buf.is_empty() && buf.capacity() > KEEP_CAPACITY {
-        *buf = BytesMut::with_capacity(READ_CAPACITY);
     }
 }
 
@@ -379,7 +294,7 @@ mod tests {
     use super::*;
     use crate::config::FsyncPolicy;
     use crate::engine::{Engine, EngineConfig, ProcessInfo};
-    use crate::protocol::Reply;
+    use crate::protocol::{Command, Reply};
     use crate::server::bodies::SegmentFiles;
     use crate::server::journal::Journal;
     use crate::server::Clock;
