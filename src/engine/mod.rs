@@ -32,6 +32,7 @@ mod job;
 mod jobs;
 mod limits;
 mod notes;
+mod notice;
 mod queue;
 pub mod record;
 mod report;
@@ -54,6 +55,7 @@ pub use change::{Change, ImageState};
 pub use dead::yaml_quoted;
 pub use job::{BodyRef, Burial, Job, JobCounters, JobNotes, JobState, URGENT_THRESHOLD};
 pub use limits::Limits;
+pub use notice::Notice;
 pub use restore::{ReplayError, Replayed, RestoreError};
 pub use retry::backoff_delay;
 pub use session::SessionId;
@@ -201,6 +203,8 @@ pub struct Engine {
     stopping: bool,
     wakeups: Vec<(SessionId, Reply)>,
     changes: Vec<Change>,
+    /// What to report, for the server to log.
+    notices: Vec<Notice>,
     /// State of the jitter's pseudo-random numbers.
     rng: u64,
 }
@@ -238,6 +242,7 @@ impl Engine {
             draining: false,
             stopping: false,
             wakeups: Vec::new(),
+            notices: Vec::new(),
             changes: Vec::new(),
         }
     }
@@ -444,6 +449,12 @@ impl Engine {
     /// changes made so far: the server holds them until those are durable.
     pub fn take_wakeups(&mut self) -> Vec<(SessionId, Reply)> {
         std::mem::take(&mut self.wakeups)
+    }
+
+    /// What happened that is worth reporting (limits reached and left), in order; the
+    /// engine does no logging itself.
+    pub fn take_notices(&mut self) -> Vec<Notice> {
+        std::mem::take(&mut self.notices)
     }
 
     /// Whether wake-ups are waiting to be collected.

@@ -11,8 +11,8 @@ use super::journal::Journal;
 use super::outbox::Replies;
 use super::retention::{self, Retention};
 use super::Clock;
-use crate::engine::{record, BodyRef, Change, Engine, Outcome, SessionId, Timestamp};
-use crate::protocol::{Command, ProtocolError, Reply};
+use crate::engine::{record, BodyRef, Change, Engine, Notice, Outcome, SessionId, Timestamp};
+use crate::protocol::{Command, ProtocolError, Refusal, Reply};
 
 /// A reply for a blocked session, held until the records it depends on are durable, and
 /// the segment its body is still to be opened in.
@@ -60,6 +60,9 @@ impl State {
     /// tail they depend on.
     fn deliver(&mut self) {
         self.journal_changes();
+        for notice in self.engine.take_notices() {
+            log_notice(&notice);
+        }
         let oldest = self.journal.oldest_segment();
         if oldest > self.pruned_below {
             self.files.forget_before(oldest);
@@ -108,6 +111,42 @@ impl State {
         let opening = self.files.oldest_opening();
         self.retention
             .after_batch(&self.engine, &self.journal, opening);
+    }
+}
+
+/// Logs what the engine reported (it does no logging itself).
+fn log_notice(notice: &Notice) {
+    match notice {
+        Notice::Refusing {
+            limit,
+            value,
+            tube,
+            jobs,
+            bytes,
+        } => tracing::warn!(
+            limit = limit.setting(),
+            value,
+            tube = tube.as_ref().map(|t| t.as_str()),
+            jobs,
+            bytes,
+            "refusing new work: limit reached"
+        ),
+        Notice::DiskLow { free, floor } => tracing::warn!(
+            limit = Refusal::MinFreeDisk.setting(),
+            free,
+            floor,
+            "refusing new work: free disk space below the floor"
+        ),
+        Notice::Accepting {
+            limit,
+            tube,
+            refused,
+        } => tracing::info!(
+            limit = limit.setting(),
+            tube = tube.as_ref().map(|t| t.as_str()),
+            refused,
+            "accepting new work again"
+        ),
     }
 }
 
@@ -348,5 +387,86 @@ impl Broker {
         let result = f(&mut st.engine);
         st.settle(&self.timer);
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Collects what `f` logs, as text.
+    fn logged(f: impl FnOnce()) -> String {
+        #[derive(Clone)]
+        struct Sink(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Sink {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let sink = Sink(Arc::default());
+        let writer = sink.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::with_default(subscriber, f);
+        let bytes = sink.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    #[test]
+    fn the_engines_notices_are_logged_one_line_each() {
+        let tube = crate::protocol::TubeName::new(b"t").expect("tube name");
+        let log = logged(|| {
+            for notice in [
+                Notice::Refusing {
+                    limit: Refusal::MaxTubeJobs,
+                    value: 3,
+                    tube: Some(tube.clone()),
+                    jobs: 7,
+                    bytes: 70,
+                },
+                Notice::Accepting {
+                    limit: Refusal::MaxTubeJobs,
+                    tube: Some(tube.clone()),
+                    refused: 5,
+                },
+                Notice::DiskLow {
+                    free: Some(5),
+                    floor: 10,
+                },
+            ] {
+                log_notice(&notice);
+            }
+        });
+        let lines: Vec<&str> = log.lines().collect();
+        assert_eq!(lines.len(), 3, "{log}");
+        for field in [
+            "refusing new work: limit reached",
+            "max-tube-jobs",
+            "value=3",
+        ] {
+            assert!(lines[0].contains(field), "{field}: {}", lines[0]);
+        }
+        for field in ["jobs=7", "bytes=70", "tube=\"t\""] {
+            assert!(lines[0].contains(field), "{field}: {}", lines[0]);
+        }
+        for field in ["accepting new work again", "max-tube-jobs", "refused=5"] {
+            assert!(lines[1].contains(field), "{field}: {}", lines[1]);
+        }
+        for field in [
+            "free disk space below the floor",
+            "min-free-disk",
+            "floor=10",
+        ] {
+            assert!(lines[2].contains(field), "{field}: {}", lines[2]);
+        }
     }
 }
