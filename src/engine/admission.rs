@@ -13,6 +13,7 @@
 //! `max-connections`, when a connection is accepted again — logged with the number refused
 //! meanwhile. So a flood of refused puts makes two log lines, not one per put.
 
+use super::notice::Notice;
 use super::tube::TubeId;
 use super::Engine;
 use crate::protocol::{Refusal, TubeName, TubeSetting};
@@ -180,14 +181,13 @@ impl Engine {
             e.refused += 1;
             return;
         }
-        tracing::warn!(
-            limit = reason.setting(),
+        self.notices.push(Notice::Refusing {
+            limit: reason,
             value,
-            tube = tube.as_ref().map(|t| t.as_str()),
-            jobs = self.jobs.len(),
-            bytes = p.bytes,
-            "refusing new work: limit reached"
-        );
+            tube: tube.clone(),
+            jobs: self.jobs.len(),
+            bytes: p.bytes,
+        });
         p.episodes.push(Episode {
             reason,
             tube,
@@ -243,12 +243,11 @@ impl Engine {
             if !ends(e) {
                 return true;
             }
-            tracing::info!(
-                limit = e.reason.setting(),
-                tube = e.tube.as_ref().map(|t| t.as_str()),
-                refused = e.refused,
-                "accepting new work again"
-            );
+            self.notices.push(Notice::Accepting {
+                limit: e.reason,
+                tube: e.tube.clone(),
+                refused: e.refused,
+            });
             false
         });
     }
@@ -271,12 +270,10 @@ impl Engine {
         self.pressure.free_disk = free;
         let low = self.disk_low();
         if low && !was_low {
-            tracing::warn!(
-                limit = Refusal::MinFreeDisk.setting(),
+            self.notices.push(Notice::DiskLow {
                 free,
-                floor = self.config.limits.min_free_disk,
-                "refusing new work: free disk space below the floor"
-            );
+                floor: self.config.limits.min_free_disk,
+            });
             self.pressure.episodes.push(Episode {
                 reason: Refusal::MinFreeDisk,
                 tube: None,

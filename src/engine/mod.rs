@@ -32,6 +32,7 @@ mod inspect;
 mod job;
 mod jobs;
 mod notes;
+mod notice;
 mod queue;
 pub mod record;
 mod report;
@@ -56,6 +57,7 @@ pub use admission::Limits;
 pub use change::{Change, ImageState};
 pub use dead::yaml_quoted;
 pub use job::{BodyRef, Burial, Job, JobCounters, JobNotes, JobState, URGENT_THRESHOLD};
+pub use notice::Notice;
 pub use restore::{ReplayError, Replayed, RestoreError};
 pub use retry::backoff_delay;
 pub use session::SessionId;
@@ -203,6 +205,8 @@ pub struct Engine {
     stopping: bool,
     wakeups: Vec<(SessionId, Reply)>,
     changes: Vec<Change>,
+    /// What to report, for the server to log.
+    notices: Vec<Notice>,
     /// State of the jitter's pseudo-random numbers.
     rng: u64,
 }
@@ -240,6 +244,7 @@ impl Engine {
             draining: false,
             stopping: false,
             wakeups: Vec::new(),
+            notices: Vec::new(),
             changes: Vec::new(),
         }
     }
@@ -442,9 +447,16 @@ impl Engine {
     }
 
     /// Replies for sessions other than the caller (blocked reserves served, timeouts),
-    /// in the order they happened.
+    /// in the order they happened. Like the caller's own replies they may depend on the
+    /// changes made so far: the server holds them until those are durable.
     pub fn take_wakeups(&mut self) -> Vec<(SessionId, Reply)> {
         std::mem::take(&mut self.wakeups)
+    }
+
+    /// What happened that is worth reporting (limits reached and left), in order; the
+    /// engine does no logging itself.
+    pub fn take_notices(&mut self) -> Vec<Notice> {
+        std::mem::take(&mut self.notices)
     }
 
     /// Whether wake-ups are waiting to be collected.
@@ -452,12 +464,14 @@ impl Engine {
         !self.wakeups.is_empty()
     }
 
-    /// Durable changes made since the last call, in order.
+    /// Changes made since the last call, in order: each must be written to the log (the
+    /// server's broker journals them) before any reply that depends on it is sent.
     pub fn take_changes(&mut self) -> Vec<Change> {
         std::mem::take(&mut self.changes)
     }
 
-    /// Drops the queued changes without returning them (nothing persists them yet).
+    /// Drops the queued changes without returning them (for tests and tools that build an
+    /// engine's state without a log).
     pub fn discard_changes(&mut self) {
         self.changes.clear();
     }

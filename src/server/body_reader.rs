@@ -1,14 +1,17 @@
 //! Reading job bodies back from the log for `reserve` and `peek` replies.
 //!
-//! The engine answers with a [`StoredBody`] (segment, offset, length). While the engine's
-//! lock is still held, [`SegmentFiles::attach`] gives the reply an open handle on the
-//! segment, so the bytes stay readable even if compaction moves the job and the segment
-//! is removed before the reply goes out. The connection reads the bytes only after the
+//! The engine answers with a [`StoredBody`] (segment, offset, length). Each reply gets its
+//! own open handle on the segment, so the bytes stay readable even if compaction moves the
+//! job and the segment is removed before the reply goes out. No file is opened under the
+//! engine's lock: there [`SegmentFiles::attach`] only hands out a handle already open, and
+//! for a segment not open yet it returns an [`Opening`], which keeps the segment in the log
+//! (retention counts [`SegmentFiles::oldest_opening`]) until the reply's task, off the
+//! lock, has opened it ([`Opening::open`]). The connection reads the bytes only after the
 //! reply's records are durable, outside every lock: first without blocking
 //! (`preadv2(RWF_NOWAIT)` succeeds when the page cache has them, the common case), else
 //! on tokio's blocking pool, so a cold read never stalls other connections.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -26,6 +29,50 @@ pub const MAX_OPEN_SEGMENTS: usize = 32;
 pub struct SegmentFiles {
     dir: PathBuf,
     open: Mutex<HashMap<u64, Arc<File>>>,
+    /// Segments replies are still to open, with how many replies each.
+    opening: Mutex<BTreeMap<u64, usize>>,
+}
+
+/// A segment a reply is still to open. While it exists the log keeps the segment.
+#[derive(Debug)]
+pub struct Opening {
+    files: Arc<SegmentFiles>,
+    segment: u64,
+}
+
+impl Opening {
+    /// The segment.
+    pub fn segment(&self) -> u64 {
+        self.segment
+    }
+
+    /// Opens the segment (or takes the handle another task opened meanwhile). The segment
+    /// may go once the caller has put the handle in its replies and dropped this. `None`
+    /// if it cannot be opened (not created yet, say): reading the body tries again and
+    /// reports the error.
+    pub fn open(&self) -> Option<Arc<File>> {
+        self.files.get(self.segment).ok()
+    }
+}
+
+impl Drop for Opening {
+    fn drop(&mut self) {
+        let mut opening = self.files.lock_opening();
+        if let Some(n) = opening.get_mut(&self.segment) {
+            *n -= 1;
+            if *n == 0 {
+                opening.remove(&self.segment);
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for SegmentFiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SegmentFiles")
+            .field("dir", &self.dir)
+            .finish()
+    }
 }
 
 impl SegmentFiles {
@@ -34,11 +81,25 @@ impl SegmentFiles {
         SegmentFiles {
             dir,
             open: Mutex::new(HashMap::new()),
+            opening: Mutex::new(BTreeMap::new()),
         }
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<u64, Arc<File>>> {
         self.open.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lock_opening(&self) -> MutexGuard<'_, BTreeMap<u64, usize>> {
+        self.opening.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The oldest segment a reply is still to open (`u64::MAX` if none): the log keeps it.
+    pub fn oldest_opening(&self) -> u64 {
+        self.lock_opening()
+            .keys()
+            .next()
+            .copied()
+            .unwrap_or(u64::MAX)
     }
 
     /// The open segment `seq`, opening it if needed.
@@ -62,9 +123,11 @@ impl SegmentFiles {
         self.lock().retain(|&s, _| s >= seq);
     }
 
-    /// Gives a reply's stored body its open segment, if the segment exists yet (one the
-    /// writer has not created yet is opened when the reply is written).
-    pub fn attach(&self, mut reply: Reply) -> Reply {
+    /// Gives a reply's stored body its segment's handle if that is open already. It runs
+    /// under the engine's lock, so it opens nothing: for a segment not open yet it returns
+    /// an [`Opening`] to open it with once the lock is released.
+    pub fn attach(self: &Arc<Self>, mut reply: Reply) -> (Reply, Option<Opening>) {
+        let mut opening = None;
         if let Reply::Reserved {
             body: Body::Stored(s),
             ..
@@ -75,10 +138,17 @@ impl SegmentFiles {
         } = &mut reply
         {
             if s.file.is_none() {
-                s.file = self.get(s.segment).ok();
+                s.file = self.lock().get(&s.segment).cloned();
+                if s.file.is_none() {
+                    *self.lock_opening().entry(s.segment).or_insert(0) += 1;
+                    opening = Some(Opening {
+                        files: self.clone(),
+                        segment: s.segment,
+                    });
+                }
             }
         }
-        reply
+        (reply, opening)
     }
 
     /// Reads `body` into `dst` (exactly its length). A file that ends too soon is opened
@@ -131,5 +201,53 @@ fn read_cached(file: &File, offset: u64, dst: &mut [u8]) -> io::Result<bool> {
             | rustix::io::Errno::INVAL,
         ) => Ok(false),
         Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::JobId;
+
+    fn found(segment: u64) -> Reply {
+        Reply::Found {
+            id: JobId(1),
+            body: Body::Stored(StoredBody {
+                segment,
+                offset: 0,
+                len: 3,
+                file: None,
+            }),
+        }
+    }
+
+    #[test]
+    fn a_segment_not_open_yet_is_kept_until_the_reply_has_opened_it() {
+        let dir = std::env::temp_dir().join(format!("larder-bodies-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        std::fs::write(crate::wal::segment::path(&dir, 7), b"abc").expect("segment");
+        let files = Arc::new(SegmentFiles::new(dir.clone()));
+        assert_eq!(files.oldest_opening(), u64::MAX);
+        let (_, first) = files.attach(found(7));
+        let (_, second) = files.attach(found(7));
+        let first = first.expect("segment 7 is not open yet");
+        assert_eq!(files.oldest_opening(), 7);
+        // Opened off the lock: now open for the next reply too.
+        assert!(first.open().is_some());
+        drop(first);
+        assert_eq!(files.oldest_opening(), 7, "a second reply still waits");
+        drop(second);
+        assert_eq!(files.oldest_opening(), u64::MAX);
+        let (reply, opening) = files.attach(found(7));
+        assert!(opening.is_none());
+        let Reply::Found {
+            body: Body::Stored(body),
+            ..
+        } = reply
+        else {
+            panic!("{reply:?}");
+        };
+        assert!(body.file.is_some());
+        std::fs::remove_dir_all(&dir).expect("clean up");
     }
 }

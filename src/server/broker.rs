@@ -5,15 +5,18 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::{mpsc, Notify};
 
-use super::body_reader::SegmentFiles;
+use super::body_reader::{Opening, SegmentFiles};
+use super::held::Held;
 use super::journal::Journal;
-use super::retention::{SettingRecords, RELOG_PER_BATCH};
+use super::outbox::Replies;
+use super::retention::{self, Retention};
 use super::Clock;
-use crate::engine::{record, BodyRef, Change, Engine, Outcome, SessionId, Timestamp};
-use crate::protocol::{Command, ProtocolError, Reply};
+use crate::engine::{record, BodyRef, Change, Engine, Notice, Outcome, SessionId, Timestamp};
+use crate::protocol::{Command, ProtocolError, Refusal, Reply};
 
-/// A reply for a blocked session and the log LSN it must wait for before it is sent.
-pub type Wakeup = (Reply, u64);
+/// A reply for a blocked session, held until the records it depends on are durable, and
+/// the segment its body is still to be opened in.
+pub type Wakeup = Held<(Reply, Option<Opening>)>;
 
 /// The engine, the journal its changes go to, the per-session reply channels, and the
 /// timer's wake-up.
@@ -30,11 +33,8 @@ struct State {
     engine: Engine,
     journal: Arc<Journal>,
     files: Arc<SegmentFiles>,
-    /// Segment of the newest record holding the highest job id (a put, or a next-id
-    /// record): kept, so ids are never reused after a restart.
-    last_put_segment: u64,
-    /// Segment of the record of each tube setting and pause in force.
-    settings: SettingRecords,
+    /// Which segments the log keeps, and the records written again so old ones can go.
+    retention: Retention,
     /// The oldest segment the log had when open files were last pruned.
     pruned_below: u64,
     /// Where replies for blocked sessions go.
@@ -44,8 +44,8 @@ struct State {
 }
 
 impl State {
-    /// Delivers wake-ups, drops change records (nothing persists them yet) and wakes the
-    /// timer task if the engine's next deadline moved earlier than it is sleeping for.
+    /// Queues the engine's changes for the log, delivers wake-ups, and wakes the timer task
+    /// if the engine's next deadline moved earlier than it is sleeping for.
     fn settle(&mut self, timer: &Notify) {
         self.deliver();
         if let Some(next) = self.engine.next_deadline() {
@@ -60,6 +60,9 @@ impl State {
     /// tail they depend on.
     fn deliver(&mut self) {
         self.journal_changes();
+        for notice in self.engine.take_notices() {
+            log_notice(&notice);
+        }
         let oldest = self.journal.oldest_segment();
         if oldest > self.pruned_below {
             self.files.forget_before(oldest);
@@ -72,7 +75,7 @@ impl State {
                 if let Some(tx) = self.outboxes.get(&sid) {
                     // A closed receiver means the connection is going away; its session is
                     // closed under this same lock, which returns any job it was handed.
-                    let _ = tx.send((reply, tail));
+                    let _ = tx.send(Held::after(reply, tail));
                 }
             }
         }
@@ -87,7 +90,7 @@ impl State {
         }
         for change in &changes {
             let (kind, payload) = record::encode(change);
-            let size = framed(&payload);
+            let size = retention::framed(&payload);
             let (_, pos) = self.journal.push(kind, payload);
             if let (Change::Put { id, .. } | Change::Image { id, .. }, Some((start, body))) =
                 (change, record::body_in(change))
@@ -103,88 +106,48 @@ impl State {
                     self.engine.place_body(*id, at);
                 }
             }
-            if let Change::Put { .. } = change {
-                self.last_put_segment = pos.segment;
-            }
-            self.settings.note(change, pos.segment, size);
+            self.retention.note(change, pos.segment, size);
         }
-        self.relog_old_settings();
-        self.relog_next_id();
-        self.update_keep();
-    }
-
-    /// When the newest put's record is all that keeps an old segment (no put for a while,
-    /// long-lived jobs moved on by compaction), writes the next job id in a record of its
-    /// own so that segment can go. At most once per segment the writer moves on.
-    fn relog_next_id(&mut self) {
-        let others = self
-            .engine
-            .oldest_live_segment()
-            .unwrap_or(u64::MAX)
-            .min(self.settings.oldest());
-        if self.last_put_segment >= others
-            || self.last_put_segment >= self.journal.current_segment()
-        {
-            return;
-        }
-        let change = Change::NextId {
-            next: self.engine.next_job_id(),
-        };
-        let (kind, payload) = record::encode(&change);
-        let (_, pos) = self.journal.push(kind, payload);
-        self.last_put_segment = pos.segment;
-    }
-
-    /// The oldest segment the jobs need: the oldest holding a live body, or the newest
-    /// put's if older.
-    fn jobs_keep(&self) -> u64 {
-        let oldest_live = self.engine.oldest_live_segment().unwrap_or(u64::MAX);
-        oldest_live.min(self.last_put_segment)
-    }
-
-    /// Writes again the oldest setting and pause records that are all that keeps an old
-    /// segment, at most [`RELOG_PER_BATCH`] per batch (see [`super::retention`]).
-    fn relog_old_settings(&mut self) {
-        let window = self.settings.window(self.journal.segment_size());
-        let keep = self
-            .jobs_keep()
-            .min(self.journal.head_segment().saturating_sub(window));
-        if self.settings.oldest() >= keep {
-            return;
-        }
-        let changes = self.settings.relog(&self.engine, keep, RELOG_PER_BATCH);
-        self.journal_settings(changes);
-    }
-
-    /// Journals setting and pause records and notes where they land.
-    fn journal_settings(&mut self, changes: Vec<Change>) {
-        for change in changes {
-            let (kind, payload) = record::encode(&change);
-            let size = framed(&payload);
-            let (_, pos) = self.journal.push(kind, payload);
-            self.settings.note(&change, pos.segment, size);
-        }
-    }
-
-    /// Writes a record for every setting and every tube pause in force (at start-up:
-    /// recovery does not track which records set them, and this gives each a known place).
-    fn log_settings_in_force(&mut self) {
-        let mut changes = self.engine.settings_in_force();
-        changes.extend(self.engine.pauses_in_force());
-        self.journal_settings(changes);
-    }
-
-    /// Tells the writer which segments must stay: every one from the oldest the jobs or
-    /// the tube settings need.
-    fn update_keep(&self) {
-        self.journal
-            .set_keep_segment(self.jobs_keep().min(self.settings.oldest()));
+        let opening = self.files.oldest_opening();
+        self.retention
+            .after_batch(&self.engine, &self.journal, opening);
     }
 }
 
-/// The bytes a record with `payload` takes in the log.
-fn framed(payload: &[u8]) -> u64 {
-    (crate::wal::frame::RECORD_HEADER_LEN + payload.len()) as u64
+/// Logs what the engine reported (it does no logging itself).
+fn log_notice(notice: &Notice) {
+    match notice {
+        Notice::Refusing {
+            limit,
+            value,
+            tube,
+            jobs,
+            bytes,
+        } => tracing::warn!(
+            limit = limit.setting(),
+            value,
+            tube = tube.as_ref().map(|t| t.as_str()),
+            jobs,
+            bytes,
+            "refusing new work: limit reached"
+        ),
+        Notice::DiskLow { free, floor } => tracing::warn!(
+            limit = Refusal::MinFreeDisk.setting(),
+            free,
+            floor,
+            "refusing new work: free disk space below the floor"
+        ),
+        Notice::Accepting {
+            limit,
+            tube,
+            refused,
+        } => tracing::info!(
+            limit = limit.setting(),
+            tube = tube.as_ref().map(|t| t.as_str()),
+            refused,
+            "accepting new work again"
+        ),
+    }
 }
 
 impl Broker {
@@ -202,16 +165,16 @@ impl Broker {
             engine,
             journal: journal.clone(),
             files: files.clone(),
-            last_put_segment,
-            settings: SettingRecords::default(),
+            retention: Retention::new(last_put_segment),
             pruned_below: 0,
             outboxes: HashMap::new(),
             timer_at: None,
         };
         // Recovery does not track which records set the settings; writing them afresh
         // gives every setting a known place.
-        state.log_settings_in_force();
-        state.update_keep();
+        state
+            .retention
+            .log_settings_in_force(&state.engine, &state.journal);
         Broker {
             state: Mutex::new(state),
             timer: Notify::new(),
@@ -227,13 +190,9 @@ impl Broker {
         &self.files
     }
 
-    /// Waits until every record up to `lsn` is durable (as the fsync policy defines it).
-    /// Fails if the log has failed and the records may not be.
-    pub async fn durable(&self, lsn: u64) -> Result<(), crate::wal::commit::Poisoned> {
-        if lsn <= self.journal.watermark().durable() {
-            return Ok(());
-        }
-        self.journal.watermark().reached(lsn).await
+    /// The watermark held replies are released by (see [`Held::release`]).
+    pub fn watermark(&self) -> &crate::wal::commit::Watermark {
+        self.journal.watermark()
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -271,17 +230,18 @@ impl Broker {
         st.settle(&self.timer);
     }
 
-    /// Runs a batch of decoded items for one session, in order, passing each reply to
-    /// `reply`. Stops after an item that blocks or closes, or whose reply `reply` answers
-    /// with `false` (the connection's output is full). Returns that final outcome
-    /// (`None` if every item got a reply) and the log tail the replies depend on: they may
-    /// be sent only once [`Broker::durable`] of it has returned.
+    /// Runs a batch of decoded items for one session, in order, adding each reply to `out`
+    /// held until the log is durable up to the records the batch queued. Stops after an
+    /// item that blocks or closes, or once `out` holds `max_bytes` or more (the
+    /// connection's output is full). Returns that final outcome (`None` if every item got
+    /// a reply).
     pub fn execute(
         &self,
         sid: SessionId,
         items: &mut std::collections::VecDeque<Result<Command, ProtocolError>>,
-        mut reply: impl FnMut(Reply) -> bool,
-    ) -> (Option<Outcome>, u64) {
+        out: &mut Held<Replies>,
+        max_bytes: usize,
+    ) -> Option<Outcome> {
         let now = self.clock.now();
         let mut st = self.lock();
         if items.iter().any(|i| matches!(i, Ok(Command::Stats))) {
@@ -290,34 +250,46 @@ impl Broker {
         }
         st.engine.set_log_full(self.journal.log_full());
         st.engine.set_out_of_files(self.journal.out_of_files());
-        let mut stop = None;
-        while let Some(item) = items.pop_front() {
-            let outcome = match item {
-                Ok(cmd) => st.engine.apply(sid, cmd, now),
-                Err(e) => Outcome::Reply(st.engine.reject(sid, e)),
-            };
-            match outcome {
-                Outcome::Reply(r) => {
-                    if !reply(st.files.attach(r)) {
+        let stop = out.fill(|replies| {
+            let mut stop = None;
+            while let Some(item) = items.pop_front() {
+                let outcome = match item {
+                    Ok(cmd) => st.engine.apply(sid, cmd, now),
+                    Err(e) => Outcome::Reply(st.engine.reject(sid, e)),
+                };
+                match outcome {
+                    Outcome::Reply(r) => {
+                        if let Reply::Reserved { .. } = r {
+                            self.timings().reserve_wait.observe(0);
+                        }
+                        replies.push_attached(st.files.attach(r));
+                        if replies.len() >= max_bytes {
+                            break;
+                        }
+                    }
+                    other => {
+                        stop = Some(other);
                         break;
                     }
                 }
-                other => {
-                    stop = Some(other);
-                    break;
-                }
             }
-        }
-        st.settle(&self.timer);
-        (stop, self.journal.tail())
+            // Every change the batch made is queued by this, under the same lock: the
+            // journal's tail then covers each record the replies depend on.
+            st.settle(&self.timer);
+            (stop, self.journal.tail())
+        });
+        drop(st);
+        out.update(Replies::open_bodies);
+        stop
     }
 
     /// Ends a blocked reserve early with `TIMED_OUT`; `None` if it was already answered.
-    pub fn cancel_wait(&self, sid: SessionId) -> Option<Reply> {
+    /// The answer depends on no record.
+    pub fn cancel_wait(&self, sid: SessionId) -> Option<Wakeup> {
         let mut st = self.lock();
         let cancelled = st.engine.cancel_wait(sid);
         st.settle(&self.timer);
-        cancelled.then_some(Reply::TimedOut)
+        cancelled.then(|| Held::ready((Reply::TimedOut, None)))
     }
 
     /// Marks the server as stopping (see [`Engine::set_stopping`]).
@@ -357,23 +329,11 @@ impl Broker {
         }
     }
 
-    /// The segment compaction should empty next, if the log has grown past its slack
-    /// (see [`super::compact`]): the oldest segment, when it holds live jobs and is not
-    /// the one being written.
+    /// The segment compaction should empty next, if any (see
+    /// [`retention::compaction_target`]).
     pub fn compaction_target(&self, segment_size: u64) -> Option<u64> {
-        use super::compact::{SLACK_FACTOR, SLACK_SEGMENTS};
         let st = self.lock();
-        let (oldest, _) = st.engine.segment_use().next()?;
-        if oldest != self.journal.oldest_segment() || oldest >= self.journal.current_segment() {
-            return None;
-        }
-        let live = st.engine.live_bytes();
-        let allowed = live
-            .saturating_mul(SLACK_FACTOR)
-            .saturating_add(SLACK_SEGMENTS.saturating_mul(segment_size));
-        // Over the slack, the oldest segment is compacted however live it is: a mostly
-        // live one still pins every later segment. Each pass frees a segment.
-        (self.journal.log_bytes() > allowed).then_some(oldest)
+        retention::compaction_target(&st.engine, &self.journal, segment_size)
     }
 
     /// Journals images of jobs `(id, where its body was read from, the body)` so their
@@ -419,8 +379,94 @@ impl Broker {
         self.journal.timings()
     }
 
-    /// Runs `f` with the engine locked (for tests and inspection).
+    /// Runs `f` with the engine locked, then settles like every other entry point: any
+    /// change `f` made is journaled and any wake-up delivered (for counters, the free
+    /// disk figure, tests).
     pub fn with_engine<R>(&self, f: impl FnOnce(&mut Engine) -> R) -> R {
-        f(&mut self.lock().engine)
+        let mut st = self.lock();
+        let result = f(&mut st.engine);
+        st.settle(&self.timer);
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Collects what `f` logs, as text.
+    fn logged(f: impl FnOnce()) -> String {
+        #[derive(Clone)]
+        struct Sink(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Sink {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let sink = Sink(Arc::default());
+        let writer = sink.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::with_default(subscriber, f);
+        let bytes = sink.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    #[test]
+    fn the_engines_notices_are_logged_one_line_each() {
+        let tube = crate::protocol::TubeName::new(b"t").expect("tube name");
+        let log = logged(|| {
+            for notice in [
+                Notice::Refusing {
+                    limit: Refusal::MaxTubeJobs,
+                    value: 3,
+                    tube: Some(tube.clone()),
+                    jobs: 7,
+                    bytes: 70,
+                },
+                Notice::Accepting {
+                    limit: Refusal::MaxTubeJobs,
+                    tube: Some(tube.clone()),
+                    refused: 5,
+                },
+                Notice::DiskLow {
+                    free: Some(5),
+                    floor: 10,
+                },
+            ] {
+                log_notice(&notice);
+            }
+        });
+        let lines: Vec<&str> = log.lines().collect();
+        assert_eq!(lines.len(), 3, "{log}");
+        for field in [
+            "refusing new work: limit reached",
+            "max-tube-jobs",
+            "value=3",
+        ] {
+            assert!(lines[0].contains(field), "{field}: {}", lines[0]);
+        }
+        for field in ["jobs=7", "bytes=70", "tube=\"t\""] {
+            assert!(lines[0].contains(field), "{field}: {}", lines[0]);
+        }
+        for field in ["accepting new work again", "max-tube-jobs", "refused=5"] {
+            assert!(lines[1].contains(field), "{field}: {}", lines[1]);
+        }
+        for field in [
+            "free disk space below the floor",
+            "min-free-disk",
+            "floor=10",
+        ] {
+            assert!(lines[2].contains(field), "{field}: {}", lines[2]);
+        }
     }
 }

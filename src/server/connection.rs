@@ -1,4 +1,5 @@
-//! One client connection: decode, execute in order, reply.
+//! One client connection: read and decode commands ([`super::input`]), run them in order
+//! through the broker, and write the replies once they are released ([`super::outbox`]).
 //!
 //! Replies are buffered and written when no further command is already waiting in the
 //! input, so pipelined commands are answered in one write. Commands that arrive while a
@@ -7,8 +8,9 @@
 //!
 //! What a connection holds is bounded ([`ConnectionLimits`]):
 //! - input: commands read ahead (while a reserve blocks, or waiting to run in one batch)
-//!   stop being read once they hold `--max-input-per-connection` bytes or [`MAX_PENDING`]
-//!   commands; the decoder's own buffer holds at most one command line and one body;
+//!   stop being read once they hold `--max-input-per-connection` bytes or
+//!   [`MAX_PENDING`](super::input::MAX_PENDING) commands; the decoder's own buffer holds at
+//!   most one command line and one body;
 //! - output: once the replies waiting for a client reach `--max-output-per-connection`, no
 //!   further command of that client runs and none is read until they are written, so a
 //!   client that does not read its replies is held back by TCP flow control instead of
@@ -20,39 +22,26 @@
 //!   sending, and is never timed out).
 
 use std::collections::VecDeque;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::BytesMut;
 use futures_util::{FutureExt, StreamExt};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::codec::FramedRead;
 
 use super::auth::Gate;
+use super::held::Held;
+use super::input::{command_done, shrink_input, ReadAhead, Timed, READ_CAPACITY};
+use super::outbox::Outbox;
 use super::Broker;
 use crate::config::ConnectionSettings;
 use crate::engine::{Limits, Outcome};
-use crate::protocol::{BodyHole, Command, CommandDecoder, ProtocolError, Reply, MAX_LINE_LEN};
-
-/// Most decoded commands held while a reserve is blocked, or run under one lock.
-pub const MAX_PENDING: usize = 64;
+use crate::protocol::{CommandDecoder, Reply};
 
 /// Buffered reply bytes that force a write even while more commands are waiting.
 const FLUSH_AT: usize = 64 * 1024;
-
-/// Capacity an idle connection's input or output buffer may keep; a buffer grown past it
-/// by a burst is replaced by a small one once it is empty.
-pub const KEEP_CAPACITY: usize = 64 * 1024;
-
-/// Initial capacity of the input buffer.
-const READ_CAPACITY: usize = 8192;
-
-/// Initial capacity of the output buffer.
-const WRITE_CAPACITY: usize = 4096;
 
 /// How much reply output one connection may have waiting, and for how long.
 #[derive(Clone, Copy, Debug)]
@@ -89,7 +78,7 @@ fn no_limit_if_zero(n: u64) -> usize {
 pub struct ConnectionLimits {
     /// Reply output.
     pub output: OutputLimit,
-    /// Bytes of decoded commands held before they run (see [`item_size`]).
+    /// Bytes of decoded commands held before they run (see [`super::input::item_size`]).
     pub max_input: usize,
     /// Longest time from a command's first byte to its last.
     pub command_timeout: Option<Duration>,
@@ -104,85 +93,6 @@ impl ConnectionLimits {
             command_timeout: (settings.command_timeout > 0)
                 .then(|| Duration::from_secs(settings.command_timeout)),
         }
-    }
-}
-
-type Item = Result<Command, ProtocolError>;
-
-/// The memory a decoded command is counted as holding: its body, and a whole line.
-fn item_size(item: &Item) -> usize {
-    match item {
-        Ok(Command::Put { body, .. }) => body.len() + MAX_LINE_LEN,
-        _ => MAX_LINE_LEN,
-    }
-}
-
-/// Commands decoded and not yet run, with the bytes they are counted as holding.
-struct Held {
-    items: VecDeque<Item>,
-    bytes: usize,
-    /// When the oldest of them was read (a put's arrival, for its confirmation time).
-    since: Option<Instant>,
-}
-
-impl Held {
-    fn push(&mut self, item: Item) {
-        self.since.get_or_insert_with(Instant::now);
-        self.bytes += item_size(&item);
-        self.items.push_back(item);
-    }
-
-    /// Whether no more commands may be read until some run.
-    fn full(&self, max_bytes: usize) -> bool {
-        self.items.len() >= MAX_PENDING || self.bytes >= max_bytes
-    }
-
-    /// Counts again after some commands ran.
-    fn recount(&mut self) {
-        if self.items.is_empty() {
-            self.since = None;
-        }
-        self.bytes = self.items.iter().map(item_size).sum();
-    }
-}
-
-/// A reader that remembers when the bytes of the command now arriving began to arrive.
-struct Timed<R> {
-    inner: R,
-    /// When the first byte not yet part of a whole command was read; `None` between
-    /// commands.
-    first_byte: Option<Instant>,
-}
-
-impl<R: AsyncRead + Unpin> AsyncRead for Timed<R> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let read = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if matches!(read, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            self.first_byte.get_or_insert_with(Instant::now);
-        }
-        read
-    }
-}
-
-type Frames<R> = FramedRead<Timed<R>, CommandDecoder>;
-
-/// Notes that a whole command was decoded: the clock for the next one starts now if some
-/// of it is already here, else with its first byte.
-fn command_done<R>(frames: &mut Frames<R>) {
-    let between = frames.read_buffer().is_empty() && frames.decoder().between_commands();
-    frames.get_mut().first_byte = (!between).then(Instant::now);
-}
-
-/// Gives back an input buffer grown by a burst, once it is empty.
-fn shrink_input<R>(frames: &mut Frames<R>) {
-    let buf = frames.read_buffer_mut();
-    if buf.is_empty() && buf.capacity() > KEEP_CAPACITY {
-        *buf = BytesMut::with_capacity(READ_CAPACITY);
     }
 }
 
@@ -223,18 +133,10 @@ pub async fn serve_with<R, W>(
     };
     let mut frames =
         FramedRead::with_capacity(reader, CommandDecoder::new(max_job_size), READ_CAPACITY);
-    // Replies waiting to be written, and the log LSN they depend on.
-    let mut out = Pending {
-        bytes: BytesMut::with_capacity(WRITE_CAPACITY),
-        holes: Vec::new(),
-        replies: 0,
-        lsn: 0,
-        stall_timeout: limit.stall_timeout,
-        puts: 0,
-        puts_since: None,
-    };
+    // Replies waiting until the log records they depend on are durable.
+    let mut out = Outbox::new(limit.stall_timeout);
     let flush_at = FLUSH_AT.min(limit.max_bytes);
-    let mut pending = Held {
+    let mut pending = ReadAhead {
         items: VecDeque::new(),
         bytes: 0,
         since: None,
@@ -295,7 +197,7 @@ pub async fn serve_with<R, W>(
             Some(gate) => {
                 let mut batch = VecDeque::new();
                 if !gate
-                    .screen(&mut pending.items, &mut batch, |r| out.push(&r))
+                    .screen(&mut pending.items, &mut batch, |r| out.add(Held::ready(r)))
                     .await
                 {
                     break;
@@ -303,15 +205,9 @@ pub async fn serve_with<R, W>(
                 batch
             }
         };
-        let (stop, lsn) = broker.execute(sid, &mut batch, |reply| {
-            match &reply {
-                Reply::Inserted(_) => out.count_put(arrived),
-                Reply::Reserved { .. } => broker.timings().reserve_wait.observe(0),
-                _ => {}
-            }
-            out.push(&reply);
-            out.bytes.len() < limit.max_bytes
-        });
+        let puts_before = out.puts();
+        let stop = broker.execute(sid, &mut batch, out.replies(), limit.max_bytes);
+        out.puts_arrived(puts_before, arrived);
         // What the batch did not run goes back in front of what the gate left.
         if pending.items.is_empty() {
             pending.items = batch;
@@ -321,7 +217,6 @@ pub async fn serve_with<R, W>(
             }
         }
         pending.recount();
-        out.lsn = out.lsn.max(lsn);
         match stop {
             None | Some(Outcome::Reply(_)) => {}
             Some(Outcome::Close) => break,
@@ -347,7 +242,6 @@ pub async fn serve_with<R, W>(
                                 hung_up = true;
                                 break broker
                                     .cancel_wait(sid)
-                                    .map(|r| (r, 0))
                                     .or_else(|| inbox.try_recv().ok());
                             }
                         },
@@ -355,15 +249,14 @@ pub async fn serve_with<R, W>(
                     }
                 };
                 match reply {
-                    Some((reply, lsn)) => {
-                        if let Reply::Reserved { .. } = reply {
+                    Some(reply) => {
+                        if reply.measure(|(r, _)| matches!(r, Reply::Reserved { .. })) {
                             broker
                                 .timings()
                                 .reserve_wait
                                 .observe_duration(blocked_at.elapsed());
                         }
-                        out.push(&reply);
-                        out.lsn = out.lsn.max(lsn);
+                        out.add_wakeup(reply);
                     }
                     None => break,
                 }
@@ -377,7 +270,7 @@ pub async fn serve_with<R, W>(
                 }
             }
         }
-        if out.bytes.len() >= flush_at && out.write(&mut writer, &broker).await.is_err() {
+        if out.len() >= flush_at && out.write(&mut writer, &broker).await.is_err() {
             break;
         }
     }
@@ -393,137 +286,15 @@ async fn sleep_until(at: Option<Instant>) {
     }
 }
 
-/// Encoded replies not yet written, the room left in them for bodies still in the log,
-/// and the LSN they depend on.
-struct Pending {
-    bytes: BytesMut,
-    holes: Vec<BodyHole>,
-    /// How many replies `bytes` holds.
-    replies: usize,
-    lsn: u64,
-    /// See [`OutputLimit::stall_timeout`].
-    stall_timeout: Option<Duration>,
-    /// `INSERTED` replies among them, and when the oldest of those puts was read.
-    puts: u64,
-    puts_since: Option<Instant>,
-}
-
-impl Pending {
-    /// Notes an `INSERTED` reply for a put read at `arrived`.
-    fn count_put(&mut self, arrived: Option<Instant>) {
-        self.puts += 1;
-        if self.puts_since.is_none() {
-            self.puts_since = arrived;
-        }
-    }
-
-    fn push(&mut self, reply: &Reply) {
-        self.replies += 1;
-        if let Some(hole) = reply.encode(&mut self.bytes) {
-            self.holes.push(hole);
-        }
-    }
-
-    /// Waits until the replies' changes are durable, reads the bodies they carry, then
-    /// writes them. If the log has failed (an I/O error writing or syncing it), every
-    /// reply is replaced by `INTERNAL_ERROR`: a client never gets a confirmation the log
-    /// cannot back, and from then on every command gets that answer until the server is
-    /// restarted. A body that cannot be read ends the connection (its reserved job goes
-    /// back to ready).
-    async fn write(
-        &mut self,
-        writer: &mut (impl AsyncWrite + Unpin),
-        broker: &Broker,
-    ) -> std::io::Result<()> {
-        if self.bytes.is_empty() {
-            return Ok(());
-        }
-        let replies = std::mem::take(&mut self.replies);
-        let mut puts = std::mem::take(&mut self.puts);
-        let puts_since = self.puts_since.take();
-        if broker.durable(self.lsn).await.is_err() {
-            puts = 0;
-            self.bytes.clear();
-            self.holes.clear();
-            for _ in 0..replies {
-                self.bytes.extend_from_slice(b"INTERNAL_ERROR\r\n");
-            }
-        }
-        for hole in self.holes.drain(..) {
-            let room = self
-                .bytes
-                .get_mut(hole.at..hole.at + hole.body.len as usize)
-                .ok_or_else(|| std::io::Error::other("reply body out of place"))?;
-            if let Err(e) = broker.files().read(&hole.body, room).await {
-                tracing::error!(
-                    segment = hole.body.segment,
-                    offset = hole.body.offset,
-                    error = %e,
-                    "cannot read a job body from the log; closing the connection"
-                );
-                self.bytes.clear();
-                return Err(e);
-            }
-        }
-        let result = self.write_out(writer, broker).await;
-        if let (Ok(()), Some(since)) = (&result, puts_since) {
-            let waited = u64::try_from(since.elapsed().as_nanos()).unwrap_or(u64::MAX);
-            broker.timings().put_confirm.observe_n(waited, puts);
-        }
-        // After a failure the rest is dropped too: the connection is ending.
-        self.bytes.clear();
-        if self.bytes.capacity() > KEEP_CAPACITY {
-            self.bytes = BytesMut::with_capacity(WRITE_CAPACITY);
-        }
-        if self.holes.capacity() > MAX_PENDING {
-            self.holes = Vec::new();
-        }
-        result
-    }
-
-    /// Writes every buffered byte, failing if one write takes no byte for the stall
-    /// timeout (the client is not reading).
-    async fn write_out(
-        &mut self,
-        writer: &mut (impl AsyncWrite + Unpin),
-        broker: &Broker,
-    ) -> std::io::Result<()> {
-        let mut done = 0;
-        while done < self.bytes.len() {
-            let write = writer.write(&self.bytes[done..]);
-            let n = match self.stall_timeout {
-                None => write.await?,
-                Some(limit) => match tokio::time::timeout(limit, write).await {
-                    Ok(n) => n?,
-                    Err(_) => {
-                        broker.with_engine(|e| e.count_stalled_output());
-                        tracing::warn!(
-                            waiting = self.bytes.len() - done,
-                            seconds = limit.as_secs(),
-                            "disconnecting a client that left its replies unread"
-                        );
-                        return Err(std::io::ErrorKind::TimedOut.into());
-                    }
-                },
-            };
-            if n == 0 {
-                return Err(std::io::ErrorKind::WriteZero.into());
-            }
-            done += n;
-        }
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
 
-    use tokio::io::AsyncReadExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     use super::*;
     use crate::config::FsyncPolicy;
     use crate::engine::{Engine, EngineConfig, ProcessInfo};
-    use crate::protocol::Reply;
+    use crate::protocol::{Command, Reply};
     use crate::server::body_reader::SegmentFiles;
     use crate::server::journal::Journal;
     use crate::server::Clock;
@@ -744,30 +515,6 @@ mod tests {
         assert!(
             sent.is_err(),
             "the server read every command behind the reserve"
-        );
-    }
-
-    #[tokio::test]
-    async fn the_output_buffer_is_given_back_after_a_burst() {
-        let broker = broker();
-        let mut out = Pending {
-            bytes: BytesMut::with_capacity(WRITE_CAPACITY),
-            holes: Vec::new(),
-            replies: 0,
-            lsn: 0,
-            stall_timeout: None,
-            puts: 0,
-            puts_since: None,
-        };
-        out.push(&Reply::Ok(bytes::Bytes::from(vec![b'y'; 1 << 20])));
-        assert!(out.bytes.capacity() >= 1 << 20);
-        let mut sink = tokio::io::sink();
-        out.write(&mut sink, &broker).await.expect("write");
-        assert!(out.bytes.is_empty());
-        assert!(
-            out.bytes.capacity() <= KEEP_CAPACITY,
-            "{} bytes kept",
-            out.bytes.capacity()
         );
     }
 

@@ -4,15 +4,15 @@
 //! Records are queued under the engine's lock, so their order in the log is the order in
 //! which the engine changed state. LSNs and positions are assigned at queueing time (a copy
 //! of the log's [`Layout`] predicts where each record lands, and the writer checks it), so
-//! a job knows where its body is before the record is written. Every reply waits until the watermark covers the log's tail as it was
-//! when the reply was produced (see `Broker::execute`); with `--fsync always` that means
-//! the record is on stable storage, and concurrent commands share one fdatasync.
+//! a job knows where its body is before the record is written. The writer publishes the
+//! last LSN each write (and, under `--fsync always`, each fdatasync) covers to the
+//! [`Watermark`]; replies are held in a [`super::held::Held`] tagged with the journal's
+//! tail when they were made, and released only once the watermark covers it. Concurrent
+//! commands share one fdatasync.
 //!
-//! Disk reclamation: the broker names the oldest segment it needs — the oldest holding a
-//! live job's body, or the newest put's if older (which keeps the highest job id in the
-//! log, so ids are never reused after a restart) — and the writer removes every segment
-//! before it. Every record in those is about a job whose body record is gone too: a job's
-//! records all follow its put (or the copy compaction made of it).
+//! Disk reclamation: [`super::retention`] names the oldest segment the log must keep
+//! ([`Journal::set_keep_segment`]); the value travels with the queued records, and once
+//! they are written the writer syncs and removes every segment before it.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -23,7 +23,7 @@ use super::disk_reserve::DiskReserve;
 use crate::config::FsyncPolicy;
 use crate::wal::commit::Watermark;
 use crate::wal::storage::Storage;
-use crate::wal::{Layout, RecordPos, Wal};
+use crate::wal::{Layout, Lsn, RecordPos, Wal};
 
 /// Records waiting for the writer.
 struct Queue {
@@ -32,8 +32,8 @@ struct Queue {
     next_lsn: u64,
     /// Where the next queued record will land in the log.
     layout: Layout,
-    /// Oldest segment the log must keep once every queued record is written (see the
-    /// module docs); 0 while unknown. It travels with the records: applying it before
+    /// Oldest segment the log must keep once every queued record is written (see
+    /// [`super::retention`]); 0 while unknown. It travels with the records: applying it before
     /// they are durable could remove a job's old body record before its new one (a
     /// compaction image) is on disk.
     keep_segment: u64,
@@ -158,9 +158,9 @@ impl Journal {
     }
 
     /// Queues a record; returns its LSN and where its payload will be in the log.
-    pub fn push(&self, kind: u8, payload: Vec<u8>) -> (u64, RecordPos) {
+    pub fn push(&self, kind: u8, payload: Vec<u8>) -> (Lsn, RecordPos) {
         let mut q = self.lock();
-        let lsn = q.next_lsn;
+        let lsn = Lsn(q.next_lsn);
         q.next_lsn += 1;
         let (pos, _) = q.layout.place(payload.len());
         self.backlog
@@ -182,9 +182,9 @@ impl Journal {
         self.lock().layout.max_segment_size()
     }
 
-    /// LSN of the last record queued (0 if none ever was).
-    pub fn tail(&self) -> u64 {
-        self.lock().next_lsn - 1
+    /// LSN of the last record queued (`Lsn(0)` if none ever was).
+    pub fn tail(&self) -> Lsn {
+        Lsn(self.lock().next_lsn - 1)
     }
 
     /// The durable watermark replies wait on.

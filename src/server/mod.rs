@@ -2,9 +2,15 @@
 //! and graceful shutdown.
 //!
 //! The engine lives in [`broker::Broker`] behind one mutex that is never held across an
-//! `.await`. Each connection task decodes commands, applies them under the lock, and writes
-//! replies in order; a blocked reserve waits on the connection's own channel for its reply.
-//! The timer task sleeps until the engine's next deadline and runs its timers.
+//! `.await`. Each connection task (`connection`) reads and decodes commands (`input`),
+//! applies them under the lock, and writes replies in order (`outbox`); a blocked reserve
+//! waits on the connection's own channel for its reply. The timer task sleeps until the
+//! engine's next deadline and runs its timers.
+//!
+//! The durability seam: the broker queues each change's record in the `journal`, whose
+//! writer thread appends, syncs and publishes the durable LSN; every reply is a
+//! `held::Held` value tagged with the journal's tail, released only once that LSN is
+//! durable. `retention` decides which segments the writer may remove.
 //!
 //! Back-pressure around the engine (`host_limits`): a connection gate for `--max-connections`,
 //! a free-space watcher for `--min-free-disk`, and, in `connection`, the per-connection
@@ -20,11 +26,14 @@ mod clock;
 mod compact;
 mod connection;
 mod disk_reserve;
+mod held;
 mod host_limits;
+mod input;
 mod journal;
 mod listener;
 pub mod metrics;
 mod notify;
+mod outbox;
 mod process;
 mod recovery;
 mod retention;

@@ -1,10 +1,11 @@
 //! Group commit: the "durable up to LSN" watermark and the waiters for it.
 //!
-//! This is where the durability rule lives: no reply that depends on a change leaves before the
-//! log record for that change is durable. The log's single writer appends records, fsyncs them,
-//! and calls [`Watermark::publish`] with the last LSN the fsync covered; one fsync releases every
-//! connection waiting on an LSN up to it. A connection task awaits [`Watermark::reached`] before
-//! it replies; a synchronous caller blocks in [`Watermark::wait`]. If a write or fsync fails the
+//! The watermark is what the durability rule waits on: no reply that depends on a change leaves
+//! before the log record for that change is durable. The rule itself is kept by a type in the
+//! server (`server::held::Held`, whose only way out awaits this watermark). The log's single
+//! writer appends records, fsyncs them, and calls [`Watermark::publish`] with the last LSN the
+//! fsync covered; one fsync releases every connection waiting on an LSN up to it. An async
+//! caller awaits [`Watermark::reached`]; a synchronous caller blocks in [`Watermark::wait`]. If a write or fsync fails the
 //! writer calls [`Watermark::fail`] and the log is poisoned.
 //!
 //! Invariants (each checked by the tests below, the races by loom):
@@ -26,7 +27,7 @@
 //! of their own, since `--cfg loom` rebuilds every dependency:
 //!
 //! ```text
-//! RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=/work/target-loom \
+//! RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom \
 //!     cargo test --release --lib wal::commit
 //! ```
 //!

@@ -2,7 +2,7 @@
 //! and frees its use when jobs go.
 
 use crate::engine::{
-    Engine, EngineConfig, Limits, Outcome, ProcessInfo, SettingDefaults, Timestamp,
+    Engine, EngineConfig, Limits, Notice, Outcome, ProcessInfo, SettingDefaults, Timestamp,
 };
 use crate::protocol::{Command, JobId, Refusal, Reply, TubeName, TubeSetting};
 
@@ -200,57 +200,48 @@ fn restore_rebuilds_the_counts() {
     assert_eq!(put(&mut r, s, b"y"), Reply::Refused(Refusal::MaxJobs));
 }
 
-/// Collects what `f` logs, as text.
-fn logged(f: impl FnOnce()) -> String {
-    use std::sync::{Arc, Mutex};
-    #[derive(Clone)]
-    struct Sink(Arc<Mutex<Vec<u8>>>);
-    impl std::io::Write for Sink {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let sink = Sink(Arc::default());
-    let writer = sink.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
-    tracing::subscriber::with_default(subscriber, f);
-    let bytes = sink.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    String::from_utf8_lossy(&bytes).into_owned()
-}
-
 #[test]
-fn one_line_marks_entering_and_one_leaving_a_refusing_state() {
-    let log = logged(|| {
-        let mut e = engine(Limits {
-            max_jobs: 1,
-            min_free_disk: 10,
-            ..Limits::UNLIMITED
-        });
-        let s = e.open_session();
-        put(&mut e, s, b"a");
-        for _ in 0..5 {
-            assert_eq!(put(&mut e, s, b"b"), Reply::Refused(Refusal::MaxJobs));
-        }
-        cmd(&mut e, s, Command::Delete(JobId(1)));
-        assert_eq!(put(&mut e, s, b"c"), Reply::Inserted(JobId(2)));
-        e.set_free_disk(Some(5));
-        e.set_free_disk(Some(6));
-        e.set_free_disk(Some(50));
+fn one_notice_marks_entering_and_one_leaving_a_refusing_state() {
+    let mut e = engine(Limits {
+        max_jobs: 1,
+        min_free_disk: 10,
+        ..Limits::UNLIMITED
     });
-    let lines: Vec<&str> = log.lines().collect();
-    assert_eq!(lines.len(), 4, "{log}");
-    assert!(lines[0].contains("refusing new work") && lines[0].contains("max-jobs"));
-    assert!(lines[1].contains("accepting new work again") && lines[1].contains("refused=5"));
-    assert!(lines[2].contains("refusing new work") && lines[2].contains("min-free-disk"));
-    assert!(lines[3].contains("accepting new work again") && lines[3].contains("min-free-disk"));
+    let s = e.open_session();
+    put(&mut e, s, b"a");
+    for _ in 0..5 {
+        assert_eq!(put(&mut e, s, b"b"), Reply::Refused(Refusal::MaxJobs));
+    }
+    cmd(&mut e, s, Command::Delete(JobId(1)));
+    assert_eq!(put(&mut e, s, b"c"), Reply::Inserted(JobId(2)));
+    e.set_free_disk(Some(5));
+    e.set_free_disk(Some(6));
+    e.set_free_disk(Some(50));
+    assert_eq!(
+        e.take_notices(),
+        vec![
+            Notice::Refusing {
+                limit: Refusal::MaxJobs,
+                value: 1,
+                tube: None,
+                jobs: 1,
+                bytes: 1,
+            },
+            Notice::Accepting {
+                limit: Refusal::MaxJobs,
+                tube: None,
+                refused: 5,
+            },
+            Notice::DiskLow {
+                free: Some(5),
+                floor: 10,
+            },
+            Notice::Accepting {
+                limit: Refusal::MinFreeDisk,
+                tube: None,
+                refused: 0,
+            },
+        ]
+    );
+    assert!(e.take_notices().is_empty());
 }
