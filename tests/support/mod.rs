@@ -520,7 +520,21 @@ pub fn server_log_path() -> std::path::PathBuf {
     std::env::temp_dir().join(format!("larder-server-log-{}-{n}.txt", std::process::id()))
 }
 
-/// The `pid` a beanstalkd-protocol server reports in `stats` over `stream`.
+/// Sends `quit` and reads until the server closes. Both servers forget a connection (its
+/// tube use and watches) before they close it on `quit`, so once the end of the stream is
+/// read the probe no longer shows in `stats-tube`'s `current-using` or `current-watching`;
+/// merely dropping the socket would leave the server to notice the close at some later time.
+fn quit_and_wait_for_close(stream: &mut std::net::TcpStream) {
+    use std::io::{Read, Write};
+    if stream.write_all(b"quit\r\n").is_err() {
+        return;
+    }
+    let mut buf = [0u8; 4096];
+    while matches!(stream.read(&mut buf), Ok(n) if n > 0) {}
+}
+
+/// The `pid` a beanstalkd-protocol server reports in `stats` over `stream`; the connection
+/// is closed by the server before this returns.
 fn server_pid(mut stream: std::net::TcpStream) -> Option<u32> {
     use std::io::{Read, Write};
     stream.set_read_timeout(Some(REPLY_TIMEOUT)).ok()?;
@@ -533,7 +547,9 @@ fn server_pid(mut stream: std::net::TcpStream) -> Option<u32> {
         if let Some(at) = text.find("\npid: ") {
             let rest = &text[at + 6..];
             if let Some(end) = rest.find('\n') {
-                return rest[..end].trim().parse().ok();
+                let pid = rest[..end].trim().parse().ok();
+                quit_and_wait_for_close(&mut stream);
+                return pid;
             }
         }
         let n = stream.read(&mut buf).ok()?;
