@@ -15,6 +15,8 @@
 # Environment:
 #   DURATION=8     measured seconds per run
 #   WARMUP=1       unmeasured seconds before each run
+#   REPEAT=1       rounds per workload, alternating the servers; each server's median round
+#                  (by operations per second) is reported
 #   BACKLOG=1000   durable mode: most jobs put but not yet deleted in mixed runs
 #   PORT=11500     first port to listen on (each server start takes the next one)
 #   BEANSTALKD=beanstalkd   the beanstalkd binary
@@ -27,6 +29,7 @@ DURATION=${DURATION:-8}
 WARMUP=${WARMUP:-1}
 PORT=${PORT:-11500}
 BACKLOG=${BACKLOG:-1000}
+REPEAT=${REPEAT:-1}
 BEANSTALKD=${BEANSTALKD:-beanstalkd}
 
 for tool in cargo jq "$BEANSTALKD"; do
@@ -122,24 +125,35 @@ else
     servers=(beanstalkd larder)
 fi
 
-runs=$(( ${#workloads[@]} * ${#servers[@]} ))
+runs=$(( ${#workloads[@]} * ${#servers[@]} * REPEAT ))
 echo "running $runs runs of ${WARMUP}+${DURATION} s each..." >&2
 for i in "${!workloads[@]}"; do
     name=${workloads[$i]%%|*}
     read -r -a flags <<<"${workloads[$i]#*|}"
+    # Rounds alternate the servers, so a disturbance on the shared machine hits each alike.
+    for r in $(seq "$REPEAT"); do
+        for server in "${servers[@]}"; do
+            run=$work/$i.$server.$r
+            start_server "$server"
+            echo "  $name on $server ($addr), round $r" >&2
+            if ! "$loadgen" --addr "$addr" "${flags[@]}" --duration "$DURATION" \
+                --warmup "$WARMUP" --json >"$run.json" 2>"$run.err"; then
+                echo "compare.sh: loadgen failed for $name on $server:" >&2
+                cat "$run.err" >&2
+                rm -f "$run.json"
+            fi
+            stop_server
+            if [[ -n ${OUT:-} && -s $run.json ]]; then
+                jq -c --arg server "$server" '. + {server: $server}' "$run.json" >>"$OUT"
+            fi
+        done
+    done
+    # The run reported for each server is its median round by operations per second.
     for server in "${servers[@]}"; do
-        start_server "$server"
-        echo "  $name on $server ($addr)" >&2
-        if ! "$loadgen" --addr "$addr" "${flags[@]}" --duration "$DURATION" --warmup "$WARMUP" \
-            --json >"$work/$i.$server.json" 2>"$work/$i.$server.err"; then
-            echo "compare.sh: loadgen failed for $name on $server:" >&2
-            cat "$work/$i.$server.err" >&2
-            rm -f "$work/$i.$server.json"
-        fi
-        stop_server
-        if [[ -n ${OUT:-} && -s $work/$i.$server.json ]]; then
-            jq -c --arg server "$server" '. + {server: $server}' "$work/$i.$server.json" >>"$OUT"
-        fi
+        median=$(for f in "$work/$i.$server".*.json; do
+            [[ -s $f ]] && echo "$(jq -r .ops_per_sec "$f") $f"
+        done | sort -n | awk '{ line[NR] = $2 } END { if (NR) print line[int((NR + 1) / 2)] }')
+        if [[ -n $median ]]; then cp "$median" "$work/$i.$server.json"; fi
     done
 done
 
@@ -216,5 +230,5 @@ for i in "${!workloads[@]}"; do
         fi
     done
 done
-echo "${WARMUP} s warm-up + ${DURATION} s per run; $(nproc) CPUs, shared by the load generator" \
+echo "${WARMUP} s warm-up + ${DURATION} s per run, median of $REPEAT; $(nproc) CPUs, shared by the load generator" \
     "and the server; 100-byte bodies unless noted."
