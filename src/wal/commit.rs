@@ -88,6 +88,10 @@ struct State {
     tasks: BTreeMap<(u64, u64), Waker>,
     /// The ticket the next registering future gets.
     next_ticket: u64,
+    /// Threads blocked in [`Watermark::wait`]. A publish signals the condvar only when
+    /// there are some: the server's waiters are all tasks, and signalling a condvar nobody
+    /// waits on still costs the writer a futex call per fsync.
+    blocked: usize,
 }
 
 impl State {
@@ -111,6 +115,7 @@ impl Watermark {
                 failure: None,
                 tasks: BTreeMap::new(),
                 next_ticket: 0,
+                blocked: 0,
             }),
             advanced: Condvar::new(),
         }
@@ -143,8 +148,11 @@ impl Watermark {
             }
             released.push(entry.remove());
         }
+        let blocked = state.blocked > 0;
         drop(state);
-        self.advanced.notify_all();
+        if blocked {
+            self.advanced.notify_all();
+        }
         released.into_iter().for_each(Waker::wake);
     }
 
@@ -161,8 +169,11 @@ impl Watermark {
             cause: std::sync::Arc::new(cause),
         });
         let released = mem::take(&mut state.tasks);
+        let blocked = state.blocked > 0;
         drop(state);
-        self.advanced.notify_all();
+        if blocked {
+            self.advanced.notify_all();
+        }
         released.into_values().for_each(Waker::wake);
     }
 
@@ -176,10 +187,14 @@ impl Watermark {
             if let Some(outcome) = state.outcome(lsn) {
                 return outcome;
             }
+            // Counted under the lock before the condvar releases it, so a publish that
+            // takes the lock next sees this thread and signals.
+            state.blocked += 1;
             state = self
                 .advanced
                 .wait(state)
                 .unwrap_or_else(PoisonError::into_inner);
+            state.blocked -= 1;
         }
     }
 
@@ -234,6 +249,12 @@ impl Watermark {
     #[cfg(test)]
     fn waiting(&self) -> usize {
         self.lock().tasks.len()
+    }
+
+    /// The number of threads blocked in [`Watermark::wait`].
+    #[cfg(all(test, not(loom)))]
+    fn blocked(&self) -> usize {
+        self.lock().blocked
     }
 
     /// Takes the lock. No code holding it can panic, so a poisoned mutex holds a consistent
@@ -452,11 +473,20 @@ mod tests {
         };
         let covered = spawn(4);
         let beyond = spawn(9);
+        // Both threads are blocked (publishes below must signal them, not find them early).
+        while watermark.blocked() < 2 {
+            thread::yield_now();
+        }
         watermark.publish(3);
         watermark.publish(4);
         assert!(covered.join().unwrap().unwrap() >= 4);
         watermark.fail(fsync_error());
         assert_eq!(beyond.join().unwrap().unwrap_err().durable(), 4);
+        assert_eq!(
+            watermark.blocked(),
+            0,
+            "released threads are no longer counted"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
