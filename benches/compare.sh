@@ -10,10 +10,14 @@
 #        MODE=durable benches/compare.sh
 #                                beanstalkd -b DIR (its default: fsync at most every 50 ms,
 #                                replies before syncing) and beanstalkd -b DIR -f 0 (fsync per
-#                                command) against larder --fsync always, 100 B and 1 KiB bodies
+#                                command) against larder --fsync always: the four loads of
+#                                issue 13, mixed ones counting jobs done with a bounded backlog
 # Environment:
 #   DURATION=8     measured seconds per run
 #   WARMUP=1       unmeasured seconds before each run
+#   REPEAT=1       rounds per workload, alternating the servers; each server's median round
+#                  (by operations per second) is reported
+#   BACKLOG=1000   durable mode: most jobs put but not yet deleted in mixed runs
 #   PORT=11500     first port to listen on (each server start takes the next one)
 #   BEANSTALKD=beanstalkd   the beanstalkd binary
 #   OUT=file.jsonl also keep loadgen's JSON results, one line per run
@@ -24,6 +28,8 @@ set -euo pipefail
 DURATION=${DURATION:-8}
 WARMUP=${WARMUP:-1}
 PORT=${PORT:-11500}
+BACKLOG=${BACKLOG:-1000}
+REPEAT=${REPEAT:-1}
 BEANSTALKD=${BEANSTALKD:-beanstalkd}
 
 for tool in cargo jq "$BEANSTALKD"; do
@@ -97,15 +103,14 @@ start_server() {
 
 # name | loadgen arguments
 if [[ ${MODE:-memory} == durable ]]; then
+    # The loads of issue 13. Mixed runs bound the jobs put but not yet deleted (--backlog),
+    # so they count jobs done at the rate the workers keep up with. A worker reserves one
+    # job, waits for it, then deletes it (depth 1), as worker libraries do.
     workloads=(
         "put 1x1|--workload put --connections 1 --depth 1"
-        "put 1x1 1KiB|--workload put --connections 1 --depth 1 --body-size 1024"
         "put 16x16|--workload put --connections 16 --depth 16"
-        "put 16x16 1KiB|--workload put --connections 16 --depth 16 --body-size 1024"
-        "mixed 4p+4c d1|--workload mixed --producers 4 --consumers 4 --depth 1"
-        "mixed 4p+4c d1 1KiB|--workload mixed --producers 4 --consumers 4 --depth 1 --body-size 1024"
-        "mixed 4p+4c d16|--workload mixed --producers 4 --consumers 4 --depth 16"
-        "mixed 4p+4c d16 1KiB|--workload mixed --producers 4 --consumers 4 --depth 16 --body-size 1024"
+        "4p(d4)+32w|--workload mixed --producers 4 --producer-depth 4 --consumers 32 --depth 1 --backlog $BACKLOG"
+        "4p+4w d1|--workload mixed --producers 4 --consumers 4 --depth 1 --backlog $BACKLOG"
     )
     servers=(beanstalkd-b beanstalkd-f0 larder)
 else
@@ -120,24 +125,35 @@ else
     servers=(beanstalkd larder)
 fi
 
-runs=$(( ${#workloads[@]} * ${#servers[@]} ))
+runs=$(( ${#workloads[@]} * ${#servers[@]} * REPEAT ))
 echo "running $runs runs of ${WARMUP}+${DURATION} s each..." >&2
 for i in "${!workloads[@]}"; do
     name=${workloads[$i]%%|*}
     read -r -a flags <<<"${workloads[$i]#*|}"
+    # Rounds alternate the servers, so a disturbance on the shared machine hits each alike.
+    for r in $(seq "$REPEAT"); do
+        for server in "${servers[@]}"; do
+            run=$work/$i.$server.$r
+            start_server "$server"
+            echo "  $name on $server ($addr), round $r" >&2
+            if ! "$loadgen" --addr "$addr" "${flags[@]}" --duration "$DURATION" \
+                --warmup "$WARMUP" --json >"$run.json" 2>"$run.err"; then
+                echo "compare.sh: loadgen failed for $name on $server:" >&2
+                cat "$run.err" >&2
+                rm -f "$run.json"
+            fi
+            stop_server
+            if [[ -n ${OUT:-} && -s $run.json ]]; then
+                jq -c --arg server "$server" '. + {server: $server}' "$run.json" >>"$OUT"
+            fi
+        done
+    done
+    # The run reported for each server is its median round by operations per second.
     for server in "${servers[@]}"; do
-        start_server "$server"
-        echo "  $name on $server ($addr)" >&2
-        if ! "$loadgen" --addr "$addr" "${flags[@]}" --duration "$DURATION" --warmup "$WARMUP" \
-            --json >"$work/$i.$server.json" 2>"$work/$i.$server.err"; then
-            echo "compare.sh: loadgen failed for $name on $server:" >&2
-            cat "$work/$i.$server.err" >&2
-            rm -f "$work/$i.$server.json"
-        fi
-        stop_server
-        if [[ -n ${OUT:-} && -s $work/$i.$server.json ]]; then
-            jq -c --arg server "$server" '. + {server: $server}' "$work/$i.$server.json" >>"$OUT"
-        fi
+        median=$(for f in "$work/$i.$server".*.json; do
+            [[ -s $f ]] && echo "$(jq -r .ops_per_sec "$f") $f"
+        done | sort -n | awk '{ line[NR] = $2 } END { if (NR) print line[int((NR + 1) / 2)] }')
+        if [[ -n $median ]]; then cp "$median" "$work/$i.$server.json"; fi
     done
 done
 
@@ -145,10 +161,10 @@ done
 field() {
     if [[ -s $1 ]]; then jq -r "$2 // \"-\"" "$1"; else echo -; fi
 }
-# Prints "p50/p99/p99.9" for latency kind $2 of run file $1.
+# Prints "p99/p99.9" for latency kind $2 of run file $1.
 latency() {
     if [[ -s $1 ]]; then
-        jq -r --arg k "$2" '.latency_us[$k] // {} | "\(.p50 // "-")/\(.p99 // "-")/\(.p999 // "-")"' "$1"
+        jq -r --arg k "$2" '.latency_us[$k] // {} | "\(.p99 // "-")/\(.p999 // "-")"' "$1"
     else
         echo -
     fi
@@ -159,9 +175,11 @@ echo
 printf '%-28s' workload
 for server in "${servers[@]}"; do printf ' %14s' "$server/s"; done
 for server in "${others[@]}"; do printf ' %8s' "l/${server#beanstalkd}"; done
-printf '   %s\n' "p50/p99/p99.9 µs: ${servers[0]} | larder"
+printf '   p99/p99.9 µs:'
+for server in "${servers[@]}"; do printf ' %s' "$server"; done
+printf '\n'
 table_row() { # label, run index, rate field, latency kind
-    local rates=() r lr
+    local rates=() r lr sep=' '
     printf '%-28s' "$1"
     for server in "${servers[@]}"; do
         r=$(field "$work/$2.$server.json" ".$3 | round")
@@ -173,27 +191,31 @@ table_row() { # label, run index, rate field, latency kind
         awk -v b="${rates[$j]}" -v l="$lr" \
             'BEGIN { if (b > 0 && l != "-") printf " %8.2f", l / b; else printf " %8s", "-" }'
     done
-    printf '   %s | %s\n' "$(latency "$work/$2.${servers[0]}.json" "$4")" \
-        "$(latency "$work/$2.larder.json" "$4")"
+    printf '   '
+    for server in "${servers[@]}"; do
+        printf '%s%s' "$sep" "$(latency "$work/$2.$server.json" "$4")"
+        sep=' | '
+    done
+    printf '\n'
 }
 for i in "${!workloads[@]}"; do
     name=${workloads[$i]%%|*}
     case $name in
         put*) table_row "$name" "$i" put_per_sec put ;;
         reserve-delete*) table_row "$name (pairs)" "$i" ops_per_sec consume ;;
-        mixed*)
+        *)
             table_row "$name put" "$i" put_per_sec put
-            table_row "$name consumed" "$i" consumed_per_sec consume
+            table_row "$name done" "$i" consumed_per_sec consume
             ;;
     esac
 done
 
 echo
-echo "ops/s: puts, or reserve+delete pairs (consumed). Latency: per command, from the moment its"
-echo "pipelined batch was queued to its reply; 'consumed' rows merge reserve and delete."
+echo "ops/s: puts, or jobs done (reserve+delete pairs). Latency: per command, from the moment its"
+echo "pipelined batch was queued to its reply; 'done' rows merge reserve and delete."
 for i in "${!workloads[@]}"; do
     name=${workloads[$i]%%|*}
-    [[ $name == mixed* ]] || continue
+    [[ $name == put* || $name == reserve-delete* ]] && continue
     backlog=""
     for server in "${servers[@]}"; do
         backlog+=" $server $(field "$work/$i.$server.json" .backlog)"
@@ -208,5 +230,5 @@ for i in "${!workloads[@]}"; do
         fi
     done
 done
-echo "${WARMUP} s warm-up + ${DURATION} s per run; $(nproc) CPUs, shared by the load generator" \
+echo "${WARMUP} s warm-up + ${DURATION} s per run, median of $REPEAT; $(nproc) CPUs, shared by the load generator" \
     "and the server; 100-byte bodies unless noted."

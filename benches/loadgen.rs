@@ -13,6 +13,10 @@
 //! commands are in flight (reserve and delete alternate at depth 1). A reserve's latency
 //! includes any time it spent waiting for a job to arrive (mixed workload, empty tube).
 //!
+//! `--backlog N` (mixed workload) bounds the jobs put but not yet deleted: a producer sends
+//! its next batch only once it would not take that count past N, so the run measures jobs
+//! done at the rate the consumers keep up with, not puts into a growing queue.
+//!
 //! Plain `cargo bench` runs this with `--bench` and no `--addr`: it prints its usage and exits
 //! successfully, as there is no server to drive.
 
@@ -65,6 +69,9 @@ struct Args {
     /// Pipeline depth: commands in flight per connection.
     #[arg(long, default_value_t = 1)]
     depth: usize,
+    /// Pipeline depth of producer connections in the mixed workload [default: --depth].
+    #[arg(long)]
+    producer_depth: Option<usize>,
     /// Job body size in bytes.
     #[arg(long, default_value_t = 100)]
     body_size: usize,
@@ -82,6 +89,10 @@ struct Args {
     /// warm-up and duration]. A run that empties the tube ends early and says so.
     #[arg(long)]
     prefill: Option<u64>,
+    /// Mixed workload: most jobs put but not yet deleted; producers wait while a batch
+    /// would exceed it [default: no bound].
+    #[arg(long)]
+    backlog: Option<u64>,
     /// Tube to use [default: a new name per run, so runs do not interfere].
     #[arg(long)]
     tube: Option<String>,
@@ -139,9 +150,59 @@ struct Plan {
     measure_from: Instant,
     /// When connections stop, abandoning the batch in flight.
     deadline: Option<Instant>,
+    /// Commands in flight per consumer, and per producer.
     depth: usize,
+    producer_depth: usize,
     /// Whether a consumer stops at its first `TIMED_OUT` (the tube is empty).
     stop_when_dry: bool,
+    /// Bounds the jobs in the tube, for producers and consumers of one round.
+    gate: Option<Gate>,
+}
+
+/// Counts jobs put and not yet deleted, and holds producers back at a bound.
+struct Gate {
+    bound: u64,
+    outstanding: AtomicU64,
+    freed: tokio::sync::Notify,
+}
+
+impl Gate {
+    /// Waits until `n` more jobs fit under the bound, then counts them; false if the
+    /// deadline passed first.
+    async fn admit(&self, n: usize, deadline: Option<Instant>) -> bool {
+        let n = n as u64;
+        loop {
+            // Registered before the check, so a delete in between is not missed.
+            let freed = self.freed.notified();
+            let now = self.outstanding.load(Ordering::Acquire);
+            if now + n <= self.bound.max(n) {
+                let swapped = self.outstanding.compare_exchange(
+                    now,
+                    now + n,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                );
+                if swapped.is_ok() {
+                    return true;
+                }
+                continue;
+            }
+            match deadline {
+                Some(d) => {
+                    if tokio::time::timeout_at(d.into(), freed).await.is_err() {
+                        return false;
+                    }
+                }
+                None => freed.await,
+            }
+        }
+    }
+
+    /// Counts a deleted job (or a put that was refused) and wakes waiting producers.
+    fn release(&self, n: u64) {
+        self.outstanding.fetch_sub(n, Ordering::AcqRel);
+        self.freed.notify_waiters();
+    }
 }
 
 /// Measured operations still to start, when `--jobs` bounds the run.
@@ -212,6 +273,8 @@ impl Tally {
 struct Conn {
     client: Client,
     plan: Arc<Plan>,
+    /// Commands in flight.
+    depth: usize,
     tickets: Arc<Tickets>,
 }
 
@@ -233,7 +296,7 @@ impl Conn {
     async fn run(mut self, fresh: Command) -> Result<Tally> {
         let mut tally = Tally::new();
         // Jobs reserved by the last batch, and whether that batch was measured.
-        let mut held: Vec<(JobId, bool)> = Vec::with_capacity(self.plan.depth);
+        let mut held: Vec<(JobId, bool)> = Vec::with_capacity(self.depth);
         let mut dry = false;
         loop {
             let sent = Instant::now();
@@ -242,7 +305,7 @@ impl Conn {
                 return Ok(tally);
             }
             let measured = sent >= self.plan.measure_from;
-            let room = self.plan.depth - held.len();
+            let room = self.depth - held.len();
             let new = match (dry, measured) {
                 (true, _) => 0,
                 (false, true) => self.tickets.take(room),
@@ -250,6 +313,13 @@ impl Conn {
             };
             if held.is_empty() && new == 0 {
                 return Ok(tally);
+            }
+            let producer = matches!(fresh, Command::Put { .. });
+            if let (true, Some(gate)) = (producer, &self.plan.gate) {
+                if !gate.admit(new, self.plan.deadline).await {
+                    tally.hit_deadline = true;
+                    return Ok(tally);
+                }
             }
             let deletes = held
                 .drain(..)
@@ -268,7 +338,12 @@ impl Conn {
                 };
                 let (histogram, done) = match (&cmd, reply) {
                     (Command::Put { .. }, Reply::Inserted(_)) => (&mut tally.put, true),
-                    (Command::Delete(_), Reply::Deleted) => (&mut tally.delete, true),
+                    (Command::Delete(_), Reply::Deleted) => {
+                        if let Some(gate) = &self.plan.gate {
+                            gate.release(1);
+                        }
+                        (&mut tally.delete, true)
+                    }
                     (Command::ReserveWithTimeout(_), Reply::Reserved { id, .. }) => {
                         held.push((id, measured));
                         (&mut tally.reserve, false)
@@ -362,9 +437,15 @@ async fn drive(
             &take_tickets
         }
         .clone();
+        let depth = if producer {
+            plan.producer_depth
+        } else {
+            plan.depth
+        };
         conns.push(Conn {
             client,
             plan: plan.clone(),
+            depth,
             tickets,
         });
     }
@@ -426,7 +507,9 @@ async fn run(args: &Args) -> Result<Value> {
             measure_from: now,
             deadline: None,
             depth: 256,
+            producer_depth: 256,
             stop_when_dry: false,
+            gate: None,
         };
         drive(&args.addr, &tube, plan, (4, 0), Some(prefill), &body)
             .await
@@ -436,11 +519,24 @@ async fn run(args: &Args) -> Result<Value> {
     let measure_from = Instant::now() + Duration::from_secs_f64(args.warmup);
     let deadline = duration.map(|d| measure_from + Duration::from_secs_f64(d));
     let (depth, stop_when_dry) = (args.depth, reserve_delete);
+    let gate = match (args.workload, args.backlog) {
+        (Workload::Mixed, Some(bound)) => Some(Gate {
+            bound,
+            outstanding: AtomicU64::new(0),
+            freed: tokio::sync::Notify::new(),
+        }),
+        (_, Some(_)) => bail!("--backlog applies to the mixed workload only"),
+        (_, None) => None,
+    };
+    let producer_depth = args.producer_depth.unwrap_or(depth);
+    ensure!(producer_depth > 0, "--producer-depth must be at least 1");
     let plan = Plan {
         measure_from,
         deadline,
         depth,
+        producer_depth,
         stop_when_dry,
+        gate,
     };
     let roles = (producers, consumers);
     let (puts, takes) = drive(&args.addr, &tube, plan, roles, args.jobs, &body).await?;
@@ -468,7 +564,8 @@ async fn run(args: &Args) -> Result<Value> {
     Ok(json!({
         "workload": args.workload.to_possible_value().map(|v| v.get_name().to_owned()),
         "addr": args.addr, "tls": args.tls_ca.is_some(), "tube": tube, "producers": producers, "consumers": consumers,
-        "depth": args.depth, "body_size": args.body_size, "warmup_s": args.warmup,
+        "depth": args.depth, "producer_depth": producer_depth, "backlog_bound": args.backlog,
+        "body_size": args.body_size, "warmup_s": args.warmup,
         "duration_s": duration, "jobs": args.jobs, "prefill": prefill,
         "elapsed_s": round(secs(&puts).max(secs(&takes)), 3),
         "ops": main.ops, "ops_per_sec": rate(main),

@@ -148,6 +148,19 @@ pub fn wal_scan(data: &[u8]) {
             continue;
         };
         assert!(scan.valid_len <= scan.file_len);
+        if scan.end == segment::SegmentEnd::Clean {
+            // What follows the records of a clean segment is zero fill, and only the last
+            // segment may have any.
+            let fill = &bytes[scan.valid_len as usize..];
+            assert!(
+                fill.iter().all(|&b| b == 0),
+                "non-zero bytes after a clean end"
+            );
+            assert!(
+                last || fill.is_empty(),
+                "zero fill in a segment before the last"
+            );
+        }
         assert_eq!(scan.records, seen.len() as u64);
         for (i, (lsn, kind, payload, offset)) in seen.iter().enumerate() {
             if i > 0 {

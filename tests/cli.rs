@@ -149,7 +149,12 @@ fn wal_verify_and_dump_read_a_log_offline_and_name_corruption() {
     let data = std::env::temp_dir().join(format!("larder-walcli-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&data);
     let dir = larder::cli::wal_dir(&data);
-    let (mut wal, _, _) = Wal::open(FsStorage::new(), &dir, WalOptions::default()).expect("open");
+    // Preallocated, as the server writes it: verify and dump stop at the zero fill.
+    let options = WalOptions {
+        preallocate: true,
+        ..WalOptions::default()
+    };
+    let (mut wal, _, _) = Wal::open(FsStorage::new(), &dir, options).expect("open");
     let changes = [
         Change::Put {
             id: JobId(1),
@@ -181,6 +186,9 @@ fn wal_verify_and_dump_read_a_log_offline_and_name_corruption() {
     wal.sync().expect("sync");
     drop(wal);
 
+    let seg = dir.join("00000000000000000001.wal");
+    let len = std::fs::metadata(&seg).expect("segment").len();
+    assert_eq!(len, options.max_segment_size, "the segment is zero-filled");
     let d = data.display().to_string();
     let out = larder(&["wal", "verify", "--data-dir", &d]);
     assert_eq!(out.status.code(), Some(0), "{out:?}");
@@ -188,6 +196,10 @@ fn wal_verify_and_dump_read_a_log_offline_and_name_corruption() {
     assert!(text.contains("records:         4"), "{text}");
     assert!(text.contains("live jobs:       1"), "{text}");
     assert!(text.contains("status:          ok"), "{text}");
+    assert!(
+        text.contains("torn tail bytes: 0"),
+        "zero fill is not torn: {text}"
+    );
 
     let out = larder(&["wal", "dump", "--data-dir", &d]);
     let text = String::from_utf8_lossy(&out.stdout);
@@ -200,7 +212,6 @@ fn wal_verify_and_dump_read_a_log_offline_and_name_corruption() {
 
     // Flip a byte inside the first record's payload: the record after it is intact, so this
     // is corruption, not a torn tail, and verify names the segment and offset.
-    let seg = dir.join("00000000000000000001.wal");
     let mut bytes = std::fs::read(&seg).expect("segment");
     bytes[40 + 9 + 3] ^= 0xff;
     std::fs::write(&seg, bytes).expect("write");

@@ -169,6 +169,20 @@ async fn confirmed_work_survives_sigkill_at_random_moments() {
         for t in tasks {
             let _ = t.await;
         }
+        // The kill hit a preallocated log: the newest segment is at its full size (zero
+        // fill after its records), unless the kill came while it was being created.
+        let newest = std::fs::read_dir(dir.join("wal"))
+            .expect("wal dir")
+            .map(|e| e.expect("entry").path())
+            .filter(|p| p.extension().is_some_and(|x| x == "wal"))
+            .max()
+            .expect("a segment");
+        let len = std::fs::metadata(&newest).expect("segment").len();
+        assert!(
+            len == 16384 || len <= 40,
+            "round {round}: newest segment {} is {len} bytes, not preallocated",
+            newest.display()
+        );
 
         let server = ChildServer::larder_in(&dir, &args);
         let mut c = Raw::connect(server.addr).await;

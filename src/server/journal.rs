@@ -166,7 +166,11 @@ impl Journal {
         self.backlog
             .fetch_add(payload.len() as u64, Ordering::Relaxed);
         q.records.push((kind, payload, pos));
-        if q.records.len() == 1 {
+        let first = q.records.len() == 1;
+        // Signalled after unlocking: a writer woken while the lock is still held would
+        // only block again on it (two more futex calls and a context switch per put).
+        drop(q);
+        if first {
             self.wake.notify_one();
         }
         (lsn, pos)

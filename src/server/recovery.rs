@@ -60,6 +60,8 @@ pub fn recover(
     let mut skipped = 0u64;
     let options = WalOptions {
         max_segment_size: segment_size,
+        // A confirmed put then costs one fdatasync that flushes data only.
+        preallocate: true,
         ..WalOptions::default()
     };
     let (wal, report) = Wal::open_with(FsStorage::new(), &dir, options, |r| {

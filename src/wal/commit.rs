@@ -89,6 +89,10 @@ struct State {
     tasks: BTreeMap<(u64, u64), Waker>,
     /// The ticket the next registering future gets.
     next_ticket: u64,
+    /// Threads blocked in [`Watermark::wait`]. A publish signals the condvar only when
+    /// there are some: the server's waiters are all tasks, and signalling a condvar nobody
+    /// waits on still costs the writer a futex call per fsync.
+    blocked: usize,
 }
 
 impl State {
@@ -112,6 +116,7 @@ impl Watermark {
                 failure: None,
                 tasks: BTreeMap::new(),
                 next_ticket: 0,
+                blocked: 0,
             }),
             advanced: Condvar::new(),
         }
@@ -144,8 +149,11 @@ impl Watermark {
             }
             released.push(entry.remove());
         }
+        let blocked = state.blocked > 0;
         drop(state);
-        self.advanced.notify_all();
+        if blocked {
+            self.advanced.notify_all();
+        }
         released.into_iter().for_each(Waker::wake);
     }
 
@@ -162,8 +170,11 @@ impl Watermark {
             cause: std::sync::Arc::new(cause),
         });
         let released = mem::take(&mut state.tasks);
+        let blocked = state.blocked > 0;
         drop(state);
-        self.advanced.notify_all();
+        if blocked {
+            self.advanced.notify_all();
+        }
         released.into_values().for_each(Waker::wake);
     }
 
@@ -177,10 +188,14 @@ impl Watermark {
             if let Some(outcome) = state.outcome(lsn) {
                 return outcome;
             }
+            // Counted under the lock before the condvar releases it, so a publish that
+            // takes the lock next sees this thread and signals.
+            state.blocked += 1;
             state = self
                 .advanced
                 .wait(state)
                 .unwrap_or_else(PoisonError::into_inner);
+            state.blocked -= 1;
         }
     }
 
@@ -235,6 +250,12 @@ impl Watermark {
     #[cfg(test)]
     fn waiting(&self) -> usize {
         self.lock().tasks.len()
+    }
+
+    /// The number of threads blocked in [`Watermark::wait`].
+    #[cfg(all(test, not(loom)))]
+    fn blocked(&self) -> usize {
+        self.lock().blocked
     }
 
     /// Takes the lock. No code holding it can panic, so a poisoned mutex holds a consistent

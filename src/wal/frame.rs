@@ -223,6 +223,20 @@ pub fn could_be_torn(rest: &[u8], bad: &BadRecord) -> bool {
     }
 }
 
+/// How many bytes a torn record at the start of `rest` spans, for reporting: its frame as
+/// far as its header announces it and `rest` holds it, extended to the last non-zero byte
+/// after it. Zero fill past both is not counted.
+pub fn torn_len(rest: &[u8]) -> u64 {
+    let frame = if rest.len() < RECORD_HEADER_LEN {
+        rest.len()
+    } else {
+        let end = RECORD_HEADER_LEN as u64 + u64::from(le_u32(&rest[0..4]));
+        usize::try_from(end).unwrap_or(usize::MAX).min(rest.len())
+    };
+    let nonzero = rest.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+    frame.max(nonzero) as u64
+}
+
 fn le_u32(b: &[u8]) -> u32 {
     let mut a = [0u8; 4];
     a.copy_from_slice(&b[..4]);

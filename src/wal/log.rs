@@ -1,9 +1,11 @@
 //! The open log: appending, flushing, syncing, rotating, reading payloads back, and
 //! removing old segments.
 //!
-//! Invariants: the active segment is the newest one; its file holds exactly
-//! `written_len` bytes, all of them valid (header and whole records), followed in memory
-//! by `buf`, which holds whole frames not yet written. `durable_lsn <= written_lsn <
+//! Invariants: the active segment is the newest one; its file holds `written_len` valid
+//! bytes (header and whole records) followed by zero fill up to `file_len` (none unless
+//! preallocating), and in memory by `buf`, which holds whole frames not yet written.
+//! Sealed segments hold no zero fill: it is cut off before the segment is synced for the
+//! last time. `durable_lsn <= written_lsn <
 //! next_lsn`. Once `poisoned` is set it is never cleared: after a failed write or sync the
 //! file's contents are unknown, so nothing more is written (see the module docs).
 
@@ -26,6 +28,12 @@ pub struct WalOptions {
     /// is treated as corrupt. Default 64 MiB. Never lower it below a payload already
     /// written.
     pub max_payload: u32,
+    /// Whether each new segment is preallocated to `max_segment_size` bytes of zero fill
+    /// (and the active one extended to it on open), so that writing a record does not
+    /// change the file's length and the fdatasync after it has only data to flush. Zero
+    /// fill at the end of the last segment is not a torn tail (see the module docs).
+    /// Default false; the server turns it on.
+    pub preallocate: bool,
 }
 
 impl Default for WalOptions {
@@ -33,6 +41,7 @@ impl Default for WalOptions {
         WalOptions {
             max_segment_size: 64 << 20,
             max_payload: 64 << 20,
+            preallocate: false,
         }
     }
 }
@@ -43,6 +52,11 @@ impl WalOptions {
     /// The largest accepted `max_segment_size`: payload offsets within a segment fit 32 bits
     /// (a record too big for any segment still gets one of its own, starting near offset 0).
     pub const MAX_SEGMENT_SIZE: u64 = 4 << 30;
+
+    /// The length new segments are preallocated to, if they are.
+    pub fn preallocation(&self) -> Option<u64> {
+        self.preallocate.then_some(self.max_segment_size)
+    }
 
     /// Checks the options are in range.
     pub fn validate(&self) -> Result<(), WalError> {
@@ -125,7 +139,10 @@ impl Layout {
 pub(super) struct Active<F> {
     pub(super) seq: u64,
     pub(super) file: F,
+    /// Bytes of header and records; the next record is written here.
     pub(super) written_len: u64,
+    /// The file's length: `written_len` plus any zero fill.
+    pub(super) file_len: u64,
     pub(super) records: u64,
 }
 
@@ -363,22 +380,26 @@ impl<S: Storage> Wal<S> {
             return Ok(());
         }
         let path = segment::path(&self.dir, self.active.seq);
-        if let Err(e) = self.active.file.append(&self.buf) {
+        let at = self.active.written_len;
+        if let Err(e) = self.active.file.write_at(at, &self.buf) {
             if !WalError::is_no_space(&e) {
                 return Err(WalError::io("append to", path)(e));
             }
-            // Part of the buffer may have reached the file: cut it off so the file again
-            // ends at a record boundary and a retry writes the buffer whole.
+            // Part of the buffer may have reached the file: cut it off (and any zero fill
+            // with it) so the file again ends at a record boundary and a retry writes the
+            // buffer whole.
             self.active
                 .file
-                .set_len(self.active.written_len)
+                .set_len(at)
                 .map_err(WalError::io("truncate", &path))?;
+            self.active.file_len = at;
             return Err(WalError::NoSpace {
                 op: "append to",
                 path,
             });
         }
         self.active.written_len += self.buf.len() as u64;
+        self.active.file_len = self.active.file_len.max(self.active.written_len);
         self.buf.clear();
         self.written_lsn = Lsn(self.next_lsn.0 - 1);
         Ok(())
@@ -396,11 +417,35 @@ impl<S: Storage> Wal<S> {
         Ok(())
     }
 
+    /// Seals the active segment (its records written, its zero fill cut off, synced) and
+    /// makes the next one active.
     fn rotate(&mut self) -> Result<(), WalError> {
         self.write_buf()?;
+        if self.active.file_len > self.active.written_len {
+            let path = segment::path(&self.dir, self.active.seq);
+            self.active
+                .file
+                .set_len(self.active.written_len)
+                .map_err(WalError::io("truncate", &path))?;
+            self.active.file_len = self.active.written_len;
+            // Synced even if every record already is: the new length must be durable
+            // before a later segment exists.
+            self.active
+                .file
+                .sync_data()
+                .map_err(WalError::io("sync", path))?;
+            self.durable_lsn = self.written_lsn;
+        }
         self.sync_active()?;
         let seq = self.active.seq + 1;
-        let file = match segment::create(&self.storage, &self.dir, seq, self.next_lsn) {
+        let created = segment::create(
+            &self.storage,
+            &self.dir,
+            seq,
+            self.next_lsn,
+            self.options.preallocation(),
+        );
+        let (file, file_len) = match created {
             Ok(file) => file,
             // Nothing was created (creating the file is the only step that needs a new
             // descriptor: the directory's is kept open by the storage).
@@ -431,6 +476,7 @@ impl<S: Storage> Wal<S> {
             seq,
             file,
             written_len: SEGMENT_HEADER_LEN as u64,
+            file_len,
             records: 0,
         };
         Ok(())

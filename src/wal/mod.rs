@@ -52,7 +52,22 @@
 //! Anything else is corruption and an error naming the segment file and byte offset
 //! ([`WalError::Corrupt`]): an invalid record in a segment other than the last, or an
 //! invalid record followed by more non-zero data. A segment other than the last must end
-//! exactly at a record boundary. A bad magic, unknown version, wrong header length or bad
+//! exactly at a record boundary.
+//!
+//! # Zero fill (preallocated segments)
+//!
+//! With [`WalOptions::preallocate`], a segment is created at its full size: its header,
+//! then zero bytes up to [`WalOptions::max_segment_size`] (allocated with `fallocate` where
+//! the file system has it), made durable with the header. Records are then written into
+//! the fill, so the fdatasync after a write never has to record a new file size. In the
+//! **last** segment, a record boundary followed only by zero bytes to the end of the file
+//! is its clean end: no record frame is all zeros (its CRC covers the kind byte, and the
+//! CRC32C of a zero kind with an empty payload is not zero), so the first all-zero frame
+//! header marks where writing stopped. The log keeps the length written in memory; on open
+//! it is the end of the last valid record. A torn record before the fill is cut as above
+//! and the fill restored behind it. A segment is sealed by cutting its fill off before its
+//! last sync, so segments other than the last never hold any; zero bytes after the records
+//! of one are corruption. Logs written with and without preallocation read the same. A bad magic, unknown version, wrong header length or bad
 //! header CRC is a [`WalError::BadHeader`] naming the file.
 //!
 //! # Durability
@@ -61,12 +76,13 @@
 //! publishes the synced LSN to a [`commit::Watermark`], which every command waiting on a
 //! record at or below it (to send its reply) is released by.
 //!
-//! [`Wal::append`] only buffers; [`Wal::flush`] writes the buffer with one write call;
+//! [`Wal::append`] only buffers; [`Wal::flush`] writes the buffer with one write call at the
+//! end of the last record;
 //! [`Wal::sync`] flushes and fdatasyncs, and what it returns is the durable LSN. A segment
 //! is rotated before a record would take it past [`WalOptions::max_segment_size`] (a
-//! record larger than that gets a segment to itself): the old segment is flushed and
-//! synced (sealed), the new one is created, its header written and synced, and the
-//! directory synced. The directory is also synced after removing segments and after
+//! record larger than that gets a segment to itself): the old segment is flushed, its zero
+//! fill cut off, and synced (sealed), the new one is created, its header written (and its
+//! fill allocated) and synced, and the directory synced. The directory is also synced after removing segments and after
 //! removing a torn segment on open.
 //!
 //! After any failed write or sync the log is *poisoned*: every later append, flush, sync
@@ -87,6 +103,8 @@ pub mod commit;
 pub mod error;
 pub mod frame;
 mod log;
+#[cfg(test)]
+mod prealloc_tests;
 mod recover;
 pub mod segment;
 pub mod storage;

@@ -1,8 +1,10 @@
 //! Opening a log: replaying every segment in order, applying the torn-tail rule to the
 //! last one, and handing back a [`Wal`] ready to append after the last valid record.
 //!
-//! Recovery changes the directory only to cut a torn tail (truncate and sync) or to remove
-//! a last segment whose header was never finished (remove and sync the directory). Before
+//! Recovery changes the directory only to cut a torn tail (truncate and sync), to remove
+//! a last segment whose header was never finished (remove and sync the directory), and,
+//! when the options ask for preallocation, to extend the active segment with zero fill
+//! (a torn tail is truncated first, so it never survives inside the fill). Before
 //! returning it syncs the active segment and the directory, so everything it reported is
 //! durable even if the previous process died before its own sync.
 
@@ -20,7 +22,8 @@ pub struct OpenReport {
     pub segments: u64,
     /// Valid records replayed.
     pub records: u64,
-    /// Bytes cut off as a torn tail (0 if the log ended cleanly); worth a warning.
+    /// Bytes of a torn tail cut off (0 if the log ended cleanly, zero fill after the last
+    /// record included; see [`frame::torn_len`](super::frame::torn_len)); worth a warning.
     pub truncated_bytes: u64,
     /// LSN of the last record (`Lsn(0)` if the log is empty).
     pub last_lsn: Lsn,
@@ -67,17 +70,18 @@ impl<S: Storage> Wal<S> {
         }
         let next_lsn = scanner.next_lsn().unwrap_or(Lsn(1));
         let active = match last {
-            None => new_log(&storage, dir)?,
+            None => new_log(&storage, dir, &options)?,
             Some(scan) => match scan.end {
-                SegmentEnd::Clean => reopen(&storage, dir, &scan, scan.file_len)?,
-                SegmentEnd::TornRecord { offset } => {
-                    report.truncated_bytes = scan.file_len - offset;
+                SegmentEnd::Clean => reopen(&storage, dir, &scan, scan.valid_len)?,
+                SegmentEnd::TornRecord { offset, len } => {
+                    report.truncated_bytes = len;
                     let mut active = reopen(&storage, dir, &scan, offset)?;
                     let path = segment::path(dir, scan.seq);
                     active
                         .file
                         .set_len(offset)
                         .map_err(WalError::io("truncate", &path))?;
+                    active.file_len = offset;
                     active
                         .file
                         .sync_data()
@@ -92,8 +96,8 @@ impl<S: Storage> Wal<S> {
                         .map_err(WalError::io("remove", &path))?;
                     storage.sync_dir(dir).map_err(WalError::io("sync", dir))?;
                     match previous {
-                        Some(prev) => reopen(&storage, dir, &prev, prev.file_len)?,
-                        None if scan.seq == 1 => new_log(&storage, dir)?,
+                        Some(prev) => reopen(&storage, dir, &prev, prev.valid_len)?,
+                        None if scan.seq == 1 => new_log(&storage, dir, &options)?,
                         None => return Err(WalError::TornOnlySegment { path }),
                     }
                 }
@@ -101,6 +105,14 @@ impl<S: Storage> Wal<S> {
         };
         let mut active = active;
         let path = segment::path(dir, active.seq);
+        if options.preallocate && active.file_len < options.max_segment_size {
+            active.file_len = segment::preallocate(
+                &mut active.file,
+                &path,
+                active.written_len,
+                options.max_segment_size,
+            )?;
+        }
         active
             .file
             .sync_data()
@@ -120,11 +132,17 @@ impl<S: Storage> Wal<S> {
     }
 }
 
-fn new_log<S: Storage>(storage: &S, dir: &Path) -> Result<Active<S::File>, WalError> {
+fn new_log<S: Storage>(
+    storage: &S,
+    dir: &Path,
+    options: &WalOptions,
+) -> Result<Active<S::File>, WalError> {
+    let (file, file_len) = segment::create(storage, dir, 1, Lsn(1), options.preallocation())?;
     Ok(Active {
         seq: 1,
-        file: segment::create(storage, dir, 1, Lsn(1))?,
+        file,
         written_len: SEGMENT_HEADER_LEN as u64,
+        file_len,
         records: 0,
     })
 }
@@ -143,6 +161,7 @@ fn reopen<S: Storage>(
         seq: scan.seq,
         file,
         written_len: len,
+        file_len: scan.file_len,
         records: scan.records,
     })
 }

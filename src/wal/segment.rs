@@ -41,34 +41,69 @@ pub fn list<S: Storage>(storage: &S, dir: &Path) -> Result<Vec<u64>, WalError> {
 }
 
 /// Creates segment `seq` in `dir` with `first_lsn` in its header, and makes it durable:
-/// writes and syncs the header, then syncs the directory.
+/// writes the header, preallocates the file to `preallocate` bytes of zero fill if given
+/// (see [`preallocate`]), syncs it, then syncs the directory. Returns the file and its
+/// length.
 pub fn create<S: Storage>(
     storage: &S,
     dir: &Path,
     seq: u64,
     first_lsn: Lsn,
-) -> Result<S::File, WalError> {
+    preallocate: Option<u64>,
+) -> Result<(S::File, u64), WalError> {
     let path = path(dir, seq);
     let mut file = storage
         .create(&path)
         .map_err(WalError::io("create", &path))?;
     let header = SegmentHeader { seq, first_lsn };
-    file.append(&header.encode())
+    file.write_at(0, &header.encode())
         .map_err(WalError::io("write header to", &path))?;
+    let mut len = SEGMENT_HEADER_LEN as u64;
+    if let Some(target) = preallocate {
+        len = self::preallocate(&mut file, &path, len, target)?;
+    }
     file.sync_data().map_err(WalError::io("sync", &path))?;
     storage.sync_dir(dir).map_err(WalError::io("sync", dir))?;
-    Ok(file)
+    Ok((file, len))
+}
+
+/// Extends a segment whose records end at `written` to `target` bytes of zero fill, so
+/// that writing records into it does not change the file's length and an fdatasync after
+/// a write has only the data to flush. The caller syncs. Returns the file's new length.
+///
+/// Preallocation is an optimisation: when the disk has no room for it, the file is cut
+/// back to `written` and left to grow as records are written (the log then meets a full
+/// disk when it writes, as it would without preallocating).
+pub fn preallocate<F: StorageFile>(
+    file: &mut F,
+    path: &Path,
+    written: u64,
+    target: u64,
+) -> Result<u64, WalError> {
+    match file.allocate(target) {
+        Ok(()) => Ok(target.max(written)),
+        Err(e) if WalError::is_no_space(&e) => {
+            file.set_len(written)
+                .map_err(WalError::io("truncate", path))?;
+            Ok(written)
+        }
+        Err(e) => Err(WalError::io("preallocate", path)(e)),
+    }
 }
 
 /// How a scanned segment ends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SegmentEnd {
-    /// At a record boundary, at the end of the file.
+    /// At a record boundary, at the end of the file or (last segment only) followed by
+    /// nothing but zero fill (preallocated and never written).
     Clean,
-    /// A torn record starts at `offset` (last segment only).
+    /// A torn record starts at `offset` (last segment only); the file is cut there. `len`
+    /// counts the torn bytes ([`frame::torn_len`]).
     TornRecord {
-        /// Where the torn record starts: the length to truncate the file to.
+        /// Where the torn record starts: where the next record will be written.
         offset: u64,
+        /// Bytes from `offset` to the last non-zero byte of the file.
+        len: u64,
     },
     /// The header is unfinished (last segment only): the file was being created.
     TornHeader,
@@ -83,7 +118,8 @@ pub struct SegmentScan {
     pub header: Option<SegmentHeader>,
     /// The file's length.
     pub file_len: u64,
-    /// Length of the valid part: header and whole records.
+    /// Length of the valid part: header and whole records. Anything after it in a
+    /// segment that ends [`SegmentEnd::Clean`] is zero fill.
     pub valid_len: u64,
     /// Valid records found.
     pub records: u64,
@@ -92,8 +128,11 @@ pub struct SegmentScan {
 }
 
 /// Scans the bytes of segment `seq` (read from `path`), calling `f` for each valid record.
-/// Only if `last` may the segment end in a torn tail; otherwise any invalid record is
-/// corruption.
+/// Only if `last` may the segment end in zero fill or a torn tail; otherwise any invalid
+/// record is corruption. Zero fill is told from records because no record frame is all
+/// zeros: a frame's CRC covers its kind byte, and the CRC32C of a zero kind byte followed
+/// by an empty payload is not zero ([`frame::could_be_torn`] then classifies what is not
+/// zero fill).
 pub fn scan<'a>(
     path: &Path,
     seq: u64,
@@ -145,8 +184,12 @@ pub fn scan<'a>(
                 lsn.0 += 1;
                 out.records += 1;
             }
+            Err(_) if last && rest.iter().all(|&b| b == 0) => break,
             Err(bad) if last && frame::could_be_torn(rest, &bad) => {
-                out.end = SegmentEnd::TornRecord { offset: at as u64 };
+                out.end = SegmentEnd::TornRecord {
+                    offset: at as u64,
+                    len: frame::torn_len(rest),
+                };
                 break;
             }
             Err(problem) => return Err(corrupt(path, at as u64, problem)),
@@ -308,7 +351,13 @@ mod tests {
         let cut = &bytes[..bytes.len() - 1];
         let (scan, got) = collect(cut, true).expect("torn tail");
         assert_eq!(got.len(), 1);
-        assert_eq!(scan.end, SegmentEnd::TornRecord { offset: 50 });
+        assert_eq!(
+            scan.end,
+            SegmentEnd::TornRecord {
+                offset: 50,
+                len: 10
+            }
+        );
         match collect(cut, false) {
             Err(WalError::Corrupt { offset: 50, .. }) => {}
             other => panic!("expected corruption at 50, got {other:?}"),

@@ -9,7 +9,7 @@
 mod mem;
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
@@ -22,9 +22,9 @@ pub trait Storage {
 
     /// Creates `dir` and its parents if they do not exist.
     fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
-    /// Creates a new, empty file opened for appending and reading; fails if it exists.
+    /// Creates a new, empty file opened for writing and reading; fails if it exists.
     fn create(&self, path: &Path) -> io::Result<Self::File>;
-    /// Opens an existing file, for appending and reading if `write`, else read-only.
+    /// Opens an existing file, for writing and reading if `write`, else read-only.
     fn open(&self, path: &Path, write: bool) -> io::Result<Self::File>;
     /// The names of the regular files directly in `dir` (names that are not UTF-8 are
     /// left out: they cannot be segment names).
@@ -38,7 +38,16 @@ pub trait Storage {
 /// One open file of a [`Storage`].
 pub trait StorageFile {
     /// Appends all of `buf` at the end of the file.
-    fn append(&mut self, buf: &[u8]) -> io::Result<()>;
+    fn append(&mut self, buf: &[u8]) -> io::Result<()> {
+        let end = self.size()?;
+        self.write_at(end, buf)
+    }
+    /// Writes all of `buf` at `offset`, extending the file if it ends before.
+    fn write_at(&mut self, offset: u64, buf: &[u8]) -> io::Result<()>;
+    /// Makes the file at least `len` bytes long, the new bytes reading as zeros, with
+    /// their blocks allocated where the file system can (`fallocate`); otherwise extends
+    /// it as `set_len` would. Never shortens it.
+    fn allocate(&mut self, len: u64) -> io::Result<()>;
     /// Fills `buf` from the file at `offset`; an error if the file ends first.
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()>;
     /// The file's current length.
@@ -74,13 +83,13 @@ impl Storage for FsStorage {
     fn create(&self, path: &Path) -> io::Result<File> {
         OpenOptions::new()
             .read(true)
-            .append(true)
+            .write(true)
             .create_new(true)
             .open(path)
     }
 
     fn open(&self, path: &Path, write: bool) -> io::Result<File> {
-        OpenOptions::new().read(true).append(write).open(path)
+        OpenOptions::new().read(true).write(write).open(path)
     }
 
     fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
@@ -114,8 +123,30 @@ impl Storage for FsStorage {
 }
 
 impl StorageFile for File {
-    fn append(&mut self, buf: &[u8]) -> io::Result<()> {
-        self.write_all(buf)
+    fn write_at(&mut self, offset: u64, buf: &[u8]) -> io::Result<()> {
+        self.write_all_at(buf, offset)
+    }
+
+    fn allocate(&mut self, len: u64) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        if self.size()? >= len {
+            return Ok(());
+        }
+        let len =
+            libc::off_t::try_from(len).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
+        // SAFETY: fallocate on a descriptor this `File` owns; no memory is passed.
+        let rc = unsafe { libc::fallocate(self.as_raw_fd(), 0, 0, len) };
+        if rc == 0 {
+            return Ok(());
+        }
+        let err = io::Error::last_os_error();
+        match err.raw_os_error() {
+            // File systems without fallocate (FUSE, some network ones): a sparse extension
+            // still gives the file its final length, so a later fdatasync need not record
+            // a new size.
+            Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) => File::set_len(self, len as u64),
+            _ => Err(err),
+        }
     }
 
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
@@ -162,9 +193,18 @@ mod tests {
         assert!(f.read_at(8, &mut buf).is_err(), "read past end");
         f.set_len(5).expect("truncate");
         f.append(b"!").expect("append after truncate");
+        f.allocate(10).expect("allocate");
+        assert_eq!(f.size().expect("size"), 10);
+        let mut buf = [9u8; 4];
+        f.read_at(6, &mut buf).expect("read zero fill");
+        assert_eq!(buf, [0; 4]);
+        f.write_at(6, b"ab").expect("write into the zero fill");
+        f.allocate(4).expect("allocate never shortens");
+        assert_eq!(f.size().expect("size"), 10);
+        f.set_len(8).expect("cut the zero fill");
         f.sync_data().expect("sync");
         let g = s.open(&path, false).expect("open");
-        assert_eq!(read_all(&g).expect("read all"), b"hello!");
+        assert_eq!(read_all(&g).expect("read all"), b"hello!ab");
         assert_eq!(s.list(dir).expect("list"), vec!["a.wal".to_string()]);
         s.sync_dir(dir).expect("sync dir");
         s.remove(&path).expect("remove");

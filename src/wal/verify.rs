@@ -71,7 +71,7 @@ pub fn verify_with<S: Storage>(
                 }
                 report.torn_tail_bytes = match scan.end {
                     SegmentEnd::Clean => 0,
-                    SegmentEnd::TornRecord { offset } => scan.file_len - offset,
+                    SegmentEnd::TornRecord { len, .. } => len,
                     SegmentEnd::TornHeader => scan.file_len,
                 };
             }
@@ -250,6 +250,7 @@ mod tests {
         let opts = WalOptions {
             max_segment_size: 64,
             max_payload: 100,
+            ..WalOptions::default()
         };
         let (mut wal, _, _) = Wal::open(s.clone(), &dir, opts).expect("open");
         for i in 0..5u8 {

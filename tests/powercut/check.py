@@ -6,7 +6,7 @@ worker that record every confirmation they get, cut the power mid-load (every wr
 fsync'ed is lost), remount, restart larder, and check that every confirmed put is there with
 its exact body unless its delete was sent, and that no confirmed delete came back.
 
-Usage: check.py LARDER POWERCUT_SH [--rounds N] [--fsync POLICY] [--expect-loss]
+Usage: check.py LARDER POWERCUT_SH [--rounds N] [--fsync POLICY] [--segment-size BYTES] [--expect-loss]
 With --expect-loss the script exits 0 only if some confirmed job WAS lost (used to show that
 the check can fail, e.g. with --fsync never).
 """
@@ -60,6 +60,7 @@ def main():
     ap.add_argument("larder"); ap.add_argument("powercut")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--fsync", default="always")
+    ap.add_argument("--segment-size", help="larder's --wal-segment-size (small: rotations under load)")
     ap.add_argument("--expect-loss", action="store_true")
     a = ap.parse_args()
     a.larder = os.path.abspath(a.larder)
@@ -85,8 +86,9 @@ def main():
     try:
         for rnd in range(a.rounds):
             port = free_port()
+            extra = ["--wal-segment-size", a.segment_size] if a.segment_size else []
             srv = subprocess.Popen([a.larder, "serve", "--listen", "127.0.0.1:%d" % port, "--data-dir",
-                                    os.path.join(mnt, "data"), "--fsync", a.fsync],
+                                    os.path.join(mnt, "data"), "--fsync", a.fsync, *extra],
                                    stderr=subprocess.DEVNULL, cwd="/")
             wait_listening(port, srv)
             stop = threading.Event()
@@ -128,8 +130,9 @@ def main():
             srv.wait()
             pc("mount", mnt)
             port = free_port()
+            extra = ["--wal-segment-size", a.segment_size] if a.segment_size else []
             srv = subprocess.Popen([a.larder, "serve", "--listen", "127.0.0.1:%d" % port, "--data-dir",
-                                    os.path.join(mnt, "data"), "--fsync", a.fsync],
+                                    os.path.join(mnt, "data"), "--fsync", a.fsync, *extra],
                                    stderr=subprocess.DEVNULL, cwd="/")
             wait_listening(port, srv)
             c = Conn(port)

@@ -164,11 +164,20 @@ fn blocked_threads_are_released_by_publish_and_by_fail() {
     };
     let covered = spawn(4);
     let beyond = spawn(9);
+    // Both threads are blocked (publishes below must signal them, not find them early).
+    while watermark.blocked() < 2 {
+        thread::yield_now();
+    }
     watermark.publish(3);
     watermark.publish(4);
     assert!(covered.join().unwrap().unwrap() >= 4);
     watermark.fail(fsync_error());
     assert_eq!(beyond.join().unwrap().unwrap_err().durable(), 4);
+    assert_eq!(
+        watermark.blocked(),
+        0,
+        "released threads are no longer counted"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

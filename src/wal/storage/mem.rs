@@ -8,7 +8,7 @@
 //! a clone to crash or inspect the storage after handing one to the log.
 //!
 //! Failures: [`MemStorage::fail_write`] and [`MemStorage::fail_sync`] make the Nth later
-//! `append` (or the Nth later `sync_data`/`sync_dir`) fail. A failed append first writes
+//! write (or the Nth later `sync_data`/`sync_dir`) fail. A failed write first writes
 //! half of its buffer, like a short write before the disk filled; a failed sync makes
 //! nothing durable.
 
@@ -261,7 +261,7 @@ impl MemFile {
 }
 
 impl StorageFile for MemFile {
-    fn append(&mut self, buf: &[u8]) -> io::Result<()> {
+    fn write_at(&mut self, offset: u64, buf: &[u8]) -> io::Result<()> {
         self.check_write()?;
         let mut st = self.storage.lock();
         st.writes += 1;
@@ -273,16 +273,32 @@ impl StorageFile for MemFile {
             _ => None,
         };
         let node = st.node(self.node, self.epoch)?;
-        match fail {
-            Some(fault) => {
-                node.data.extend_from_slice(&buf[..buf.len() / 2]);
-                Err(fault.error())
-            }
-            None => {
-                node.data.extend_from_slice(buf);
-                Ok(())
-            }
+        let start =
+            usize::try_from(offset).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
+        let written = match fail {
+            Some(_) => &buf[..buf.len() / 2],
+            None => buf,
+        };
+        let end = start + written.len();
+        if node.data.len() < end {
+            node.data.resize(end, 0);
         }
+        node.data[start..end].copy_from_slice(written);
+        match fail {
+            Some(fault) => Err(fault.error()),
+            None => Ok(()),
+        }
+    }
+
+    fn allocate(&mut self, len: u64) -> io::Result<()> {
+        self.check_write()?;
+        let len = usize::try_from(len).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
+        let mut st = self.storage.lock();
+        let node = st.node(self.node, self.epoch)?;
+        if node.data.len() < len {
+            node.data.resize(len, 0);
+        }
+        Ok(())
     }
 
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
