@@ -82,15 +82,16 @@ impl State {
     }
 
     /// Encodes and queues every change, in the order the engine made them, and tells the
-    /// engine where each new body will be in the log.
+    /// engine where each new body will be in the log. A body is not copied here, under the
+    /// lock: it is queued as the bytes the job holds, for the writer to copy.
     fn journal_changes(&mut self) {
         let changes = self.engine.take_changes();
         if changes.is_empty() {
             return;
         }
         for change in &changes {
-            let (kind, payload) = record::encode(change);
-            let size = retention::framed(&payload);
+            let (kind, payload) = record::encode_payload(change);
+            let size = retention::framed(payload.len());
             let (_, pos) = self.journal.push(kind, payload);
             if let (Change::Put { id, .. } | Change::Image { id, .. }, Some((start, body))) =
                 (change, record::body_in(change))

@@ -2,7 +2,9 @@
 //! and the writer thread that appends them, syncs, and publishes the durable LSN.
 //!
 //! Records are queued under the engine's lock, so their order in the log is the order in
-//! which the engine changed state. LSNs and positions are assigned at queueing time (a copy
+//! which the engine changed state. A record is queued as a [`Payload`]: a job's body
+//! travels in it as the bytes the job already holds, and the writer, off the lock, is
+//! what copies it into the log. LSNs and positions are assigned at queueing time (a copy
 //! of the log's [`Layout`] predicts where each record lands, and the writer checks it), so
 //! a job knows where its body is before the record is written. The writer publishes the
 //! last LSN each write (and, under `--fsync always`, each fdatasync) covers to the
@@ -21,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use super::disk_reserve::DiskReserve;
 use crate::config::FsyncPolicy;
+use crate::engine::record::Payload;
 use crate::wal::commit::Watermark;
 use crate::wal::storage::Storage;
 use crate::wal::{Layout, Lsn, RecordPos, Wal};
@@ -42,7 +45,7 @@ struct Queue {
 }
 
 /// A record waiting for the writer, and where it was promised to land.
-type Queued = (u8, Vec<u8>, RecordPos);
+type Queued = (u8, Payload, RecordPos);
 
 /// The hand-off between the engine and the writer thread.
 pub struct Journal {
@@ -67,7 +70,8 @@ pub struct Journal {
     out_of_files: AtomicBool,
     /// The server is stopping: the writer stops waiting for disk space.
     stopping: AtomicBool,
-    /// Payload bytes queued or being written (see [`Journal::over_backlog`]).
+    /// Payload bytes (bodies included) queued or being written (see
+    /// [`Journal::over_backlog`]).
     backlog: AtomicU64,
     /// `--max-log-backlog` (0: none).
     max_backlog: u64,
@@ -158,7 +162,7 @@ impl Journal {
     }
 
     /// Queues a record; returns its LSN and where its payload will be in the log.
-    pub fn push(&self, kind: u8, payload: Vec<u8>) -> (Lsn, RecordPos) {
+    pub fn push(&self, kind: u8, payload: Payload) -> (Lsn, RecordPos) {
         let mut q = self.lock();
         let lsn = Lsn(q.next_lsn);
         q.next_lsn += 1;
@@ -399,7 +403,7 @@ impl<S: Storage> Writer<S> {
         let mut last = 0;
         let count = batch.len() as u64;
         for (kind, payload, promised) in batch {
-            match self.until_space(|wal| wal.append(kind, &payload)) {
+            match self.until_space(|wal| wal.append_parts(kind, &payload.head, &payload.body)) {
                 Ok((_, pos)) if pos != promised => {
                     // Jobs already point at the promised place: confirming would be a lie.
                     return self.fail(format!(
@@ -570,12 +574,15 @@ mod tests {
     async fn connections_wait_while_the_backlog_is_over_its_limit() {
         let storage = MemStorage::new();
         let dir = std::path::Path::new("/log");
-        let (wal, _, _) = Wal::open(storage, dir, WalOptions::default()).expect("open");
+        let (wal, _, _) = Wal::open(storage.clone(), dir, WalOptions::default()).expect("open");
         let journal = Arc::new(Journal::with_backlog(wal.next_lsn().0, wal.layout(), 1000));
-        journal.push(2, vec![1; 600]);
+        let first = journal.push(2, vec![1; 600].into());
         assert!(!journal.over_backlog());
         assert!(journal.room().now_or_never().is_some());
-        journal.push(2, vec![2; 600]);
+        // A body, queued apart from the encoded bytes, counts as much as they do.
+        let body = bytes::Bytes::from(vec![3; 500]);
+        let head = vec![2; 100];
+        let second = journal.push(2, Payload { head, body });
         assert!(journal.over_backlog());
         assert_eq!(journal.backlog(), 1200);
         // No writer yet: the wait cannot end.
@@ -590,5 +597,11 @@ mod tests {
         assert_eq!(journal.backlog(), 0);
         journal.close();
         writer.join().expect("writer thread");
+        // Each record is where it was promised, the body written after its head.
+        let (_, records, _) = Wal::open(storage, dir, WalOptions::default()).expect("reopen");
+        let got: Vec<_> = records.iter().map(|r| (r.lsn, r.pos, &r.payload)).collect();
+        let (whole, joined) = (vec![1; 600], [vec![2; 100], vec![3; 500]].concat());
+        let want = vec![(first.0, first.1, &whole), (second.0, second.1, &joined)];
+        assert_eq!(got, want);
     }
 }

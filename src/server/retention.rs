@@ -127,17 +127,17 @@ impl Retention {
     /// Queues records of `changes` and notes where they land.
     fn queue(&mut self, journal: &Journal, changes: Vec<Change>) {
         for change in changes {
-            let (kind, payload) = record::encode(&change);
-            let size = framed(&payload);
+            let (kind, payload) = record::encode_payload(&change);
+            let size = framed(payload.len());
             let (_, pos) = journal.push(kind, payload);
             self.note(&change, pos.segment, size);
         }
     }
 }
 
-/// The bytes a record with `payload` takes in the log.
-pub fn framed(payload: &[u8]) -> u64 {
-    (crate::wal::frame::RECORD_HEADER_LEN + payload.len()) as u64
+/// The bytes a record with a payload of `payload_len` bytes takes in the log.
+pub fn framed(payload_len: usize) -> u64 {
+    (crate::wal::frame::RECORD_HEADER_LEN + payload_len) as u64
 }
 
 /// The segment compaction should empty next, if the log has grown past its slack (see

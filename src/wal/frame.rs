@@ -114,7 +114,14 @@ impl SegmentHeader {
 
 /// The CRC32C a record frame carries: over its kind byte followed by its payload.
 pub fn record_crc(kind: u8, payload: &[u8]) -> u32 {
-    crc32c::crc32c_append(crc32c::crc32c(&[kind]), payload)
+    record_crc_parts(kind, payload, &[])
+}
+
+/// [`record_crc`] of a payload given in two parts, `head` then `tail`: the same value as
+/// over their concatenation, computed without joining them.
+pub fn record_crc_parts(kind: u8, head: &[u8], tail: &[u8]) -> u32 {
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&[kind]), head);
+    crc32c::crc32c_append(crc, tail)
 }
 
 /// Appends one record frame (header and payload) to `out`.
@@ -122,10 +129,20 @@ pub fn record_crc(kind: u8, payload: &[u8]) -> u32 {
 /// The caller has checked that the payload fits the configured maximum, which is at most
 /// `u32::MAX`.
 pub fn encode_record(out: &mut Vec<u8>, kind: u8, payload: &[u8]) {
-    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    out.extend_from_slice(&record_crc(kind, payload).to_le_bytes());
+    encode_record_parts(out, kind, payload, &[]);
+}
+
+/// Appends one record frame whose payload is `head` followed by `tail` to `out`: the same
+/// bytes as [`encode_record`] of their concatenation. Same precondition: the whole payload
+/// fits the configured maximum.
+pub fn encode_record_parts(out: &mut Vec<u8>, kind: u8, head: &[u8], tail: &[u8]) {
+    let len = head.len() + tail.len();
+    out.reserve(RECORD_HEADER_LEN + len);
+    out.extend_from_slice(&(len as u32).to_le_bytes());
+    out.extend_from_slice(&record_crc_parts(kind, head, tail).to_le_bytes());
     out.push(kind);
-    out.extend_from_slice(payload);
+    out.extend_from_slice(head);
+    out.extend_from_slice(tail);
 }
 
 /// A valid record frame, borrowed from the bytes it was decoded from.
@@ -304,6 +321,26 @@ mod tests {
                 "{cut}: {bad:?}"
             );
             assert!(could_be_torn(&buf[..cut], &bad));
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn a_record_encoded_in_two_parts_is_the_record_encoded_whole(
+            kind in proptest::prelude::any::<u8>(),
+            payload in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+            cut in 0usize..301,
+        ) {
+            let cut = cut.min(payload.len());
+            let (head, tail) = payload.split_at(cut);
+            let mut whole = Vec::new();
+            encode_record(&mut whole, kind, &payload);
+            let mut parts = Vec::new();
+            encode_record_parts(&mut parts, kind, head, tail);
+            proptest::prop_assert_eq!(&parts, &whole);
+            proptest::prop_assert_eq!(record_crc_parts(kind, head, tail), crc32c::crc32c(&whole[8..]));
+            let frame = decode_record(&parts, 300).expect("valid record");
+            proptest::prop_assert_eq!((frame.kind, frame.payload), (kind, &payload[..]));
         }
     }
 

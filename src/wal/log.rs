@@ -203,20 +203,33 @@ impl<S: Storage> Wal<S> {
     /// does not fit the active segment, the segment is sealed and the next one created
     /// first (which writes and syncs).
     pub fn append(&mut self, kind: u8, payload: &[u8]) -> Result<(Lsn, RecordPos), WalError> {
+        self.append_parts(kind, payload, &[])
+    }
+
+    /// [`Wal::append`] of a record whose payload is `head` followed by `tail`, given in
+    /// two parts so a caller holding them apart (a job's fields and its body) need not join
+    /// them: the record, its CRC and its position are those of the joined payload.
+    pub fn append_parts(
+        &mut self,
+        kind: u8,
+        head: &[u8],
+        tail: &[u8],
+    ) -> Result<(Lsn, RecordPos), WalError> {
         self.check_poisoned()?;
-        if payload.len() > self.options.max_payload as usize {
+        let len = head.len() + tail.len();
+        if len > self.options.max_payload as usize {
             return Err(WalError::PayloadTooLarge {
-                len: payload.len(),
+                len,
                 max: self.options.max_payload,
             });
         }
-        let (pos, rotates) = self.layout().place(payload.len());
+        let (pos, rotates) = self.layout().place(len);
         if rotates {
             let rotated = self.rotate();
             self.poison_on_error(rotated)?;
         }
-        debug_assert_eq!(pos, self.layout().place(payload.len()).0);
-        frame::encode_record(&mut self.buf, kind, payload);
+        debug_assert_eq!(pos, self.layout().place(len).0);
+        frame::encode_record_parts(&mut self.buf, kind, head, tail);
         let lsn = self.next_lsn;
         self.next_lsn.0 += 1;
         self.active.records += 1;

@@ -76,7 +76,9 @@
 //! publishes the synced LSN to a [`commit::Watermark`], which every command waiting on a
 //! record at or below it (to send its reply) is released by.
 //!
-//! [`Wal::append`] only buffers; [`Wal::flush`] writes the buffer with one write call at the
+//! [`Wal::append`] only buffers ([`Wal::append_parts`] takes a payload in two parts, such
+//! as a job's fields and its body, and buffers the same frame as for the joined payload,
+//! its CRC computed over both); [`Wal::flush`] writes the buffer with one write call at the
 //! end of the last record;
 //! [`Wal::sync`] flushes and fdatasyncs, and what it returns is the durable LSN. A segment
 //! is rotated before a record would take it past [`WalOptions::max_segment_size`] (a

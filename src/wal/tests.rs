@@ -499,3 +499,61 @@ fn running_out_of_descriptors_for_a_new_segment_loses_nothing_and_can_be_retried
     let got: Vec<Vec<u8>> = got.into_iter().map(|r| r.payload).collect();
     assert_eq!(got, appended);
 }
+
+proptest! {
+    /// The server appends a job's record as its fields and its body, apart: the log must
+    /// hold byte for byte what appending the joined payload writes, CRC included, and
+    /// replay it the same, across rotations and with preallocated segments too.
+    #[test]
+    fn a_record_appended_in_two_parts_is_the_record_appended_whole(
+        records in prop::collection::vec((any::<u8>(), prop::collection::vec(any::<u8>(), 0..200), any::<prop::sample::Index>()), 1..30),
+        max_segment_size in 64u64..600,
+        preallocate in any::<bool>(),
+    ) {
+        let o = WalOptions { preallocate, ..opts(max_segment_size) };
+        let whole = MemStorage::new();
+        let parts = MemStorage::new();
+        let (mut a, _, _) = open(&whole, o);
+        let (mut b, _, _) = open(&parts, o);
+        for (kind, payload, cut) in &records {
+            let (head, tail) = payload.split_at(cut.index(payload.len() + 1));
+            let appended = a.append(*kind, payload).expect("append whole");
+            prop_assert_eq!(b.append_parts(*kind, head, tail).expect("append in parts"), appended);
+            let (_, pos) = appended;
+            prop_assert_eq!(&b.read_payload(pos, payload.len() as u32).expect("read"), payload);
+        }
+        a.sync().expect("sync");
+        b.sync().expect("sync");
+        prop_assert_eq!(a.active_segment(), b.active_segment());
+        for seq in a.oldest_segment()..=a.active_segment() {
+            prop_assert_eq!(whole.file(&seg(seq)), parts.file(&seg(seq)), "segment {}", seq);
+        }
+        drop((a, b));
+        let (_, from_whole, _) = open(&whole, o);
+        let (_, from_parts, report) = open(&parts, o);
+        prop_assert_eq!(report.truncated_bytes, 0);
+        prop_assert_eq!(payloads(&from_parts), records.iter().map(|(_, p, _)| p.clone()).collect::<Vec<_>>());
+        prop_assert_eq!(from_parts, from_whole);
+    }
+}
+
+#[test]
+fn a_record_in_two_parts_over_the_maximum_is_refused_whole() {
+    let s = MemStorage::new();
+    let (mut wal, _, _) = open(&s, opts(1 << 20));
+    let err = wal
+        .append_parts(1, &[1; 600], &[2; 425])
+        .expect_err("too large");
+    assert!(
+        matches!(
+            err,
+            WalError::PayloadTooLarge {
+                len: 1025,
+                max: 1024
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(!wal.is_poisoned());
+    wal.append_parts(1, &[1; 600], &[2; 424]).expect("fits");
+}

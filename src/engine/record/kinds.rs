@@ -4,15 +4,24 @@
 
 use bytes::{BufMut, Bytes};
 
-use super::{timestamp_opt, Reader, RecordError, RecordKind, IMAGE_FIXED, PUT_FIXED};
+use super::{timestamp_opt, Payload, Reader, RecordError, RecordKind, IMAGE_FIXED, PUT_FIXED};
 use crate::engine::change::{Change, ImageState};
 use crate::engine::job::{Burial, JobCounters};
 use crate::engine::time::Timestamp;
 use crate::protocol::{BuryReason, JobId, TubeName, TubeSetting};
 
-/// Encodes a change as (record kind code, payload).
+/// Encodes a change as (record kind code, payload in one piece).
 pub fn encode(change: &Change) -> (u8, Vec<u8>) {
+    let (kind, payload) = encode_payload(change);
+    (kind, payload.to_vec())
+}
+
+/// Encodes a change as (record kind code, payload), leaving a put's or image's body out of
+/// the encoded bytes: it is the payload's last part, shared with the change, so encoding
+/// a job copies only its fields and tube name, however large its body.
+pub fn encode_payload(change: &Change) -> (u8, Payload) {
     let mut p = Vec::new();
+    let mut rest = Bytes::new();
     let kind = match change {
         Change::Put {
             id,
@@ -24,10 +33,11 @@ pub fn encode(change: &Change) -> (u8, Vec<u8>) {
             ready_at,
             body,
         } => {
-            p.reserve(PUT_FIXED + tube.as_str().len() + body.len());
+            p.reserve_exact(PUT_FIXED + tube.as_str().len());
             put_head(&mut p, *id, *pri, *delay, *ttr, *created_at);
             p.put_u64_le(ready_at.map_or(0, |t| t.0));
-            put_tail(&mut p, tube, body);
+            put_name(&mut p, tube);
+            rest = body.clone();
             RecordKind::Put
         }
         Change::Reserve { id } => id_only(&mut p, *id, RecordKind::Reserve),
@@ -67,7 +77,7 @@ pub fn encode(change: &Change) -> (u8, Vec<u8>) {
             counters,
             body,
         } => {
-            p.reserve(IMAGE_FIXED + tube.as_str().len() + body.len());
+            p.reserve_exact(IMAGE_FIXED + tube.as_str().len());
             put_head(&mut p, *id, *pri, *delay, *ttr, *created_at);
             let (code, ready_at) = match state {
                 ImageState::Ready => (0, 0),
@@ -85,7 +95,8 @@ pub fn encode(change: &Change) -> (u8, Vec<u8>) {
             ] {
                 p.put_u32_le(c);
             }
-            put_tail(&mut p, tube, body);
+            put_name(&mut p, tube);
+            rest = body.clone();
             RecordKind::Image
         }
         Change::NextId { next } => {
@@ -150,7 +161,13 @@ pub fn encode(change: &Change) -> (u8, Vec<u8>) {
             RecordKind::JobNotes
         }
     };
-    (kind.code(), p)
+    (
+        kind.code(),
+        Payload {
+            head: p,
+            body: rest,
+        },
+    )
 }
 
 /// Decodes the payload in `r` as a record of `kind` (the caller checks nothing is left);
@@ -313,13 +330,13 @@ fn put_head(p: &mut Vec<u8>, id: JobId, pri: u32, delay: u32, ttr: u32, created:
     p.put_u64_le(created.0);
 }
 
-/// Writes what put and image records end with: the tube name, then the body.
-fn put_tail(p: &mut Vec<u8>, tube: &TubeName, body: &[u8]) {
+/// Writes the tube name of put and image records, after its length byte; their body
+/// follows it (see [`Reader::tail`]), as the payload's second part.
+fn put_name(p: &mut Vec<u8>, tube: &TubeName) {
     let name = tube.as_str().as_bytes();
     // Tube names are at most 200 bytes.
     p.put_u8(name.len() as u8);
     p.put_slice(name);
-    p.put_slice(body);
 }
 
 /// A string of at most 255 bytes, after its length byte.

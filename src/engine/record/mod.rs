@@ -29,6 +29,10 @@
 //!
 //! A put's or image's body is last, so its place in the log is the payload's place plus
 //! [`put_body_offset`] or [`image_body_offset`]: reserve and peek read it back from disk.
+//! Being last, it is also kept apart when encoding ([`encode_payload`] returns a
+//! [`Payload`]): the engine's lock is held while records are encoded, so only the bytes
+//! before the body are written then, and the body, shared with the job, is copied into the
+//! log by its writer thread.
 //!
 //! Changing an encoding means a new record kind (old kinds stay decodable, as the golden
 //! records check), never a new meaning for an old kind.
@@ -36,13 +40,15 @@
 #[cfg(test)]
 mod golden;
 mod kinds;
+mod payload;
 
 use bytes::Bytes;
 
 use super::change::Change;
 use super::time::Timestamp;
 use crate::protocol::{JobId, TubeName};
-pub use kinds::encode;
+pub use kinds::{encode, encode_payload};
+pub use payload::Payload;
 #[cfg(test)]
 use {
     super::change::ImageState,
@@ -341,7 +347,8 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn change() -> impl Strategy<Value = Change> {
+    /// Any change, with a body of up to 200 bytes where it has one.
+    pub(super) fn change() -> impl Strategy<Value = Change> {
         let id = any::<u64>().prop_map(JobId);
         let tube =
             "[a-z][a-z0-9-]{0,199}".prop_map(|s| TubeName::new(s.as_bytes()).expect("valid"));
