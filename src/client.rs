@@ -100,6 +100,16 @@ fn unexpected_ext(name: &'static str, reply: Reply) -> ClientError {
     }
 }
 
+/// Opens a TCP connection to `addr`, naming it in the error.
+async fn dial(addr: &str) -> Result<TcpStream, ClientError> {
+    TcpStream::connect(addr)
+        .await
+        .map_err(|cause| ClientError::Connect {
+            addr: addr.to_owned(),
+            cause,
+        })
+}
+
 /// How to reach a server that uses TLS (`larder … --tls`).
 #[derive(Clone, Debug, Default)]
 pub struct TlsOptions {
@@ -134,12 +144,7 @@ impl Client {
 
     /// Connects to `addr` (`host:port`), accepting reply bodies up to `max_reply` bytes.
     pub async fn connect_with(addr: &str, max_reply: u64) -> Result<Client, ClientError> {
-        let stream = TcpStream::connect(addr)
-            .await
-            .map_err(|cause| ClientError::Connect {
-                addr: addr.to_owned(),
-                cause,
-            })?;
+        let stream = dial(addr).await?;
         let mut client = Client::from_stream(stream);
         *client.reader.decoder_mut() = ReplyDecoder::new(max_reply);
         Ok(client)
@@ -154,12 +159,7 @@ impl Client {
     pub async fn connect_tls(addr: &str, tls: &TlsOptions) -> Result<Client, ClientError> {
         let connector = crate::client_tls::connector(tls)?;
         let name = crate::client_tls::server_name(addr, tls.server_name.as_deref())?;
-        let stream = TcpStream::connect(addr)
-            .await
-            .map_err(|cause| ClientError::Connect {
-                addr: addr.to_owned(),
-                cause,
-            })?;
+        let stream = dial(addr).await?;
         let _ = stream.set_nodelay(true);
         let stream = connector
             .connect(name, stream)

@@ -152,6 +152,25 @@ fn log_notice(notice: &Notice) {
 }
 
 impl Broker {
+    /// A broker for unit tests: `engine` with a journal no writer drains (records up to
+    /// `durable` count as durable), bodies read from the temporary directory, no fsync.
+    #[cfg(test)]
+    pub(super) fn unwritten(engine: Engine, clock: Clock, durable: u64) -> Arc<Broker> {
+        let journal = Arc::new(Journal::new(
+            durable + 1,
+            crate::wal::Layout::empty(1, 1 << 20),
+        ));
+        let files = Arc::new(SegmentFiles::new(std::env::temp_dir()));
+        Arc::new(Broker::new(
+            engine,
+            clock,
+            journal,
+            files,
+            0,
+            crate::config::FsyncPolicy::Never,
+        ))
+    }
+
     /// A broker around `engine`, journaling to `journal`, reading bodies through
     /// `files`. `last_put_segment` is the segment of the recovered log's newest put.
     pub fn new(

@@ -292,13 +292,9 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     use super::*;
-    use crate::config::FsyncPolicy;
     use crate::engine::{Engine, EngineConfig, ProcessInfo};
     use crate::protocol::{Command, Reply};
-    use crate::server::body_reader::SegmentFiles;
-    use crate::server::journal::Journal;
     use crate::server::Clock;
-    use crate::wal::Layout;
 
     /// A broker holding job 1 with a 60,000-byte body and 300 more tubes with long names, and no
     /// log writer (the tests run only commands that change nothing durable).
@@ -329,16 +325,7 @@ mod tests {
         }
         engine.close_session(sid, clock.now());
         engine.discard_changes();
-        let journal = Arc::new(Journal::new(1, Layout::empty(1, 1 << 20)));
-        let files = Arc::new(SegmentFiles::new(std::env::temp_dir()));
-        Arc::new(Broker::new(
-            engine,
-            clock,
-            journal,
-            files,
-            0,
-            FsyncPolicy::Never,
-        ))
+        Broker::unwritten(engine, clock, 0)
     }
 
     /// How many `kind` commands (a `cmd-*` counter of `stats`) the engine has run.

@@ -264,27 +264,15 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::config::FsyncPolicy;
     use crate::engine::{Engine, EngineConfig, ProcessInfo};
-    use crate::server::body_reader::SegmentFiles;
-    use crate::server::journal::Journal;
     use crate::server::Clock;
-    use crate::wal::{Layout, Lsn};
+    use crate::wal::Lsn;
 
     /// A broker with an empty engine and no log writer: `lsn` is the last durable record.
     fn broker(durable: u64) -> Arc<Broker> {
         let clock = Clock::new();
         let engine = Engine::new(EngineConfig::default(), ProcessInfo::fixed(), clock.now());
-        let journal = Arc::new(Journal::new(durable + 1, Layout::empty(1, 1 << 20)));
-        let files = Arc::new(SegmentFiles::new(std::env::temp_dir()));
-        Arc::new(Broker::new(
-            engine,
-            clock,
-            journal,
-            files,
-            0,
-            FsyncPolicy::Never,
-        ))
+        Broker::unwritten(engine, clock, durable)
     }
 
     #[tokio::test]

@@ -357,36 +357,32 @@ impl ChildServer {
     /// Starts the larder binary on a free port with extra arguments, a fresh data directory
     /// and extra environment variables.
     pub fn larder_env(extra: &[&str], env: &[(&str, &str)]) -> ChildServer {
-        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("larder-test-env-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        for _ in 0..20 {
-            let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-            let mut args = vec![
-                "serve".to_owned(),
-                "--listen".to_owned(),
-                addr.to_string(),
-                "--data-dir".to_owned(),
-                dir.display().to_string(),
-            ];
-            args.extend(extra.iter().map(|s| s.to_string()));
-            let mut server = ChildServer::start_with_env(larder_bin(), &args, addr, env);
-            if server.try_wait_listening() {
-                server.data_dir = Some(dir);
-                return server;
-            }
-        }
-        panic!("larder never managed to listen");
+        ChildServer::larder_until(
+            "larder-test-env",
+            extra,
+            env,
+            ChildServer::try_wait_listening,
+        )
     }
 
     /// Starts the larder binary on a free port with extra arguments and a fresh data
     /// directory, and waits for its "listening" log line instead of asking `stats` (for
     /// servers that speak only TLS or require authentication).
     pub fn larder_logged(extra: &[&str]) -> ChildServer {
+        ChildServer::larder_until("larder-logged", extra, &[], |s| s.wait_for_log("listening"))
+    }
+
+    /// Starts larder on a free port with a fresh data directory named after `prefix`, until
+    /// `ready` says the child (not another process) serves there.
+    fn larder_until(
+        prefix: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        ready: impl Fn(&mut ChildServer) -> bool,
+    ) -> ChildServer {
         static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("larder-logged-{}-{n}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("{prefix}-{}-{n}", std::process::id()));
         for _ in 0..20 {
             let _ = std::fs::remove_dir_all(&dir);
             let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
@@ -398,9 +394,9 @@ impl ChildServer {
                 dir.display().to_string(),
             ];
             args.extend(extra.iter().map(|s| s.to_string()));
-            let mut server = ChildServer::start(larder_bin(), &args, addr);
+            let mut server = ChildServer::start_with_env(larder_bin(), &args, addr, env);
             server.data_dir = Some(dir.clone());
-            if server.wait_for_log("listening") {
+            if ready(&mut server) {
                 return server;
             }
         }
