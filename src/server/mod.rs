@@ -23,6 +23,7 @@ pub mod auth;
 mod body_reader;
 mod broker;
 mod clock;
+pub mod cluster;
 mod compact;
 mod connection;
 mod disk_reserve;

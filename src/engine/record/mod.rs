@@ -149,8 +149,24 @@ impl RecordKind {
     }
 }
 
+/// Codes 32–39 belong to cluster mode's raft records (`server::cluster::record`); they
+/// never hold an engine change. Their names, in code order from 32.
+pub const CLUSTER_KIND_NAMES: [&str; 5] = [
+    "raft-entry",
+    "raft-vote",
+    "raft-committed",
+    "raft-truncate",
+    "raft-purge",
+];
+
 /// A record kind's name, for `larder wal dump` (`unknown(N)` for a code no kind has).
 pub fn kind_name(code: u8) -> String {
+    if let Some(name) = code
+        .checked_sub(32)
+        .and_then(|i| CLUSTER_KIND_NAMES.get(usize::from(i)))
+    {
+        return (*name).to_owned();
+    }
     RecordKind::from_code(code).map_or_else(|| format!("unknown({code})"), |k| k.name().to_owned())
 }
 

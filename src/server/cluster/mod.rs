@@ -1,0 +1,59 @@
+//! Cluster mode (issue 12, being built): larder's write-ahead log as openraft's log storage.
+//!
+//! The plan is `docs/design/replication.md`. What exists so far:
+//!
+//! - [`record`]: the raft record kinds (codes 32–36) that live in the same segmented log as
+//!   the engine's records — one log, no second store;
+//! - [`log_store`]: openraft's `RaftLogStorage` and `RaftLogReader` on that log, fed to the
+//!   journal's writer thread like every other record, so appends share its group commit and
+//!   are reported flushed only once fdatasync'ed; and the replay of those records at start-up.
+//!
+//! Nothing here is reachable from `larder serve` yet: single-node mode is unchanged.
+
+// openraft's traits return its `StorageError` (over 200 bytes); the helpers that build
+// those results return it too rather than convert at every call.
+#[allow(clippy::result_large_err)]
+pub mod log_store;
+pub mod record;
+
+use std::io::Cursor;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+/// A node's id in the cluster.
+pub type NodeId = u64;
+
+/// What one raft entry carries: engine changes the leader made, as encoded records
+/// (`[kind u8][len u32 LE][payload]`, repeated), with the leader's clock when it proposed them
+/// and the sequence number of the last proposal batch they complete.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Proposal {
+    /// The leader's time, nanoseconds since the Unix epoch.
+    pub leader_time: u64,
+    /// The last proposal sequence number this entry completes.
+    pub last_seq: u64,
+    /// The encoded records.
+    pub records: Bytes,
+}
+
+openraft::declare_raft_types!(
+    /// openraft's type configuration for larder.
+    pub LarderRaft:
+        D = Proposal,
+        R = (),
+        NodeId = NodeId,
+        Node = openraft::BasicNode,
+        Entry = openraft::Entry<LarderRaft>,
+        SnapshotData = Cursor<Vec<u8>>,
+        AsyncRuntime = openraft::TokioRuntime,
+);
+
+/// A raft log id of this configuration.
+pub type LogId = openraft::LogId<NodeId>;
+/// A raft vote of this configuration.
+pub type Vote = openraft::Vote<NodeId>;
+/// A raft entry of this configuration.
+pub type Entry = openraft::Entry<LarderRaft>;
+/// openraft's storage error of this configuration.
+pub type StorageError = openraft::StorageError<NodeId>;
