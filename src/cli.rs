@@ -251,6 +251,45 @@ pub struct ServeArgs {
     pub metrics_max_connections: u64,
     #[command(flatten)]
     pub security: secure::ServeSecurityArgs,
+    /// Cluster mode: this node's id (a positive integer, unique in the cluster). With
+    /// --cluster-listen and one --peer per other member; see README's "Running a cluster".
+    #[arg(long, env = "LARDER_NODE_ID", requires_all = ["cluster_listen", "peer"])]
+    pub node_id: Option<u64>,
+    /// Cluster mode: where this node listens for the other members (HOST:PORT).
+    #[arg(long, env = "LARDER_CLUSTER_LISTEN", requires = "node_id")]
+    pub cluster_listen: Option<std::net::SocketAddr>,
+    /// Cluster mode: another member, as ID=HOST:PORT (its --cluster-listen); once per member.
+    #[arg(long, value_name = "ID=HOST:PORT", requires = "node_id")]
+    pub peer: Vec<String>,
+    /// For tests: dial this address to reach member ID (a fault-injecting proxy, say)
+    /// while the membership keeps its own address.
+    #[arg(long, value_name = "ID=HOST:PORT", hide = true, requires = "node_id")]
+    pub peer_route: Vec<String>,
+}
+
+/// Parses `ID=HOST:PORT` lists (`--peer`, `--peer-route`).
+fn parse_members(
+    flag: &str,
+    items: &[String],
+) -> anyhow::Result<std::collections::BTreeMap<u64, String>> {
+    let mut out = std::collections::BTreeMap::new();
+    for item in items {
+        let (id, addr) = item
+            .split_once('=')
+            .with_context(|| format!("{flag} {item}: expected ID=HOST:PORT"))?;
+        let id: u64 = id
+            .parse()
+            .ok()
+            .filter(|&id| id > 0)
+            .with_context(|| format!("{flag} {item}: the id must be a positive integer"))?;
+        if addr.parse::<std::net::SocketAddr>().is_err() {
+            bail!("{flag} {item}: {addr} is not HOST:PORT with an IP address");
+        }
+        if out.insert(id, addr.to_owned()).is_some() {
+            bail!("{flag} names member {id} twice");
+        }
+    }
+    Ok(out)
 }
 
 impl ServeArgs {
@@ -330,6 +369,16 @@ impl ServeArgs {
                     max_connections: self.metrics_max_connections,
                 }),
             security: self.security.config()?,
+            cluster: match (self.node_id, self.cluster_listen) {
+                (Some(0), _) => bail!("--node-id must be a positive integer"),
+                (Some(node_id), Some(listen)) => Some(crate::config::ClusterConfig {
+                    node_id,
+                    listen,
+                    peers: parse_members("--peer", &self.peer)?,
+                    routes: parse_members("--peer-route", &self.peer_route)?,
+                }),
+                _ => None,
+            },
             ..ServerConfig::default()
         };
         config.validate()?;

@@ -132,6 +132,22 @@ pub struct ServerConfig {
     pub metrics: Option<crate::server::metrics::MetricsSettings>,
     /// TLS and authentication on the protocol port; both off by default.
     pub security: SecurityConfig,
+    /// Cluster mode (`--node-id` and friends); `None`: a single node, the default.
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// Cluster mode's settings (`--node-id`, `--cluster-listen`, `--peer`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// This node's id.
+    pub node_id: u64,
+    /// Where this node listens for the other nodes (and for clients proxied by them).
+    pub listen: SocketAddr,
+    /// The other members' ids and cluster addresses.
+    pub peers: std::collections::BTreeMap<u64, String>,
+    /// Addresses to dial instead of a member's own (`--peer-route`, for tests that put a
+    /// fault-injecting proxy on a link); the membership keeps the members' own addresses.
+    pub routes: std::collections::BTreeMap<u64, String>,
 }
 
 /// TLS on the TCP listener and token or certificate authentication (protocol.md §10).
@@ -251,6 +267,26 @@ impl ServerConfig {
                 "--wal-segment-size must be between {MIN_SEGMENT_SIZE} and {max_segment}"
             ));
         }
+        if let Some(c) = &self.cluster {
+            if self.fsync != FsyncPolicy::Always {
+                return bad(
+                    "cluster mode needs --fsync always: a node confirms its share of a commit only once it is on disk"
+                        .to_owned(),
+                );
+            }
+            if c.peers.contains_key(&c.node_id) {
+                return bad(format!(
+                    "--peer names this node's own id {}: list the other members only",
+                    c.node_id
+                ));
+            }
+            if c.peers.is_empty() {
+                return bad("cluster mode needs at least one --peer".to_owned());
+            }
+            if let Some(id) = c.routes.keys().find(|id| !c.peers.contains_key(id)) {
+                return bad(format!("--peer-route names {id}, which is not a --peer"));
+            }
+        }
         Ok(())
     }
 }
@@ -273,6 +309,7 @@ impl Default for ServerConfig {
             compaction: true,
             metrics: None,
             security: SecurityConfig::DEFAULT,
+            cluster: None,
         }
     }
 }

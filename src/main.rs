@@ -23,7 +23,7 @@ fn main() {
     let filter = match cli::verbosity_filter(verbose) {
         Some(level) => tracing_subscriber::EnvFilter::new(level),
         None => tracing_subscriber::EnvFilter::try_from_env("LARDER_LOG")
-            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn")),
     };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

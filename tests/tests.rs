@@ -4,6 +4,7 @@
 //!   grouped by the sections of protocol.md.
 //! - `server`: connection-level behaviour (pipelining, disconnects, blocking, shutdown).
 //! - `cli`: the `larder` binary's subcommands.
+//! - `cluster`: three real nodes with fault proxies on their links: failover, partitions.
 //! - `compaction`: a power cut after every step of compaction, on an in-memory log.
 //! - `differential`: the same command sequences against beanstalkd 1.12 and larder.
 //! - `model`: the engine against a small reference model, with proptest, and replay of the
@@ -25,6 +26,7 @@
 mod support;
 
 mod cli;
+mod cluster;
 mod compaction;
 mod conformance;
 mod differential;

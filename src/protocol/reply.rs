@@ -145,6 +145,9 @@ pub enum Reply {
     OutOfMemory,
     /// `INTERNAL_ERROR`
     InternalError,
+    /// `NO_QUORUM`: cluster mode, this node cannot reach a leader with a quorum; nothing
+    /// was done (larder extension, protocol.md §11).
+    NoQuorum,
     /// `BAD_FORMAT`
     BadFormat,
     /// `UNKNOWN_COMMAND`
@@ -307,6 +310,7 @@ impl Reply {
             Reply::Draining => b"DRAINING\r\n",
             Reply::OutOfMemory => b"OUT_OF_MEMORY\r\n",
             Reply::InternalError => b"INTERNAL_ERROR\r\n",
+            Reply::NoQuorum => b"NO_QUORUM\r\n",
             Reply::BadFormat => b"BAD_FORMAT\r\n",
             Reply::UnknownCommand => b"UNKNOWN_COMMAND\r\n",
             Reply::ExpectedCrlf => b"EXPECTED_CRLF\r\n",

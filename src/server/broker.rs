@@ -27,6 +27,31 @@ pub struct Broker {
     journal: Arc<Journal>,
     files: Arc<SegmentFiles>,
     fsync: crate::config::FsyncPolicy,
+    /// Cluster mode's commit watermark and proposal channel; `None` on a single node.
+    cluster: Option<ClusterSide>,
+}
+
+/// The broker's side of cluster mode (see `super::cluster`).
+///
+/// The engine runs commands only while this node is the leader, opened in one term
+/// ([`Broker::open_leader`]). Each batch of changes it makes is encoded and numbered with
+/// a proposal sequence number, in engine order, and sent to the proposer; replies are held
+/// on [`ClusterSide::commit`] — the last sequence number whose raft entry is committed and
+/// applied — instead of the local log's durable watermark. A node that loses leadership
+/// stops the process (see `cluster::node`), so one process is leader at most once and one
+/// commit watermark serves its whole life.
+struct ClusterSide {
+    commit: crate::wal::commit::Watermark,
+    proposals: mpsc::UnboundedSender<(u64, Vec<u8>)>,
+}
+
+/// Where a leader's changes go, and how far they got.
+struct Leading {
+    /// The leader id this node was opened with; its own entries carry it.
+    leader: openraft::LeaderId<u64>,
+    proposals: mpsc::UnboundedSender<(u64, Vec<u8>)>,
+    /// The last proposal sequence number given out.
+    last_seq: u64,
 }
 
 struct State {
@@ -41,6 +66,10 @@ struct State {
     outboxes: HashMap<SessionId, mpsc::UnboundedSender<Wakeup>>,
     /// The deadline the timer task is sleeping towards.
     timer_at: Option<Timestamp>,
+    /// Cluster mode: `Some` once this node is open as leader.
+    leading: Option<Leading>,
+    /// Cluster mode (leader or not).
+    clustered: bool,
 }
 
 impl State {
@@ -56,10 +85,24 @@ impl State {
         }
     }
 
+    /// What held replies made now depend on: the journal's tail, or in cluster mode the
+    /// last proposal given out.
+    fn tail(&self) -> crate::wal::Lsn {
+        match (&self.leading, self.clustered) {
+            (Some(l), _) => crate::wal::Lsn(l.last_seq),
+            (None, true) => crate::wal::Lsn(0),
+            (None, false) => self.journal.tail(),
+        }
+    }
+
     /// Queues the engine's changes for the log, then delivers wake-ups tagged with the log
     /// tail they depend on.
     fn deliver(&mut self) {
-        self.journal_changes();
+        if self.clustered {
+            self.propose_changes();
+        } else {
+            self.journal_changes();
+        }
         for notice in self.engine.take_notices() {
             log_notice(&notice);
         }
@@ -69,7 +112,7 @@ impl State {
             self.pruned_below = oldest;
         }
         if self.engine.has_wakeups() {
-            let tail = self.journal.tail();
+            let tail = self.tail();
             for (sid, reply) in self.engine.take_wakeups() {
                 let reply = self.files.attach(reply);
                 if let Some(tx) = self.outboxes.get(&sid) {
@@ -79,6 +122,37 @@ impl State {
                 }
             }
         }
+    }
+
+    /// Cluster mode: encodes the batch's changes as one proposal, numbered in engine order,
+    /// for the proposer. Bodies are placed once the entry holding them is applied (see
+    /// [`Broker::apply_entry`]); until then they stay in memory. A node that is not open as
+    /// leader runs no commands and no timers, so it makes no changes; were any made, they
+    /// are dropped (logged), never proposed.
+    fn propose_changes(&mut self) {
+        let changes = self.engine.take_changes();
+        if changes.is_empty() {
+            return;
+        }
+        let Some(leading) = &mut self.leading else {
+            tracing::error!(
+                changes = changes.len(),
+                "changes made while not leader were dropped (a bug)"
+            );
+            return;
+        };
+        let mut batch = Vec::new();
+        for change in &changes {
+            let (kind, payload) = record::encode_payload(change);
+            batch.push(kind);
+            batch.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+            batch.extend_from_slice(&payload.head);
+            batch.extend_from_slice(&payload.body);
+        }
+        leading.last_seq += 1;
+        // A closed channel means the proposer stopped, which only happens as the process
+        // stops: nothing waiting on this batch is ever released.
+        let _ = leading.proposals.send((leading.last_seq, batch));
     }
 
     /// Encodes and queues every change, in the order the engine made them, and tells the
@@ -189,6 +263,8 @@ impl Broker {
             pruned_below: 0,
             outboxes: HashMap::new(),
             timer_at: None,
+            leading: None,
+            clustered: false,
         };
         // Recovery does not track which records set the settings; writing them afresh
         // gives every setting a known place.
@@ -202,7 +278,135 @@ impl Broker {
             journal,
             files,
             fsync,
+            cluster: None,
         }
+    }
+
+    /// A cluster node's broker around an empty `engine`: it runs no command until
+    /// [`Broker::open_leader`]; committed entries reach the engine through
+    /// [`Broker::apply_entry`]. Batches of changes go to `proposals` as
+    /// (sequence number, encoded records). No retention or compaction runs: the raft log
+    /// keeps every segment.
+    pub fn clustered(
+        engine: Engine,
+        clock: Clock,
+        journal: Arc<Journal>,
+        files: Arc<SegmentFiles>,
+        proposals: mpsc::UnboundedSender<(u64, Vec<u8>)>,
+    ) -> Broker {
+        let state = State {
+            engine,
+            journal: journal.clone(),
+            files: files.clone(),
+            retention: Retention::new(0),
+            pruned_below: 0,
+            outboxes: HashMap::new(),
+            timer_at: None,
+            leading: None,
+            clustered: true,
+        };
+        Broker {
+            state: Mutex::new(state),
+            timer: Notify::new(),
+            clock,
+            journal,
+            files,
+            fsync: crate::config::FsyncPolicy::Always,
+            cluster: Some(ClusterSide {
+                commit: crate::wal::commit::Watermark::new(0),
+                proposals,
+            }),
+        }
+    }
+
+    /// Whether the server has begun to stop.
+    pub fn is_stopping(&self) -> bool {
+        self.journal.is_stopping()
+    }
+
+    /// Whether this is a cluster node.
+    pub fn is_clustered(&self) -> bool {
+        self.cluster.is_some()
+    }
+
+    /// Whether this cluster node is open as leader (always false on a single node).
+    pub fn is_leader(&self) -> bool {
+        self.lock().leading.is_some()
+    }
+
+    /// Opens this node as leader under `leader`: from now on it runs commands and timers
+    /// and proposes their changes. Call once the engine holds every committed entry of
+    /// earlier terms. The engine's clock is moved to now: delays, TTRs and pauses that fell
+    /// due meanwhile take effect.
+    pub fn open_leader(&self, leader: openraft::LeaderId<u64>) {
+        let Some(cluster) = &self.cluster else {
+            return;
+        };
+        let mut st = self.lock();
+        st.leading = Some(Leading {
+            leader,
+            proposals: cluster.proposals.clone(),
+            last_seq: cluster.commit.durable(),
+        });
+        st.engine.tick(self.clock.now());
+        st.settle(&self.timer);
+        self.timer.notify_one();
+    }
+
+    /// Applies a committed raft entry's records, found at `pos` (the entry record's payload)
+    /// with LSN `lsn`. On the leader that proposed them (`leader` is the one it was opened
+    /// with) the engine already holds their effects: their bodies get their places in the
+    /// log and the replies waiting on them are released. Anywhere else each record is
+    /// replayed into the engine, as at start-up.
+    pub fn apply_entry(
+        &self,
+        leader: openraft::LeaderId<u64>,
+        last_seq: u64,
+        records: &[u8],
+        (lsn, pos): (crate::wal::Lsn, crate::wal::RecordPos),
+        first_offset: u64,
+    ) -> Result<(), String> {
+        let now = self.clock.now();
+        let mut st = self.lock();
+        let own = st.leading.as_ref().is_some_and(|l| l.leader == leader);
+        let mut at = 0usize;
+        while at < records.len() {
+            let head = records
+                .get(at..at + 5)
+                .ok_or_else(|| format!("entry {lsn}: a record header is cut at byte {at}"))?;
+            let kind = head[0];
+            let len = u32::from_le_bytes([head[1], head[2], head[3], head[4]]) as usize;
+            let payload = records
+                .get(at + 5..at + 5 + len)
+                .ok_or_else(|| format!("entry {lsn}: a record is cut at byte {at}"))?;
+            let offset = pos.offset + first_offset + at as u64 + 5;
+            if own {
+                if let Ok((Change::Put { id, .. } | Change::Image { id, .. }, Some((start, len)))) =
+                    record::decode_metadata(kind, payload)
+                {
+                    if let Ok(offset) = u32::try_from(offset + start as u64) {
+                        let body = BodyRef {
+                            segment: pos.segment,
+                            offset,
+                            len,
+                        };
+                        st.engine.place_body(id, body);
+                    }
+                }
+            } else {
+                st.engine
+                    .replay(kind, payload, (lsn.0, pos.segment, offset), now)
+                    .map_err(|e| e.to_string())?;
+            }
+            at += 5 + len;
+        }
+        drop(st);
+        if own {
+            if let Some(cluster) = &self.cluster {
+                cluster.commit.publish(last_seq);
+            }
+        }
+        Ok(())
     }
 
     /// The open segment files bodies are read from.
@@ -210,9 +414,13 @@ impl Broker {
         &self.files
     }
 
-    /// The watermark held replies are released by (see [`Held::release`]).
+    /// The watermark held replies are released by (see [`Held::release`]): the log's
+    /// durable one, or in cluster mode the commit watermark.
     pub fn watermark(&self) -> &crate::wal::commit::Watermark {
-        self.journal.watermark()
+        match &self.cluster {
+            Some(c) => &c.commit,
+            None => self.journal.watermark(),
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -264,6 +472,24 @@ impl Broker {
     ) -> Option<Outcome> {
         let now = self.clock.now();
         let mut st = self.lock();
+        if st.clustered && st.leading.is_none() {
+            // No leader here: nothing runs, every command is told so at once (a malformed
+            // one gets its usual error, and `quit` still closes).
+            return out.fill(|replies| {
+                while let Some(item) = items.pop_front() {
+                    let reply = match item {
+                        Ok(Command::Quit) => return (Some(Outcome::Close), crate::wal::Lsn(0)),
+                        Ok(_) => Reply::NoQuorum,
+                        Err(e) => st.engine.reject(sid, e),
+                    };
+                    replies.push_attached((reply, None));
+                    if replies.len() >= max_bytes {
+                        break;
+                    }
+                }
+                (None, crate::wal::Lsn(0))
+            });
+        }
         if items.iter().any(|i| matches!(i, Ok(Command::Stats))) {
             let log = self.journal.stats(self.fsync);
             st.engine.set_log_stats(log);
@@ -296,7 +522,7 @@ impl Broker {
             // Every change the batch made is queued by this, under the same lock: the
             // journal's tail then covers each record the replies depend on.
             st.settle(&self.timer);
-            (stop, self.journal.tail())
+            (stop, st.tail())
         });
         drop(st);
         out.update(Replies::open_bodies);
@@ -329,11 +555,17 @@ impl Broker {
         loop {
             let next = {
                 let mut st = self.lock();
-                let now = self.clock.now();
-                st.engine.tick(now);
-                st.deliver();
-                st.timer_at = st.engine.next_deadline();
-                st.timer_at
+                if st.clustered && st.leading.is_none() {
+                    // Only the leader's engine runs timers; the others follow its log.
+                    st.timer_at = None;
+                    None
+                } else {
+                    let now = self.clock.now();
+                    st.engine.tick(now);
+                    st.deliver();
+                    st.timer_at = st.engine.next_deadline();
+                    st.timer_at
+                }
             };
             let sleep = async {
                 match next {

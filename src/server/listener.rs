@@ -134,6 +134,12 @@ pub async fn run_with(
         process_info(),
         clock.now(),
     );
+    if let Some(cluster) = config.cluster.clone() {
+        return run_cluster(
+            listener, config, cluster, shutdown, drain, security, data_dir, metrics, clock, engine,
+        )
+        .await;
+    }
     let cancel = Arc::new(AtomicBool::new(false));
     let mut replay = {
         let cancel = cancel.clone();
@@ -192,6 +198,136 @@ pub async fn run_with(
         recovered.last_put_segment,
         config.fsync,
     ));
+    serve_clients(
+        listener,
+        &config,
+        shutdown,
+        drain,
+        Serve {
+            security,
+            data_dir,
+            metrics,
+            broker,
+            journal,
+            writer,
+            drain_at_start,
+            cluster: None,
+        },
+    )
+    .await
+}
+
+/// What a started server serves clients with (see [`serve_clients`]).
+struct Serve {
+    security: super::secure::Security,
+    data_dir: crate::datadir::DataDir,
+    metrics: Option<super::metrics::MetricsServer>,
+    broker: Arc<Broker>,
+    journal: Arc<Journal>,
+    writer: std::thread::JoinHandle<()>,
+    drain_at_start: bool,
+    cluster: Option<super::cluster::node::ClusterNode>,
+}
+
+/// Cluster mode's start-up: reads the raft log, starts the writer, openraft and the cluster
+/// port, then serves clients like a single node (followers forward them to the leader).
+#[allow(clippy::too_many_arguments)]
+async fn run_cluster(
+    listener: Listener,
+    config: ServerConfig,
+    cluster: crate::config::ClusterConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+    drain: Drain,
+    security: super::secure::Security,
+    data_dir: crate::datadir::DataDir,
+    metrics: Option<super::metrics::MetricsServer>,
+    clock: Clock,
+    engine: Engine,
+) -> anyhow::Result<()> {
+    let wal_dir = super::recovery::wal_dir(data_dir.path());
+    let recovered = {
+        let dir = wal_dir.clone();
+        let segment_size = config.segment_size;
+        tokio::task::spawn_blocking(move || super::cluster::node::recover(&dir, segment_size))
+            .await
+            .context("the log replay thread panicked")??
+    };
+    let journal = Arc::new(Journal::with_backlog(
+        recovered.wal.next_lsn().0,
+        recovered.wal.layout(),
+        config.connections.max_log_backlog,
+    ));
+    let files = Arc::new(SegmentFiles::new(recovered.wal.dir().to_path_buf()));
+    let mut reserve = DiskReserve::new(
+        config.data_dir.join(super::disk_reserve::FILE_NAME),
+        config.disk_reserve,
+    );
+    if let Err(e) = reserve.take() {
+        tracing::warn!(
+            bytes = config.disk_reserve,
+            error = %e,
+            "cannot take the disk reserve: refusing new jobs until there is space"
+        );
+    }
+    let writer = spawn_writer(journal.clone(), recovered.wal, config.fsync, reserve)
+        .context("starting the log writer thread")?;
+    let (proposals, batches) = tokio::sync::mpsc::unbounded_channel();
+    let broker = Arc::new(Broker::clustered(
+        engine,
+        clock,
+        journal.clone(),
+        files,
+        proposals,
+    ));
+    let node = super::cluster::node::start(
+        &cluster,
+        journal.clone(),
+        &wal_dir,
+        recovered.state,
+        broker.clone(),
+        batches,
+        clock,
+    )
+    .await?;
+    serve_clients(
+        listener,
+        &config,
+        shutdown,
+        drain,
+        Serve {
+            security,
+            data_dir,
+            metrics,
+            broker,
+            journal,
+            writer,
+            drain_at_start: false,
+            cluster: Some(node),
+        },
+    )
+    .await
+}
+
+/// Serves clients on `listener` until `shutdown` resolves, then closes down in order.
+async fn serve_clients(
+    listener: Listener,
+    config: &ServerConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+    mut drain: Drain,
+    serve: Serve,
+) -> anyhow::Result<()> {
+    tokio::pin!(shutdown);
+    let Serve {
+        security,
+        data_dir,
+        metrics,
+        broker,
+        journal,
+        writer,
+        drain_at_start,
+        cluster,
+    } = serve;
+    let mut cluster = cluster;
     let (stop_tx, stop_rx) = watch::channel(false);
     host_limits::measure_free_space(&broker, data_dir.path(), &config.free_space);
     let disk_watch = tokio::spawn(host_limits::watch_free_space(
@@ -235,7 +371,10 @@ pub async fn run_with(
             "compaction is off (-n): a long-lived job keeps its log segment, and every later one, on disk"
         );
     }
-    let compactor = config.compaction.then(|| {
+    if cluster.is_some() && config.compaction {
+        tracing::info!("cluster mode: no compaction yet; the raft log keeps every segment");
+    }
+    let compactor = (config.compaction && cluster.is_none()).then(|| {
         tokio::spawn(super::compact::run(
             broker.clone(),
             config.segment_size,
@@ -256,6 +395,7 @@ pub async fn run_with(
     loop {
         let accepted = tokio::select! {
             accepted = accept(&listener) => accepted,
+            Some(stream) = next_proxied(&mut cluster) => Ok(Accepted::Proxied(stream)),
             Some(_) = conns.join_next(), if !conns.is_empty() => continue,
             _ = drain.requested() => {
                 tracing::info!("SIGUSR1: entering drain mode");
@@ -268,15 +408,31 @@ pub async fn run_with(
             Ok(_) => gate.admit(),
             Err(_) => None,
         };
+        // A follower forwards a client connection to the leader it knows of, as it is.
+        let forward_to = match (&accepted, &cluster) {
+            (Ok(Accepted::Tcp(_)), Some(node)) if !broker.is_leader() => node.leader_addr(),
+            _ => None,
+        };
         match (accepted, admitted) {
-            (Ok(Accepted::Tcp(stream)), Some(place)) => {
+            (Ok(Accepted::Tcp(stream) | Accepted::Proxied(stream)), Some(place)) => {
                 let _ = stream.set_nodelay(true);
                 if let Some(keepalive) = &keepalive {
                     let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(keepalive);
                 }
-                let serve = security.clone().serve_tcp(stream, serving.clone());
+                let security = security.clone();
+                let serving = serving.clone();
                 conns.spawn(async move {
-                    serve.await;
+                    let stream = match forward_to {
+                        Some(addr) => match forward(stream, &addr).await {
+                            Ok(()) => {
+                                drop(place);
+                                return;
+                            }
+                            Err(stream) => stream,
+                        },
+                        None => stream,
+                    };
+                    security.serve_tcp(stream, serving).await;
                     drop(place);
                 });
             }
@@ -287,7 +443,7 @@ pub async fn run_with(
                     drop(place);
                 });
             }
-            (Ok(Accepted::Tcp(stream)), None) => {
+            (Ok(Accepted::Tcp(stream) | Accepted::Proxied(stream)), None) => {
                 if let Some(refusal) = gate.turn_away(stream, broker.clone()) {
                     conns.spawn(refusal);
                 }
@@ -319,6 +475,11 @@ pub async fn run_with(
     if let Some(reload) = reload {
         reload.abort();
     }
+    if let Some(node) = &cluster {
+        if let Err(e) = node.raft.shutdown().await {
+            tracing::warn!(error = %e, "openraft did not stop cleanly");
+        }
+    }
     journal.close();
     tokio::task::spawn_blocking(move || writer.join())
         .await
@@ -329,8 +490,47 @@ pub async fn run_with(
     Ok(())
 }
 
+/// The next client connection a follower forwarded to this node (never, on a single node).
+async fn next_proxied(
+    cluster: &mut Option<super::cluster::node::ClusterNode>,
+) -> Option<tokio::net::TcpStream> {
+    match cluster {
+        Some(node) => node.proxied.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Forwards `client` to the leader's cluster port at `addr` and copies bytes both ways
+/// until either side closes. Gives the client back if the leader cannot be reached, to be
+/// served here (with `NO_QUORUM`).
+async fn forward(
+    mut client: tokio::net::TcpStream,
+    addr: &str,
+) -> Result<(), tokio::net::TcpStream> {
+    use tokio::io::AsyncWriteExt;
+    let mut upstream = match tokio::net::TcpStream::connect(addr).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::debug!(%addr, error = %e, "cannot reach the leader to forward a client");
+            return Err(client);
+        }
+    };
+    let _ = upstream.set_nodelay(true);
+    if upstream
+        .write_all(&[super::cluster::net::PROXIED_CONNECTION])
+        .await
+        .is_err()
+    {
+        return Err(client);
+    }
+    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+    Ok(())
+}
+
 enum Accepted {
     Tcp(tokio::net::TcpStream),
+    /// A client connection forwarded by a follower: served here, never forwarded again.
+    Proxied(tokio::net::TcpStream),
     Unix(tokio::net::UnixStream),
 }
 

@@ -321,6 +321,15 @@ impl ChildServer {
         }
     }
 
+    /// Starts the larder binary with `args` (after `serve`), its client port at `addr`,
+    /// without waiting for anything: for cluster nodes, whose readiness is a log line and
+    /// whose `stats` a follower forwards to the leader. The data directory is the caller's.
+    pub fn larder_unchecked(args: &[String], addr: SocketAddr) -> ChildServer {
+        let mut all = vec!["serve".to_owned()];
+        all.extend(args.iter().cloned());
+        ChildServer::start(larder_bin(), &all, addr)
+    }
+
     /// What the child has written to its standard error so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()

@@ -257,6 +257,14 @@ pub struct LogReader {
     shared: Arc<Shared>,
 }
 
+impl LogReader {
+    /// Where entry `index`'s record is: its LSN and its payload's place.
+    pub fn locate(&self, index: u64) -> Option<(Lsn, RecordPos)> {
+        let inner = self.shared.lock();
+        inner.log.entries.get(&index).map(|at| (at.lsn, at.pos))
+    }
+}
+
 impl LogStore {
     /// A store over `journal`, whose log is in `wal_dir` and whose raft records replayed to
     /// `log`. Starts the task that reports appends flushed; call within a tokio runtime.

@@ -14,6 +14,10 @@
 // those results return it too rather than convert at every call.
 #[allow(clippy::result_large_err)]
 pub mod log_store;
+#[allow(clippy::result_large_err)]
+pub mod machine;
+pub mod net;
+pub mod node;
 pub mod record;
 
 use std::io::Cursor;

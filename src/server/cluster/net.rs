@@ -1,0 +1,305 @@
+//! The cluster port: raft RPCs between nodes, and clients proxied by followers.
+//!
+//! A connection to `--cluster-listen` starts with one byte saying what it carries:
+//!
+//! - `R`: raft RPCs. Each request is a frame `[length u32 LE][type u8][bincode body]`
+//!   (type 1 AppendEntries, 2 Vote, 3 InstallSnapshot) and is answered by a frame
+//!   `[length u32 LE][bincode Result<response, RaftError>]`, one at a time.
+//! - `P`: a client connection a follower forwards as it is; the rest of the stream is the
+//!   client's own bytes (TLS included), served like a connection accepted on the client
+//!   port.
+//!
+//! The port has no authentication of its own: keep it on a private network (see README).
+
+use std::collections::BTreeMap;
+use std::io;
+use std::time::Duration;
+
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::{BasicNode, Raft};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+use super::{LarderRaft, NodeId};
+
+/// First byte of a raft RPC connection.
+pub const RAFT_CONNECTION: u8 = b'R';
+/// First byte of a proxied client connection.
+pub const PROXIED_CONNECTION: u8 = b'P';
+
+/// Largest frame either side accepts: an AppendEntries of at most `max_payload_entries`
+/// proposals of at most 1 MiB each fits well inside it.
+pub const MAX_FRAME: usize = 256 << 20;
+
+const APPEND_ENTRIES: u8 = 1;
+const VOTE: u8 = 2;
+const INSTALL_SNAPSHOT: u8 = 3;
+
+fn encode<T: Serialize>(value: &T) -> io::Result<Vec<u8>> {
+    bincode::serialize(value).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> io::Result<T> {
+    bincode::deserialize(bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+async fn read_frame<R: AsyncReadExt + Unpin>(r: &mut R) -> io::Result<Vec<u8>> {
+    let len = r.read_u32_le().await? as usize;
+    if len > MAX_FRAME {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("a cluster frame of {len} bytes is over the {MAX_FRAME}-byte limit"),
+        ));
+    }
+    let mut buf = vec![0; len];
+    r.read_exact(&mut buf).await?;
+    Ok(buf)
+}
+
+async fn write_frame<W: AsyncWriteExt + Unpin>(w: &mut W, parts: &[&[u8]]) -> io::Result<()> {
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    let len = u32::try_from(len)
+        .ok()
+        .filter(|&l| l as usize <= MAX_FRAME)
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("a cluster frame of {len} bytes is over the {MAX_FRAME}-byte limit"),
+            )
+        })?;
+    w.write_u32_le(len).await?;
+    for p in parts {
+        w.write_all(p).await?;
+    }
+    w.flush().await
+}
+
+/// Makes one [`Peer`] per member openraft replicates to.
+#[derive(Clone)]
+pub struct Network {
+    /// Addresses to dial instead of a member's own (`--peer-route`).
+    pub routes: BTreeMap<NodeId, String>,
+}
+
+impl RaftNetworkFactory<LarderRaft> for Network {
+    type Network = Peer;
+
+    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Peer {
+        Peer {
+            target,
+            addr: self
+                .routes
+                .get(&target)
+                .cloned()
+                .unwrap_or_else(|| node.addr.clone()),
+            conn: None,
+        }
+    }
+}
+
+type Conn = (
+    BufReader<tokio::net::tcp::OwnedReadHalf>,
+    BufWriter<tokio::net::tcp::OwnedWriteHalf>,
+);
+
+/// One member, as openraft sends to it: one connection, dialled when first needed and
+/// again after any failure.
+pub struct Peer {
+    target: NodeId,
+    addr: String,
+    conn: Option<Conn>,
+}
+
+/// How one RPC failed before the member answered.
+enum Failed {
+    /// Could not connect: openraft backs off.
+    Unreachable(io::Error),
+    /// The connection failed midway, or took too long.
+    Network(io::Error),
+}
+
+impl Peer {
+    async fn connect(&mut self) -> Result<&mut Conn, Failed> {
+        if self.conn.is_none() {
+            let stream = TcpStream::connect(&self.addr)
+                .await
+                .map_err(Failed::Unreachable)?;
+            let _ = stream.set_nodelay(true);
+            let (r, w) = stream.into_split();
+            let mut w = BufWriter::new(w);
+            w.write_all(&[RAFT_CONNECTION])
+                .await
+                .map_err(Failed::Unreachable)?;
+            self.conn = Some((BufReader::new(r), w));
+        }
+        self.conn
+            .as_mut()
+            .ok_or_else(|| Failed::Unreachable(io::Error::other("no connection")))
+    }
+
+    async fn exchange(&mut self, kind: u8, body: &[u8]) -> Result<Vec<u8>, Failed> {
+        let (r, w) = self.connect().await?;
+        write_frame(w, &[&[kind], body])
+            .await
+            .map_err(Failed::Network)?;
+        read_frame(r).await.map_err(Failed::Network)
+    }
+
+    /// Sends one request and decodes its answer, within `ttl`; any failure drops the
+    /// connection so the next call dials again.
+    async fn call<Req, Resp, E>(
+        &mut self,
+        kind: u8,
+        req: &Req,
+        ttl: Duration,
+    ) -> Result<Resp, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+        RaftError<NodeId, E>: DeserializeOwned,
+    {
+        let body = encode(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let answer = match tokio::time::timeout(ttl, self.exchange(kind, &body)).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(Failed::Unreachable(e))) => {
+                self.conn = None;
+                return Err(RPCError::Unreachable(Unreachable::new(&e)));
+            }
+            Ok(Err(Failed::Network(e))) => {
+                self.conn = None;
+                return Err(RPCError::Network(NetworkError::new(&e)));
+            }
+            Err(_) => {
+                self.conn = None;
+                let e = io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("no answer from member {} within {ttl:?}", self.target),
+                );
+                return Err(RPCError::Network(NetworkError::new(&e)));
+            }
+        };
+        let result: Result<Resp, RaftError<NodeId, E>> = decode(&answer).map_err(|e| {
+            self.conn = None;
+            RPCError::Network(NetworkError::new(&e))
+        })?;
+        result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+impl RaftNetwork<LarderRaft> for Peer {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<LarderRaft>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        self.call(APPEND_ENTRIES, &rpc, option.hard_ttl()).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<LarderRaft>,
+        option: RPCOption,
+    ) -> Result<
+        InstallSnapshotResponse<NodeId>,
+        RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
+    > {
+        self.call(INSTALL_SNAPSHOT, &rpc, option.hard_ttl()).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        self.call(VOTE, &rpc, option.hard_ttl()).await
+    }
+
+    fn backoff(&self) -> openraft::network::Backoff {
+        openraft::network::Backoff::new(std::iter::repeat(Duration::from_millis(200)))
+    }
+}
+
+/// Serves the cluster port until the listener fails: raft RPCs go to `raft`, proxied client
+/// connections to `proxied`.
+pub async fn serve(
+    listener: TcpListener,
+    raft: Raft<LarderRaft>,
+    proxied: mpsc::Sender<TcpStream>,
+) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                tracing::warn!(error = %e, "cluster port: accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let raft = raft.clone();
+        let proxied = proxied.clone();
+        tokio::spawn(async move {
+            let peer = stream
+                .peer_addr()
+                .map(|a| a.to_string())
+                .unwrap_or_default();
+            if let Err(e) = serve_one(stream, raft, proxied).await {
+                if e.kind() != io::ErrorKind::UnexpectedEof {
+                    tracing::debug!(%peer, error = %e, "cluster connection ended");
+                }
+            }
+        });
+    }
+}
+
+async fn serve_one(
+    mut stream: TcpStream,
+    raft: Raft<LarderRaft>,
+    proxied: mpsc::Sender<TcpStream>,
+) -> io::Result<()> {
+    match stream.read_u8().await? {
+        RAFT_CONNECTION => {}
+        PROXIED_CONNECTION => {
+            // The client port's accept loop takes it from here, through its connection gate.
+            let _ = proxied.send(stream).await;
+            return Ok(());
+        }
+        other => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("cluster port: unknown connection type {other}"),
+            ))
+        }
+    }
+    let (r, w) = stream.into_split();
+    let (mut r, mut w) = (BufReader::new(r), BufWriter::new(w));
+    loop {
+        let frame = read_frame(&mut r).await?;
+        let (&kind, body) = frame
+            .split_first()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "an empty cluster frame"))?;
+        let answer = match kind {
+            APPEND_ENTRIES => encode(&raft.append_entries(decode(body)?).await)?,
+            VOTE => encode(&raft.vote(decode(body)?).await)?,
+            INSTALL_SNAPSHOT => encode(&raft.install_snapshot(decode(body)?).await)?,
+            other => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("cluster port: unknown request type {other}"),
+                ))
+            }
+        };
+        write_frame(&mut w, &[&answer]).await?;
+    }
+}

@@ -1,0 +1,296 @@
+//! A cluster node: recovery of the raft log, openraft started over it, the proposer that
+//! turns the leader's change batches into entries, and the watcher that opens the broker as
+//! leader or stops the process when leadership is lost.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use bytes::Bytes;
+use openraft::{BasicNode, Config, Raft, SnapshotPolicy};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+use super::log_store::{LogStore, RaftLogState};
+use super::machine::Machine;
+use super::net::{self, Network};
+use super::{LarderRaft, NodeId, Proposal};
+use crate::config::ClusterConfig;
+use crate::server::journal::Journal;
+use crate::server::{Broker, Clock};
+use crate::wal::storage::FsStorage;
+use crate::wal::{Wal, WalOptions};
+
+/// Exit status of a node that lost leadership (see [`watch_leadership`]).
+pub const EXIT_LOST_LEADERSHIP: i32 = 75;
+
+/// Heartbeat and election timeouts (ms): generous, for busy small machines.
+const HEARTBEAT_MS: u64 = 150;
+const ELECTION_MIN_MS: u64 = 750;
+const ELECTION_MAX_MS: u64 = 1500;
+
+/// Largest proposal: a batch of change batches packed into one entry.
+const MAX_PROPOSAL: usize = 1 << 20;
+
+/// The log and the raft state read back from `data_dir` at start-up.
+pub struct Recovered {
+    /// The log, to hand to the writer.
+    pub wal: Wal<FsStorage>,
+    /// The raft records' state.
+    pub state: RaftLogState,
+}
+
+/// Reads the log in `wal_dir`: every record must be a raft record (the engine's records
+/// live inside entries). A single-node log is refused with the reason.
+pub fn recover(wal_dir: &Path, segment_size: u64) -> anyhow::Result<Recovered> {
+    let mut state = RaftLogState::default();
+    let mut failure: Option<anyhow::Error> = None;
+    let options = WalOptions {
+        max_segment_size: segment_size,
+        preallocate: true,
+        ..WalOptions::default()
+    };
+    let (wal, report) = Wal::open_with(FsStorage::new(), wal_dir, options, |r| {
+        if failure.is_some() {
+            return;
+        }
+        match state.observe(r.kind, r.payload, r.lsn, r.pos) {
+            Ok(true) => {}
+            Ok(false) => {
+                failure = Some(anyhow::anyhow!(
+                    "segment {} offset {} holds a single-node record ({}): this data directory belongs to a single-node server; a cluster node needs a fresh one",
+                    r.pos.segment,
+                    r.pos.offset,
+                    crate::engine::record::kind_name(r.kind)
+                ));
+            }
+            Err(e) => {
+                failure = Some(anyhow::anyhow!(
+                    "segment {} offset {}: {e}",
+                    r.pos.segment,
+                    r.pos.offset
+                ));
+            }
+        }
+    })
+    .with_context(|| format!("opening the log in {}", wal_dir.display()))?;
+    if let Some(e) = failure {
+        return Err(e.context(format!("reading the raft log in {}", wal_dir.display())));
+    }
+    if report.truncated_bytes > 0 {
+        tracing::warn!(
+            bytes = report.truncated_bytes,
+            "cut a torn record off the end of the log (a write was interrupted by a crash)"
+        );
+    }
+    tracing::info!(
+        records = report.records,
+        entries = state.indexes().count(),
+        "raft log read"
+    );
+    Ok(Recovered { wal, state })
+}
+
+/// A running cluster node.
+pub struct ClusterNode {
+    /// openraft.
+    pub raft: Raft<LarderRaft>,
+    /// Client connections followers forwarded here.
+    pub proxied: mpsc::Receiver<TcpStream>,
+    config: ClusterConfig,
+}
+
+impl ClusterNode {
+    /// The address to forward a client connection to: the leader's cluster port (or its
+    /// `--peer-route`), if a leader other than this node is known.
+    pub fn leader_addr(&self) -> Option<String> {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        let leader = m.current_leader?;
+        if leader == self.config.node_id {
+            return None;
+        }
+        if let Some(route) = self.config.routes.get(&leader) {
+            return Some(route.clone());
+        }
+        let addr = m
+            .membership_config
+            .nodes()
+            .find(|(id, _)| **id == leader)
+            .map(|(_, n)| n.addr.clone());
+        addr
+    }
+}
+
+/// openraft's settings for larder.
+fn raft_config() -> anyhow::Result<Arc<Config>> {
+    let config = Config {
+        cluster_name: "larder".to_owned(),
+        heartbeat_interval: HEARTBEAT_MS,
+        election_timeout_min: ELECTION_MIN_MS,
+        election_timeout_max: ELECTION_MAX_MS,
+        // The log is kept whole until snapshots exist (see `machine`).
+        snapshot_policy: SnapshotPolicy::Never,
+        max_in_snapshot_log_to_keep: u64::MAX,
+        max_payload_entries: 64,
+        ..Config::default()
+    };
+    Ok(Arc::new(config.validate().context("openraft's settings")?))
+}
+
+/// Starts openraft on the journal and `broker`, the cluster port, the proposer and the
+/// leadership watcher; forms the cluster if this node has never been part of one.
+pub async fn start(
+    config: &ClusterConfig,
+    journal: Arc<Journal>,
+    wal_dir: &Path,
+    state: RaftLogState,
+    broker: Arc<Broker>,
+    proposals: mpsc::UnboundedReceiver<(u64, Vec<u8>)>,
+    clock: Clock,
+) -> anyhow::Result<ClusterNode> {
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding the cluster port {}", config.listen))?;
+    let pristine = state.vote().is_none() && state.last_log_id().is_none();
+    let mut store = LogStore::open(journal, wal_dir.to_path_buf(), state);
+    let reader = openraft::storage::RaftLogStorage::get_log_reader(&mut store).await;
+    let machine = Machine::new(broker.clone(), reader);
+    let network = Network {
+        routes: config.routes.clone(),
+    };
+    let raft = Raft::new(config.node_id, raft_config()?, network, store, machine)
+        .await
+        .context("starting openraft")?;
+    let (proxied_tx, proxied) = mpsc::channel(64);
+    tokio::spawn(net::serve(listener, raft.clone(), proxied_tx));
+    let first = config.peers.keys().all(|&peer| config.node_id < peer);
+    if pristine && first {
+        // The lowest-numbered member forms the cluster, once: it writes the first membership
+        // and stands for election; the others learn it from the leader. (Every member
+        // initializing at once is allowed by openraft, but each such call starts an
+        // election at once, and a leader deposed by them would stop.)
+        let mut members: BTreeMap<NodeId, BasicNode> = config
+            .peers
+            .iter()
+            .map(|(id, addr)| (*id, BasicNode::new(addr)))
+            .collect();
+        members.insert(config.node_id, BasicNode::new(config.listen.to_string()));
+        match raft.initialize(members).await {
+            Ok(()) => tracing::info!(node = config.node_id, "formed a new cluster"),
+            Err(e) => tracing::info!(error = %e, "not forming a cluster"),
+        }
+    }
+    tokio::spawn(propose(raft.clone(), proposals, clock));
+    tokio::spawn(watch_leadership(raft.clone(), broker, config.node_id));
+    tracing::info!(
+        node = config.node_id,
+        cluster_listen = %config.listen,
+        peers = config.peers.len(),
+        "cluster node started"
+    );
+    Ok(ClusterNode {
+        raft,
+        proxied,
+        config: config.clone(),
+    })
+}
+
+/// Packs the leader's change batches, in engine order, into entries: whatever has queued
+/// while the previous entry was being handed over goes into the next one.
+async fn propose(
+    raft: Raft<LarderRaft>,
+    mut batches: mpsc::UnboundedReceiver<(u64, Vec<u8>)>,
+    clock: Clock,
+) {
+    while let Some((seq, first)) = batches.recv().await {
+        let (mut records, mut last_seq) = (first, seq);
+        while records.len() < MAX_PROPOSAL {
+            match batches.try_recv() {
+                Ok((seq, batch)) => {
+                    records.extend_from_slice(&batch);
+                    last_seq = seq;
+                }
+                Err(_) => break,
+            }
+        }
+        let proposal = Proposal {
+            leader_time: clock.now().0,
+            last_seq,
+            records: Bytes::from(records),
+        };
+        // The reply is not awaited: the entry's effects are released when the state
+        // machine applies it. A proposal refused because this node is no longer leader
+        // is never applied, and the leadership watcher stops the process.
+        if let Err(e) = raft.client_write_ff(proposal).await {
+            tracing::error!(error = %e, "openraft stopped: cannot propose");
+            return;
+        }
+    }
+}
+
+/// Opens the broker as leader once this node leads and has applied every earlier entry;
+/// stops the process once it no longer leads (or has not heard from a quorum for longer
+/// than an election timeout). The engine of a leader runs ahead of the commit index, so
+/// the simplest way to drop what was never committed is the restart a crash would be:
+/// the node then rebuilds its engine from the committed log and rejoins as a follower.
+/// Run it under a supervisor that restarts it (systemd's `Restart=on-failure`).
+async fn watch_leadership(raft: Raft<LarderRaft>, broker: Arc<Broker>, me: NodeId) {
+    let mut metrics = raft.metrics();
+    let mut opened: Option<u64> = None;
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            changed = metrics.changed() => if changed.is_err() { return },
+            _ = tick.tick() => {}
+        }
+        if broker.is_stopping() {
+            // Shutting down: openraft stops too, which is not a lost election.
+            return;
+        }
+        let (leading, term, quorum_ack) = {
+            let m = metrics.borrow();
+            (
+                m.state == openraft::ServerState::Leader,
+                m.current_term,
+                m.millis_since_quorum_ack,
+            )
+        };
+        match opened {
+            None if leading => {
+                // Every entry of earlier terms must be in the engine before it runs a
+                // command: this returns once this term's first entry is applied.
+                if let Err(e) = raft.ensure_linearizable().await {
+                    tracing::info!(error = %e, "elected, but not confirmed as leader yet");
+                    continue;
+                }
+                let still = {
+                    let m = raft.metrics();
+                    let m = m.borrow();
+                    m.state == openraft::ServerState::Leader && m.current_term == term
+                };
+                if still {
+                    broker.open_leader(openraft::LeaderId::new(term, me));
+                    opened = Some(term);
+                    tracing::info!(term, node = me, "leader: serving commands");
+                }
+            }
+            Some(t) if !leading || term != t => lost(t, "another node leads now"),
+            Some(t) if quorum_ack.is_some_and(|ms| ms > ELECTION_MAX_MS) => {
+                lost(t, "no quorum has answered within an election timeout")
+            }
+            _ => {}
+        }
+    }
+}
+
+fn lost(term: u64, why: &str) {
+    tracing::error!(
+        term,
+        why,
+        "lost leadership: stopping so this node restarts from its committed log"
+    );
+    std::process::exit(EXIT_LOST_LEADERSHIP);
+}

@@ -1,0 +1,787 @@
+//! Cluster mode against real processes: three `larder serve --node-id …` on loopback, every
+//! inter-node link through a fault-injecting proxy in this process, clients that record
+//! every confirmation they saw, and a checker run against the surviving nodes.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::support::{free_port, ChildServer};
+
+/// How long a client waits for one reply before it gives up on the connection.
+const REPLY_WAIT: Duration = Duration::from_secs(10);
+/// How long the tests wait for a leader, a recovery, or progress.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// A proxy on one directed link: `from` dials it to reach `to`. Blocking it closes every
+/// connection through it and refuses new ones until healed.
+struct Link {
+    blocked: Arc<AtomicBool>,
+    /// Where it forwards to (moved if the node had to take another port).
+    target: Arc<Mutex<SocketAddr>>,
+    open: Arc<Mutex<Vec<TcpStream>>>,
+    addr: SocketAddr,
+}
+
+impl Link {
+    fn start(target: SocketAddr) -> Link {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind a link proxy");
+        let addr = listener.local_addr().expect("proxy address");
+        let blocked = Arc::new(AtomicBool::new(false));
+        let open: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
+        let target = Arc::new(Mutex::new(target));
+        let (b, o, t) = (blocked.clone(), open.clone(), target.clone());
+        std::thread::spawn(move || {
+            for incoming in listener.incoming() {
+                let Ok(client) = incoming else { continue };
+                if b.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let target = *t.lock().unwrap_or_else(|e| e.into_inner());
+                let Ok(upstream) = TcpStream::connect(target) else {
+                    continue;
+                };
+                let _ = client.set_nodelay(true);
+                let _ = upstream.set_nodelay(true);
+                let pairs = [
+                    (client.try_clone(), upstream.try_clone()),
+                    (upstream.try_clone(), client.try_clone()),
+                ];
+                {
+                    let mut open = o.lock().unwrap_or_else(|e| e.into_inner());
+                    open.extend(client.try_clone());
+                    open.extend(upstream.try_clone());
+                }
+                for pair in pairs {
+                    if let (Ok(mut from), Ok(mut to)) = pair {
+                        std::thread::spawn(move || {
+                            let _ = std::io::copy(&mut from, &mut to);
+                            let _ = to.shutdown(std::net::Shutdown::Both);
+                        });
+                    }
+                }
+            }
+        });
+        Link {
+            blocked,
+            target,
+            open,
+            addr,
+        }
+    }
+
+    fn block(&self) {
+        self.blocked.store(true, Ordering::SeqCst);
+        for s in self
+            .open
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+        {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    fn heal(&self) {
+        self.blocked.store(false, Ordering::SeqCst);
+    }
+}
+
+struct Node {
+    id: u64,
+    client: SocketAddr,
+    cluster: SocketAddr,
+    dir: PathBuf,
+    server: Option<ChildServer>,
+}
+
+/// Three nodes and a proxy on each of the six directed links.
+struct Cluster {
+    nodes: Vec<Node>,
+    /// (from, to) → the proxy `from` dials to reach `to`.
+    links: BTreeMap<(u64, u64), Link>,
+}
+
+fn addr() -> SocketAddr {
+    format!("127.0.0.1:{}", free_port())
+        .parse()
+        .expect("address")
+}
+
+impl Cluster {
+    fn start(name: &str) -> Cluster {
+        let base =
+            std::env::temp_dir().join(format!("larder-cluster-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        let nodes: Vec<Node> = (1..=3)
+            .map(|id| Node {
+                id,
+                client: addr(),
+                cluster: addr(),
+                dir: base.join(format!("n{id}")),
+                server: None,
+            })
+            .collect();
+        // The proxies hold their ports before the nodes' ports are chosen, so none of
+        // those can be a proxy's.
+        let mut links = BTreeMap::new();
+        for from in &nodes {
+            for to in &nodes {
+                if from.id != to.id {
+                    links.insert((from.id, to.id), Link::start(to.cluster));
+                }
+            }
+        }
+        let mut nodes = nodes;
+        for node in &mut nodes {
+            node.client = addr();
+            node.cluster = addr();
+        }
+        for ((_, to), link) in &links {
+            *link.target.lock().unwrap_or_else(|e| e.into_inner()) =
+                nodes[(to - 1) as usize].cluster;
+        }
+        let mut cluster = Cluster { nodes, links };
+        for id in 1..=3 {
+            cluster.launch(id);
+        }
+        cluster
+    }
+
+    fn node(&self, id: u64) -> &Node {
+        &self.nodes[(id - 1) as usize]
+    }
+
+    /// Starts node `id` on its data directory (kept across restarts). If another process
+    /// took one of its ports meanwhile, it moves to new ones (its peers reach it through
+    /// the proxies, which follow it).
+    fn launch(&mut self, id: u64) {
+        for _ in 0..10 {
+            match self.try_launch(id) {
+                Ok(()) => return,
+                Err(log) if log.contains("Address already in use") => {
+                    let node = &mut self.nodes[(id - 1) as usize];
+                    node.client = addr();
+                    node.cluster = addr();
+                    let cluster = node.cluster;
+                    for ((_, to), link) in &self.links {
+                        if *to == id {
+                            *link.target.lock().unwrap_or_else(|e| e.into_inner()) = cluster;
+                        }
+                    }
+                }
+                Err(log) => panic!("node {id} did not start:\n{log}"),
+            }
+        }
+        panic!("node {id} never found free ports");
+    }
+
+    fn try_launch(&mut self, id: u64) -> Result<(), String> {
+        let me = self.node(id);
+        let mut args = vec![
+            "--listen".to_owned(),
+            me.client.to_string(),
+            "--data-dir".to_owned(),
+            me.dir.display().to_string(),
+            "--node-id".to_owned(),
+            id.to_string(),
+            "--cluster-listen".to_owned(),
+            me.cluster.to_string(),
+            // Small segments: entries cross segment boundaries often.
+            "--wal-segment-size".to_owned(),
+            "65536".to_owned(),
+        ];
+        for other in &self.nodes {
+            if other.id != id {
+                args.push("--peer".to_owned());
+                args.push(format!("{}={}", other.id, other.cluster));
+                args.push("--peer-route".to_owned());
+                args.push(format!("{}={}", other.id, self.links[&(id, other.id)].addr));
+            }
+        }
+        let mut server = ChildServer::larder_unchecked(&args, me.client);
+        if !server.wait_for_log("cluster node started") {
+            return Err(server.log());
+        }
+        self.nodes[(id - 1) as usize].server = Some(server);
+        Ok(())
+    }
+
+    fn kill9(&mut self, id: u64) {
+        if let Some(server) = self.nodes[(id - 1) as usize].server.take() {
+            server.kill9();
+        }
+    }
+
+    /// The node that most recently opened as leader and is still running, once one has.
+    fn leader(&mut self) -> u64 {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            self.supervise();
+            let mut best: Option<(u64, u64)> = None;
+            for node in &mut self.nodes {
+                let Some(server) = &mut node.server else {
+                    continue;
+                };
+                if matches!(server.child.try_wait(), Ok(Some(_))) {
+                    continue;
+                }
+                for line in server.log().lines() {
+                    if !line.contains("leader: serving commands") {
+                        continue;
+                    }
+                    let term = line
+                        .split("term=")
+                        .nth(1)
+                        .and_then(|t| t.split_whitespace().next())
+                        .and_then(|t| t.parse::<u64>().ok());
+                    if let Some(term) = term {
+                        if best.is_none_or(|(t, _)| term > t) {
+                            best = Some((term, node.id));
+                        }
+                    }
+                }
+            }
+            if let Some((_, id)) = best {
+                // Only a leader whose term no running node has gone past.
+                if self.nodes.iter().all(|n| {
+                    n.server.as_ref().is_none_or(|s| {
+                        !s.log()
+                            .contains(&format!("term={}", best.map_or(0, |b| b.0) + 1))
+                    })
+                }) {
+                    return id;
+                }
+            }
+            assert!(Instant::now() < deadline, "no leader within {PATIENCE:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Does what a supervisor (systemd's `Restart=on-failure`) does for a node that
+    /// stopped because it lost leadership: starts it again.
+    fn supervise(&mut self) {
+        let mut stopped = Vec::new();
+        for node in &mut self.nodes {
+            if let Some(server) = &mut node.server {
+                if let Ok(Some(status)) = server.child.try_wait() {
+                    assert_eq!(
+                        status.code(),
+                        Some(75),
+                        "node {} died:\n{}",
+                        node.id,
+                        server.log()
+                    );
+                    eprintln!(
+                        "node {} stopped after losing leadership; restarting it",
+                        node.id
+                    );
+                    stopped.push(node.id);
+                }
+            }
+        }
+        for id in stopped {
+            self.nodes[(id - 1) as usize].server = None;
+            self.launch(id);
+        }
+    }
+
+    fn running(&self) -> Vec<u64> {
+        self.nodes
+            .iter()
+            .filter(|n| n.server.is_some())
+            .map(|n| n.id)
+            .collect()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            drop(node.server.take());
+        }
+        if let Some(first) = self.nodes.first() {
+            if let Some(base) = first.dir.parent() {
+                let _ = std::fs::remove_dir_all(base);
+            }
+        }
+    }
+}
+
+/// A blocking client connection with a reply timeout.
+struct Conn {
+    r: BufReader<TcpStream>,
+    w: TcpStream,
+}
+
+impl Conn {
+    fn open(addr: SocketAddr) -> std::io::Result<Conn> {
+        let s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+        s.set_read_timeout(Some(REPLY_WAIT))?;
+        s.set_nodelay(true)?;
+        Ok(Conn {
+            r: BufReader::new(s.try_clone()?),
+            w: s,
+        })
+    }
+
+    fn line(&mut self) -> std::io::Result<String> {
+        let mut line = String::new();
+        if self.r.read_line(&mut line)? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        Ok(line.trim_end().to_owned())
+    }
+
+    fn cmd(&mut self, cmd: &str) -> std::io::Result<String> {
+        self.w.write_all(cmd.as_bytes())?;
+        self.line()
+    }
+
+    /// Reads the body a `RESERVED`/`FOUND` line announces.
+    fn body(&mut self, line: &str) -> std::io::Result<Vec<u8>> {
+        let len: usize = line
+            .rsplit(' ')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| std::io::Error::other(format!("no length in {line}")))?;
+        let mut body = vec![0; len + 2];
+        self.r.read_exact(&mut body)?;
+        body.truncate(len);
+        Ok(body)
+    }
+}
+
+/// Everything clients were told.
+#[derive(Default)]
+struct Seen {
+    /// Confirmed puts: id → body.
+    inserted: BTreeMap<u64, String>,
+    /// Ids confirmed twice (must stay empty).
+    twice: Vec<u64>,
+    /// Confirmed deletes.
+    deleted: BTreeSet<u64>,
+    /// Deletes sent, confirmed or not (a job may be gone without its `DELETED` arriving).
+    delete_sent: BTreeSet<u64>,
+    /// Bodies handed out by reserve: (id, body).
+    reserved: Vec<(u64, String)>,
+}
+
+/// Producers and a worker that move between nodes whenever their connection fails.
+struct Load {
+    stop: Arc<AtomicBool>,
+    seen: Arc<Mutex<Seen>>,
+    confirmed: Arc<AtomicU64>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(addrs: Vec<SocketAddr>, producers: usize) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let seen: Arc<Mutex<Seen>> = Arc::default();
+        let confirmed = Arc::new(AtomicU64::new(0));
+        let mut threads = Vec::new();
+        for p in 0..producers {
+            let (stop, seen, confirmed, addrs) =
+                (stop.clone(), seen.clone(), confirmed.clone(), addrs.clone());
+            threads.push(std::thread::spawn(move || {
+                let mut at = p;
+                let mut n = 0u64;
+                let mut conn: Option<Conn> = None;
+                while !stop.load(Ordering::SeqCst) {
+                    let c = match &mut conn {
+                        Some(c) => c,
+                        None => match Conn::open(addrs[at % addrs.len()]) {
+                            Ok(c) => conn.insert(c),
+                            Err(_) => {
+                                at += 1;
+                                std::thread::sleep(Duration::from_millis(50));
+                                continue;
+                            }
+                        },
+                    };
+                    n += 1;
+                    let body = format!("p{p}-{n}-{}", "x".repeat((n % 200) as usize));
+                    let reply = c.cmd(&format!("put 0 0 60 {}\r\n{body}\r\n", body.len()));
+                    match reply.as_deref().map(|r| r.split_once(' ')) {
+                        Ok(Some(("INSERTED", id))) => {
+                            let id: u64 = id.parse().expect("job id");
+                            let mut s = seen.lock().unwrap_or_else(|e| e.into_inner());
+                            if s.inserted.insert(id, body).is_some() {
+                                s.twice.push(id);
+                            }
+                            confirmed.fetch_add(1, Ordering::SeqCst);
+                        }
+                        _ => {
+                            // Closed, timed out or NO_QUORUM: the outcome is unknown;
+                            // try the next node.
+                            conn = None;
+                            at += 1;
+                            std::thread::sleep(Duration::from_millis(50));
+                        }
+                    }
+                }
+            }));
+        }
+        {
+            let (stop, seen, addrs) = (stop.clone(), seen.clone(), addrs.clone());
+            threads.push(std::thread::spawn(move || {
+                let mut at = 0usize;
+                let mut conn: Option<Conn> = None;
+                while !stop.load(Ordering::SeqCst) {
+                    let c = match &mut conn {
+                        Some(c) => c,
+                        None => match Conn::open(addrs[at % addrs.len()]) {
+                            Ok(c) => conn.insert(c),
+                            Err(_) => {
+                                at += 1;
+                                std::thread::sleep(Duration::from_millis(50));
+                                continue;
+                            }
+                        },
+                    };
+                    let step = (|| -> std::io::Result<()> {
+                        let line = c.cmd("reserve-with-timeout 1\r\n")?;
+                        if line == "TIMED_OUT" {
+                            return Ok(());
+                        }
+                        let id: u64 = line
+                            .strip_prefix("RESERVED ")
+                            .and_then(|r| r.split(' ').next())
+                            .and_then(|i| i.parse().ok())
+                            .ok_or_else(|| std::io::Error::other(line.clone()))?;
+                        let body = String::from_utf8_lossy(&c.body(&line)?).into_owned();
+                        seen.lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .reserved
+                            .push((id, body));
+                        seen.lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .delete_sent
+                            .insert(id);
+                        if c.cmd(&format!("delete {id}\r\n"))? == "DELETED" {
+                            seen.lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .deleted
+                                .insert(id);
+                        }
+                        Ok(())
+                    })();
+                    if step.is_err() {
+                        conn = None;
+                        at += 1;
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                }
+            }));
+        }
+        Load {
+            stop,
+            seen,
+            confirmed,
+            threads,
+        }
+    }
+
+    /// Waits until `more` further puts are confirmed, restarting nodes as a supervisor
+    /// would meanwhile.
+    fn progress(&self, cluster: &mut Cluster, more: u64, what: &str) {
+        let target = self.confirmed.load(Ordering::SeqCst) + more;
+        let deadline = Instant::now() + PATIENCE;
+        while self.confirmed.load(Ordering::SeqCst) < target {
+            cluster.supervise();
+            assert!(
+                Instant::now() < deadline,
+                "no {more} confirmations within {PATIENCE:?} {what}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn finish(self) -> Seen {
+        self.stop.store(true, Ordering::SeqCst);
+        for t in self.threads {
+            t.join().expect("load thread");
+        }
+        Arc::try_unwrap(self.seen)
+            .map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner()))
+            .unwrap_or_else(|_| panic!("load still shared"))
+    }
+}
+
+/// Checks what clients saw against what node `at` (any running node: followers forward)
+/// holds: every confirmed put is there with its body unless its delete was sent, no
+/// confirmed delete is back, no id was confirmed twice, every reserved body is its put's.
+fn check(seen: &Seen, at: SocketAddr) {
+    assert!(
+        seen.twice.is_empty(),
+        "ids confirmed twice: {:?}",
+        seen.twice
+    );
+    for (id, body) in &seen.reserved {
+        if let Some(put) = seen.inserted.get(id) {
+            assert_eq!(body, put, "job {id} was reserved with another body");
+        }
+    }
+    let mut c = Conn::open(at).expect("connect to check");
+    let mut present = 0;
+    for (id, body) in &seen.inserted {
+        let line = c.cmd(&format!("peek {id}\r\n")).expect("peek");
+        if seen.deleted.contains(id) {
+            assert_eq!(line, "NOT_FOUND", "job {id}'s confirmed delete was undone");
+        } else if seen.delete_sent.contains(id) && line == "NOT_FOUND" {
+            // Deleted, though the reply was lost with its connection.
+        } else {
+            assert!(
+                line.starts_with(&format!("FOUND {id} ")),
+                "confirmed job {id}: {line}"
+            );
+            let got = c.body(&line).expect("body");
+            assert_eq!(String::from_utf8_lossy(&got), *body, "job {id}'s body");
+            present += 1;
+        }
+    }
+    for id in &seen.deleted {
+        if !seen.inserted.contains_key(id) {
+            let line = c.cmd(&format!("peek {id}\r\n")).expect("peek");
+            assert_eq!(line, "NOT_FOUND", "job {id}'s confirmed delete was undone");
+        }
+    }
+    eprintln!(
+        "checked: {} confirmed puts ({present} present), {} confirmed deletes",
+        seen.inserted.len(),
+        seen.deleted.len()
+    );
+}
+
+#[test]
+fn confirmed_work_survives_killing_the_leader_again_and_again() {
+    let mut cluster = Cluster::start("failover");
+    let addrs: Vec<SocketAddr> = cluster.nodes.iter().map(|n| n.client).collect();
+    cluster.leader();
+    let load = Load::start(addrs, 2);
+    load.progress(&mut cluster, 50, "before any fault");
+    for round in 1..=3 {
+        let leader = cluster.leader();
+        cluster.kill9(leader);
+        load.progress(
+            &mut cluster,
+            30,
+            &format!("after killing leader {leader} (round {round})"),
+        );
+        cluster.launch(leader);
+        load.progress(&mut cluster, 10, &format!("after restarting node {leader}"));
+    }
+    // A follower killed and brought back.
+    let leader = cluster.leader();
+    let follower = cluster
+        .running()
+        .into_iter()
+        .find(|&id| id != leader)
+        .expect("follower");
+    cluster.kill9(follower);
+    load.progress(&mut cluster, 20, "with a follower down");
+    cluster.launch(follower);
+    let seen = load.finish();
+    assert!(
+        seen.inserted.len() >= 150,
+        "too little load: {}",
+        seen.inserted.len()
+    );
+    let leader = cluster.leader();
+    check(&seen, cluster.node(leader).client);
+    // The two others hold it all too: without the leader, one of them leads on what
+    // it has.
+    cluster.kill9(leader);
+    let next = cluster.leader();
+    assert_ne!(next, leader);
+    check(&seen, cluster.node(next).client);
+}
+
+#[test]
+fn a_partitioned_leader_confirms_nothing_and_steps_down() {
+    let mut cluster = Cluster::start("partition");
+    let leader = cluster.leader();
+    let mut on_leader = Conn::open(cluster.node(leader).client).expect("connect");
+    assert!(on_leader
+        .cmd("put 0 0 60 6\r\nbefore\r\n")
+        .expect("put")
+        .starts_with("INSERTED "));
+    for ((from, to), link) in &cluster.links {
+        if *from == leader || *to == leader {
+            link.block();
+        }
+    }
+    // The cut-off leader cannot commit: this put is never confirmed. The node stops
+    // (its connection closes) once no quorum has answered for an election timeout.
+    let reply = on_leader.cmd("put 0 0 60 6\r\nduring\r\n");
+    assert!(
+        !matches!(&reply, Ok(r) if r.starts_with("INSERTED")),
+        "a partitioned leader confirmed a put: {reply:?}"
+    );
+    let started = Instant::now();
+    let status = loop {
+        let server = cluster.nodes[(leader - 1) as usize]
+            .server
+            .as_mut()
+            .expect("leader running");
+        if let Ok(Some(status)) = server.child.try_wait() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < PATIENCE,
+            "the partitioned leader never stepped down"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(
+        status.code(),
+        Some(75),
+        "{}",
+        cluster
+            .node(leader)
+            .server
+            .as_ref()
+            .map(|s| s.log())
+            .unwrap_or_default()
+    );
+    cluster.nodes[(leader - 1) as usize].server = None;
+    // The majority elects a new leader and goes on.
+    let next = cluster.leader();
+    assert_ne!(next, leader);
+    let mut c = Conn::open(cluster.node(next).client).expect("connect");
+    assert!(c
+        .cmd("put 0 0 60 5\r\nafter\r\n")
+        .expect("put")
+        .starts_with("INSERTED "));
+    // Healed and restarted, the old leader follows and forwards clients to the new one.
+    for link in cluster.links.values() {
+        link.heal();
+    }
+    cluster.launch(leader);
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let mut c = Conn::open(cluster.node(leader).client).expect("connect");
+        let line = c.cmd("peek-ready\r\n").expect("peek-ready");
+        if line.starts_with("FOUND") {
+            let body = c.body(&line).expect("body");
+            assert_eq!(body, b"before");
+            break;
+        }
+        assert_eq!(
+            line, "NO_QUORUM",
+            "unexpected reply from the rejoining node"
+        );
+        assert!(Instant::now() < deadline, "the old leader never rejoined");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut c = Conn::open(cluster.node(leader).client).expect("connect");
+    let line = c.cmd("stats-tube default\r\n").expect("stats-tube");
+    assert!(line.starts_with("OK "), "{line}");
+    let yaml = String::from_utf8_lossy(&c.body(&line).expect("yaml")).into_owned();
+    // "before" and "after" are there; "during" never was.
+    assert!(yaml.contains("current-jobs-ready: 2\n"), "{yaml}");
+}
+
+/// One member of a three-node cluster whose peers never start: it never has a leader.
+fn lonely_node(dir: &std::path::Path, extra: &[&str]) -> ChildServer {
+    let (client, cluster) = (addr(), addr());
+    let mut args: Vec<String> = [
+        "--listen",
+        &client.to_string(),
+        "--data-dir",
+        &dir.display().to_string(),
+        "--node-id",
+        "1",
+        "--cluster-listen",
+        &cluster.to_string(),
+        "--peer",
+        &format!("2={}", addr()),
+        "--peer",
+        &format!("3={}", addr()),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    ChildServer::larder_unchecked(&args, client)
+}
+
+#[test]
+fn without_a_leader_every_command_gets_no_quorum_at_once() {
+    let dir = std::env::temp_dir().join(format!("larder-cluster-alone-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut node = lonely_node(&dir, &[]);
+    assert!(node.wait_for_log("cluster node started"), "{}", node.log());
+    let mut c = Conn::open(node.addr).expect("connect");
+    // A put's body is read (the next command is in step), nothing is stored.
+    assert_eq!(
+        c.cmd("put 0 0 60 5\r\nhello\r\n").expect("put"),
+        "NO_QUORUM"
+    );
+    assert_eq!(c.cmd("stats\r\n").expect("stats"), "NO_QUORUM");
+    assert_eq!(c.cmd("peek 1\r\n").expect("peek"), "NO_QUORUM");
+    assert_eq!(
+        c.cmd("reserve-with-timeout 5\r\n").expect("reserve"),
+        "NO_QUORUM"
+    );
+    // A malformed command gets its own error; quit still closes.
+    assert_eq!(c.cmd("put x\r\n").expect("bad put"), "BAD_FORMAT");
+    c.w.write_all(b"quit\r\n").expect("quit");
+    let mut rest = Vec::new();
+    c.r.read_to_end(&mut rest).expect("closed");
+    assert!(rest.is_empty(), "{rest:?}");
+    drop(node);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_cluster_node_refuses_a_single_node_data_directory_and_bad_settings() {
+    let dir = std::env::temp_dir().join(format!("larder-cluster-single-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    {
+        let single = ChildServer::larder_in(&dir, &[]);
+        let mut c = Conn::open(single.addr).expect("connect");
+        assert!(c
+            .cmd("put 0 0 60 1\r\na\r\n")
+            .expect("put")
+            .starts_with("INSERTED"));
+        assert_eq!(single.terminate().code(), Some(0));
+    }
+    let mut node = lonely_node(&dir, &[]);
+    let status = node.child.wait().expect("exit");
+    assert_eq!(status.code(), Some(1), "{}", node.log());
+    assert!(
+        node.log()
+            .contains("this data directory belongs to a single-node server"),
+        "{}",
+        node.log()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    for (extra, says) in [
+        (
+            &["--fsync", "never"][..],
+            "cluster mode needs --fsync always",
+        ),
+        (
+            &["--peer", "1=127.0.0.1:1"][..],
+            "names this node's own id 1",
+        ),
+        (
+            &["--peer-route", "9=127.0.0.1:1"][..],
+            "--peer-route names 9",
+        ),
+    ] {
+        let mut node = lonely_node(&dir, extra);
+        let status = node.child.wait().expect("exit");
+        assert_ne!(status.code(), Some(0));
+        assert!(node.log().contains(says), "{says}: {}", node.log());
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
