@@ -249,6 +249,17 @@ impl Engine {
         }
     }
 
+    /// The id the next session gets.
+    pub fn next_session_id(&self) -> u64 {
+        self.next_session_id
+    }
+
+    /// Makes session ids start at `next` (an engine that replaces another keeps its ids
+    /// apart from the old one's, whose connections may still be closing).
+    pub fn continue_session_ids(&mut self, next: u64) {
+        self.next_session_id = self.next_session_id.max(next);
+    }
+
     /// Opens a session for a new connection, using and watching `default`.
     pub fn open_session(&mut self) -> SessionId {
         let id = SessionId(self.next_session_id);

@@ -31,27 +31,62 @@ pub struct Broker {
     cluster: Option<ClusterSide>,
 }
 
+/// A batch of changes for the proposer: the leader (and its opening) that made them, its
+/// sequence number, the encoded records.
+pub type Batch = (LeaderOpening, u64, Vec<u8>);
+
+/// A leader id and which opening of the engine under it (see [`Broker::open_leader`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LeaderOpening {
+    /// The leader id.
+    pub leader: openraft::LeaderId<u64>,
+    /// Counts openings in this process.
+    pub opening: u64,
+}
+
 /// The broker's side of cluster mode (see `super::cluster`).
 ///
 /// The engine runs commands only while this node is the leader, opened in one term
 /// ([`Broker::open_leader`]). Each batch of changes it makes is encoded and numbered with
 /// a proposal sequence number, in engine order, and sent to the proposer; replies are held
-/// on [`ClusterSide::commit`] — the last sequence number whose raft entry is committed and
-/// applied — instead of the local log's durable watermark. A node that loses leadership
-/// stops the process (see `cluster::node`), so one process is leader at most once and one
-/// commit watermark serves its whole life.
+/// on the commit watermark — the last sequence number whose raft entry is committed and
+/// applied — instead of the local log's durable watermark. Each term as leader has a
+/// watermark of its own: when leadership is lost ([`Broker::step_down`]) the engine is
+/// rebuilt from the committed log and every client connection is closed, so no reply
+/// waiting on the old one is ever sent.
 struct ClusterSide {
-    commit: crate::wal::commit::Watermark,
-    proposals: mpsc::UnboundedSender<(u64, Vec<u8>)>,
+    commit: Mutex<Arc<crate::wal::commit::Watermark>>,
+    proposals: mpsc::UnboundedSender<Batch>,
+    /// Signalled when this node stops leading: the listener closes every connection.
+    deposed: Notify,
+    /// A new, empty engine as of a time (for rebuilding).
+    fresh: Box<dyn Fn(Timestamp) -> Engine + Send + Sync>,
 }
 
-/// Where a leader's changes go, and how far they got.
+/// Where a leader's changes go.
 struct Leading {
-    /// The leader id this node was opened with; its own entries carry it.
-    leader: openraft::LeaderId<u64>,
-    proposals: mpsc::UnboundedSender<(u64, Vec<u8>)>,
-    /// The last proposal sequence number given out.
-    last_seq: u64,
+    /// The leader id and opening this node was opened with; its own entries carry them.
+    leader: LeaderOpening,
+    proposals: mpsc::UnboundedSender<Batch>,
+}
+
+/// The watermark a held reply waits on (see [`Broker::watermark`]).
+pub enum WatermarkRef<'a> {
+    /// The log's own.
+    Journal(&'a crate::wal::commit::Watermark),
+    /// Cluster mode's commit watermark of the current term.
+    Commit(Arc<crate::wal::commit::Watermark>),
+}
+
+impl std::ops::Deref for WatermarkRef<'_> {
+    type Target = crate::wal::commit::Watermark;
+
+    fn deref(&self) -> &Self::Target {
+        match self {
+            WatermarkRef::Journal(w) => w,
+            WatermarkRef::Commit(w) => w,
+        }
+    }
 }
 
 struct State {
@@ -70,6 +105,12 @@ struct State {
     leading: Option<Leading>,
     /// Cluster mode (leader or not).
     clustered: bool,
+    /// Cluster mode: the last proposal sequence number given out (across terms).
+    seq: u64,
+    /// Cluster mode: the index of the last raft entry applied.
+    applied: Option<u64>,
+    /// Cluster mode: openings as leader so far.
+    openings: u64,
 }
 
 impl State {
@@ -89,7 +130,7 @@ impl State {
     /// last proposal given out.
     fn tail(&self) -> crate::wal::Lsn {
         match (&self.leading, self.clustered) {
-            (Some(l), _) => crate::wal::Lsn(l.last_seq),
+            (Some(_), _) => crate::wal::Lsn(self.seq),
             (None, true) => crate::wal::Lsn(0),
             (None, false) => self.journal.tail(),
         }
@@ -149,10 +190,10 @@ impl State {
             batch.extend_from_slice(&payload.head);
             batch.extend_from_slice(&payload.body);
         }
-        leading.last_seq += 1;
+        self.seq += 1;
         // A closed channel means the proposer stopped, which only happens as the process
         // stops: nothing waiting on this batch is ever released.
-        let _ = leading.proposals.send((leading.last_seq, batch));
+        let _ = leading.proposals.send((leading.leader, self.seq, batch));
     }
 
     /// Encodes and queues every change, in the order the engine made them, and tells the
@@ -187,6 +228,74 @@ impl State {
         self.retention
             .after_batch(&self.engine, &self.journal, opening);
     }
+}
+
+/// A raft entry and where its record's payload is (LSN, position).
+pub type Located = (
+    super::cluster::Entry,
+    (crate::wal::Lsn, crate::wal::RecordPos),
+);
+
+/// Applies a committed normal entry to `st` (see [`Broker::apply_entry`]); returns whether
+/// it was this leader's own (so the replies waiting on it may go).
+///
+/// An entry whose proposal was made in another term than the entry's own is applied as
+/// empty, on every node alike: a proposal queued by a leader that has since lost its term
+/// can reach openraft after this node leads again, and its changes came from an engine
+/// that was thrown away.
+fn apply_records(
+    st: &mut State,
+    log_id: super::cluster::LogId,
+    proposal: &super::cluster::Proposal,
+    (lsn, pos): (crate::wal::Lsn, crate::wal::RecordPos),
+    now: Timestamp,
+) -> Result<bool, String> {
+    st.applied = Some(log_id.index);
+    if proposal.term != log_id.leader_id.term {
+        tracing::warn!(
+            entry = %log_id,
+            proposed_in = proposal.term,
+            "skipped an entry proposed in an earlier term"
+        );
+        return Ok(false);
+    }
+    let own = st.leading.as_ref().is_some_and(|l| {
+        l.leader.leader == log_id.leader_id && l.leader.opening == proposal.opening
+    });
+    let records = &proposal.records;
+    let first_offset = super::cluster::record::NORMAL_HEAD as u64;
+    let mut at = 0usize;
+    while at < records.len() {
+        let head = records
+            .get(at..at + 5)
+            .ok_or_else(|| format!("entry {log_id}: a record header is cut at byte {at}"))?;
+        let kind = head[0];
+        let len = u32::from_le_bytes([head[1], head[2], head[3], head[4]]) as usize;
+        let payload = records
+            .get(at + 5..at + 5 + len)
+            .ok_or_else(|| format!("entry {log_id}: a record is cut at byte {at}"))?;
+        let offset = pos.offset + first_offset + at as u64 + 5;
+        if own {
+            if let Ok((Change::Put { id, .. } | Change::Image { id, .. }, Some((start, len)))) =
+                record::decode_metadata(kind, payload)
+            {
+                if let Ok(offset) = u32::try_from(offset + start as u64) {
+                    let body = BodyRef {
+                        segment: pos.segment,
+                        offset,
+                        len,
+                    };
+                    st.engine.place_body(id, body);
+                }
+            }
+        } else {
+            st.engine
+                .replay(kind, payload, (lsn.0, pos.segment, offset), now)
+                .map_err(|e| format!("entry {log_id}: {e}"))?;
+        }
+        at += 5 + len;
+    }
+    Ok(own)
 }
 
 /// Logs what the engine reported (it does no logging itself).
@@ -265,6 +374,9 @@ impl Broker {
             timer_at: None,
             leading: None,
             clustered: false,
+            seq: 0,
+            applied: None,
+            openings: 0,
         };
         // Recovery does not track which records set the settings; writing them afresh
         // gives every setting a known place.
@@ -292,7 +404,8 @@ impl Broker {
         clock: Clock,
         journal: Arc<Journal>,
         files: Arc<SegmentFiles>,
-        proposals: mpsc::UnboundedSender<(u64, Vec<u8>)>,
+        proposals: mpsc::UnboundedSender<Batch>,
+        fresh: Box<dyn Fn(Timestamp) -> Engine + Send + Sync>,
     ) -> Broker {
         let state = State {
             engine,
@@ -304,6 +417,9 @@ impl Broker {
             timer_at: None,
             leading: None,
             clustered: true,
+            seq: 0,
+            applied: None,
+            openings: 0,
         };
         Broker {
             state: Mutex::new(state),
@@ -313,8 +429,10 @@ impl Broker {
             files,
             fsync: crate::config::FsyncPolicy::Always,
             cluster: Some(ClusterSide {
-                commit: crate::wal::commit::Watermark::new(0),
+                commit: Mutex::new(Arc::new(crate::wal::commit::Watermark::new(0))),
                 proposals,
+                deposed: Notify::new(),
+                fresh,
             }),
         }
     }
@@ -334,6 +452,11 @@ impl Broker {
         self.lock().leading.is_some()
     }
 
+    /// The leader id and opening this node is open as leader under, if it is.
+    pub fn leading(&self) -> Option<LeaderOpening> {
+        self.lock().leading.as_ref().map(|l| l.leader)
+    }
+
     /// Opens this node as leader under `leader`: from now on it runs commands and timers
     /// and proposes their changes. Call once the engine holds every committed entry of
     /// earlier terms. The engine's clock is moved to now: delays, TTRs and pauses that fell
@@ -343,70 +466,64 @@ impl Broker {
             return;
         };
         let mut st = self.lock();
+        *cluster.commit.lock().unwrap_or_else(|e| e.into_inner()) =
+            Arc::new(crate::wal::commit::Watermark::new(st.seq));
+        st.openings += 1;
         st.leading = Some(Leading {
-            leader,
+            leader: LeaderOpening {
+                leader,
+                opening: st.openings,
+            },
             proposals: cluster.proposals.clone(),
-            last_seq: cluster.commit.durable(),
         });
         st.engine.tick(self.clock.now());
         st.settle(&self.timer);
         self.timer.notify_one();
     }
 
-    /// Applies a committed raft entry's records, found at `pos` (the entry record's payload)
-    /// with LSN `lsn`. On the leader that proposed them (`leader` is the one it was opened
-    /// with) the engine already holds their effects: their bodies get their places in the
-    /// log and the replies waiting on them are released. Anywhere else each record is
-    /// replayed into the engine, as at start-up.
-    pub fn apply_entry(
+    /// Stops leading: the engine, which ran ahead of the commit index, is replaced by one
+    /// rebuilt from the committed log — `read(from, to)` returns the entries with indexes
+    /// `from..to` — up to the last applied entry, as a restart would rebuild it; every
+    /// client connection is then closed (see [`Broker::deposed`]), and commands get
+    /// `NO_QUORUM` until this node leads again.
+    pub fn step_down(
         &self,
-        leader: openraft::LeaderId<u64>,
-        last_seq: u64,
-        records: &[u8],
-        (lsn, pos): (crate::wal::Lsn, crate::wal::RecordPos),
-        first_offset: u64,
+        mut read: impl FnMut(u64, u64) -> Result<Vec<Located>, String>,
     ) -> Result<(), String> {
+        let Some(cluster) = &self.cluster else {
+            return Ok(());
+        };
         let now = self.clock.now();
         let mut st = self.lock();
-        let own = st.leading.as_ref().is_some_and(|l| l.leader == leader);
-        let mut at = 0usize;
-        while at < records.len() {
-            let head = records
-                .get(at..at + 5)
-                .ok_or_else(|| format!("entry {lsn}: a record header is cut at byte {at}"))?;
-            let kind = head[0];
-            let len = u32::from_le_bytes([head[1], head[2], head[3], head[4]]) as usize;
-            let payload = records
-                .get(at + 5..at + 5 + len)
-                .ok_or_else(|| format!("entry {lsn}: a record is cut at byte {at}"))?;
-            let offset = pos.offset + first_offset + at as u64 + 5;
-            if own {
-                if let Ok((Change::Put { id, .. } | Change::Image { id, .. }, Some((start, len)))) =
-                    record::decode_metadata(kind, payload)
-                {
-                    if let Ok(offset) = u32::try_from(offset + start as u64) {
-                        let body = BodyRef {
-                            segment: pos.segment,
-                            offset,
-                            len,
-                        };
-                        st.engine.place_body(id, body);
-                    }
+        st.leading = None;
+        let next_session = st.engine.next_session_id();
+        st.engine = (cluster.fresh)(now);
+        st.engine.continue_session_ids(next_session);
+        st.outboxes.clear();
+        st.timer_at = None;
+        let end = st.applied.map_or(0, |a| a + 1);
+        let mut from = 0;
+        while from < end {
+            let to = end.min(from + 1024);
+            for (entry, at) in read(from, to)? {
+                if let openraft::EntryPayload::Normal(p) = &entry.payload {
+                    apply_records(&mut st, entry.log_id, p, at, now)?;
                 }
-            } else {
-                st.engine
-                    .replay(kind, payload, (lsn.0, pos.segment, offset), now)
-                    .map_err(|e| e.to_string())?;
             }
-            at += 5 + len;
+            from = to;
         }
+        st.engine.finish_restore();
         drop(st);
-        if own {
-            if let Some(cluster) = &self.cluster {
-                cluster.commit.publish(last_seq);
-            }
-        }
+        cluster.deposed.notify_one();
         Ok(())
+    }
+
+    /// Resolves when this node has stopped leading (never on a single node).
+    pub async fn deposed(&self) {
+        match &self.cluster {
+            Some(c) => c.deposed.notified().await,
+            None => std::future::pending().await,
+        }
     }
 
     /// The open segment files bodies are read from.
@@ -414,12 +531,47 @@ impl Broker {
         &self.files
     }
 
+    /// Notes that the raft entry `log_id` was applied (for entries with no records).
+    pub fn note_applied(&self, log_id: super::cluster::LogId) {
+        self.lock().applied = Some(log_id.index);
+    }
+
+    /// Applies the committed raft entry `log_id` holding `proposal`, whose record's payload
+    /// is at `at` (LSN and position). On the leader that proposed it (in the term it was
+    /// opened in) the engine already holds its effects: its bodies get their places in the
+    /// log and the replies waiting on it are released. Anywhere else each record is replayed
+    /// into the engine, as at start-up.
+    pub fn apply_entry(
+        &self,
+        log_id: super::cluster::LogId,
+        proposal: &super::cluster::Proposal,
+        at: (crate::wal::Lsn, crate::wal::RecordPos),
+    ) -> Result<(), String> {
+        let now = self.clock.now();
+        let mut st = self.lock();
+        let released = apply_records(&mut st, log_id, proposal, at, now)?;
+        drop(st);
+        if released {
+            if let Some(cluster) = &self.cluster {
+                let commit = cluster
+                    .commit
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone();
+                commit.publish(proposal.last_seq);
+            }
+        }
+        Ok(())
+    }
+
     /// The watermark held replies are released by (see [`Held::release`]): the log's
-    /// durable one, or in cluster mode the commit watermark.
-    pub fn watermark(&self) -> &crate::wal::commit::Watermark {
+    /// durable one, or in cluster mode the commit watermark of the current term.
+    pub fn watermark(&self) -> WatermarkRef<'_> {
         match &self.cluster {
-            Some(c) => &c.commit,
-            None => self.journal.watermark(),
+            Some(c) => {
+                WatermarkRef::Commit(c.commit.lock().unwrap_or_else(|e| e.into_inner()).clone())
+            }
+            None => WatermarkRef::Journal(self.journal.watermark()),
         }
     }
 

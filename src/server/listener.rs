@@ -229,6 +229,27 @@ struct Serve {
     cluster: Option<super::cluster::node::ClusterNode>,
 }
 
+/// Makes a new, empty engine with the server's settings (cluster mode rebuilds its engine
+/// from the log when it stops leading).
+fn fresh_engine(
+    config: &ServerConfig,
+) -> Box<dyn Fn(crate::engine::Timestamp) -> Engine + Send + Sync> {
+    let (max_job_size, limits, defaults) =
+        (config.max_job_size, config.limits, config.setting_defaults);
+    Box::new(move |now| {
+        Engine::new(
+            EngineConfig {
+                max_job_size,
+                limits,
+                defaults,
+                seed: now.0 ^ u64::from(std::process::id()),
+            },
+            process_info(),
+            now,
+        )
+    })
+}
+
 /// Cluster mode's start-up: reads the raft log, starts the writer, openraft and the cluster
 /// port, then serves clients like a single node (followers forward them to the leader).
 #[allow(clippy::too_many_arguments)]
@@ -278,6 +299,7 @@ async fn run_cluster(
         journal.clone(),
         files,
         proposals,
+        fresh_engine(&config),
     ));
     let node = super::cluster::node::start(
         &cluster,
@@ -396,6 +418,14 @@ async fn serve_clients(
         let accepted = tokio::select! {
             accepted = accept(&listener) => accepted,
             Some(stream) = next_proxied(&mut cluster) => Ok(Accepted::Proxied(stream)),
+            _ = broker.deposed() => {
+                // No longer the leader: the engine was rebuilt, every session is gone, and
+                // no reply still waiting may be sent. Forwarded connections go too (the
+                // leader changed).
+                tracing::info!(connections = conns.len(), "closing every client connection");
+                conns.abort_all();
+                continue;
+            }
             Some(_) = conns.join_next(), if !conns.is_empty() => continue,
             _ = drain.requested() => {
                 tracing::info!("SIGUSR1: entering drain mode");

@@ -178,7 +178,7 @@ impl Outbox {
         let count = self.held.measure(Replies::count);
         let puts_since = self.puts_since.take();
         let held = std::mem::replace(&mut self.held, Held::ready(Replies::default()));
-        let mut replies = match held.release(broker.watermark()).await {
+        let mut replies = match held.release(&broker.watermark()).await {
             Ok(replies) => replies,
             Err(_) => {
                 let mut failed = Replies::with_capacity(WRITE_CAPACITY);

@@ -413,7 +413,9 @@ mod tests {
                 let mut out = Held::ready(Replies::default());
                 let stop = self.broker.execute(sid, &mut items, &mut out, usize::MAX);
                 assert!(stop.is_none(), "{stop:?}");
-                out.release(self.broker.watermark()).await.expect("durable");
+                out.release(&self.broker.watermark())
+                    .await
+                    .expect("durable");
                 self.broker.close_session(sid);
             }
 

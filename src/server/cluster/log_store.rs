@@ -258,6 +258,28 @@ pub struct LogReader {
 }
 
 impl LogReader {
+    /// Entries `from..to`, each with its record's LSN and payload position (for rebuilding
+    /// the state from the log).
+    pub fn read_located(
+        &self,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<crate::server::broker::Located>, String> {
+        let entries = self
+            .shared
+            .read_range(Bound::Included(from), Bound::Excluded(to))
+            .map_err(|e| e.to_string())?;
+        entries
+            .into_iter()
+            .map(|e| {
+                let at = self
+                    .locate(e.log_id.index)
+                    .ok_or_else(|| format!("entry {} is no longer in the log", e.log_id))?;
+                Ok((e, at))
+            })
+            .collect()
+    }
+
     /// Where entry `index`'s record is: its LSN and its payload's place.
     pub fn locate(&self, index: u64) -> Option<(Lsn, RecordPos)> {
         let inner = self.shared.lock();

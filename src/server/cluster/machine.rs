@@ -20,7 +20,6 @@ use openraft::{
 };
 
 use super::log_store::LogReader;
-use super::record::NORMAL_HEAD;
 use super::{Entry, LarderRaft, LogId, NodeId, StorageError};
 use crate::server::Broker;
 
@@ -83,9 +82,10 @@ impl RaftStateMachine<LarderRaft> for Machine {
         let mut replies = Vec::new();
         for entry in entries {
             match &entry.payload {
-                EntryPayload::Blank => {}
+                EntryPayload::Blank => self.broker.note_applied(entry.log_id),
                 EntryPayload::Membership(m) => {
                     self.membership = StoredMembership::new(Some(entry.log_id), m.clone());
+                    self.broker.note_applied(entry.log_id);
                 }
                 EntryPayload::Normal(p) => {
                     let fail = |what: String| -> StorageError {
@@ -94,15 +94,7 @@ impl RaftStateMachine<LarderRaft> for Machine {
                     let at = self.log.locate(entry.log_id.index).ok_or_else(|| {
                         fail(format!("entry {} to apply is not in the log", entry.log_id))
                     })?;
-                    self.broker
-                        .apply_entry(
-                            entry.log_id.leader_id,
-                            p.last_seq,
-                            &p.records,
-                            at,
-                            NORMAL_HEAD as u64,
-                        )
-                        .map_err(fail)?;
+                    self.broker.apply_entry(entry.log_id, p, at).map_err(fail)?;
                 }
             }
             self.applied = Some(entry.log_id);

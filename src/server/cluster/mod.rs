@@ -33,6 +33,14 @@ pub type NodeId = u64;
 /// and the sequence number of the last proposal batch they complete.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Proposal {
+    /// The term of the leader whose engine made these changes. An entry whose proposal
+    /// was made in another term than the entry's own is applied as empty on every node:
+    /// its changes came from an engine that was discarded (see `Broker::apply_entry`).
+    pub term: u64,
+    /// Which opening of that leader's engine made them (a node may lead, lose its quorum,
+    /// and lead again in the same term with a rebuilt engine): only entries of the current
+    /// opening are the leader's own, whose effects its engine already holds.
+    pub opening: u64,
     /// The leader's time, nanoseconds since the Unix epoch.
     pub leader_time: u64,
     /// The last proposal sequence number this entry completes.

@@ -1,6 +1,6 @@
 //! A cluster node: recovery of the raft log, openraft started over it, the proposer that
 //! turns the leader's change batches into entries, and the watcher that opens the broker as
-//! leader or stops the process when leadership is lost.
+//! leader or steps it down when leadership is lost.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -23,7 +23,7 @@ use crate::server::{Broker, Clock};
 use crate::wal::storage::FsStorage;
 use crate::wal::{Wal, WalOptions};
 
-/// Exit status of a node that lost leadership (see [`watch_leadership`]).
+/// Exit status of a node that lost leadership and could not rebuild its state from its log.
 pub const EXIT_LOST_LEADERSHIP: i32 = 75;
 
 /// Heartbeat and election timeouts (ms): generous, for busy small machines.
@@ -148,7 +148,7 @@ pub async fn start(
     wal_dir: &Path,
     state: RaftLogState,
     broker: Arc<Broker>,
-    proposals: mpsc::UnboundedReceiver<(u64, Vec<u8>)>,
+    proposals: mpsc::UnboundedReceiver<crate::server::broker::Batch>,
     clock: Clock,
 ) -> anyhow::Result<ClusterNode> {
     let listener = TcpListener::bind(config.listen)
@@ -157,7 +157,7 @@ pub async fn start(
     let pristine = state.vote().is_none() && state.last_log_id().is_none();
     let mut store = LogStore::open(journal, wal_dir.to_path_buf(), state);
     let reader = openraft::storage::RaftLogStorage::get_log_reader(&mut store).await;
-    let machine = Machine::new(broker.clone(), reader);
+    let machine = Machine::new(broker.clone(), reader.clone());
     let network = Network {
         routes: config.routes.clone(),
     };
@@ -183,8 +183,13 @@ pub async fn start(
             Err(e) => tracing::info!(error = %e, "not forming a cluster"),
         }
     }
-    tokio::spawn(propose(raft.clone(), proposals, clock));
-    tokio::spawn(watch_leadership(raft.clone(), broker, config.node_id));
+    tokio::spawn(propose(raft.clone(), proposals, clock, broker.clone()));
+    tokio::spawn(watch_leadership(
+        raft.clone(),
+        broker,
+        reader,
+        config.node_id,
+    ));
     tracing::info!(
         node = config.node_id,
         cluster_listen = %config.listen,
@@ -199,31 +204,51 @@ pub async fn start(
 }
 
 /// Packs the leader's change batches, in engine order, into entries: whatever has queued
-/// while the previous entry was being handed over goes into the next one.
+/// while the previous entry was being handed over goes into the next one. Batches of a term
+/// this node no longer leads in are dropped (and would be applied as empty if one slipped
+/// through: see `Broker::apply_entry`).
 async fn propose(
     raft: Raft<LarderRaft>,
-    mut batches: mpsc::UnboundedReceiver<(u64, Vec<u8>)>,
+    mut batches: mpsc::UnboundedReceiver<crate::server::broker::Batch>,
     clock: Clock,
+    broker: Arc<Broker>,
 ) {
-    while let Some((seq, first)) = batches.recv().await {
+    let mut next = None;
+    loop {
+        let (leader, seq, first) = match next.take() {
+            Some(b) => b,
+            None => match batches.recv().await {
+                Some(b) => b,
+                None => return,
+            },
+        };
+        if broker.leading() != Some(leader) {
+            continue;
+        }
         let (mut records, mut last_seq) = (first, seq);
         while records.len() < MAX_PROPOSAL {
             match batches.try_recv() {
-                Ok((seq, batch)) => {
+                Ok((l, seq, batch)) if l == leader => {
                     records.extend_from_slice(&batch);
                     last_seq = seq;
+                }
+                Ok(other) => {
+                    next = Some(other);
+                    break;
                 }
                 Err(_) => break,
             }
         }
         let proposal = Proposal {
+            term: leader.leader.term,
+            opening: leader.opening,
             leader_time: clock.now().0,
             last_seq,
             records: Bytes::from(records),
         };
         // The reply is not awaited: the entry's effects are released when the state
         // machine applies it. A proposal refused because this node is no longer leader
-        // is never applied, and the leadership watcher stops the process.
+        // is never applied, and the leadership watcher steps the broker down.
         if let Err(e) = raft.client_write_ff(proposal).await {
             tracing::error!(error = %e, "openraft stopped: cannot propose");
             return;
@@ -231,13 +256,16 @@ async fn propose(
     }
 }
 
-/// Opens the broker as leader once this node leads and has applied every earlier entry;
-/// stops the process once it no longer leads (or has not heard from a quorum for longer
-/// than an election timeout). The engine of a leader runs ahead of the commit index, so
-/// the simplest way to drop what was never committed is the restart a crash would be:
-/// the node then rebuilds its engine from the committed log and rejoins as a follower.
-/// Run it under a supervisor that restarts it (systemd's `Restart=on-failure`).
-async fn watch_leadership(raft: Raft<LarderRaft>, broker: Arc<Broker>, me: NodeId) {
+/// Opens the broker as leader once this node leads and has applied every entry in its log;
+/// steps it down once it no longer leads (or has not heard from a quorum for longer than an
+/// election timeout). The engine of a leader runs ahead of the commit index, so stepping
+/// down rebuilds it from the committed log, as a restart would.
+async fn watch_leadership(
+    raft: Raft<LarderRaft>,
+    broker: Arc<Broker>,
+    log: super::log_store::LogReader,
+    me: NodeId,
+) {
     let mut metrics = raft.metrics();
     let mut opened: Option<u64> = None;
     let mut tick = tokio::time::interval(Duration::from_millis(100));
@@ -266,6 +294,17 @@ async fn watch_leadership(raft: Raft<LarderRaft>, broker: Arc<Broker>, me: NodeI
                     tracing::info!(error = %e, "elected, but not confirmed as leader yet");
                     continue;
                 }
+                // And every entry already in this leader's log: after leading again in the
+                // same term, entries of the earlier opening may still be uncommitted; the
+                // engine must hold them before it makes changes of its own.
+                let last = raft.metrics().borrow().last_log_index;
+                let applied = raft
+                    .wait(Some(Duration::from_millis(ELECTION_MAX_MS)))
+                    .applied_index_at_least(last, "the leader's own log applied")
+                    .await;
+                if applied.is_err() {
+                    continue;
+                }
                 let still = {
                     let m = raft.metrics();
                     let m = m.borrow();
@@ -277,20 +316,44 @@ async fn watch_leadership(raft: Raft<LarderRaft>, broker: Arc<Broker>, me: NodeI
                     tracing::info!(term, node = me, "leader: serving commands");
                 }
             }
-            Some(t) if !leading || term != t => lost(t, "another node leads now"),
+            Some(t) if !leading || term != t => {
+                step_down(&broker, &log, t, "another node leads now");
+                opened = None;
+            }
             Some(t) if quorum_ack.is_some_and(|ms| ms > ELECTION_MAX_MS) => {
-                lost(t, "no quorum has answered within an election timeout")
+                // Cut off: stop serving now rather than when openraft notices; a later
+                // election may make this node leader again.
+                // Cut off: stop serving now rather than wait for openraft to notice. If
+                // the quorum comes back before another node is elected, this node opens
+                // again in the same term, with a rebuilt engine.
+                step_down(
+                    &broker,
+                    &log,
+                    t,
+                    "no quorum has answered within an election timeout",
+                );
+                opened = None;
             }
             _ => {}
         }
     }
 }
 
-fn lost(term: u64, why: &str) {
-    tracing::error!(
-        term,
-        why,
-        "lost leadership: stopping so this node restarts from its committed log"
-    );
-    std::process::exit(EXIT_LOST_LEADERSHIP);
+/// Stops leading: rebuilds the engine from the committed log and closes every client
+/// connection (see `Broker::step_down`). If the log cannot be read back the process stops
+/// (status [`EXIT_LOST_LEADERSHIP`]) so that a restart rebuilds it instead.
+fn step_down(broker: &Broker, log: &super::log_store::LogReader, term: u64, why: &str) {
+    let started = std::time::Instant::now();
+    match broker.step_down(|from, to| log.read_located(from, to)) {
+        Ok(()) => tracing::warn!(
+            term,
+            why,
+            rebuild_ms = started.elapsed().as_millis() as u64,
+            "lost leadership: state rebuilt from the committed log, clients disconnected"
+        ),
+        Err(e) => {
+            tracing::error!(term, why, error = %e, "lost leadership and cannot rebuild the state: stopping");
+            std::process::exit(EXIT_LOST_LEADERSHIP);
+        }
+    }
 }

@@ -4,7 +4,7 @@
 //!
 //! | code | kind | payload |
 //! |---|---|---|
-//! | 32 | raft-entry | log id, type u8 (0 blank, 1 normal, 2 membership); normal: leader time u64, last proposal seq u64, the engine records (the rest); membership: the membership as JSON (the rest) |
+//! | 32 | raft-entry | log id, type u8 (0 blank, 1 normal, 2 membership); normal: proposing term u64, opening u64, leader time u64, last proposal seq u64, the engine records (the rest); membership: the membership as JSON (the rest) |
 //! | 33 | raft-vote | term u64, node u64, committed u8 |
 //! | 34 | raft-committed | present u8, log id (zeros when absent) |
 //! | 35 | raft-truncate | index u64: that entry and every later one are gone |
@@ -32,8 +32,8 @@ pub const RAFT_TRUNCATE: u8 = 35;
 pub const RAFT_PURGE: u8 = 36;
 
 /// Bytes of a raft entry record before a normal entry's engine records: log id, type,
-/// leader time, last seq.
-pub const NORMAL_HEAD: usize = 24 + 1 + 8 + 8;
+/// proposing term, opening, leader time, last seq.
+pub const NORMAL_HEAD: usize = 24 + 1 + 8 + 8 + 8 + 8;
 
 const BLANK: u8 = 0;
 const NORMAL: u8 = 1;
@@ -100,6 +100,8 @@ pub fn entry_payload(entry: &Entry) -> Payload {
         EntryPayload::Blank => out.put_u8(BLANK),
         EntryPayload::Normal(p) => {
             out.put_u8(NORMAL);
+            out.put_u64_le(p.term);
+            out.put_u64_le(p.opening);
             out.put_u64_le(p.leader_time);
             out.put_u64_le(p.last_seq);
             return Payload {
@@ -228,10 +230,14 @@ pub fn decode(kind: u8, payload: &[u8]) -> Result<RaftRecord, RaftRecordError> {
             let payload = match f.u8()? {
                 BLANK => EntryPayload::Blank,
                 NORMAL => {
+                    let term = f.u64()?;
+                    let opening = f.u64()?;
                     let leader_time = f.u64()?;
                     let last_seq = f.u64()?;
                     let records = Bytes::copy_from_slice(std::mem::take(&mut f.buf));
                     EntryPayload::Normal(Proposal {
+                        term,
+                        opening,
                         leader_time,
                         last_seq,
                         records,
@@ -317,6 +323,8 @@ mod tests {
         let normal = Entry {
             log_id: log_id(4, 1, 18),
             payload: EntryPayload::Normal(Proposal {
+                term: 4,
+                opening: 2,
                 leader_time: 1_700_000_000_000_000_000,
                 last_seq: 99,
                 records: Bytes::from_static(b"\x02\x08\x00\x00\x00abcdefgh"),

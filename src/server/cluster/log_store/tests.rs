@@ -134,6 +134,8 @@ fn normal(term: u64, index: u64, records: &'static [u8]) -> Entry {
     Entry {
         log_id: log_id(term, 1, index),
         payload: EntryPayload::Normal(Proposal {
+            term,
+            opening: 1,
             leader_time: 1_000 + index,
             last_seq: index,
             records: Bytes::from_static(records),
