@@ -2,6 +2,7 @@
 //!
 //! Doc comments on the argument structs are the `--help` text.
 
+pub mod cluster;
 mod connect;
 pub mod dlq;
 pub mod export;
@@ -65,6 +66,9 @@ pub enum Cmd {
     /// Inspect, redrive, delete, export and import dead letters (buried jobs).
     #[command(subcommand)]
     Dlq(dlq::DlqCmd),
+    /// Inspect a cluster (see README's "Running a cluster").
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCmd),
     /// Make auth file lines (see `larder serve --auth-file`).
     #[command(subcommand)]
     Auth(secure::AuthCmd),

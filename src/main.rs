@@ -73,6 +73,7 @@ fn main() {
                 cli::tube::show(args, &mut stdout).await.map(|()| 0)
             }
             Cmd::Dlq(cmd) => cli::dlq::run(cmd, &mut stdout).await.map(|()| 0),
+            Cmd::Cluster(cmd) => cli::cluster::run(cmd, &mut stdout).await.map(|()| 0),
             Cmd::Auth(cmd) => cli::secure::auth(
                 cmd,
                 &mut std::io::stdin().lock(),

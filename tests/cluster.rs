@@ -656,6 +656,30 @@ fn a_partitioned_leader_confirms_nothing_steps_down_and_rejoins() {
     let yaml = String::from_utf8_lossy(&c.body(&line).expect("yaml")).into_owned();
     // "before" and "after" are there; "during" never was.
     assert!(yaml.contains("current-jobs-ready: 2\n"), "{yaml}");
+    // The operator's view, asked of the old leader (a follower now): the leader answers.
+    let out = std::process::Command::new(crate::support::larder_bin())
+        .args(["cluster", "status", "--addr"])
+        .arg(cluster.node(leader).client.to_string())
+        .output()
+        .expect("larder cluster status");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.starts_with(&format!("leader {next}, term ")), "{text}");
+    assert!(text.contains("members 1,2,3; answered by node"), "{text}");
+    for id in 1..=3 {
+        let role = if id == next { "leader" } else { "follower" };
+        assert!(
+            text.lines().any(|l| l
+                .split_whitespace()
+                .take(2)
+                .eq([id.to_string().as_str(), role])),
+            "node {id} as {role}: {text}"
+        );
+    }
 }
 
 /// One member of a three-node cluster whose peers never start: it never has a leader.

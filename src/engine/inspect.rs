@@ -264,6 +264,9 @@ impl Engine {
         );
         self.limit_stats(&mut y);
         self.retry_stats(&mut y);
+        if let Some(cluster) = &self.cluster_yaml {
+            y.push_str(cluster);
+        }
         Reply::Ok(y.into())
     }
 

@@ -166,6 +166,8 @@ pub struct Engine {
     config: EngineConfig,
     process: ProcessInfo,
     log: LogStats,
+    /// Cluster mode's fields for extended `stats`, rendered by the server.
+    cluster_yaml: Option<String>,
     started_at: Timestamp,
     /// Every job by id (see [`table`]: densely packed, and never rehashed all at once,
     /// which with hundreds of thousands of jobs stalled every client for tens of ms).
@@ -221,6 +223,7 @@ impl Engine {
             config,
             process,
             log: LogStats::default(),
+            cluster_yaml: None,
             started_at: now,
             jobs: JobTable::default(),
             mem_bodies: HashMap::default(),
@@ -440,6 +443,12 @@ impl Engine {
         let waiting = self.sessions.get(&sid).is_some_and(|s| s.wait.is_some());
         self.stop_wait(sid);
         waiting
+    }
+
+    /// Sets cluster mode's `cluster-*` lines of extended `stats` (YAML `key: value` lines,
+    /// each ending in a newline); `None` on a single node.
+    pub fn set_cluster_yaml(&mut self, yaml: Option<String>) {
+        self.cluster_yaml = yaml;
     }
 
     /// Updates the log figures `stats` reports.

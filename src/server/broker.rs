@@ -61,6 +61,8 @@ struct ClusterSide {
     deposed: Notify,
     /// A new, empty engine as of a time (for rebuilding).
     fresh: Box<dyn Fn(Timestamp) -> Engine + Send + Sync>,
+    /// Renders the `cluster-*` lines of extended `stats`, once openraft runs.
+    status: std::sync::OnceLock<Box<dyn Fn() -> String + Send + Sync>>,
 }
 
 /// Where a leader's changes go.
@@ -433,6 +435,7 @@ impl Broker {
                 proposals,
                 deposed: Notify::new(),
                 fresh,
+                status: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -440,6 +443,19 @@ impl Broker {
     /// Whether the server has begun to stop.
     pub fn is_stopping(&self) -> bool {
         self.journal.is_stopping()
+    }
+
+    /// Sets what renders the `cluster-*` lines of extended `stats` (cluster mode; once).
+    pub fn set_cluster_status(&self, status: Box<dyn Fn() -> String + Send + Sync>) {
+        if let Some(c) = &self.cluster {
+            let _ = c.status.set(status);
+        }
+    }
+
+    /// The `cluster-*` lines of extended `stats`, in cluster mode.
+    fn cluster_yaml(&self) -> Option<String> {
+        let c = self.cluster.as_ref()?;
+        Some(c.status.get().map(|f| f()).unwrap_or_default())
     }
 
     /// Whether this is a cluster node.
@@ -645,6 +661,7 @@ impl Broker {
         if items.iter().any(|i| matches!(i, Ok(Command::Stats))) {
             let log = self.journal.stats(self.fsync);
             st.engine.set_log_stats(log);
+            st.engine.set_cluster_yaml(self.cluster_yaml());
         }
         st.engine.set_log_full(self.journal.log_full());
         st.engine.set_out_of_files(self.journal.out_of_files());

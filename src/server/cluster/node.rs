@@ -183,6 +183,10 @@ pub async fn start(
             Err(e) => tracing::info!(error = %e, "not forming a cluster"),
         }
     }
+    {
+        let raft = raft.clone();
+        broker.set_cluster_status(Box::new(move || status_yaml(&raft)));
+    }
     tokio::spawn(propose(raft.clone(), proposals, clock, broker.clone()));
     tokio::spawn(watch_leadership(
         raft.clone(),
@@ -356,4 +360,52 @@ fn step_down(broker: &Broker, log: &super::log_store::LogReader, term: u64, why:
             std::process::exit(EXIT_LOST_LEADERSHIP);
         }
     }
+}
+
+/// The `cluster-*` lines of extended `stats` (protocol.md §11): this node's view of the
+/// cluster; on the leader, each member's replication too.
+pub fn status_yaml(raft: &Raft<LarderRaft>) -> String {
+    use std::fmt::Write;
+    let metrics = raft.metrics();
+    let m = metrics.borrow();
+    let role = match m.state {
+        openraft::ServerState::Leader => "leader",
+        openraft::ServerState::Follower => "follower",
+        openraft::ServerState::Candidate => "candidate",
+        openraft::ServerState::Learner => "learner",
+        openraft::ServerState::Shutdown => "shutdown",
+    };
+    let last = m.last_log_index.unwrap_or(0);
+    let members: Vec<String> = m
+        .membership_config
+        .membership()
+        .voter_ids()
+        .map(|id| id.to_string())
+        .collect();
+    let mut y = String::new();
+    let _ = write!(
+        y,
+        "cluster-node: {}\ncluster-role: {role}\ncluster-term: {}\ncluster-leader: {}\n\
+         cluster-members: {}\ncluster-last-log-index: {last}\ncluster-applied-index: {}\n",
+        m.id,
+        m.current_term,
+        m.current_leader
+            .map_or_else(|| "none".to_owned(), |l| l.to_string()),
+        members.join(","),
+        m.last_applied.map_or(0, |l| l.index),
+    );
+    if let Some(replication) = &m.replication {
+        for (id, matched) in replication {
+            if *id == m.id {
+                continue;
+            }
+            let matched = matched.map_or(0, |l| l.index);
+            let _ = write!(
+                y,
+                "cluster-node-{id}-match-index: {matched}\ncluster-node-{id}-lag: {}\n",
+                last.saturating_sub(matched)
+            );
+        }
+    }
+    y
 }

@@ -1,0 +1,83 @@
+//! `larder cluster status`: the cluster as its leader sees it.
+
+use std::io::Write;
+
+use clap::{Args, Subcommand};
+
+use super::ConnArgs;
+
+/// `larder cluster …`.
+#[derive(Debug, Subcommand)]
+pub enum ClusterCmd {
+    /// Show the leader, its term, and each member's role, match index and lag (asked of
+    /// any node: a follower forwards the question to the leader).
+    Status(StatusArgs),
+}
+
+/// `larder cluster status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub conn: ConnArgs,
+    /// Print the `cluster-*` fields as one JSON object instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs a `cluster` subcommand.
+pub async fn run(cmd: ClusterCmd, out: &mut impl Write) -> anyhow::Result<()> {
+    match cmd {
+        ClusterCmd::Status(args) => status(&args, out).await,
+    }
+}
+
+async fn status(args: &StatusArgs, out: &mut impl Write) -> anyhow::Result<()> {
+    let fields = super::summary::fetch(&args.conn, &args.conn.addr).await?;
+    let fields: Vec<(String, String)> = fields
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("cluster-"))
+        .collect();
+    if fields.is_empty() {
+        anyhow::bail!(
+            "{} is a single-node server (no cluster-* fields in its stats)",
+            args.conn.addr
+        );
+    }
+    if args.json {
+        return super::stats::print_fields(fields, true, out);
+    }
+    let get = |key: &str| {
+        fields
+            .iter()
+            .find(|(k, _)| k == key)
+            .map_or("-", |(_, v)| v.as_str())
+    };
+    writeln!(
+        out,
+        "leader {}, term {}, members {}; answered by node {} ({})",
+        get("cluster-leader"),
+        get("cluster-term"),
+        get("cluster-members"),
+        get("cluster-node"),
+        get("cluster-role"),
+    )?;
+    let mut table = comfy_table::Table::new();
+    table.load_preset(comfy_table::presets::NOTHING);
+    table.set_header(["node", "role", "match index", "lag"]);
+    let leader = get("cluster-leader");
+    for id in get("cluster-members").split(',').filter(|s| !s.is_empty()) {
+        if id == get("cluster-node") {
+            table.add_row([id, get("cluster-role"), get("cluster-last-log-index"), "0"]);
+            continue;
+        }
+        let role = if id == leader { "leader" } else { "follower" };
+        table.add_row([
+            id,
+            role,
+            get(&format!("cluster-node-{id}-match-index")),
+            get(&format!("cluster-node-{id}-lag")),
+        ]);
+    }
+    writeln!(out, "{table}")?;
+    Ok(())
+}
