@@ -778,3 +778,94 @@ fn a_cluster_node_refuses_a_single_node_data_directory_and_bad_settings() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Random faults for a while under load: SIGKILL of the leader or a follower (restarted
+/// once the others made progress), and the leader or a follower cut off from both others
+/// for two seconds. After every fault, puts must be confirmed again within
+/// [`PATIENCE`]; at the end every confirmation is checked on two nodes.
+///
+/// CI runs it for 8 seconds; `LARDER_CLUSTER_SOAK_SECS=600 cargo test --release --test tests
+/// cluster::random_faults` is the long run (`LARDER_CLUSTER_SOAK_SEED` repeats one).
+#[test]
+fn random_faults_for_a_while_lose_no_confirmation() {
+    use rand::{Rng, SeedableRng};
+    let secs: u64 = std::env::var("LARDER_CLUSTER_SOAK_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(8);
+    let seed: u64 = std::env::var("LARDER_CLUSTER_SOAK_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| rand::thread_rng().gen());
+    eprintln!("soak: {secs} s, seed {seed}");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut cluster = Cluster::start("soak");
+    let addrs: Vec<SocketAddr> = cluster.nodes.iter().map(|n| n.client).collect();
+    cluster.leader();
+    let load = Load::start(addrs, 2);
+    load.progress(&mut cluster, 20, "before any fault");
+    let started = Instant::now();
+    let mut faults: BTreeMap<&str, u32> = BTreeMap::new();
+    let mut longest = Duration::ZERO;
+    while started.elapsed() < Duration::from_secs(secs) {
+        let leader = cluster.leader();
+        let others: Vec<u64> = cluster
+            .running()
+            .into_iter()
+            .filter(|&i| i != leader)
+            .collect();
+        let follower = others[rng.gen_range(0..others.len())];
+        let kind = [
+            "kill leader",
+            "kill follower",
+            "cut off leader",
+            "cut off follower",
+        ][rng.gen_range(0..4)];
+        *faults.entry(kind).or_default() += 1;
+        let fault_at = Instant::now();
+        match kind {
+            "kill leader" | "kill follower" => {
+                let victim = if kind == "kill leader" {
+                    leader
+                } else {
+                    follower
+                };
+                cluster.kill9(victim);
+                load.progress(&mut cluster, 5, &format!("after: {kind} {victim}"));
+                longest = longest.max(fault_at.elapsed());
+                cluster.launch(victim);
+            }
+            _ => {
+                let victim = if kind == "cut off leader" {
+                    leader
+                } else {
+                    follower
+                };
+                for ((from, to), link) in &cluster.links {
+                    if *from == victim || *to == victim {
+                        link.block();
+                    }
+                }
+                load.progress(&mut cluster, 5, &format!("after: {kind} {victim}"));
+                longest = longest.max(fault_at.elapsed());
+                std::thread::sleep(Duration::from_millis(rng.gen_range(500..2000)));
+                for link in cluster.links.values() {
+                    link.heal();
+                }
+            }
+        }
+        load.progress(&mut cluster, 5, &format!("after healing: {kind}"));
+    }
+    let seen = load.finish();
+    let leader = cluster.leader();
+    check(&seen, cluster.node(leader).client);
+    cluster.kill9(leader);
+    let next = cluster.leader();
+    check(&seen, cluster.node(next).client);
+    eprintln!(
+        "soak: {:?}, {} confirmed puts, {} confirmed deletes, faults {faults:?}, longest wait for a confirmation after a fault {longest:?}",
+        started.elapsed(),
+        seen.inserted.len(),
+        seen.deleted.len()
+    );
+}

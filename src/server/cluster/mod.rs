@@ -19,6 +19,8 @@ pub mod machine;
 pub mod net;
 pub mod node;
 pub mod record;
+#[cfg(test)]
+mod tests;
 
 use std::io::Cursor;
 
