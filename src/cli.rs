@@ -265,10 +265,37 @@ pub struct ServeArgs {
     /// Cluster mode: another member, as ID=HOST:PORT (its --cluster-listen); once per member.
     #[arg(long, value_name = "ID=HOST:PORT", requires = "node_id")]
     pub peer: Vec<String>,
+    /// Cluster mode: a file holding a secret (1 to 255 bytes; a final newline is ignored)
+    /// that every member shares; connections to the cluster port must present it.
+    /// Without it the cluster port accepts anyone who can reach it.
+    #[arg(
+        long,
+        env = "LARDER_CLUSTER_TOKEN_FILE",
+        value_name = "PATH",
+        requires = "node_id"
+    )]
+    pub cluster_token_file: Option<std::path::PathBuf>,
     /// For tests: dial this address to reach member ID (a fault-injecting proxy, say)
     /// while the membership keeps its own address.
     #[arg(long, value_name = "ID=HOST:PORT", hide = true, requires = "node_id")]
     pub peer_route: Vec<String>,
+}
+
+/// Reads `--cluster-token-file`: 1 to 255 bytes, a final newline left out.
+fn read_cluster_token(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    let mut token = std::fs::read(path)
+        .with_context(|| format!("reading --cluster-token-file {}", path.display()))?;
+    while token.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+        token.pop();
+    }
+    if token.is_empty() || token.len() > 255 {
+        bail!(
+            "--cluster-token-file {}: the token must be 1 to 255 bytes, not {}",
+            path.display(),
+            token.len()
+        );
+    }
+    Ok(token)
 }
 
 /// Parses `ID=HOST:PORT` lists (`--peer`, `--peer-route`).
@@ -380,6 +407,10 @@ impl ServeArgs {
                     listen,
                     peers: parse_members("--peer", &self.peer)?,
                     routes: parse_members("--peer-route", &self.peer_route)?,
+                    token: match &self.cluster_token_file {
+                        Some(path) => Some(read_cluster_token(path)?),
+                        None => None,
+                    },
                 }),
                 _ => None,
             },

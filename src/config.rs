@@ -148,6 +148,9 @@ pub struct ClusterConfig {
     /// Addresses to dial instead of a member's own (`--peer-route`, for tests that put a
     /// fault-injecting proxy on a link); the membership keeps the members' own addresses.
     pub routes: std::collections::BTreeMap<u64, String>,
+    /// The shared secret every connection to a cluster port must present
+    /// (`--cluster-token-file`); `None`: none (the port must then be on a private network).
+    pub token: Option<Vec<u8>>,
 }
 
 /// TLS on the TCP listener and token or certificate authentication (protocol.md §10).

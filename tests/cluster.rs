@@ -130,6 +130,8 @@ impl Cluster {
             .collect();
         // The proxies hold their ports before the nodes' ports are chosen, so none of
         // those can be a proxy's.
+        std::fs::create_dir_all(&base).expect("cluster directory");
+        std::fs::write(base.join("token"), "cluster secret\n").expect("token file");
         let mut links = BTreeMap::new();
         for from in &nodes {
             for to in &nodes {
@@ -196,6 +198,13 @@ impl Cluster {
             // Small segments: entries cross segment boundaries often.
             "--wal-segment-size".to_owned(),
             "65536".to_owned(),
+            "--cluster-token-file".to_owned(),
+            me.dir
+                .parent()
+                .expect("base")
+                .join("token")
+                .display()
+                .to_string(),
         ];
         for other in &self.nodes {
             if other.id != id {
@@ -684,7 +693,11 @@ fn a_partitioned_leader_confirms_nothing_steps_down_and_rejoins() {
 
 /// One member of a three-node cluster whose peers never start: it never has a leader.
 fn lonely_node(dir: &std::path::Path, extra: &[&str]) -> ChildServer {
-    let (client, cluster) = (addr(), addr());
+    lonely_node_at(dir, extra, addr())
+}
+
+fn lonely_node_at(dir: &std::path::Path, extra: &[&str], cluster: SocketAddr) -> ChildServer {
+    let client = addr();
     let mut args: Vec<String> = [
         "--listen",
         &client.to_string(),
@@ -868,4 +881,51 @@ fn random_faults_for_a_while_lose_no_confirmation() {
         seen.inserted.len(),
         seen.deleted.len()
     );
+}
+
+#[test]
+fn the_cluster_port_closes_strangers_without_effect() {
+    let dir = std::env::temp_dir().join(format!("larder-cluster-port-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let token = dir.join("token");
+    std::fs::write(&token, "s3cret\n").expect("token");
+    let cluster_port = addr();
+    let mut node = lonely_node_at(
+        &dir.join("data"),
+        &["--cluster-token-file", &token.display().to_string()],
+        cluster_port,
+    );
+    assert!(node.wait_for_log("cluster node started"), "{}", node.log());
+    let closed = |preamble: &[u8], then: &[u8]| {
+        let mut s = TcpStream::connect(cluster_port).expect("connect");
+        s.set_read_timeout(Some(REPLY_WAIT)).expect("timeout");
+        let _ = s.write_all(preamble);
+        let _ = s.write_all(then);
+        let mut got = Vec::new();
+        let _ = s.read_to_end(&mut got);
+        got
+    };
+    // A raft connection with the wrong token, with none, and an unknown type: closed with
+    // no answer, whatever follows.
+    let vote_frame = [5, 0, 0, 0, 2, 1, 2, 3, 4];
+    assert!(closed(b"R\x05wrong", &vote_frame).is_empty());
+    assert!(closed(b"R\x00", &vote_frame).is_empty());
+    assert!(closed(b"X\x06s3cret", &vote_frame).is_empty());
+    // The right token, then a frame longer than any member sends, or one that does not
+    // decode: closed, nothing allocated for the announced length.
+    assert!(closed(b"R\x06s3cret", &[0xff, 0xff, 0xff, 0x7f, 1]).is_empty());
+    assert!(closed(b"R\x06s3cret", &vote_frame).is_empty());
+    assert!(
+        node.log()
+            .contains("a connection with the wrong token was closed"),
+        "{}",
+        node.log()
+    );
+    // The node is still there and still answers its clients.
+    let mut c = Conn::open(node.addr).expect("connect");
+    assert_eq!(c.cmd("stats\r\n").expect("stats"), "NO_QUORUM");
+    assert!(matches!(node.child.try_wait(), Ok(None)));
+    drop(node);
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -281,7 +281,7 @@ fn salted(salt: &[u8], token: &[u8]) -> ring::digest::Digest {
     digest(&SHA256, &input)
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 

@@ -440,7 +440,9 @@ async fn serve_clients(
         };
         // A follower forwards a client connection to the leader it knows of, as it is.
         let forward_to = match (&accepted, &cluster) {
-            (Ok(Accepted::Tcp(_)), Some(node)) if !broker.is_leader() => node.leader_addr(),
+            (Ok(Accepted::Tcp(_)), Some(node)) if !broker.is_leader() => node
+                .leader_addr()
+                .map(|addr| (addr, node.preamble(super::cluster::net::PROXIED_CONNECTION))),
             _ => None,
         };
         match (accepted, admitted) {
@@ -453,7 +455,7 @@ async fn serve_clients(
                 let serving = serving.clone();
                 conns.spawn(async move {
                     let stream = match forward_to {
-                        Some(addr) => match forward(stream, &addr).await {
+                        Some((addr, preamble)) => match forward(stream, &addr, &preamble).await {
                             Ok(()) => {
                                 drop(place);
                                 return;
@@ -536,6 +538,7 @@ async fn next_proxied(
 async fn forward(
     mut client: tokio::net::TcpStream,
     addr: &str,
+    preamble: &[u8],
 ) -> Result<(), tokio::net::TcpStream> {
     use tokio::io::AsyncWriteExt;
     let mut upstream = match tokio::net::TcpStream::connect(addr).await {
@@ -546,11 +549,7 @@ async fn forward(
         }
     };
     let _ = upstream.set_nodelay(true);
-    if upstream
-        .write_all(&[super::cluster::net::PROXIED_CONNECTION])
-        .await
-        .is_err()
-    {
+    if upstream.write_all(preamble).await.is_err() {
         return Err(client);
     }
     let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;

@@ -1,6 +1,9 @@
 //! The cluster port: raft RPCs between nodes, and clients proxied by followers.
 //!
-//! A connection to `--cluster-listen` starts with one byte saying what it carries:
+//! A connection to `--cluster-listen` starts with one byte saying what it carries, then the
+//! cluster's shared token (`[length u8][token]`, length 0 when there is none), checked in
+//! constant time; a connection with another token, an unknown type, or no preamble within
+//! [`HANDSHAKE_TIMEOUT`] is closed. Then:
 //!
 //! - `R`: raft RPCs. Each request is a frame `[length u32 LE][type u8][bincode body]`
 //!   (type 1 AppendEntries, 2 Vote, 3 InstallSnapshot) and is answered by a frame
@@ -9,7 +12,9 @@
 //!   client's own bytes (TLS included), served like a connection accepted on the client
 //!   port.
 //!
-//! The port has no authentication of its own: keep it on a private network (see README).
+//! At most [`MAX_CLUSTER_CONNECTIONS`] raft connections are served at once (members need one
+//! each way); further ones are closed at once. Frames are read as their bytes arrive, up to
+//! [`MAX_FRAME`], so a peer cannot make a node allocate more than it sends.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -37,9 +42,27 @@ pub const RAFT_CONNECTION: u8 = b'R';
 /// First byte of a proxied client connection.
 pub const PROXIED_CONNECTION: u8 = b'P';
 
-/// Largest frame either side accepts: an AppendEntries of at most `max_payload_entries`
-/// proposals of at most 1 MiB each fits well inside it.
-pub const MAX_FRAME: usize = 256 << 20;
+/// Largest frame either side accepts: an AppendEntries of at most `max_payload_entries` (16)
+/// proposals of at most 1 MiB each fits inside it.
+pub const MAX_FRAME: usize = 32 << 20;
+
+/// Raft connections served at once.
+pub const MAX_CLUSTER_CONNECTIONS: usize = 64;
+
+/// Time a new connection has to send its type and token.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The bytes a connection of type `kind` starts with.
+pub fn preamble(kind: u8, token: Option<&[u8]>) -> Vec<u8> {
+    let token = token.unwrap_or_default();
+    let token = &token[..token.len().min(255)];
+    let mut out = Vec::with_capacity(2 + token.len());
+    out.push(kind);
+    // The token's length is checked when it is read from its file (1..=255).
+    out.push(token.len() as u8);
+    out.extend_from_slice(token);
+    out
+}
 
 const APPEND_ENTRIES: u8 = 1;
 const VOTE: u8 = 2;
@@ -61,8 +84,12 @@ async fn read_frame<R: AsyncReadExt + Unpin>(r: &mut R) -> io::Result<Vec<u8>> {
             format!("a cluster frame of {len} bytes is over the {MAX_FRAME}-byte limit"),
         ));
     }
-    let mut buf = vec![0; len];
-    r.read_exact(&mut buf).await?;
+    // Grown as the bytes arrive, not allocated up front from the announced length.
+    let mut buf = Vec::with_capacity(len.min(64 << 10));
+    (&mut *r).take(len as u64).read_to_end(&mut buf).await?;
+    if buf.len() < len {
+        return Err(io::ErrorKind::UnexpectedEof.into());
+    }
     Ok(buf)
 }
 
@@ -89,6 +116,8 @@ async fn write_frame<W: AsyncWriteExt + Unpin>(w: &mut W, parts: &[&[u8]]) -> io
 pub struct Network {
     /// Addresses to dial instead of a member's own (`--peer-route`).
     pub routes: BTreeMap<NodeId, String>,
+    /// The cluster's shared token.
+    pub token: Option<Vec<u8>>,
 }
 
 impl RaftNetworkFactory<LarderRaft> for Network {
@@ -102,6 +131,7 @@ impl RaftNetworkFactory<LarderRaft> for Network {
                 .get(&target)
                 .cloned()
                 .unwrap_or_else(|| node.addr.clone()),
+            token: self.token.clone(),
             conn: None,
         }
     }
@@ -117,6 +147,7 @@ type Conn = (
 pub struct Peer {
     target: NodeId,
     addr: String,
+    token: Option<Vec<u8>>,
     conn: Option<Conn>,
 }
 
@@ -137,7 +168,7 @@ impl Peer {
             let _ = stream.set_nodelay(true);
             let (r, w) = stream.into_split();
             let mut w = BufWriter::new(w);
-            w.write_all(&[RAFT_CONNECTION])
+            w.write_all(&preamble(RAFT_CONNECTION, self.token.as_deref()))
                 .await
                 .map_err(Failed::Unreachable)?;
             self.conn = Some((BufReader::new(r), w));
@@ -231,12 +262,15 @@ impl RaftNetwork<LarderRaft> for Peer {
 }
 
 /// Serves the cluster port until the listener fails: raft RPCs go to `raft`, proxied client
-/// connections to `proxied`.
+/// connections to `proxied`; every connection must present `token`.
 pub async fn serve(
     listener: TcpListener,
     raft: Raft<LarderRaft>,
     proxied: mpsc::Sender<TcpStream>,
+    token: Option<Vec<u8>>,
 ) {
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CLUSTER_CONNECTIONS));
+    let token = std::sync::Arc::new(token);
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
@@ -247,14 +281,22 @@ pub async fn serve(
             }
         };
         let _ = stream.set_nodelay(true);
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(
+                limit = MAX_CLUSTER_CONNECTIONS,
+                "cluster port: too many connections; closing a new one"
+            );
+            continue;
+        };
         let raft = raft.clone();
         let proxied = proxied.clone();
+        let token = token.clone();
         tokio::spawn(async move {
             let peer = stream
                 .peer_addr()
                 .map(|a| a.to_string())
                 .unwrap_or_default();
-            if let Err(e) = serve_one(stream, raft, proxied).await {
+            if let Err(e) = serve_one(stream, raft, proxied, &token, slot).await {
                 if e.kind() != io::ErrorKind::UnexpectedEof {
                     tracing::debug!(%peer, error = %e, "cluster connection ended");
                 }
@@ -263,15 +305,35 @@ pub async fn serve(
     }
 }
 
+/// Reads a connection's type and token.
+async fn handshake(stream: &mut TcpStream) -> io::Result<(u8, Vec<u8>)> {
+    let kind = stream.read_u8().await?;
+    let len = stream.read_u8().await?;
+    let mut token = vec![0; usize::from(len)];
+    stream.read_exact(&mut token).await?;
+    Ok((kind, token))
+}
+
 async fn serve_one(
     mut stream: TcpStream,
     raft: Raft<LarderRaft>,
     proxied: mpsc::Sender<TcpStream>,
+    token: &Option<Vec<u8>>,
+    slot: tokio::sync::OwnedSemaphorePermit,
 ) -> io::Result<()> {
-    match stream.read_u8().await? {
+    let (kind, presented) = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(&mut stream))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no handshake in time"))??;
+    let expected = token.as_deref().unwrap_or_default();
+    if !crate::server::auth::constant_time_eq(&presented, expected) {
+        tracing::warn!("cluster port: a connection with the wrong token was closed");
+        return Ok(());
+    }
+    match kind {
         RAFT_CONNECTION => {}
         PROXIED_CONNECTION => {
             // The client port's accept loop takes it from here, through its connection gate.
+            drop(slot);
             let _ = proxied.send(stream).await;
             return Ok(());
         }

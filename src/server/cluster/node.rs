@@ -103,6 +103,11 @@ pub struct ClusterNode {
 }
 
 impl ClusterNode {
+    /// What a connection to another member's cluster port starts with, for type `kind`.
+    pub fn preamble(&self, kind: u8) -> Vec<u8> {
+        net::preamble(kind, self.config.token.as_deref())
+    }
+
     /// The address to forward a client connection to: the leader's cluster port (or its
     /// `--peer-route`), if a leader other than this node is known.
     pub fn leader_addr(&self) -> Option<String> {
@@ -134,7 +139,7 @@ fn raft_config() -> anyhow::Result<Arc<Config>> {
         // The log is kept whole until snapshots exist (see `machine`).
         snapshot_policy: SnapshotPolicy::Never,
         max_in_snapshot_log_to_keep: u64::MAX,
-        max_payload_entries: 64,
+        max_payload_entries: 16,
         ..Config::default()
     };
     Ok(Arc::new(config.validate().context("openraft's settings")?))
@@ -160,12 +165,23 @@ pub async fn start(
     let machine = Machine::new(broker.clone(), reader.clone());
     let network = Network {
         routes: config.routes.clone(),
+        token: config.token.clone(),
     };
     let raft = Raft::new(config.node_id, raft_config()?, network, store, machine)
         .await
         .context("starting openraft")?;
     let (proxied_tx, proxied) = mpsc::channel(64);
-    tokio::spawn(net::serve(listener, raft.clone(), proxied_tx));
+    tokio::spawn(net::serve(
+        listener,
+        raft.clone(),
+        proxied_tx,
+        config.token.clone(),
+    ));
+    if config.token.is_none() {
+        tracing::warn!(
+            "cluster port without --cluster-token-file: anyone who can reach it can take part"
+        );
+    }
     let first = config.peers.keys().all(|&peer| config.node_id < peer);
     if pristine && first {
         // The lowest-numbered member forms the cluster, once: it writes the first membership
