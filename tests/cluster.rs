@@ -210,8 +210,11 @@ impl Cluster {
             if other.id != id {
                 args.push("--peer".to_owned());
                 args.push(format!("{}={}", other.id, other.cluster));
-                args.push("--peer-route".to_owned());
-                args.push(format!("{}={}", other.id, self.links[&(id, other.id)].addr));
+                // Nodes added later are reached directly (no proxy on their links).
+                if let Some(link) = self.links.get(&(id, other.id)) {
+                    args.push("--peer-route".to_owned());
+                    args.push(format!("{}={}", other.id, link.addr));
+                }
             }
         }
         let mut server = ChildServer::larder_unchecked(&args, me.client);
@@ -928,4 +931,79 @@ fn the_cluster_port_closes_strangers_without_effect() {
     assert!(matches!(node.child.try_wait(), Ok(None)));
     drop(node);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Runs `larder cluster ARGS… --addr ADDR` and returns (success, standard output and error).
+fn cluster_cli(addr: SocketAddr, args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(crate::support::larder_bin())
+        .arg("cluster")
+        .args(args)
+        .arg("--addr")
+        .arg(addr.to_string())
+        .output()
+        .expect("larder cluster");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[test]
+fn a_member_is_added_and_the_leader_removed_under_load() {
+    let mut cluster = Cluster::start("membership");
+    let addrs: Vec<SocketAddr> = cluster.nodes.iter().map(|n| n.client).collect();
+    cluster.leader();
+    let load = Load::start(addrs, 2);
+    load.progress(&mut cluster, 30, "before the change");
+    // Node 4 starts empty with the members as its peers; it waits to be added.
+    let base = cluster.nodes[0].dir.parent().expect("base").to_path_buf();
+    cluster.nodes.push(Node {
+        id: 4,
+        client: addr(),
+        cluster: addr(),
+        dir: base.join("n4"),
+        server: None,
+    });
+    cluster.launch(4);
+    let four = cluster.node(4).cluster.to_string();
+    let (ok, text) = cluster_cli(cluster.node(1).client, &["add", "4", &four]);
+    assert!(ok, "{text}");
+    assert_eq!(text.trim(), "node 4 added");
+    // Again: it is a member already.
+    let (ok, text) = cluster_cli(cluster.node(2).client, &["add", "4", &four]);
+    assert!(ok, "{text}");
+    let (ok, text) = cluster_cli(cluster.node(3).client, &["remove", "9"]);
+    assert!(!ok && text.contains("no such member"), "{text}");
+    load.progress(&mut cluster, 20, "with four members");
+    // The leader takes itself out: it steps down once that is committed, the others elect
+    // a new leader among themselves, and the load goes on.
+    let leader = cluster.leader();
+    let (ok, text) = cluster_cli(cluster.node(4).client, &["remove", &leader.to_string()]);
+    assert!(ok, "{text}");
+    assert_eq!(text.trim(), format!("node {leader} removed"));
+    cluster.kill9(leader);
+    load.progress(&mut cluster, 30, "after the old leader left");
+    let seen = load.finish();
+    let next = cluster.leader();
+    assert_ne!(next, leader);
+    let (ok, text) = cluster_cli(cluster.node(4).client, &["status"]);
+    assert!(ok, "{text}");
+    let members: Vec<String> = (1..=4u64)
+        .filter(|&i| i != leader)
+        .map(|i| i.to_string())
+        .collect();
+    assert!(
+        text.contains(&format!("members {};", members.join(","))),
+        "{text}"
+    );
+    // The newcomer holds everything: checked through it, then with it leading or not
+    // after the current leader is gone too.
+    check(&seen, cluster.node(4).client);
+    if next != 4 {
+        cluster.kill9(next);
+        let third = cluster.leader();
+        check(&seen, cluster.node(third).client);
+    }
 }

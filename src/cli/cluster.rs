@@ -1,4 +1,5 @@
-//! `larder cluster status`: the cluster as its leader sees it.
+//! `larder cluster status|add|remove`: the cluster as its leader sees it, and membership
+//! changes.
 
 use std::io::Write;
 
@@ -12,6 +13,31 @@ pub enum ClusterCmd {
     /// Show the leader, its term, and each member's role, match index and lag (asked of
     /// any node: a follower forwards the question to the leader).
     Status(StatusArgs),
+    /// Make a node a voting member: it is first brought up to date as a learner (start it
+    /// first, with the members as its --peer list).
+    Add(AddArgs),
+    /// Take a node out of the voting members.
+    Remove(RemoveArgs),
+}
+
+/// `larder cluster add`.
+#[derive(Debug, Args)]
+pub struct AddArgs {
+    #[command(flatten)]
+    pub conn: ConnArgs,
+    /// The new node's id.
+    pub id: u64,
+    /// Its cluster port (its --cluster-listen), HOST:PORT with an IP address.
+    pub cluster_addr: std::net::SocketAddr,
+}
+
+/// `larder cluster remove`.
+#[derive(Debug, Args)]
+pub struct RemoveArgs {
+    #[command(flatten)]
+    pub conn: ConnArgs,
+    /// The node's id.
+    pub id: u64,
 }
 
 /// `larder cluster status`.
@@ -28,6 +54,41 @@ pub struct StatusArgs {
 pub async fn run(cmd: ClusterCmd, out: &mut impl Write) -> anyhow::Result<()> {
     match cmd {
         ClusterCmd::Status(args) => status(&args, out).await,
+        ClusterCmd::Add(args) => {
+            let cmd = crate::protocol::Command::ClusterAdd {
+                id: args.id,
+                addr: args.cluster_addr,
+            };
+            change(&args.conn, &cmd, out, &format!("node {} added", args.id)).await
+        }
+        ClusterCmd::Remove(args) => {
+            let cmd = crate::protocol::Command::ClusterRemove(args.id);
+            change(&args.conn, &cmd, out, &format!("node {} removed", args.id)).await
+        }
+    }
+}
+
+async fn change(
+    conn: &ConnArgs,
+    cmd: &crate::protocol::Command,
+    out: &mut impl Write,
+    done: &str,
+) -> anyhow::Result<()> {
+    use crate::protocol::Reply;
+    let mut client = conn.connect().await?;
+    match client.call(cmd).await? {
+        Reply::ClusterChanged => {
+            writeln!(out, "{done}")?;
+            Ok(())
+        }
+        Reply::ClusterBusy => anyhow::bail!("another membership change is under way; try again"),
+        Reply::NoQuorum => anyhow::bail!("the cluster has no leader (NO_QUORUM)"),
+        Reply::NotFound => anyhow::bail!("no such member (or it is the last one)"),
+        Reply::TimedOut => anyhow::bail!(
+            "the node did not catch up within 60 s: is it running, with this address? It stays a non-voting learner"
+        ),
+        Reply::UnknownCommand => anyhow::bail!("{} is a single-node server", conn.addr),
+        other => anyhow::bail!("unexpected reply: {other:?}"),
     }
 }
 

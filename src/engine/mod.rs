@@ -114,7 +114,7 @@ pub enum Outcome {
 }
 
 /// Server-wide counters for `stats`.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Counters {
     /// `cmd-*` counts, indexed by [`CommandKind::index`].
     pub commands: [u64; CommandKind::COUNT],
@@ -130,6 +130,21 @@ pub struct Counters {
     pub retries_delayed: u64,
     /// Jobs buried for running out of attempts since start.
     pub dead_lettered: u64,
+}
+
+// By hand: arrays longer than 32 have no derived `Default`.
+impl Default for Counters {
+    fn default() -> Self {
+        Counters {
+            commands: [0; CommandKind::COUNT],
+            timeouts: 0,
+            total_jobs: 0,
+            total_connections: 0,
+            attempts: 0,
+            retries_delayed: 0,
+            dead_lettered: 0,
+        }
+    }
 }
 
 /// Running totals over every tube and session, kept where the figures change, so `stats`
@@ -352,8 +367,9 @@ impl Engine {
         if !self.sessions.contains_key(&sid) {
             return Outcome::Reply(Reply::InternalError);
         }
-        if let Command::Auth(_) = cmd {
-            // Reaches the engine only when the server has no auth file: as in beanstalkd.
+        if let Command::Auth(_) | Command::ClusterAdd { .. } | Command::ClusterRemove(_) = cmd {
+            // `auth` reaches the engine only when the server has no auth file: as in
+            // beanstalkd. The cluster commands reach it only on a single node.
             return Outcome::Reply(self.reject(sid, ProtocolError::UnknownCommand));
         }
         if cmd != Command::Quit {
@@ -409,7 +425,9 @@ impl Engine {
             Command::ListDead { filter, limit } => self.list_dead(&filter, limit, now),
             Command::KickDead { filter, limit } => self.kick_dead(&filter, limit, now),
             Command::DeleteDead { filter, limit } => self.delete_dead(sid, &filter, limit, now),
-            Command::Auth(_) => Reply::UnknownCommand,
+            Command::Auth(_) | Command::ClusterAdd { .. } | Command::ClusterRemove(_) => {
+                Reply::UnknownCommand
+            }
         };
         Outcome::Reply(reply)
     }

@@ -183,6 +183,17 @@ pub enum Command {
     /// `auth <token>` (larder extension): authenticates the connection with a token from
     /// the server's `--auth-file`.
     Auth(Token),
+    /// `cluster-add <id> <host:port>` (larder extension, cluster mode): makes node `id`,
+    /// whose cluster port is at `addr`, a voting member.
+    ClusterAdd {
+        /// The node's id.
+        id: u64,
+        /// Its cluster port.
+        addr: std::net::SocketAddr,
+    },
+    /// `cluster-remove <id>` (larder extension, cluster mode): takes node `id` out of the
+    /// voting members.
+    ClusterRemove(u64),
 }
 
 /// A secret sent with `auth` (larder extension). Holds the bytes exactly as sent; whether
@@ -237,6 +248,8 @@ impl Command {
             Command::DeleteDead { .. } => CommandKind::DeleteDead,
             Command::ExtendedStats => CommandKind::ExtendedStats,
             Command::Auth(_) => CommandKind::Auth,
+            Command::ClusterAdd { .. } => CommandKind::ClusterAdd,
+            Command::ClusterRemove(_) => CommandKind::ClusterRemove,
         }
     }
 }

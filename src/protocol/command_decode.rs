@@ -249,6 +249,19 @@ fn parse_line(line: &[u8], max_job_size: u32) -> Parsed {
         K::ListDead => parse_dead(args).map(|(filter, limit)| C::ListDead { filter, limit }),
         K::KickDead => parse_dead(args).map(|(filter, limit)| C::KickDead { filter, limit }),
         K::DeleteDead => parse_dead(args).map(|(filter, limit)| C::DeleteDead { filter, limit }),
+        K::ClusterAdd => (|| {
+            let (id, rest) = read_u64(args)?;
+            let addr = std::str::from_utf8(rest.strip_prefix(b" ")?)
+                .ok()?
+                .parse()
+                .ok()?;
+            (id > 0).then_some(C::ClusterAdd { id, addr })
+        })()
+        .ok_or(bad),
+        K::ClusterRemove => read_u64_all(args)
+            .filter(|&id| id > 0)
+            .map(C::ClusterRemove)
+            .ok_or(bad),
     };
     Parsed::Done(result)
 }

@@ -144,11 +144,15 @@ command_kinds! {
     ExtendedStats "extended-stats" Bare,
     /// `auth` (larder extension)
     Auth "auth" AfterSpace,
+    /// `cluster-add` (larder extension, cluster mode)
+    ClusterAdd "cluster-add" AfterSpace,
+    /// `cluster-remove` (larder extension, cluster mode)
+    ClusterRemove "cluster-remove" AfterSpace,
 }
 
 impl CommandKind {
     /// Number of kinds, for counter arrays.
-    pub const COUNT: usize = 32;
+    pub const COUNT: usize = 34;
 
     /// A dense index in `0..COUNT`.
     pub fn index(self) -> usize {

@@ -80,6 +80,8 @@ impl Command {
             C::ListDead { filter, limit }
             | C::KickDead { filter, limit }
             | C::DeleteDead { filter, limit } => write!(line, " {filter} {limit}"),
+            C::ClusterAdd { id, addr } => write!(line, " {id} {addr}"),
+            C::ClusterRemove(id) => write!(line, " {id}"),
         };
         dst.reserve(line.len() + 2);
         dst.put_slice(line.as_bytes());

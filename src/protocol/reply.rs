@@ -145,6 +145,10 @@ pub enum Reply {
     OutOfMemory,
     /// `INTERNAL_ERROR`
     InternalError,
+    /// `CLUSTER_CHANGED`: a `cluster-add` or `cluster-remove` is committed (protocol.md §11).
+    ClusterChanged,
+    /// `CLUSTER_BUSY`: another membership change is under way (protocol.md §11).
+    ClusterBusy,
     /// `NO_QUORUM`: cluster mode, this node cannot reach a leader with a quorum; nothing
     /// was done (larder extension, protocol.md §11).
     NoQuorum,
@@ -311,6 +315,8 @@ impl Reply {
             Reply::OutOfMemory => b"OUT_OF_MEMORY\r\n",
             Reply::InternalError => b"INTERNAL_ERROR\r\n",
             Reply::NoQuorum => b"NO_QUORUM\r\n",
+            Reply::ClusterChanged => b"CLUSTER_CHANGED\r\n",
+            Reply::ClusterBusy => b"CLUSTER_BUSY\r\n",
             Reply::BadFormat => b"BAD_FORMAT\r\n",
             Reply::UnknownCommand => b"UNKNOWN_COMMAND\r\n",
             Reply::ExpectedCrlf => b"EXPECTED_CRLF\r\n",

@@ -175,7 +175,9 @@ impl Class {
             | K::KickJob
             | K::ListDead
             | K::KickDead
-            | K::DeleteDead => Class::Admin,
+            | K::DeleteDead
+            | K::ClusterAdd
+            | K::ClusterRemove => Class::Admin,
         }
     }
 }

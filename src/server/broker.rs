@@ -63,7 +63,30 @@ struct ClusterSide {
     fresh: Box<dyn Fn(Timestamp) -> Engine + Send + Sync>,
     /// Renders the `cluster-*` lines of extended `stats`, once openraft runs.
     status: std::sync::OnceLock<Box<dyn Fn() -> String + Send + Sync>>,
+    /// Carries out `cluster-add` / `cluster-remove`, once openraft runs.
+    membership: std::sync::OnceLock<MembershipHook>,
 }
+
+/// A membership change a client asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MembershipChange {
+    /// `cluster-add`.
+    Add {
+        /// The node.
+        id: u64,
+        /// Its cluster port.
+        addr: std::net::SocketAddr,
+    },
+    /// `cluster-remove`.
+    Remove(u64),
+}
+
+/// Carries out a membership change and says how it went.
+pub type MembershipHook = Box<
+    dyn Fn(MembershipChange) -> std::pin::Pin<Box<dyn std::future::Future<Output = Reply> + Send>>
+        + Send
+        + Sync,
+>;
 
 /// Where a leader's changes go.
 struct Leading {
@@ -436,6 +459,7 @@ impl Broker {
                 deposed: Notify::new(),
                 fresh,
                 status: std::sync::OnceLock::new(),
+                membership: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -450,6 +474,28 @@ impl Broker {
         if let Some(c) = &self.cluster {
             let _ = c.status.set(status);
         }
+    }
+
+    /// Sets what carries out `cluster-add` and `cluster-remove` (cluster mode; once).
+    pub fn set_membership_hook(&self, hook: MembershipHook) {
+        if let Some(c) = &self.cluster {
+            let _ = c.membership.set(hook);
+        }
+    }
+
+    /// Starts a membership change for session `sid`; its reply comes as a wake-up, like a
+    /// reserve's, once the change is committed or refused.
+    fn change_membership(&self, st: &State, sid: SessionId, change: MembershipChange) -> Outcome {
+        let hook = self.cluster.as_ref().and_then(|c| c.membership.get());
+        let (Some(hook), Some(tx)) = (hook, st.outboxes.get(&sid).cloned()) else {
+            return Outcome::Reply(Reply::NoQuorum);
+        };
+        let change = hook(change);
+        tokio::spawn(async move {
+            let reply = change.await;
+            let _ = tx.send(Held::ready((reply, None)));
+        });
+        Outcome::Blocked
     }
 
     /// The `cluster-*` lines of extended `stats`, in cluster mode.
@@ -669,6 +715,12 @@ impl Broker {
             let mut stop = None;
             while let Some(item) = items.pop_front() {
                 let outcome = match item {
+                    Ok(Command::ClusterAdd { id, addr }) if self.cluster.is_some() => {
+                        self.change_membership(&st, sid, MembershipChange::Add { id, addr })
+                    }
+                    Ok(Command::ClusterRemove(id)) if self.cluster.is_some() => {
+                        self.change_membership(&st, sid, MembershipChange::Remove(id))
+                    }
                     Ok(cmd) => st.engine.apply(sid, cmd, now),
                     Err(e) => Outcome::Reply(st.engine.reject(sid, e)),
                 };

@@ -174,7 +174,39 @@ fn command() -> impl Strategy<Value = Command> {
             _ => Command::DeleteDead { filter, limit },
         }),
         "[!-~]{1,150}".prop_map(|t| Command::Auth(crate::protocol::Token(t.into()))),
+        (1..u64::MAX, any::<[u8; 4]>(), any::<u16>()).prop_map(|(id, ip, port)| {
+            Command::ClusterAdd {
+                id,
+                addr: std::net::SocketAddr::from((ip, port)),
+            }
+        }),
+        (1..u64::MAX).prop_map(Command::ClusterRemove),
     ]
+}
+
+#[test]
+fn the_cluster_commands_parse_strictly() {
+    assert_eq!(
+        one("cluster-add 4 127.0.0.1:11314\r\n"),
+        Ok(Command::ClusterAdd {
+            id: 4,
+            addr: "127.0.0.1:11314".parse().expect("addr")
+        })
+    );
+    assert_eq!(one("cluster-remove 2\r\n"), Ok(Command::ClusterRemove(2)));
+    for bad in [
+        "cluster-add 0 127.0.0.1:1\r\n",
+        "cluster-add 4\r\n",
+        "cluster-add 4 localhost:11314\r\n",
+        "cluster-add 4 127.0.0.1\r\n",
+        "cluster-add 4  127.0.0.1:1\r\n",
+        "cluster-add x 127.0.0.1:1\r\n",
+        "cluster-remove 0\r\n",
+        "cluster-remove 2 3\r\n",
+        "cluster-remove\r\n",
+    ] {
+        assert!(one(bad).is_err(), "{bad:?} parsed");
+    }
 }
 
 /// A valid value of `setting` derived from `raw`.

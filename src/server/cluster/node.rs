@@ -203,6 +203,13 @@ pub async fn start(
         let raft = raft.clone();
         broker.set_cluster_status(Box::new(move || status_yaml(&raft)));
     }
+    {
+        let raft = raft.clone();
+        broker.set_membership_hook(Box::new(move |change| {
+            let raft = raft.clone();
+            Box::pin(async move { change_membership(&raft, change).await })
+        }));
+    }
     tokio::spawn(propose(raft.clone(), proposals, clock, broker.clone()));
     tokio::spawn(watch_leadership(
         raft.clone(),
@@ -424,4 +431,79 @@ pub fn status_yaml(raft: &Raft<LarderRaft>) -> String {
         }
     }
     y
+}
+
+/// How long `cluster-add` waits for the new node to catch up before it gives up (the node
+/// stays a non-voting learner).
+const CATCH_UP: Duration = Duration::from_secs(60);
+
+/// Carries out `cluster-add` / `cluster-remove` (protocol.md §11): an add makes the node a
+/// learner, waits for it to catch up, then makes it a voter; both change the voters through
+/// joint consensus, and reply once the new membership is committed.
+async fn change_membership(
+    raft: &Raft<LarderRaft>,
+    change: crate::server::broker::MembershipChange,
+) -> crate::protocol::Reply {
+    use crate::protocol::Reply;
+    use crate::server::broker::MembershipChange;
+    use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
+    let refused = |e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>| match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => Reply::NoQuorum,
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(
+            ChangeMembershipError::InProgress(_),
+        )) => Reply::ClusterBusy,
+        other => {
+            tracing::warn!(error = %other, "membership change failed");
+            Reply::InternalError
+        }
+    };
+    let (voters, joint) = {
+        let metrics = raft.metrics();
+        let m = metrics.borrow();
+        let membership = m.membership_config.membership();
+        let voters: std::collections::BTreeSet<NodeId> = membership.voter_ids().collect();
+        (voters, membership.get_joint_config().len() > 1)
+    };
+    if joint {
+        return Reply::ClusterBusy;
+    }
+    match change {
+        MembershipChange::Add { id, addr } => {
+            if voters.contains(&id) {
+                return Reply::ClusterChanged;
+            }
+            let learner = raft.add_learner(id, BasicNode::new(addr.to_string()), true);
+            match tokio::time::timeout(CATCH_UP, learner).await {
+                Err(_) => return Reply::TimedOut,
+                Ok(Err(e)) => return refused(e),
+                Ok(Ok(_)) => {}
+            }
+            let mut new = voters;
+            new.insert(id);
+            match raft.change_membership(new, false).await {
+                Ok(_) => {
+                    tracing::info!(node = id, %addr, "member added");
+                    Reply::ClusterChanged
+                }
+                Err(e) => refused(e),
+            }
+        }
+        MembershipChange::Remove(id) => {
+            if !voters.contains(&id) {
+                return Reply::NotFound;
+            }
+            let mut new = voters;
+            new.remove(&id);
+            if new.is_empty() {
+                return Reply::NotFound;
+            }
+            match raft.change_membership(new, false).await {
+                Ok(_) => {
+                    tracing::info!(node = id, "member removed");
+                    Reply::ClusterChanged
+                }
+                Err(e) => refused(e),
+            }
+        }
+    }
 }
