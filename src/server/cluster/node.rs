@@ -240,14 +240,24 @@ async fn propose(
     clock: Clock,
     broker: Arc<Broker>,
 ) {
+    use futures_util::stream::{FuturesUnordered, StreamExt};
+    // openraft's replies to proposals, kept until they come (openraft warns about every
+    // reply it cannot deliver); their contents are not needed.
+    let mut replies = FuturesUnordered::new();
     let mut next = None;
     loop {
         let (leader, seq, first) = match next.take() {
             Some(b) => b,
-            None => match batches.recv().await {
-                Some(b) => b,
-                None => return,
-            },
+            None => {
+                let batch = tokio::select! {
+                    batch = batches.recv() => batch,
+                    Some(_) = replies.next(), if !replies.is_empty() => continue,
+                };
+                match batch {
+                    Some(b) => b,
+                    None => return,
+                }
+            }
         };
         if broker.leading() != Some(leader) {
             continue;
@@ -273,12 +283,15 @@ async fn propose(
             last_seq,
             records: Bytes::from(records),
         };
-        // The reply is not awaited: the entry's effects are released when the state
+        // The reply is not awaited here: the entry's effects are released when the state
         // machine applies it. A proposal refused because this node is no longer leader
         // is never applied, and the leadership watcher steps the broker down.
-        if let Err(e) = raft.client_write_ff(proposal).await {
-            tracing::error!(error = %e, "openraft stopped: cannot propose");
-            return;
+        match raft.client_write_ff(proposal).await {
+            Ok(reply) => replies.push(reply),
+            Err(e) => {
+                tracing::error!(error = %e, "openraft stopped: cannot propose");
+                return;
+            }
         }
     }
 }
