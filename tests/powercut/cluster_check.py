@@ -23,7 +23,8 @@ Usage: cluster_check.py LARDER POWERCUT_SH [--rounds N] [--segment-size BYTES] [
 
 There is no --expect-loss (check.py has one, run with --fsync never): cluster mode refuses
 any --fsync but always, so there is no setting of larder under which this check should see
-confirmed work lost.
+confirmed work lost. (Given a wrapper that starts larder with fsync and fdatasync made no-ops
+through LD_PRELOAD, it does report confirmed jobs lost.)
 
 Each node's standard error goes to a file; on a failure the script prints those logs.
 """
