@@ -481,8 +481,13 @@ impl ChildServer {
     fn try_wait_listening(&mut self) -> bool {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            if let Ok(stream) = std::net::TcpStream::connect(self.addr) {
-                return server_pid(stream) == Some(self.child.id());
+            // Nothing is sent until the kernel says the child itself listens there: a
+            // probe sent to another test's server (which took the port meanwhile) would
+            // count in its statistics and break a test that compares them.
+            if listens(self.child.id(), self.addr.port()) {
+                if let Ok(stream) = std::net::TcpStream::connect(self.addr) {
+                    return server_pid(stream) == Some(self.child.id());
+                }
             }
             if matches!(self.child.try_wait(), Ok(Some(_))) || Instant::now() > deadline {
                 return false;
@@ -516,6 +521,45 @@ impl Drop for ChildServer {
             let _ = std::fs::remove_dir_all(dir);
         }
     }
+}
+
+/// Whether process `pid` holds a listening TCP socket on `port` (IPv4 or IPv6), read from
+/// /proc without connecting to anything.
+fn listens(pid: u32, port: u16) -> bool {
+    let mut inodes = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            // local_address is fields[1] ("ADDR:PORT" in hex), st is fields[3] (0A: LISTEN),
+            // inode is fields[9].
+            let (Some(local), Some(state), Some(inode)) =
+                (fields.get(1), fields.get(3), fields.get(9))
+            else {
+                continue;
+            };
+            let local_port = local
+                .rsplit(':')
+                .next()
+                .and_then(|p| u16::from_str_radix(p, 16).ok());
+            if *state == "0A" && local_port == Some(port) {
+                inodes.push(format!("socket:[{inode}]"));
+            }
+        }
+    }
+    if inodes.is_empty() {
+        return false;
+    }
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.flatten().any(|fd| {
+        std::fs::read_link(fd.path())
+            .map(|target| inodes.iter().any(|i| target.as_os_str() == i.as_str()))
+            .unwrap_or(false)
+    })
 }
 
 /// A fresh path for a child server's standard error.
