@@ -33,7 +33,7 @@ impl Engine {
     pub(super) fn peek_ready(&self, sid: SessionId) -> Reply {
         let id = self
             .used_tube(sid)
-            .and_then(|t| self.tubes.get(t).ready.first().map(|&(_, id)| id));
+            .and_then(|t| self.tubes.get(t).ready.first().map(|(_, id)| id));
         self.found(id)
     }
 

@@ -34,6 +34,7 @@ mod jobs;
 mod notes;
 mod notice;
 mod queue;
+mod ready;
 pub mod record;
 mod report;
 mod restore;

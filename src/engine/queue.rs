@@ -72,7 +72,7 @@ impl Engine {
     pub(super) fn refresh_serveable(&mut self, id: super::TubeId) {
         let tube = self.tubes.get_mut(id);
         let want = if tube.pause.is_none() && !tube.waiting.is_empty() {
-            tube.ready.first().copied()
+            tube.ready.first()
         } else {
             None
         };
