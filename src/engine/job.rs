@@ -1,7 +1,6 @@
 //! A job's metadata, where its body is, and the retry facts larder keeps beside
 //! beanstalkd's.
 
-use super::session::SessionId;
 use super::time::Timestamp;
 use super::tube::TubeId;
 use crate::protocol::{BuryReason, JobId};
@@ -14,10 +13,10 @@ pub const URGENT_THRESHOLD: u32 = 1024;
 pub enum JobState {
     /// In its tube's ready queue.
     Ready,
-    /// Held by a session until `deadline` (its TTR).
+    /// Held by a session until `deadline` (its TTR). Which session holds it is in the
+    /// engine's set of reservations, under `(deadline, id)`: few jobs are reserved at a
+    /// time, and a field in every job would cost them all.
     Reserved {
-        /// The session holding it.
-        by: SessionId,
         /// When the reservation expires.
         deadline: Timestamp,
     },

@@ -143,17 +143,19 @@ impl Engine {
 
     /// Whether `id` is reserved by `sid`.
     pub(super) fn reserved_by(&self, sid: SessionId, id: JobId) -> bool {
-        matches!(
-            self.jobs.get(&id).map(|j| j.state),
-            Some(JobState::Reserved { by, .. }) if by == sid
-        )
+        match self.jobs.get(&id).map(|j| j.state) {
+            Some(JobState::Reserved { deadline }) => {
+                self.reserved.get(&(deadline, id)) == Some(&sid)
+            }
+            _ => false,
+        }
     }
 
     pub(super) fn delete(&mut self, sid: SessionId, id: JobId) -> Reply {
         let Some(job) = self.jobs.get(&id) else {
             return Reply::NotFound;
         };
-        if matches!(job.state, JobState::Reserved { by, .. } if by != sid) {
+        if matches!(job.state, JobState::Reserved { .. }) && !self.reserved_by(sid, id) {
             return Reply::NotFound;
         }
         self.detach(id);
@@ -209,9 +211,9 @@ impl Engine {
         };
         // Re-reserving would count a reserve; set the new deadline directly instead.
         let deadline = now.plus_secs(job.ttr);
-        job.state = JobState::Reserved { by: sid, deadline };
+        job.state = JobState::Reserved { deadline };
         self.tubes.get_mut(job.tube).reserved += 1;
-        self.reserved.insert((deadline, id));
+        self.reserved.insert((deadline, id), sid);
         if let Some(s) = self.sessions.get_mut(&sid) {
             s.reserved.insert((deadline, id));
         }

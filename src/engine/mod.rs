@@ -186,8 +186,8 @@ pub struct Engine {
     next_bury_seq: u64,
     /// All delayed jobs, soonest first.
     delayed: BTreeSet<(Timestamp, JobId)>,
-    /// All reserved jobs, by TTR deadline.
-    reserved: BTreeSet<(Timestamp, JobId)>,
+    /// All reserved jobs, by TTR deadline, with the session holding each.
+    reserved: BTreeMap<(Timestamp, JobId), SessionId>,
     /// Blocked sessions with a timer (timeout or safety margin), soonest first.
     wakes: BTreeSet<(Timestamp, SessionId)>,
     /// Paused tubes by pause end.
@@ -234,7 +234,7 @@ impl Engine {
             next_session_id: 1,
             next_bury_seq: 0,
             delayed: BTreeSet::new(),
-            reserved: BTreeSet::new(),
+            reserved: BTreeMap::new(),
             wakes: BTreeSet::new(),
             pauses: BTreeSet::new(),
             serveable: BTreeSet::new(),
@@ -562,7 +562,7 @@ impl Engine {
     pub fn next_deadline(&self) -> Option<Timestamp> {
         [
             self.delayed.first().map(|&(t, _)| t),
-            self.reserved.first().map(|&(t, _)| t),
+            self.reserved.first_key_value().map(|(&(t, _), _)| t),
             self.wakes.first().map(|&(t, _)| t),
             self.pauses.first().map(|&(t, _)| t),
         ]
@@ -590,7 +590,7 @@ impl Engine {
             }
             self.wake_waiter(sid, now);
         }
-        while let Some(&(deadline, id)) = self.reserved.first() {
+        while let Some((&(deadline, id), _)) = self.reserved.first_key_value() {
             if deadline > now {
                 break;
             }

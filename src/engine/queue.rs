@@ -38,10 +38,10 @@ impl Engine {
                 }
                 self.tidy_notes(id);
             }
-            JobState::Reserved { by, deadline } => {
+            JobState::Reserved { deadline } => {
                 tube.reserved -= 1;
-                self.reserved.remove(&(deadline, id));
-                if let Some(s) = self.sessions.get_mut(&by) {
+                let by = self.reserved.remove(&(deadline, id));
+                if let Some(s) = by.and_then(|by| self.sessions.get_mut(&by)) {
                     s.reserved.remove(&(deadline, id));
                 }
             }
@@ -143,11 +143,11 @@ impl Engine {
             return Reply::InternalError;
         };
         let deadline = now.plus_secs(job.ttr);
-        job.state = JobState::Reserved { by: sid, deadline };
+        job.state = JobState::Reserved { deadline };
         job.counters.reserves += 1;
         let body = super::body_refs::body_from(&self.mem_bodies, job);
         self.tubes.get_mut(job.tube).reserved += 1;
-        self.reserved.insert((deadline, id));
+        self.reserved.insert((deadline, id), sid);
         if let Some(s) = self.sessions.get_mut(&sid) {
             s.reserved.insert((deadline, id));
         }
