@@ -880,6 +880,7 @@ proptest! {
 /// jobs whose time has come are ready.
 fn after_restart(engine: &Engine, id: JobId, now: Timestamp) -> String {
     let job = engine.job(id).expect("job");
+    let tally = engine.job_tally(id).expect("job");
     let state = match job.state {
         JobState::Ready | JobState::Reserved { .. } => "ready".to_owned(),
         JobState::Delayed { until } if until <= now => "ready".to_owned(),
@@ -894,9 +895,9 @@ fn after_restart(engine: &Engine, id: JobId, now: Timestamp) -> String {
         job.delay,
         job.ttr,
         job.created_at.0,
-        job.counters,
+        tally.counters,
         job.body,
-        job.attempts,
+        tally.attempts,
         engine.job_notes(id),
     )
 }

@@ -70,7 +70,8 @@ impl Engine {
             JobState::Delayed { until } => now.secs_until(until),
             JobState::Ready | JobState::Buried { .. } => 0,
         };
-        let c = job.counters;
+        let tally = self.tally_of(job);
+        let c = tally.counters;
         let mut y = String::with_capacity(256);
         let _ = write!(
             y,
@@ -98,7 +99,7 @@ impl Engine {
         let _ = write!(
             y,
             "attempts: {}\nmax-attempts: {}\nlast-error: {}\nbury-reason: {}\nburied-at: {}\n",
-            job.attempts,
+            tally.attempts,
             self.setting(job.tube, TubeSetting::MaxAttempts),
             yaml_quoted(self.last_error(id).unwrap_or("")),
             burial.map_or("none", |b| b.reason.name()),

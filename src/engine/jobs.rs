@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 
-use super::job::{BodyRef, Job, JobCounters, JobState};
+use super::job::{BodyRef, Job, JobState, SmallTally};
 use super::retry::Ending;
 use super::session::SessionId;
 use super::time::Timestamp;
@@ -89,9 +89,8 @@ impl Engine {
                 ttr,
                 created_at,
                 state: JobState::Ready,
-                counters: JobCounters::default(),
                 body,
-                attempts: 0,
+                tally: SmallTally::default(),
             },
             bytes,
         );
@@ -256,12 +255,12 @@ impl Engine {
     /// attempt count starts again from zero.
     pub(super) fn kick_one(&mut self, id: JobId, now: Timestamp) {
         let was = self.detach(id);
-        if let Some(job) = self.jobs.get_mut(&id) {
-            job.counters.kicks += 1;
+        self.change_tally(id, |t| {
+            t.counters.kicks += 1;
             if matches!(was, Some(JobState::Buried { .. })) {
-                job.attempts = 0;
+                t.attempts = 0;
             }
-        }
+        });
         self.changes.push(Change::Kick { id });
         self.make_ready(id, now);
     }

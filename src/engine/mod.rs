@@ -57,7 +57,9 @@ use rustc_hash::FxHashMap as HashMap;
 pub use admission::Limits;
 pub use change::{Change, ImageState};
 pub use dead::yaml_quoted;
-pub use job::{BodyRef, Burial, Job, JobCounters, JobNotes, JobState, URGENT_THRESHOLD};
+pub use job::{
+    BodyRef, Burial, Job, JobCounters, JobNotes, JobState, SmallTally, Tally, URGENT_THRESHOLD,
+};
 pub use notice::Notice;
 pub use restore::{ReplayError, Replayed, RestoreError};
 pub use retry::backoff_delay;

@@ -111,13 +111,13 @@ impl Engine {
             return;
         };
         job.state = JobState::Buried { seq };
-        job.counters.buries += 1;
         let tube = self.tubes.get_mut(job.tube);
         tube.buried.insert(seq, id);
         tube.dead[burial.reason.index()].insert(id);
         self.totals.buried += 1;
         self.totals.dead[burial.reason.index()].insert(id);
         self.notes_mut(id).burial = Some(burial);
+        self.change_tally(id, |t| t.counters.buries += 1);
     }
 
     /// Changes why and when buried job `id` was buried, keeping its place in the tube's
@@ -144,13 +144,13 @@ impl Engine {
         };
         let deadline = now.plus_secs(job.ttr);
         job.state = JobState::Reserved { deadline };
-        job.counters.reserves += 1;
         let body = super::body_refs::body_from(&self.mem_bodies, job);
         self.tubes.get_mut(job.tube).reserved += 1;
         self.reserved.insert((deadline, id), sid);
         if let Some(s) = self.sessions.get_mut(&sid) {
             s.reserved.insert((deadline, id));
         }
+        self.change_tally(id, |t| t.counters.reserves += 1);
         self.mark_worker(sid);
         self.changes.push(Change::Reserve { id });
         Reply::Reserved { id, body }

@@ -125,7 +125,7 @@ impl JobTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::job::{BodyRef, JobCounters, JobState};
+    use crate::engine::job::{BodyRef, JobState, SmallTally};
     use crate::engine::{Timestamp, TubeId};
     use proptest::prelude::*;
 
@@ -138,9 +138,8 @@ mod tests {
             ttr: 1,
             created_at: Timestamp(0),
             state: JobState::Ready,
-            counters: JobCounters::default(),
             body: BodyRef::in_memory(0),
-            attempts: 0,
+            tally: SmallTally::default(),
         }
     }
 
