@@ -95,7 +95,7 @@ impl Engine {
             return false;
         }
         let tally = self.tally_of(job);
-        let state = match job.state {
+        let state = match job.state() {
             JobState::Ready | JobState::Reserved { .. } => ImageState::Ready,
             JobState::Delayed { until } => ImageState::Delayed(until),
             JobState::Buried { .. } => ImageState::Buried,

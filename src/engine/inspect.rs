@@ -65,7 +65,7 @@ impl Engine {
         let Some(job) = self.jobs.get(&id) else {
             return Reply::NotFound;
         };
-        let time_left = match job.state {
+        let time_left = match job.state() {
             JobState::Reserved { deadline, .. } => now.secs_until(deadline),
             JobState::Delayed { until } => now.secs_until(until),
             JobState::Ready | JobState::Buried { .. } => 0,
@@ -80,7 +80,7 @@ impl Engine {
              kicks: {}\n",
             job.id,
             self.tubes.get(job.tube).name,
-            job.state.name(),
+            job.state().name(),
             job.pri,
             job.created_at.secs_until(now),
             job.delay,

@@ -88,7 +88,7 @@ impl Engine {
                 delay,
                 ttr,
                 created_at,
-                state: JobState::Ready,
+                state: JobState::Ready.into(),
                 body,
                 tally: SmallTally::default(),
             },
@@ -131,7 +131,7 @@ impl Engine {
     }
 
     pub(super) fn reserve_job(&mut self, sid: SessionId, id: JobId, now: Timestamp) -> Reply {
-        match self.jobs.get(&id).map(|j| j.state) {
+        match self.jobs.get(&id).map(|j| j.state()) {
             None | Some(JobState::Reserved { .. }) => Reply::NotFound,
             Some(_) => {
                 self.detach(id);
@@ -142,7 +142,7 @@ impl Engine {
 
     /// Whether `id` is reserved by `sid`.
     pub(super) fn reserved_by(&self, sid: SessionId, id: JobId) -> bool {
-        match self.jobs.get(&id).map(|j| j.state) {
+        match self.jobs.get(&id).map(|j| j.state()) {
             Some(JobState::Reserved { deadline }) => {
                 self.reserved.get(&(deadline, id)) == Some(&sid)
             }
@@ -154,7 +154,7 @@ impl Engine {
         let Some(job) = self.jobs.get(&id) else {
             return Reply::NotFound;
         };
-        if matches!(job.state, JobState::Reserved { .. }) && !self.reserved_by(sid, id) {
+        if matches!(job.state(), JobState::Reserved { .. }) && !self.reserved_by(sid, id) {
             return Reply::NotFound;
         }
         self.detach(id);
@@ -210,7 +210,7 @@ impl Engine {
         };
         // Re-reserving would count a reserve; set the new deadline directly instead.
         let deadline = now.plus_secs(job.ttr);
-        job.state = JobState::Reserved { deadline };
+        job.set_state(JobState::Reserved { deadline });
         self.tubes.get_mut(job.tube).reserved += 1;
         self.reserved.insert((deadline, id), sid);
         if let Some(s) = self.sessions.get_mut(&sid) {
@@ -242,7 +242,7 @@ impl Engine {
     }
 
     pub(super) fn kick_job(&mut self, id: JobId, now: Timestamp) -> Reply {
-        match self.jobs.get(&id).map(|j| j.state) {
+        match self.jobs.get(&id).map(|j| j.state()) {
             Some(JobState::Buried { .. } | JobState::Delayed { .. }) => {
                 self.kick_one(id, now);
                 Reply::KickedJob

@@ -13,7 +13,7 @@ impl Engine {
     /// sets a new one. Returns the state it was in.
     pub(super) fn detach(&mut self, id: JobId) -> Option<JobState> {
         let job = self.jobs.get(&id)?;
-        let (state, tube_id, pri) = (job.state, job.tube, job.pri);
+        let (state, tube_id, pri) = (job.state(), job.tube, job.pri);
         let tube = self.tubes.get_mut(tube_id);
         match state {
             JobState::Ready => {
@@ -54,7 +54,7 @@ impl Engine {
         let Some(job) = self.jobs.get_mut(&id) else {
             return;
         };
-        job.state = JobState::Ready;
+        job.set_state(JobState::Ready);
         let tube_id = job.tube;
         let tube = self.tubes.get_mut(tube_id);
         tube.ready.insert((job.pri, id));
@@ -98,7 +98,7 @@ impl Engine {
         let Some(job) = self.jobs.get_mut(&id) else {
             return;
         };
-        job.state = JobState::Delayed { until };
+        job.set_state(JobState::Delayed { until });
         self.tubes.get_mut(job.tube).delayed.insert((until, id));
         self.delayed.insert((until, id));
     }
@@ -110,7 +110,7 @@ impl Engine {
         let Some(job) = self.jobs.get_mut(&id) else {
             return;
         };
-        job.state = JobState::Buried { seq };
+        job.set_state(JobState::Buried { seq });
         let tube = self.tubes.get_mut(job.tube);
         tube.buried.insert(seq, id);
         tube.dead[burial.reason.index()].insert(id);
@@ -143,7 +143,7 @@ impl Engine {
             return Reply::InternalError;
         };
         let deadline = now.plus_secs(job.ttr);
-        job.state = JobState::Reserved { deadline };
+        job.set_state(JobState::Reserved { deadline });
         let body = super::body_refs::body_from(&self.mem_bodies, job);
         self.tubes.get_mut(job.tube).reserved += 1;
         self.reserved.insert((deadline, id), sid);

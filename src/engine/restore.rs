@@ -261,7 +261,7 @@ impl Engine {
                             delay,
                             ttr,
                             created_at,
-                            state: JobState::Ready,
+                            state: JobState::Ready.into(),
                             body: at,
                             tally: SmallTally::default(),
                         },
@@ -295,7 +295,7 @@ impl Engine {
                 last_error,
                 burial,
             } => {
-                let buried = matches!(self.job_mut(id)?.state, JobState::Buried { .. });
+                let buried = matches!(self.job_mut(id)?.state(), JobState::Buried { .. });
                 self.change_tally(id, |t| t.attempts = attempts);
                 self.notes_mut(id).last_error = last_error;
                 if let (Some(burial), true) = (burial, buried) {

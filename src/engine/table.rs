@@ -137,7 +137,7 @@ mod tests {
             delay: 0,
             ttr: 1,
             created_at: Timestamp(0),
-            state: JobState::Ready,
+            state: JobState::Ready.into(),
             body: BodyRef::in_memory(0),
             tally: SmallTally::default(),
         }

@@ -81,7 +81,7 @@ impl World {
     }
 
     fn state(&self, id: JobId) -> JobState {
-        self.e.job(id).expect("job").state
+        self.e.job(id).expect("job").state()
     }
 
     fn stats_job(&mut self, id: JobId) -> Vec<(String, String)> {
@@ -429,7 +429,7 @@ fn replaying_the_changes_rebuilds_attempts_errors_and_burials() {
         let (x, y) = (w.e.job(id).expect("job"), restored.job(id).expect("job"));
         assert_eq!(w.e.job_tally(id), restored.job_tally(id), "job {id}");
         assert_eq!(w.e.job_notes(id), restored.job_notes(id), "job {id}");
-        assert_eq!(x.state, y.state, "job {id}");
+        assert_eq!(x.state(), y.state(), "job {id}");
     }
     assert_eq!(restored.job_tally(a).expect("a").attempts, 2);
 }
