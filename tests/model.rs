@@ -880,7 +880,8 @@ proptest! {
 /// jobs whose time has come are ready.
 fn after_restart(engine: &Engine, id: JobId, now: Timestamp) -> String {
     let job = engine.job(id).expect("job");
-    let state = match job.state {
+    let tally = engine.job_tally(id).expect("job");
+    let state = match job.state() {
         JobState::Ready | JobState::Reserved { .. } => "ready".to_owned(),
         JobState::Delayed { until } if until <= now => "ready".to_owned(),
         JobState::Delayed { until } => format!("delayed until {}", until.0),
@@ -894,9 +895,9 @@ fn after_restart(engine: &Engine, id: JobId, now: Timestamp) -> String {
         job.delay,
         job.ttr,
         job.created_at.0,
-        job.counters,
+        tally.counters,
         job.body,
-        job.attempts,
+        tally.attempts,
         engine.job_notes(id),
     )
 }
@@ -906,7 +907,7 @@ fn buried_order(engine: &Engine) -> Vec<(String, Vec<JobId>)> {
     let mut by_tube: std::collections::BTreeMap<String, Vec<(u64, JobId)>> = Default::default();
     for id in engine.job_ids() {
         let job = engine.job(id).expect("job");
-        if let JobState::Buried { seq } = job.state {
+        if let JobState::Buried { seq } = job.state() {
             by_tube
                 .entry(engine.tube_name(job.tube).to_string())
                 .or_default()
@@ -938,7 +939,7 @@ fn replay_check(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 .collect();
             for id in ids {
                 let job = engine.job(id).expect("job");
-                let (from, buried) = (job.body, matches!(job.state, JobState::Buried { .. }));
+                let (from, buried) = (job.body, matches!(job.state(), JobState::Buried { .. }));
                 let Outcome::Reply(Reply::Found {
                     body: Body::Bytes(body),
                     ..

@@ -94,7 +94,8 @@ impl Engine {
         if job.body != from || body.len() != from.len as usize {
             return false;
         }
-        let state = match job.state {
+        let tally = self.tally_of(job);
+        let state = match job.state() {
             JobState::Ready | JobState::Reserved { .. } => ImageState::Ready,
             JobState::Delayed { until } => ImageState::Delayed(until),
             JobState::Buried { .. } => ImageState::Buried,
@@ -107,14 +108,17 @@ impl Engine {
             ttr: job.ttr,
             created_at: job.created_at,
             state,
-            counters: job.counters,
+            counters: tally.counters,
             body,
         });
-        let notes = self.notes.get(&id);
-        if job.attempts > 0 || notes.is_some() {
+        let notes = self
+            .notes
+            .get(&id)
+            .filter(|n| n.last_error.is_some() || n.burial.is_some());
+        if tally.attempts > 0 || notes.is_some() {
             self.changes.push(Change::JobNotes {
                 id,
-                attempts: job.attempts,
+                attempts: tally.attempts,
                 last_error: notes.and_then(|n| n.last_error.clone()),
                 burial: notes.and_then(|n| n.burial),
             });

@@ -83,7 +83,7 @@ impl Engine {
                  buried-at: {}\n  last-error: {}\n",
                 self.tubes.get(job.tube).name,
                 burial.map_or("buried", |b| b.reason.name()),
-                job.attempts,
+                self.tally_of(job).attempts,
                 job.pri,
                 burial
                     .and_then(|b| b.at)

@@ -33,7 +33,7 @@ impl Engine {
     pub(super) fn peek_ready(&self, sid: SessionId) -> Reply {
         let id = self
             .used_tube(sid)
-            .and_then(|t| self.tubes.get(t).ready.first().map(|&(_, id)| id));
+            .and_then(|t| self.tubes.get(t).ready.first().map(|(_, id)| id));
         self.found(id)
     }
 
@@ -65,12 +65,13 @@ impl Engine {
         let Some(job) = self.jobs.get(&id) else {
             return Reply::NotFound;
         };
-        let time_left = match job.state {
+        let time_left = match job.state() {
             JobState::Reserved { deadline, .. } => now.secs_until(deadline),
             JobState::Delayed { until } => now.secs_until(until),
             JobState::Ready | JobState::Buried { .. } => 0,
         };
-        let c = job.counters;
+        let tally = self.tally_of(job);
+        let c = tally.counters;
         let mut y = String::with_capacity(256);
         let _ = write!(
             y,
@@ -79,7 +80,7 @@ impl Engine {
              kicks: {}\n",
             job.id,
             self.tubes.get(job.tube).name,
-            job.state.name(),
+            job.state().name(),
             job.pri,
             job.created_at.secs_until(now),
             job.delay,
@@ -98,7 +99,7 @@ impl Engine {
         let _ = write!(
             y,
             "attempts: {}\nmax-attempts: {}\nlast-error: {}\nbury-reason: {}\nburied-at: {}\n",
-            job.attempts,
+            tally.attempts,
             self.setting(job.tube, TubeSetting::MaxAttempts),
             yaml_quoted(self.last_error(id).unwrap_or("")),
             burial.map_or("none", |b| b.reason.name()),

@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 
-use super::job::{BodyRef, Job, JobCounters, JobState};
+use super::job::{BodyRef, Job, JobState, SmallTally};
 use super::retry::Ending;
 use super::session::SessionId;
 use super::time::Timestamp;
@@ -88,10 +88,9 @@ impl Engine {
                 delay,
                 ttr,
                 created_at,
-                state: JobState::Ready,
-                counters: JobCounters::default(),
+                state: JobState::Ready.into(),
                 body,
-                attempts: 0,
+                tally: SmallTally::default(),
             },
             bytes,
         );
@@ -132,7 +131,7 @@ impl Engine {
     }
 
     pub(super) fn reserve_job(&mut self, sid: SessionId, id: JobId, now: Timestamp) -> Reply {
-        match self.jobs.get(&id).map(|j| j.state) {
+        match self.jobs.get(&id).map(|j| j.state()) {
             None | Some(JobState::Reserved { .. }) => Reply::NotFound,
             Some(_) => {
                 self.detach(id);
@@ -143,17 +142,19 @@ impl Engine {
 
     /// Whether `id` is reserved by `sid`.
     pub(super) fn reserved_by(&self, sid: SessionId, id: JobId) -> bool {
-        matches!(
-            self.jobs.get(&id).map(|j| j.state),
-            Some(JobState::Reserved { by, .. }) if by == sid
-        )
+        match self.jobs.get(&id).map(|j| j.state()) {
+            Some(JobState::Reserved { deadline }) => {
+                self.reserved.get(&(deadline, id)) == Some(&sid)
+            }
+            _ => false,
+        }
     }
 
     pub(super) fn delete(&mut self, sid: SessionId, id: JobId) -> Reply {
         let Some(job) = self.jobs.get(&id) else {
             return Reply::NotFound;
         };
-        if matches!(job.state, JobState::Reserved { by, .. } if by != sid) {
+        if matches!(job.state(), JobState::Reserved { .. }) && !self.reserved_by(sid, id) {
             return Reply::NotFound;
         }
         self.detach(id);
@@ -209,9 +210,9 @@ impl Engine {
         };
         // Re-reserving would count a reserve; set the new deadline directly instead.
         let deadline = now.plus_secs(job.ttr);
-        job.state = JobState::Reserved { by: sid, deadline };
+        job.set_state(JobState::Reserved { deadline });
         self.tubes.get_mut(job.tube).reserved += 1;
-        self.reserved.insert((deadline, id));
+        self.reserved.insert((deadline, id), sid);
         if let Some(s) = self.sessions.get_mut(&sid) {
             s.reserved.insert((deadline, id));
         }
@@ -241,7 +242,7 @@ impl Engine {
     }
 
     pub(super) fn kick_job(&mut self, id: JobId, now: Timestamp) -> Reply {
-        match self.jobs.get(&id).map(|j| j.state) {
+        match self.jobs.get(&id).map(|j| j.state()) {
             Some(JobState::Buried { .. } | JobState::Delayed { .. }) => {
                 self.kick_one(id, now);
                 Reply::KickedJob
@@ -254,12 +255,12 @@ impl Engine {
     /// attempt count starts again from zero.
     pub(super) fn kick_one(&mut self, id: JobId, now: Timestamp) {
         let was = self.detach(id);
-        if let Some(job) = self.jobs.get_mut(&id) {
-            job.counters.kicks += 1;
+        self.change_tally(id, |t| {
+            t.counters.kicks += 1;
             if matches!(was, Some(JobState::Buried { .. })) {
-                job.attempts = 0;
+                t.attempts = 0;
             }
-        }
+        });
         self.changes.push(Change::Kick { id });
         self.make_ready(id, now);
     }

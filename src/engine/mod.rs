@@ -34,6 +34,7 @@ mod jobs;
 mod notes;
 mod notice;
 mod queue;
+mod ready;
 pub mod record;
 mod report;
 mod restore;
@@ -56,7 +57,9 @@ use rustc_hash::FxHashMap as HashMap;
 pub use admission::Limits;
 pub use change::{Change, ImageState};
 pub use dead::yaml_quoted;
-pub use job::{BodyRef, Burial, Job, JobCounters, JobNotes, JobState, URGENT_THRESHOLD};
+pub use job::{
+    BodyRef, Burial, Job, JobCounters, JobNotes, JobState, SmallTally, Tally, URGENT_THRESHOLD,
+};
 pub use notice::Notice;
 pub use restore::{ReplayError, Replayed, RestoreError};
 pub use retry::backoff_delay;
@@ -202,8 +205,8 @@ pub struct Engine {
     next_bury_seq: u64,
     /// All delayed jobs, soonest first.
     delayed: BTreeSet<(Timestamp, JobId)>,
-    /// All reserved jobs, by TTR deadline.
-    reserved: BTreeSet<(Timestamp, JobId)>,
+    /// All reserved jobs, by TTR deadline, with the session holding each.
+    reserved: BTreeMap<(Timestamp, JobId), SessionId>,
     /// Blocked sessions with a timer (timeout or safety margin), soonest first.
     wakes: BTreeSet<(Timestamp, SessionId)>,
     /// Paused tubes by pause end.
@@ -251,7 +254,7 @@ impl Engine {
             next_session_id: 1,
             next_bury_seq: 0,
             delayed: BTreeSet::new(),
-            reserved: BTreeSet::new(),
+            reserved: BTreeMap::new(),
             wakes: BTreeSet::new(),
             pauses: BTreeSet::new(),
             serveable: BTreeSet::new(),
@@ -599,7 +602,7 @@ impl Engine {
     pub fn next_deadline(&self) -> Option<Timestamp> {
         [
             self.delayed.first().map(|&(t, _)| t),
-            self.reserved.first().map(|&(t, _)| t),
+            self.reserved.first_key_value().map(|(&(t, _), _)| t),
             self.wakes.first().map(|&(t, _)| t),
             self.pauses.first().map(|&(t, _)| t),
         ]
@@ -627,7 +630,7 @@ impl Engine {
             }
             self.wake_waiter(sid, now);
         }
-        while let Some(&(deadline, id)) = self.reserved.first() {
+        while let Some((&(deadline, id), _)) = self.reserved.first_key_value() {
             if deadline > now {
                 break;
             }

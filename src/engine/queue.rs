@@ -13,7 +13,7 @@ impl Engine {
     /// sets a new one. Returns the state it was in.
     pub(super) fn detach(&mut self, id: JobId) -> Option<JobState> {
         let job = self.jobs.get(&id)?;
-        let (state, tube_id, pri) = (job.state, job.tube, job.pri);
+        let (state, tube_id, pri) = (job.state(), job.tube, job.pri);
         let tube = self.tubes.get_mut(tube_id);
         match state {
             JobState::Ready => {
@@ -38,10 +38,10 @@ impl Engine {
                 }
                 self.tidy_notes(id);
             }
-            JobState::Reserved { by, deadline } => {
+            JobState::Reserved { deadline } => {
                 tube.reserved -= 1;
-                self.reserved.remove(&(deadline, id));
-                if let Some(s) = self.sessions.get_mut(&by) {
+                let by = self.reserved.remove(&(deadline, id));
+                if let Some(s) = by.and_then(|by| self.sessions.get_mut(&by)) {
                     s.reserved.remove(&(deadline, id));
                 }
             }
@@ -54,7 +54,7 @@ impl Engine {
         let Some(job) = self.jobs.get_mut(&id) else {
             return;
         };
-        job.state = JobState::Ready;
+        job.set_state(JobState::Ready);
         let tube_id = job.tube;
         let tube = self.tubes.get_mut(tube_id);
         tube.ready.insert((job.pri, id));
@@ -72,7 +72,7 @@ impl Engine {
     pub(super) fn refresh_serveable(&mut self, id: super::TubeId) {
         let tube = self.tubes.get_mut(id);
         let want = if tube.pause.is_none() && !tube.waiting.is_empty() {
-            tube.ready.first().copied()
+            tube.ready.first()
         } else {
             None
         };
@@ -98,7 +98,7 @@ impl Engine {
         let Some(job) = self.jobs.get_mut(&id) else {
             return;
         };
-        job.state = JobState::Delayed { until };
+        job.set_state(JobState::Delayed { until });
         self.tubes.get_mut(job.tube).delayed.insert((until, id));
         self.delayed.insert((until, id));
     }
@@ -110,14 +110,14 @@ impl Engine {
         let Some(job) = self.jobs.get_mut(&id) else {
             return;
         };
-        job.state = JobState::Buried { seq };
-        job.counters.buries += 1;
+        job.set_state(JobState::Buried { seq });
         let tube = self.tubes.get_mut(job.tube);
         tube.buried.insert(seq, id);
         tube.dead[burial.reason.index()].insert(id);
         self.totals.buried += 1;
         self.totals.dead[burial.reason.index()].insert(id);
         self.notes_mut(id).burial = Some(burial);
+        self.change_tally(id, |t| t.counters.buries += 1);
     }
 
     /// Changes why and when buried job `id` was buried, keeping its place in the tube's
@@ -143,14 +143,14 @@ impl Engine {
             return Reply::InternalError;
         };
         let deadline = now.plus_secs(job.ttr);
-        job.state = JobState::Reserved { by: sid, deadline };
-        job.counters.reserves += 1;
+        job.set_state(JobState::Reserved { deadline });
         let body = super::body_refs::body_from(&self.mem_bodies, job);
         self.tubes.get_mut(job.tube).reserved += 1;
-        self.reserved.insert((deadline, id));
+        self.reserved.insert((deadline, id), sid);
         if let Some(s) = self.sessions.get_mut(&sid) {
             s.reserved.insert((deadline, id));
         }
+        self.change_tally(id, |t| t.counters.reserves += 1);
         self.mark_worker(sid);
         self.changes.push(Change::Reserve { id });
         Reply::Reserved { id, body }

@@ -6,7 +6,7 @@
 //! (reservations die with their connections). Restoring emits no new changes.
 
 use super::change::{Change, ImageState};
-use super::job::{BodyRef, Burial, Job, JobState};
+use super::job::{BodyRef, Burial, Job, JobCounters, JobState, SmallTally, Tally};
 use super::time::Timestamp;
 use super::tube::Pause;
 use super::Engine;
@@ -137,29 +137,27 @@ impl Engine {
             // A reservation ends with the restart: the job is ready again, whichever state
             // (ready, delayed or buried, for reserve-job) it was reserved from.
             Change::Reserve { id } => {
-                self.job_mut(id)?.counters.reserves += 1;
+                self.job_mut(id)?;
+                self.change_tally(id, |t| t.counters.reserves += 1);
                 self.detach(id);
                 self.insert_ready(id);
             }
             // Each way a reservation ends without a delete counts an attempt.
             Change::Timeout { id } => {
-                let job = self.job_mut(id)?;
-                job.counters.timeouts += 1;
-                job.attempts = job.attempts.saturating_add(1);
-                let attempts = job.attempts;
+                self.job_mut(id)?;
+                let attempts = self.attempt(id, |t| t.counters.timeouts += 1);
                 self.notes_mut(id).last_error = Some(super::retry::timeout_note(attempts));
                 // `job-timeouts` in `stats` counts since this start, as beanstalkd's does
                 // after a binlog replay: replay leaves it alone.
             }
             Change::Abandon { id } => {
-                let job = self.job_mut(id)?;
-                job.attempts = job.attempts.saturating_add(1);
-                let attempts = job.attempts;
+                self.job_mut(id)?;
+                let attempts = self.attempt(id, |_| {});
                 self.notes_mut(id).last_error = Some(super::retry::abandon_note(attempts));
             }
             Change::Fail { id, message } => {
-                let job = self.job_mut(id)?;
-                job.attempts = job.attempts.saturating_add(1);
+                self.job_mut(id)?;
+                self.attempt(id, |_| {});
                 self.notes_mut(id).last_error = Some(message);
             }
             Change::Retry { id, ready_at } => {
@@ -203,8 +201,7 @@ impl Engine {
                 let job = self.job_mut(id)?;
                 job.pri = pri;
                 job.delay = delay;
-                job.counters.releases += 1;
-                job.attempts = job.attempts.saturating_add(1);
+                self.attempt(id, |t| t.counters.releases += 1);
                 self.place(id, ready_at, now);
             }
             // Written by versions that did not record when or why.
@@ -221,10 +218,14 @@ impl Engine {
                 );
             }
             Change::Kick { id } => {
-                self.job_mut(id)?.counters.kicks += 1;
-                if matches!(self.detach(id), Some(JobState::Buried { .. })) {
-                    self.job_mut(id)?.attempts = 0;
-                }
+                self.job_mut(id)?;
+                let was = self.detach(id);
+                self.change_tally(id, |t| {
+                    t.counters.kicks += 1;
+                    if matches!(was, Some(JobState::Buried { .. })) {
+                        t.attempts = 0;
+                    }
+                });
                 self.insert_ready(id);
             }
             Change::ConfigTube {
@@ -260,10 +261,9 @@ impl Engine {
                             delay,
                             ttr,
                             created_at,
-                            state: JobState::Ready,
-                            counters,
+                            state: JobState::Ready.into(),
                             body: at,
-                            attempts: 0,
+                            tally: SmallTally::default(),
                         },
                         bytes,
                     );
@@ -271,8 +271,8 @@ impl Engine {
                     let tube_id = self.tubes.find_or_create(&tube);
                     self.next_job_id = self.next_job_id.max(id.0.saturating_add(1));
                     self.insert_job(id, tube_id, pri, delay, ttr, created_at, at, bytes);
-                    self.job_mut(id)?.counters = counters;
                 }
+                self.set_counters(id, counters)?;
                 match state {
                     ImageState::Ready => self.insert_ready(id),
                     ImageState::Delayed(until) => self.place(id, Some(until), now),
@@ -285,7 +285,7 @@ impl Engine {
                                 at: None,
                             },
                         );
-                        self.job_mut(id)?.counters = counters;
+                        self.set_counters(id, counters)?;
                     }
                 }
             }
@@ -295,9 +295,8 @@ impl Engine {
                 last_error,
                 burial,
             } => {
-                let job = self.job_mut(id)?;
-                job.attempts = attempts;
-                let buried = matches!(job.state, JobState::Buried { .. });
+                let buried = matches!(self.job_mut(id)?.state(), JobState::Buried { .. });
+                self.change_tally(id, |t| t.attempts = attempts);
                 self.notes_mut(id).last_error = last_error;
                 if let (Some(burial), true) = (burial, buried) {
                     self.rebury_as(id, burial);
@@ -339,6 +338,23 @@ impl Engine {
 
     fn job_mut(&mut self, id: JobId) -> Result<&mut Job, RestoreError> {
         self.jobs.get_mut(&id).ok_or(RestoreError::UnknownJob(id))
+    }
+
+    /// Counts an attempt for job `id`, changing its tally with `also` too (the counter
+    /// the attempt's ending bumps). Returns its attempts.
+    fn attempt(&mut self, id: JobId, also: impl FnOnce(&mut Tally)) -> u32 {
+        self.change_tally(id, |t| {
+            t.attempts = t.attempts.saturating_add(1);
+            also(t);
+        })
+        .map_or(0, |t| t.attempts)
+    }
+
+    /// Sets job `id`'s lifetime counters, as an image record gives them.
+    fn set_counters(&mut self, id: JobId, counters: JobCounters) -> Result<(), RestoreError> {
+        self.change_tally(id, |t| t.counters = counters)
+            .map(|_| ())
+            .ok_or(RestoreError::UnknownJob(id))
     }
 
     /// Puts a detached job where `ready_at` says it belongs at `now`.

@@ -76,15 +76,23 @@ impl Engine {
     /// `max-attempts`, else where the worker's release put it, else back after the retry
     /// delay (ready at once without one). Returns whether it was buried.
     pub(super) fn end_attempt(&mut self, id: JobId, ending: Ending, now: Timestamp) -> bool {
+        let Some(tally) = self.change_tally(id, |t| {
+            t.attempts = t.attempts.saturating_add(1);
+            match ending {
+                Ending::Timeout => t.counters.timeouts += 1,
+                Ending::Release { .. } => t.counters.releases += 1,
+                Ending::Abandon | Ending::Fail(_) => {}
+            }
+        }) else {
+            return false;
+        };
         let Some(job) = self.jobs.get_mut(&id) else {
             return false;
         };
-        job.attempts = job.attempts.saturating_add(1);
-        let (attempts, tube) = (job.attempts, job.tube);
+        let (attempts, tube) = (tally.attempts, job.tube);
         let mut released_until = None;
         match ending {
             Ending::Timeout => {
-                job.counters.timeouts += 1;
                 self.counters.timeouts += 1;
                 self.notes_mut(id).last_error = Some(timeout_note(attempts));
                 self.changes.push(Change::Timeout { id });
@@ -100,7 +108,6 @@ impl Engine {
             Ending::Release { pri, delay } => {
                 job.pri = pri;
                 job.delay = delay;
-                job.counters.releases += 1;
                 let ready_at = (delay > 0).then(|| now.plus_secs(delay));
                 self.changes.push(Change::Release {
                     id,

@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use super::ready::ReadySet;
 use super::session::SessionId;
 use super::settings::TubeSettings;
 use super::time::Timestamp;
@@ -44,7 +45,7 @@ pub struct Tube {
     /// Its name.
     pub name: TubeName,
     /// Ready jobs, most urgent first (priority, then id).
-    pub ready: BTreeSet<(u32, JobId)>,
+    pub ready: ReadySet,
     /// Delayed jobs, soonest first.
     pub delayed: BTreeSet<(Timestamp, JobId)>,
     /// Buried jobs, oldest burial first.
@@ -82,7 +83,7 @@ impl Tube {
     fn new(name: TubeName) -> Tube {
         Tube {
             name,
-            ready: BTreeSet::new(),
+            ready: ReadySet::default(),
             delayed: BTreeSet::new(),
             buried: BTreeMap::new(),
             reserved: 0,

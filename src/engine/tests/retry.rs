@@ -77,11 +77,11 @@ impl World {
     }
 
     fn attempts(&self, id: JobId) -> u32 {
-        self.e.job(id).expect("job").attempts
+        self.e.job_tally(id).expect("job").attempts
     }
 
     fn state(&self, id: JobId) -> JobState {
-        self.e.job(id).expect("job").state
+        self.e.job(id).expect("job").state()
     }
 
     fn stats_job(&mut self, id: JobId) -> Vec<(String, String)> {
@@ -427,9 +427,65 @@ fn replaying_the_changes_rebuilds_attempts_errors_and_burials() {
     }
     for id in [a, b] {
         let (x, y) = (w.e.job(id).expect("job"), restored.job(id).expect("job"));
-        assert_eq!(x.attempts, y.attempts, "job {id}");
+        assert_eq!(w.e.job_tally(id), restored.job_tally(id), "job {id}");
         assert_eq!(w.e.job_notes(id), restored.job_notes(id), "job {id}");
-        assert_eq!(x.state, y.state, "job {id}");
+        assert_eq!(x.state(), y.state(), "job {id}");
     }
-    assert_eq!(restored.job(a).expect("a").attempts, 2);
+    assert_eq!(restored.job_tally(a).expect("a").attempts, 2);
+}
+
+#[test]
+fn counts_past_a_byte_stay_exact_in_stats_and_across_a_restore() {
+    let mut w = World::new(&[]);
+    let id = w.put(60);
+    for _ in 0..300 {
+        assert!(matches!(w.reserve(), Reply::Reserved { .. }));
+        let released = w.cmd(Command::Release {
+            id,
+            pri: 10,
+            delay: 0,
+        });
+        assert_eq!(released, Reply::Released);
+    }
+    assert!(matches!(w.reserve(), Reply::Reserved { .. }));
+    assert_eq!(w.cmd(Command::Bury { id, pri: 10 }), Reply::Buried);
+    assert_eq!(w.cmd(Command::KickJob(id)), Reply::KickedJob);
+    let fields = w.stats_job(id);
+    let counts: Vec<String> = ["reserves", "releases", "buries", "kicks", "attempts"]
+        .iter()
+        .map(|k| get(&fields, k))
+        .collect();
+    // The kick redrove the buried job: its attempts start again.
+    assert_eq!(counts, ["301", "300", "1", "1", "0"]);
+    assert_eq!(
+        w.e.job(id).expect("job").tally,
+        crate::engine::SmallTally::ELSEWHERE
+    );
+
+    let mut restored = Engine::new(EngineConfig::default(), ProcessInfo::fixed(), w.now);
+    for change in w.e.take_changes() {
+        restored.restore(change, None, w.now).expect("restore");
+    }
+    assert_eq!(restored.job_tally(id), w.e.job_tally(id));
+}
+
+#[test]
+fn a_tally_moves_back_into_the_job_when_its_counts_fit_again() {
+    let mut w = World::new(&[]);
+    let id = w.put(60);
+    let spilled = w.e.change_tally(id, |t| t.attempts = 255).expect("job");
+    assert_eq!(spilled.attempts, 255);
+    assert_eq!(
+        w.e.job_notes(id).and_then(|n| n.tally),
+        Some(spilled),
+        "255 does not fit a byte"
+    );
+    assert_eq!(w.e.job_tally(id), Some(spilled));
+    w.e.change_tally(id, |t| t.attempts = 254);
+    assert_eq!(
+        w.e.job_notes(id),
+        None,
+        "the notes entry held only the tally"
+    );
+    assert_eq!(w.e.job_tally(id).map(|t| t.attempts), Some(254));
 }
