@@ -597,6 +597,22 @@ fn confirmed_work_survives_killing_the_leader_again_and_again() {
     let next = cluster.leader();
     assert_ne!(next, leader);
     check(&seen, cluster.node(next).client);
+    // The stopped node's log reads back whole offline.
+    let out = std::process::Command::new(crate::support::larder_bin())
+        .args(["wal", "verify", "--data-dir"])
+        .arg(&cluster.node(leader).dir)
+        .output()
+        .expect("larder wal verify");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("status:          ok"), "{text}");
+    let entries: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("raft entries:"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no raft entries line: {text}"));
+    assert!(entries > 10, "{text}");
 }
 
 #[test]
