@@ -254,6 +254,7 @@ pub async fn run_with(
     );
     super::metrics::serving(metrics.as_ref(), &broker);
     loop {
+        journal.set_clients(conns.len());
         let accepted = tokio::select! {
             accepted = accept(&listener) => accepted,
             Some(_) = conns.join_next(), if !conns.is_empty() => continue,
