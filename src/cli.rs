@@ -480,12 +480,14 @@ pub struct ReserveArgs {
     pub keep: bool,
 }
 
-/// The async runtime: single-threaded for `threads` = 1, else a work-stealing pool.
+/// The async runtime: single-threaded for `threads` = 1, else a work-stealing pool. The
+/// single-threaded one, run by the calling thread, writes the log itself when it is idle
+/// and there is one client (see [`crate::server::install_idle_commit`]).
 pub fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
     if threads <= 1 {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
+        let mut builder = tokio::runtime::Builder::new_current_thread();
+        crate::server::install_idle_commit(&mut builder);
+        builder.enable_all().build()
     } else {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads)

@@ -12,12 +12,24 @@
 //! tail when they were made, and released only once the watermark covers it. Concurrent
 //! commands share one fdatasync.
 //!
+//! Who writes: whoever finds the log free takes every queued record as one batch. With
+//! more than one client that is the writer thread, woken by the first record queued, so it
+//! syncs one batch while the runtime gathers the next. With one client (on the
+//! single-threaded runtime `larder serve` uses by default) there is nothing to overlap:
+//! records are queued without waking anyone, and the runtime writes, syncs and publishes
+//! them itself when it runs out of work, just before it would block ([`runtime_idle`]).
+//! That saves the two thread switches a put otherwise pays (a futex wake to the writer, an
+//! eventfd wake back). A batch the runtime cannot write without waiting (a full disk, no
+//! file descriptor) goes back to the front of the queue for the writer thread, which may
+//! wait.
+//!
 //! Disk reclamation: [`super::retention`] names the oldest segment the log must keep
 //! ([`Journal::set_keep_segment`]); the value travels with the queued records, and once
 //! they are written the writer syncs and removes every segment before it.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::cell::{Cell, RefCell};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -42,6 +54,18 @@ struct Queue {
     keep_segment: u64,
     /// No more records will come; the writer drains, syncs and exits.
     closed: bool,
+    /// The writer thread has been signalled about the queued records (or is writing a
+    /// batch, and takes them when it loops). Records it was not told about are deferred:
+    /// the runtime writes them itself when it goes idle (see [`runtime_idle`]).
+    told: bool,
+    /// A batch is being written, by the writer thread or by the idle runtime. Whoever
+    /// writes takes the whole queue, so records stay in order and one fsync covers every
+    /// record queued while the previous one ran.
+    busy: bool,
+    /// The runtime gave up on a batch it could not write without waiting (a full disk, no
+    /// file descriptors) and put the rest back: the writer thread must write, sync and
+    /// publish, even if the rest was empty (only the sync was left).
+    handed_over: bool,
 }
 
 /// A record waiting for the writer, and where it was promised to land.
@@ -79,6 +103,11 @@ pub struct Journal {
     room: tokio::sync::Notify,
     /// Histograms: the writer fills the fsync ones, connections the others.
     timings: super::metrics::Timings,
+    /// Client connections open (kept by the listener); the runtime writes the records
+    /// itself only while there is at most one.
+    clients: AtomicUsize,
+    /// Batches the idle runtime took (see [`runtime_idle`]).
+    runtime_batches: AtomicU64,
 }
 
 impl Journal {
@@ -98,6 +127,9 @@ impl Journal {
                 layout,
                 keep_segment: 0,
                 closed: false,
+                told: false,
+                busy: false,
+                handed_over: false,
             }),
             wake: Condvar::new(),
             watermark: Watermark::new(next_lsn.saturating_sub(1)),
@@ -115,6 +147,8 @@ impl Journal {
             max_backlog,
             room: tokio::sync::Notify::new(),
             timings: super::metrics::Timings::new(),
+            clients: AtomicUsize::new(0),
+            runtime_batches: AtomicU64::new(0),
         }
     }
 
@@ -163,6 +197,7 @@ impl Journal {
 
     /// Queues a record; returns its LSN and where its payload will be in the log.
     pub fn push(&self, kind: u8, payload: Payload) -> (Lsn, RecordPos) {
+        let defer = self.defers();
         let mut q = self.lock();
         let lsn = Lsn(q.next_lsn);
         q.next_lsn += 1;
@@ -170,14 +205,34 @@ impl Journal {
         self.backlog
             .fetch_add(payload.len() as u64, Ordering::Relaxed);
         q.records.push((kind, payload, pos));
-        let first = q.records.len() == 1;
+        let tell = !defer && !q.told;
+        q.told |= tell;
         // Signalled after unlocking: a writer woken while the lock is still held would
         // only block again on it (two more futex calls and a context switch per put).
         drop(q);
-        if first {
+        if tell {
             self.wake.notify_one();
         }
         (lsn, pos)
+    }
+
+    /// Whether a record queued now may wait for the runtime to go idle and write it itself
+    /// instead of waking the writer thread: only on the runtime thread that does so (see
+    /// [`install_idle_commit`]), with at most one client, and while the log is not
+    /// waiting for disk space or descriptors. With one client there is nothing for the
+    /// runtime to do while the log syncs, so handing the batch to another thread and
+    /// being woken back (two thread switches per put) only adds to each reply's wait;
+    /// with more, the writer thread syncs one batch while the runtime gathers the next.
+    fn defers(&self) -> bool {
+        self.clients.load(Ordering::Relaxed) <= 1
+            && !self.log_full()
+            && !self.out_of_files()
+            && IDLE_COMMIT.with(|c| c.borrow().as_ref().is_some_and(|c| c.is_for(self)))
+    }
+
+    /// Notes how many client connections are open.
+    pub fn set_clients(&self, n: usize) {
+        self.clients.store(n, Ordering::Relaxed);
     }
 
     /// The segment the next queued record goes to (unless it starts a new one).
@@ -268,7 +323,103 @@ const FULL_DISK_RETRY: Duration = Duration::from_millis(250);
 /// is out of file descriptors.
 const NO_FILES_RETRY: Duration = Duration::from_millis(20);
 
+thread_local! {
+    /// Set on a thread whose current-thread runtime runs [`runtime_idle`] before it parks.
+    static IDLE_HOOK: Cell<bool> = const { Cell::new(false) };
+    /// The log the runtime on this thread writes while idle.
+    static IDLE_COMMIT: RefCell<Option<Box<dyn IdleCommit>>> = const { RefCell::new(None) };
+}
+
+/// Makes the current-thread runtime that `builder` builds, and that this thread will run,
+/// write the journal's deferred records itself each time it runs out of work, before it
+/// blocks waiting for events (see the module docs). A lone client's put then costs one
+/// write and one fdatasync on the runtime thread, as in beanstalkd, instead of two thread
+/// switches around them.
+pub fn install_idle_commit(builder: &mut tokio::runtime::Builder) {
+    IDLE_HOOK.set(true);
+    builder.on_thread_park(runtime_idle);
+}
+
+/// The runtime's park hook: writes, syncs and publishes the records queued without waking
+/// the writer thread, if the log is free. Waking the tasks that wait for them schedules
+/// them on this runtime, which then runs them instead of parking.
+fn runtime_idle() {
+    IDLE_COMMIT.with(|c| {
+        if let Some(c) = c.borrow().as_ref() {
+            c.commit();
+        }
+    });
+}
+
+/// The log as the idle runtime reaches it.
+trait IdleCommit {
+    fn is_for(&self, journal: &Journal) -> bool;
+    fn commit(&self);
+}
+
+struct IdleWriter<S: Storage> {
+    journal: Arc<Journal>,
+    /// Weak: the log closes when the writer thread ends, whatever this thread keeps.
+    writer: Weak<Mutex<Writer<S>>>,
+}
+
+impl<S: Storage> IdleCommit for IdleWriter<S> {
+    fn is_for(&self, journal: &Journal) -> bool {
+        std::ptr::eq(Arc::as_ptr(&self.journal), journal)
+    }
+
+    fn commit(&self) {
+        let journal = &self.journal;
+        let (batch, keep) = {
+            let mut q = journal.lock();
+            if q.told || q.busy || q.closed || q.records.is_empty() {
+                return;
+            }
+            q.busy = true;
+            (std::mem::take(&mut q.records), q.keep_segment)
+        };
+        journal.runtime_batches.fetch_add(1, Ordering::Relaxed);
+        let left = match self.writer.upgrade() {
+            Some(writer) => {
+                let mut w = lock_writer(&writer);
+                w.may_wait = false;
+                let left = w.write(batch);
+                w.may_wait = true;
+                if left.is_none() {
+                    w.keep_segment = keep;
+                    w.reclaim();
+                }
+                w.publish_figures();
+                left
+            }
+            // The writer thread has ended; a closed journal is never deferred to.
+            None => Some(batch),
+        };
+        let mut q = journal.lock();
+        q.busy = false;
+        if let Some(left) = left {
+            // Not writable without waiting: the writer thread finishes the batch, in
+            // order, before anything queued after it.
+            q.records.splice(0..0, left);
+            q.handed_over = true;
+            q.told = true;
+        }
+        // The writer thread waits while the log is busy: wake it if it has work now.
+        let wake = q.handed_over || q.closed || (q.told && !q.records.is_empty());
+        drop(q);
+        if wake {
+            journal.wake.notify_one();
+        }
+    }
+}
+
+fn lock_writer<S: Storage>(writer: &Mutex<Writer<S>>) -> MutexGuard<'_, Writer<S>> {
+    writer.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Starts the writer thread that owns `wal`, with `reserve` held (if it could be taken).
+/// Under `--fsync always`, on a thread set up by [`install_idle_commit`], the runtime
+/// writes the records it deferred itself when idle.
 pub fn spawn_writer<S>(
     journal: Arc<Journal>,
     wal: Wal<S>,
@@ -282,24 +433,32 @@ where
     journal
         .log_full
         .store(!reserve.is_held(), Ordering::Relaxed);
+    let writer = Arc::new(Mutex::new(Writer {
+        journal: journal.clone(),
+        wal,
+        policy,
+        reserve,
+        keep_segment: 0,
+        last_retake: Instant::now(),
+        last_sync: Instant::now(),
+        unsynced: false,
+        unsynced_records: 0,
+        may_wait: true,
+    }));
+    if policy == FsyncPolicy::Always && IDLE_HOOK.get() {
+        let idle = IdleWriter {
+            journal: journal.clone(),
+            writer: Arc::downgrade(&writer),
+        };
+        IDLE_COMMIT.set(Some(Box::new(idle)));
+    }
     std::thread::Builder::new()
         .name("larder-wal".to_owned())
-        .spawn(move || {
-            Writer {
-                journal,
-                wal,
-                policy,
-                reserve,
-                keep_segment: 0,
-                last_retake: Instant::now(),
-                last_sync: Instant::now(),
-                unsynced: false,
-                unsynced_records: 0,
-            }
-            .run()
-        })
+        .spawn(move || run(&journal, &writer))
 }
 
+/// The log and what is kept about it; held by whoever writes a batch: the writer thread,
+/// or the runtime's thread when it commits while idle.
 struct Writer<S: Storage> {
     journal: Arc<Journal>,
     wal: Wal<S>,
@@ -313,39 +472,110 @@ struct Writer<S: Storage> {
     unsynced: bool,
     /// Records written since the last sync (for the records-per-fsync histogram).
     unsynced_records: u64,
+    /// Whether the writer may wait for disk space or descriptors; false on the runtime's
+    /// thread, which hands what it cannot write to the writer thread instead.
+    may_wait: bool,
+}
+
+/// How a write that needed disk space or a descriptor ended without them.
+enum Halt {
+    /// For good: the server is stopping, or the error is not one to wait out.
+    Failed(crate::wal::WalError),
+    /// Waiting is not allowed here; nothing was lost, try again on the writer thread.
+    Later,
+}
+
+/// The writer thread: writes every batch the runtime did not write itself.
+fn run<S: Storage>(journal: &Journal, writer: &Mutex<Writer<S>>) {
+    lock_writer(writer).publish_figures();
+    let mut was_busy = false;
+    loop {
+        let waits = lock_writer(writer).waits();
+        let (batch, closed, keep, handed_over) = journal.next_batch(waits, was_busy);
+        was_busy = true;
+        let mut w = lock_writer(writer);
+        let batch_was_empty = batch.is_empty();
+        if !batch_was_empty || handed_over {
+            // Waiting is allowed here, so nothing is left.
+            let _ = w.write(batch);
+        }
+        // Every record queued before `keep` was set is now written (reclaim syncs).
+        w.keep_segment = keep;
+        if batch_was_empty && !handed_over && w.unsynced {
+            // A periodic sync under --fsync every=MS.
+            w.sync();
+        }
+        if closed {
+            if w.unsynced {
+                w.sync();
+            }
+            return;
+        }
+        w.reclaim();
+        w.retake_reserve();
+        w.publish_figures();
+    }
+}
+
+/// How long the writer thread may sleep when no records come.
+#[derive(Clone, Copy)]
+enum Waits {
+    /// Until records come.
+    Forever,
+    /// At most this long (a periodic sync, or retaking the disk reserve).
+    Until(Duration),
+}
+
+impl Journal {
+    /// Waits for records the writer thread is to write (or, with unsynced data under
+    /// `every=MS`, or a full disk, for as long as `waits` says). Returns the records,
+    /// whether the journal is closing, the segment to keep once those records are
+    /// written, and whether the runtime handed over a batch it began. Marks the log busy
+    /// until the next call, which says whether this one returned (`was_busy`).
+    fn next_batch(&self, waits: Waits, was_busy: bool) -> (Vec<Queued>, bool, u64, bool) {
+        let mut q = self.lock();
+        if was_busy {
+            q.busy = false;
+        }
+        let deadline = match waits {
+            Waits::Forever => None,
+            Waits::Until(left) => Some(Instant::now() + left),
+        };
+        loop {
+            // While the runtime writes a batch, what was queued after it waits for it.
+            if !q.busy && (!q.records.is_empty() || q.closed || q.handed_over) {
+                q.busy = true;
+                q.told = false;
+                let handed_over = std::mem::take(&mut q.handed_over);
+                return (
+                    std::mem::take(&mut q.records),
+                    q.closed,
+                    q.keep_segment,
+                    handed_over,
+                );
+            }
+            match deadline {
+                None => q = self.wake.wait(q).unwrap_or_else(|e| e.into_inner()),
+                Some(deadline) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() && !q.busy {
+                        q.busy = true;
+                        return (Vec::new(), false, q.keep_segment, false);
+                    }
+                    // Past the deadline with the runtime writing: look again shortly.
+                    let left = left.max(Duration::from_millis(1));
+                    q = self
+                        .wake
+                        .wait_timeout(q, left)
+                        .map(|(q, _)| q)
+                        .unwrap_or_else(|e| e.into_inner().0);
+                }
+            }
+        }
+    }
 }
 
 impl<S: Storage> Writer<S> {
-    fn run(mut self) {
-        self.publish_figures();
-        loop {
-            let (batch, closed, keep) = self.next_batch();
-            let batch_was_empty = batch.is_empty();
-            if !batch.is_empty() {
-                let bytes: u64 = batch.iter().map(|(_, p, _)| p.len() as u64).sum();
-                self.write(batch);
-                // Written, or failed for good: either way no longer waiting.
-                self.journal.backlog.fetch_sub(bytes, Ordering::Relaxed);
-                self.journal.room.notify_waiters();
-            }
-            // Every record queued before `keep` was set is now written (reclaim syncs).
-            self.keep_segment = keep;
-            if batch_was_empty && self.unsynced {
-                // A periodic sync under --fsync every=MS.
-                self.sync();
-            }
-            if closed {
-                if self.unsynced {
-                    self.sync();
-                }
-                return;
-            }
-            self.reclaim();
-            self.retake_reserve();
-            self.publish_figures();
-        }
-    }
-
     fn publish_figures(&self) {
         let j = &self.journal;
         j.oldest_segment
@@ -357,85 +587,105 @@ impl<S: Storage> Writer<S> {
         j.log_bytes.store(bytes, Ordering::Relaxed);
     }
 
-    /// Waits for records (or, with unsynced data under `every=MS`, for the sync interval).
-    /// Returns the records, whether the journal is closing, and the segment to keep once
-    /// those records are written.
-    fn next_batch(&mut self) -> (Vec<Queued>, bool, u64) {
-        let mut q = self.journal.lock();
-        loop {
-            if !q.records.is_empty() || q.closed {
-                return (std::mem::take(&mut q.records), q.closed, q.keep_segment);
+    /// How long the writer thread may wait for records: while the disk is full it wakes up
+    /// now and then to try to take the reserve back, and under `every=MS` with unsynced
+    /// data it syncs when the interval is up.
+    fn waits(&self) -> Waits {
+        if self.journal.log_full() {
+            return Waits::Until(FULL_DISK_RETRY);
+        }
+        match (self.policy, self.unsynced) {
+            (FsyncPolicy::Every(interval), true) => {
+                Waits::Until(interval.saturating_sub(self.last_sync.elapsed()))
             }
-            let full = self.journal.log_full();
-            match (self.policy, self.unsynced) {
-                _ if full => {
-                    // Wake up now and then to try to take the reserve back.
-                    let (guard, timeout) = self
-                        .journal
-                        .wake
-                        .wait_timeout(q, FULL_DISK_RETRY)
-                        .unwrap_or_else(|e| e.into_inner());
-                    q = guard;
-                    if timeout.timed_out() && q.records.is_empty() && !q.closed {
-                        return (Vec::new(), false, q.keep_segment);
-                    }
-                }
-                (FsyncPolicy::Every(interval), true) => {
-                    let left = interval.saturating_sub(self.last_sync.elapsed());
-                    if left.is_zero() {
-                        return (Vec::new(), false, q.keep_segment);
-                    }
-                    q = self
-                        .journal
-                        .wake
-                        .wait_timeout(q, left)
-                        .map(|(q, _)| q)
-                        .unwrap_or_else(|e| e.into_inner().0);
-                }
-                _ => {
-                    q = self.journal.wake.wait(q).unwrap_or_else(|e| e.into_inner());
-                }
-            }
+            _ => Waits::Forever,
         }
     }
 
-    fn write(&mut self, batch: Vec<Queued>) {
-        let mut last = 0;
-        let count = batch.len() as u64;
-        for (kind, payload, promised) in batch {
-            match self.until_space(|wal| wal.append_parts(kind, &payload.head, &payload.body)) {
-                Ok((_, pos)) if pos != promised => {
+    /// Writes `batch` and syncs (or flushes) as the policy says, then publishes every
+    /// record appended so far. Returns the records left unwritten, and whether the sync
+    /// is still to do, when it may not wait for space or a descriptor: `Some` of the
+    /// records from the first one that could not be written (empty if only the sync was
+    /// left), for the writer thread to finish.
+    fn write(&mut self, batch: Vec<Queued>) -> Option<Vec<Queued>> {
+        let bytes: u64 = batch.iter().map(|(_, p, _)| p.len() as u64).sum();
+        let mut records = batch.into_iter();
+        let mut count = 0;
+        let mut left = None;
+        let mut failed = false;
+        while let Some(record) = records.next() {
+            let (kind, payload, promised) = &record;
+            match self.until_space(|wal| wal.append_parts(*kind, &payload.head, &payload.body)) {
+                Ok((_, pos)) if pos != *promised => {
                     // Jobs already point at the promised place: confirming would be a lie.
-                    return self.fail(format!(
+                    self.fail(format!(
                         "internal error: record placed at {pos:?}, promised at {promised:?}"
                     ));
+                    failed = true;
+                    break;
                 }
-                Ok((lsn, _)) => last = lsn.0,
-                Err(e) => return self.fail(e),
+                Ok(_) => count += 1,
+                Err(Halt::Failed(e)) => {
+                    self.fail(e);
+                    failed = true;
+                    break;
+                }
+                Err(Halt::Later) => {
+                    let mut rest = vec![record];
+                    rest.extend(records.by_ref());
+                    left = Some(rest);
+                    break;
+                }
             }
         }
+        self.journal
+            .records_written
+            .fetch_add(count, Ordering::Relaxed);
+        self.unsynced_records += count;
+        if !failed && left.is_none() {
+            left = self.sync_or_flush();
+        }
+        // Written, or failed for good: either way no longer waiting.
+        let waiting: u64 = left.iter().flatten().map(|(_, p, _)| p.len() as u64).sum();
+        self.journal
+            .backlog
+            .fetch_sub(bytes - waiting, Ordering::Relaxed);
+        self.journal.room.notify_waiters();
+        left
+    }
+
+    /// Ends a write: syncs or flushes as the policy says and publishes every record
+    /// appended. `Some(empty)` if the sync must be left to the writer thread.
+    fn sync_or_flush(&mut self) -> Option<Vec<Queued>> {
         let sync_now = match self.policy {
             FsyncPolicy::Always => true,
             FsyncPolicy::Never => false,
             FsyncPolicy::Every(interval) => self.last_sync.elapsed() >= interval,
         };
-        self.journal
-            .records_written
-            .fetch_add(count, Ordering::Relaxed);
-        self.unsynced_records += count;
         if sync_now {
             let started = Instant::now();
-            if let Err(e) = self.until_space(|wal| wal.sync()) {
-                return self.fail(e);
+            match self.until_space(|wal| wal.sync()) {
+                Ok(_) => self.synced(started),
+                Err(Halt::Failed(e)) => {
+                    self.fail(e);
+                    return None;
+                }
+                Err(Halt::Later) => return Some(Vec::new()),
             }
-            self.synced(started);
         } else {
-            if let Err(e) = self.until_space(|wal| wal.flush()) {
-                return self.fail(e);
+            match self.until_space(|wal| wal.flush()) {
+                Ok(()) => self.unsynced = !matches!(self.policy, FsyncPolicy::Never),
+                Err(Halt::Failed(e)) => {
+                    self.fail(e);
+                    return None;
+                }
+                Err(Halt::Later) => return Some(Vec::new()),
             }
-            self.unsynced = !matches!(self.policy, FsyncPolicy::Never);
         }
-        self.journal.watermark.publish(last);
+        self.journal
+            .watermark
+            .publish(self.wal.next_lsn().0.saturating_sub(1));
+        None
     }
 
     /// Runs `op` until it does not fail for want of space or of file descriptors. The
@@ -443,11 +693,12 @@ impl<S: Storage> Writer<S> {
     /// after that the writer waits for space (new jobs are refused meanwhile, so what
     /// waits is work already accepted). Out of descriptors (clients hold them all), it
     /// refuses new jobs and retries every [`NO_FILES_RETRY`] until the segment can be
-    /// created. Gives up, returning the error, only when the server is shutting down.
+    /// created. Gives up, returning the error, only when the server is shutting down;
+    /// returns [`Halt::Later`] instead of waiting when waiting is not allowed.
     fn until_space<T>(
         &mut self,
         mut op: impl FnMut(&mut Wal<S>) -> Result<T, crate::wal::WalError>,
-    ) -> Result<T, crate::wal::WalError> {
+    ) -> Result<T, Halt> {
         loop {
             let result = op(&mut self.wal);
             if !matches!(result, Err(crate::wal::WalError::NoFiles { .. }))
@@ -464,7 +715,10 @@ impl<S: Storage> Writer<S> {
                         );
                     }
                     if self.journal.lock().closed || self.journal.stopping.load(Ordering::Relaxed) {
-                        return Err(e);
+                        return Err(Halt::Failed(e));
+                    }
+                    if !self.may_wait {
+                        return Err(Halt::Later);
                     }
                     std::thread::sleep(NO_FILES_RETRY);
                 }
@@ -478,11 +732,14 @@ impl<S: Storage> Writer<S> {
                         continue;
                     }
                     if self.journal.lock().closed || self.journal.stopping.load(Ordering::Relaxed) {
-                        return Err(e);
+                        return Err(Halt::Failed(e));
+                    }
+                    if !self.may_wait {
+                        return Err(Halt::Later);
                     }
                     std::thread::sleep(FULL_DISK_RETRY);
                 }
-                other => return other,
+                other => return other.map_err(Halt::Failed),
             }
         }
     }
@@ -603,5 +860,97 @@ mod tests {
         let (whole, joined) = (vec![1; 600], [vec![2; 100], vec![3; 500]].concat());
         let want = vec![(first.0, first.1, &whole), (second.0, second.1, &joined)];
         assert_eq!(got, want);
+    }
+
+    /// A current-thread runtime that writes the journal when idle, as `larder serve`
+    /// builds it, with a log over `storage` and `clients` client connections.
+    fn idle_committing(
+        storage: &MemStorage,
+        clients: usize,
+    ) -> (tokio::runtime::Runtime, Arc<Journal>, JoinHandle<()>) {
+        let mut builder = tokio::runtime::Builder::new_current_thread();
+        install_idle_commit(&mut builder);
+        let runtime = builder.enable_all().build().expect("runtime");
+        let dir = std::path::Path::new("/log");
+        let (wal, _, _) = Wal::open(storage.clone(), dir, WalOptions::default()).expect("open");
+        let journal = Arc::new(Journal::new(wal.next_lsn().0, wal.layout()));
+        journal.set_clients(clients);
+        let reserve = DiskReserve::new(std::env::temp_dir().join("larder-unused-reserve"), 0);
+        let writer =
+            spawn_writer(journal.clone(), wal, FsyncPolicy::Always, reserve).expect("writer");
+        (runtime, journal, writer)
+    }
+
+    /// The payloads in the log over `storage`, in order, after a power cut.
+    fn durable_payloads(storage: &MemStorage) -> Vec<Vec<u8>> {
+        storage.crash();
+        let dir = std::path::Path::new("/log");
+        let (_, records, _) =
+            Wal::open(storage.clone(), dir, WalOptions::default()).expect("reopen");
+        records.into_iter().map(|r| r.payload).collect()
+    }
+
+    #[test]
+    fn with_one_client_the_idle_runtime_writes_and_syncs_the_records_itself() {
+        let storage = MemStorage::new();
+        let (runtime, journal, writer) = idle_committing(&storage, 1);
+        runtime.block_on(async {
+            for n in 1..=3u8 {
+                let (first, _) = journal.push(2, vec![n; 10].into());
+                let (second, _) = journal.push(2, vec![n; 20].into());
+                assert_eq!(second.0, first.0 + 1);
+                journal
+                    .watermark()
+                    .reached(second.0)
+                    .await
+                    .expect("durable");
+            }
+        });
+        // One batch per wait, each taken by the runtime: the writer thread never ran one.
+        assert_eq!(journal.runtime_batches.load(Ordering::Relaxed), 3);
+        assert_eq!(journal.backlog(), 0);
+        journal.close();
+        writer.join().expect("writer thread");
+        let want: Vec<Vec<u8>> = (1..=3u8).flat_map(|n| [vec![n; 10], vec![n; 20]]).collect();
+        assert_eq!(durable_payloads(&storage), want);
+    }
+
+    #[test]
+    fn with_two_clients_the_writer_thread_writes_the_records() {
+        let storage = MemStorage::new();
+        let (runtime, journal, writer) = idle_committing(&storage, 2);
+        runtime.block_on(async {
+            let (lsn, _) = journal.push(2, vec![7; 10].into());
+            journal.watermark().reached(lsn.0).await.expect("durable");
+        });
+        assert_eq!(journal.runtime_batches.load(Ordering::Relaxed), 0);
+        journal.close();
+        writer.join().expect("writer thread");
+        assert_eq!(durable_payloads(&storage), vec![vec![7; 10]]);
+    }
+
+    #[test]
+    fn a_batch_the_runtime_cannot_sync_without_waiting_is_finished_by_the_writer_thread() {
+        let storage = MemStorage::new();
+        let (runtime, journal, writer) = idle_committing(&storage, 1);
+        // The batch's write finds the disk full and there is no reserve to release: the
+        // runtime may not wait for space, so it hands the batch over.
+        storage.fail_write(1, crate::wal::storage::Fault::NoSpace);
+        runtime.block_on(async {
+            journal.push(2, vec![1; 10].into());
+            let (lsn, _) = journal.push(2, vec![2; 10].into());
+            journal.watermark().reached(lsn.0).await.expect("durable");
+            // Later records still come after the handed-over ones.
+            let (lsn, _) = journal.push(2, vec![3; 10].into());
+            journal.watermark().reached(lsn.0).await.expect("durable");
+        });
+        assert!(journal.runtime_batches.load(Ordering::Relaxed) >= 1);
+        assert!(!journal.watermark().is_poisoned());
+        journal.close();
+        writer.join().expect("writer thread");
+        assert_eq!(
+            durable_payloads(&storage),
+            vec![vec![1; 10], vec![2; 10], vec![3; 10]]
+        );
     }
 }

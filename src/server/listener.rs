@@ -292,6 +292,8 @@ async fn run_cluster(
     }
     let writer = spawn_writer(journal.clone(), recovered.wal, config.fsync, reserve)
         .context("starting the log writer thread")?;
+    // The writer thread always writes (see `serve_clients`).
+    journal.set_clients(usize::MAX);
     let (proposals, batches) = tokio::sync::mpsc::unbounded_channel();
     let broker = Arc::new(Broker::clustered(
         engine,
@@ -415,6 +417,13 @@ async fn serve_clients(
     );
     super::metrics::serving(metrics.as_ref(), &broker);
     loop {
+        // A cluster node never lets its runtime write the log: openraft's replication must
+        // go on while the log syncs.
+        journal.set_clients(if cluster.is_some() {
+            usize::MAX
+        } else {
+            conns.len()
+        });
         let accepted = tokio::select! {
             accepted = accept(&listener) => accepted,
             Some(stream) = next_proxied(&mut cluster) => Ok(Accepted::Proxied(stream)),

@@ -45,6 +45,7 @@ pub mod user;
 
 pub use broker::Broker;
 pub use clock::Clock;
+pub use journal::install_idle_commit;
 pub use listener::{bind, run, run_with, Listener};
 pub use process::process_info;
 pub use recovery::wal_dir;

@@ -6,7 +6,8 @@ worker that record every confirmation they get, cut the power mid-load (every wr
 fsync'ed is lost), remount, restart larder, and check that every confirmed put is there with
 its exact body unless its delete was sent, and that no confirmed delete came back.
 
-Usage: check.py LARDER POWERCUT_SH [--rounds N] [--fsync POLICY] [--segment-size BYTES] [--expect-loss]
+Usage: check.py LARDER POWERCUT_SH [--rounds N] [--fsync POLICY] [--segment-size BYTES]
+                [--producers N] [--workers N] [--expect-loss]
 With --expect-loss the script exits 0 only if some confirmed job WAS lost (used to show that
 the check can fail, e.g. with --fsync never).
 """
@@ -62,6 +63,10 @@ def main():
     ap.add_argument("--fsync", default="always")
     ap.add_argument("--segment-size", help="larder's --wal-segment-size (small: rotations under load)")
     ap.add_argument("--expect-loss", action="store_true")
+    ap.add_argument("--producers", type=int, default=3, help="connections putting jobs")
+    ap.add_argument("--workers", type=int, default=1,
+                    help="connections reserving and deleting (0 with 1 producer: one client, whose "
+                         "records the server's runtime writes and syncs itself)")
     a = ap.parse_args()
     a.larder = os.path.abspath(a.larder)
     a.powercut = os.path.abspath(a.powercut)
@@ -121,7 +126,8 @@ def main():
                                 deleted.add(jid)
                 except OSError:
                     return
-            threads = [threading.Thread(target=producer, args=(p,)) for p in range(3)] + [threading.Thread(target=worker)]
+            threads = ([threading.Thread(target=producer, args=(p,)) for p in range(a.producers)]
+                       + [threading.Thread(target=worker) for _ in range(a.workers)])
             for t in threads: t.start()
             time.sleep(rng.uniform(0.3, 1.2))
             out = pc("crash", mnt, str(srv.pid)).stdout.strip()

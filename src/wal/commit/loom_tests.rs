@@ -149,3 +149,23 @@ fn a_wait_dropped_while_a_publish_runs_leaves_nothing_registered() {
         assert_eq!(watermark.waiting(), 0);
     });
 }
+
+/// The runtime's thread and the log's writer thread both publish (the runtime writes a lone
+/// client's batches itself, and hands one it cannot finish to the writer thread): in either
+/// order the watermark ends at the higher LSN, and a waiter on it is released only then.
+#[test]
+fn publishes_from_two_threads_keep_the_higher_one() {
+    model(|| {
+        let watermark = Arc::new(Watermark::new(0));
+        let waiter = spawn_waiter(&watermark, 2, How::Async);
+        let runtime = {
+            let watermark = watermark.clone();
+            thread::spawn(move || watermark.publish(1))
+        };
+        watermark.publish(2);
+        runtime.join().unwrap();
+        waiter.join().unwrap().unwrap();
+        assert_eq!(watermark.durable(), 2);
+        assert_eq!(watermark.waiting(), 0);
+    });
+}
