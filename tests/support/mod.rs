@@ -261,12 +261,23 @@ pub fn larder_bin() -> &'static str {
     env!("CARGO_BIN_EXE_larder")
 }
 
-/// A free TCP port on 127.0.0.1 (bound then released; small race accepted).
+/// A free TCP port on 127.0.0.1 (bound then released), never one handed out before in
+/// this test process. Two tests given the same port would race for it, and the loser's
+/// readiness probe (a `stats`) would reach the winner's server and count in its
+/// statistics, which the differential test compares with beanstalkd's.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    for _ in 0..10_000 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port");
+        if GIVEN.lock().unwrap_or_else(|e| e.into_inner()).insert(port) {
+            return port;
+        }
+    }
+    panic!("no port left that was not handed out before");
 }
 
 /// A server running as a child process, killed when dropped (its data directory, if it
@@ -481,13 +492,8 @@ impl ChildServer {
     fn try_wait_listening(&mut self) -> bool {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            // Nothing is sent until the kernel says the child itself listens there: a
-            // probe sent to another test's server (which took the port meanwhile) would
-            // count in its statistics and break a test that compares them.
-            if listens(self.child.id(), self.addr.port()) {
-                if let Ok(stream) = std::net::TcpStream::connect(self.addr) {
-                    return server_pid(stream) == Some(self.child.id());
-                }
+            if let Ok(stream) = std::net::TcpStream::connect(self.addr) {
+                return server_pid(stream) == Some(self.child.id());
             }
             if matches!(self.child.try_wait(), Ok(Some(_))) || Instant::now() > deadline {
                 return false;
@@ -521,45 +527,6 @@ impl Drop for ChildServer {
             let _ = std::fs::remove_dir_all(dir);
         }
     }
-}
-
-/// Whether process `pid` holds a listening TCP socket on `port` (IPv4 or IPv6), read from
-/// /proc without connecting to anything.
-fn listens(pid: u32, port: u16) -> bool {
-    let mut inodes = Vec::new();
-    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        let Ok(text) = std::fs::read_to_string(table) else {
-            continue;
-        };
-        for line in text.lines().skip(1) {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            // local_address is fields[1] ("ADDR:PORT" in hex), st is fields[3] (0A: LISTEN),
-            // inode is fields[9].
-            let (Some(local), Some(state), Some(inode)) =
-                (fields.get(1), fields.get(3), fields.get(9))
-            else {
-                continue;
-            };
-            let local_port = local
-                .rsplit(':')
-                .next()
-                .and_then(|p| u16::from_str_radix(p, 16).ok());
-            if *state == "0A" && local_port == Some(port) {
-                inodes.push(format!("socket:[{inode}]"));
-            }
-        }
-    }
-    if inodes.is_empty() {
-        return false;
-    }
-    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
-        return false;
-    };
-    fds.flatten().any(|fd| {
-        std::fs::read_link(fd.path())
-            .map(|target| inodes.iter().any(|i| target.as_os_str() == i.as_str()))
-            .unwrap_or(false)
-    })
 }
 
 /// A fresh path for a child server's standard error.
