@@ -60,10 +60,10 @@ larder=$(cargo build --release --bin larder --message-format=json | executable l
 loadgen=$(cargo bench --bench loadgen --no-run --message-format=json | executable loadgen bench)
 [[ -x $larder && -x $loadgen ]] || { echo "cluster.sh: build produced no binaries" >&2; exit 1; }
 
-# Prints a port nobody listens on, and moves past it.
+# Sets $port to a port nobody listens on, and moves past it.
 next_port() {
     while (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; do PORT=$((PORT + 1)); done
-    echo "$PORT"
+    port=$PORT
     PORT=$((PORT + 1))
 }
 
@@ -73,7 +73,8 @@ wait_port() { # port pid
         kill -0 "$2" 2>/dev/null || break
         sleep 0.05
     done
-    echo "cluster.sh: nothing listens on $1" >&2
+    echo "cluster.sh: nothing listens on $1; logs:" >&2
+    tail -n 20 "$work"/*.log "$work"/*/*.log >&2 2>/dev/null || true
     exit 1
 }
 
@@ -82,9 +83,9 @@ start() {
     local port
     case $1 in
         beanstalkd-b | beanstalkd-f0)
-            port=$(next_port)
+            next_port
             local extra=()
-            [[ $1 == beanstalkd-f0 ]] && extra=(-f 0)
+            if [[ $1 == beanstalkd-f0 ]]; then extra=(-f 0); fi
             "$BEANSTALKD" -l 127.0.0.1 -p "$port" -b "$(mktemp -d -p "$work")" "${extra[@]}" \
                 2>>"$work/$1.log" &
             pids+=($!)
@@ -92,7 +93,7 @@ start() {
             addr=127.0.0.1:$port
             ;;
         larder)
-            port=$(next_port)
+            next_port
             LARDER_LOG=warn "$larder" serve --listen "127.0.0.1:$port" --max-jobs 0 --max-bytes 0 \
                 --data-dir "$(mktemp -d -p "$work")" 2>>"$work/larder.log" &
             pids+=($!)
@@ -112,10 +113,17 @@ start() {
 start_cluster() {
     local i j base
     base=$(mktemp -d -p "$work")
-    for i in 1 2 3; do client[$i]=$(next_port); cport[$i]=$(next_port); done
+    for i in 1 2 3; do
+        next_port
+        client[$i]=$port
+        next_port
+        cport[$i]=$port
+    done
     for i in 1 2 3; do
         local peers=()
-        for j in 1 2 3; do [[ $j != "$i" ]] && peers+=(--peer "$j=127.0.0.1:${cport[$j]}"); done
+        for j in 1 2 3; do
+            if [[ $j != "$i" ]]; then peers+=(--peer "$j=127.0.0.1:${cport[$j]}"); fi
+        done
         clog[$i]=$base/n$i.log
         LARDER_LOG=info "$larder" serve --listen "127.0.0.1:${client[$i]}" --max-jobs 0 \
             --max-bytes 0 --data-dir "$base/n$i" --node-id "$i" \
@@ -134,8 +142,8 @@ find_leader() {
         leader="" best=-1
         for i in 1 2 3; do
             kill -0 "${cpid[$i]}" 2>/dev/null || continue
-            t=$(grep -E 'leader: serving commands|lost leadership' "${clog[$i]}" | tail -n 1 |
-                sed -n 's/.*leader: serving commands term=\([0-9]*\).*/\1/p')
+            t=$({ grep -E 'leader: serving commands|lost leadership' "${clog[$i]}" || true; } |
+                tail -n 1 | sed -n 's/.*leader: serving commands term=\([0-9]*\).*/\1/p')
             if [[ -n $t && $t -gt $best ]]; then best=$t; leader=$i; fi
         done
         [[ -n $leader ]] && return 0
@@ -195,7 +203,9 @@ times=()
 for n in $(seq "$FAILOVERS"); do
     start_cluster
     survivors=()
-    for i in 1 2 3; do [[ $i != "$leader" ]] && survivors+=("${client[$i]}"); done
+    for i in 1 2 3; do
+        if [[ $i != "$leader" ]]; then survivors+=("${client[$i]}"); fi
+    done
     ms=$(python3 - "${cpid[$leader]}" "${survivors[@]}" <<'EOF'
 import os, signal, socket, sys, time
 victim, ports = int(sys.argv[1]), [int(p) for p in sys.argv[2:]]
