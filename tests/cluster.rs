@@ -97,6 +97,7 @@ struct Node {
     id: u64,
     client: SocketAddr,
     cluster: SocketAddr,
+    metrics: SocketAddr,
     dir: PathBuf,
     server: Option<ChildServer>,
 }
@@ -124,6 +125,7 @@ impl Cluster {
                 id,
                 client: addr(),
                 cluster: addr(),
+                metrics: addr(),
                 dir: base.join(format!("n{id}")),
                 server: None,
             })
@@ -144,6 +146,7 @@ impl Cluster {
         for node in &mut nodes {
             node.client = addr();
             node.cluster = addr();
+            node.metrics = addr();
         }
         for ((_, to), link) in &links {
             *link.target.lock().unwrap_or_else(|e| e.into_inner()) =
@@ -171,6 +174,7 @@ impl Cluster {
                     let node = &mut self.nodes[(id - 1) as usize];
                     node.client = addr();
                     node.cluster = addr();
+                    node.metrics = addr();
                     let cluster = node.cluster;
                     for ((_, to), link) in &self.links {
                         if *to == id {
@@ -205,6 +209,8 @@ impl Cluster {
                 .join("token")
                 .display()
                 .to_string(),
+            "--metrics-listen".to_owned(),
+            me.metrics.to_string(),
         ];
         for other in &self.nodes {
             if other.id != id {
@@ -678,6 +684,9 @@ fn a_partitioned_leader_confirms_nothing_steps_down_and_rejoins() {
         assert!(Instant::now() < deadline, "the old leader never rejoined");
         std::thread::sleep(Duration::from_millis(100));
     }
+    // Ready for traffic again: it knows the leader (and forwards to it).
+    let (code, body) = http_get(cluster.node(leader).metrics, "/readyz");
+    assert_eq!(code, 200, "{body}");
     let mut c = Conn::open(cluster.node(leader).client).expect("connect");
     let line = c.cmd("stats-tube default\r\n").expect("stats-tube");
     assert!(line.starts_with("OK "), "{line}");
@@ -708,6 +717,29 @@ fn a_partitioned_leader_confirms_nothing_steps_down_and_rejoins() {
             "node {id} as {role}: {text}"
         );
     }
+}
+
+/// `GET path` on an HTTP listener: (status code, body).
+fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).expect("connect to the metrics listener");
+    s.set_read_timeout(Some(REPLY_WAIT)).expect("timeout");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .expect("request");
+    let mut text = String::new();
+    s.read_to_string(&mut text).expect("response");
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (code, body)
 }
 
 /// One member of a three-node cluster whose peers never start: it never has a leader.
@@ -742,8 +774,13 @@ fn lonely_node_at(dir: &std::path::Path, extra: &[&str], cluster: SocketAddr) ->
 fn without_a_leader_every_command_gets_no_quorum_at_once() {
     let dir = std::env::temp_dir().join(format!("larder-cluster-alone-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let mut node = lonely_node(&dir, &[]);
+    let metrics = addr();
+    let mut node = lonely_node(&dir, &["--metrics-listen", &metrics.to_string()]);
     assert!(node.wait_for_log("cluster node started"), "{}", node.log());
+    // Not ready for traffic: no leader.
+    let (code, body) = http_get(metrics, "/readyz");
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("\"no-leader\""), "{body}");
     let mut c = Conn::open(node.addr).expect("connect");
     // A put's body is read (the next command is in step), nothing is stored.
     assert_eq!(
@@ -979,6 +1016,7 @@ fn a_member_is_added_and_the_leader_removed_under_load() {
         id: 4,
         client: addr(),
         cluster: addr(),
+        metrics: addr(),
         dir: base.join("n4"),
         server: None,
     });

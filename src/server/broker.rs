@@ -65,6 +65,9 @@ struct ClusterSide {
     status: std::sync::OnceLock<Box<dyn Fn() -> String + Send + Sync>>,
     /// Carries out `cluster-add` / `cluster-remove`, once openraft runs.
     membership: std::sync::OnceLock<MembershipHook>,
+    /// Whether this node knows of a leader (itself included), kept by the leadership
+    /// watcher; `/readyz` says `no-leader` while it is false.
+    leader_known: std::sync::atomic::AtomicBool,
 }
 
 /// A membership change a client asked for.
@@ -460,6 +463,7 @@ impl Broker {
                 fresh,
                 status: std::sync::OnceLock::new(),
                 membership: std::sync::OnceLock::new(),
+                leader_known: std::sync::atomic::AtomicBool::new(false),
             }),
         }
     }
@@ -502,6 +506,21 @@ impl Broker {
     fn cluster_yaml(&self) -> Option<String> {
         let c = self.cluster.as_ref()?;
         Some(c.status.get().map(|f| f()).unwrap_or_default())
+    }
+
+    /// Notes whether this cluster node knows of a leader (see [`Broker::has_no_leader`]).
+    pub fn set_leader_known(&self, known: bool) {
+        if let Some(c) = &self.cluster {
+            c.leader_known
+                .store(known, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// Whether this is a cluster node that knows of no leader: its clients get `NO_QUORUM`.
+    pub fn has_no_leader(&self) -> bool {
+        self.cluster
+            .as_ref()
+            .is_some_and(|c| !c.leader_known.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     /// Whether this is a cluster node.

@@ -320,6 +320,7 @@ async fn watch_leadership(
         }
         let (leading, term, quorum_ack) = {
             let m = metrics.borrow();
+            broker.set_leader_known(m.current_leader.is_some());
             (
                 m.state == openraft::ServerState::Leader,
                 m.current_term,

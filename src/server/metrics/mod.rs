@@ -5,7 +5,8 @@
 //! `/readyz` 503 with `{"ready":false,"reasons":["recovering"]}`. Once the broker is
 //! serving, `/readyz` answers 200 unless one of these holds (each is a reason in the JSON):
 //! `log-failed` (the log is poisoned; nothing can be confirmed until a restart), `draining`,
-//! `stopping`, `log-full`, `min-free-disk`, `open-files` (new jobs are being refused).
+//! `stopping`, `log-full`, `min-free-disk`, `open-files` (new jobs are being refused), and in
+//! cluster mode `no-leader` (the node knows no leader: its clients get `NO_QUORUM`).
 //!
 //! What the listener can be made to hold is bounded: at most `--metrics-max-connections`
 //! HTTP connections are served at once (more wait in the kernel's accept queue), each
@@ -210,6 +211,7 @@ fn not_ready(shared: &Shared) -> Vec<&'static str> {
             (journal.log_full(), "log-full"),
             (engine.below_disk_floor(), "min-free-disk"),
             (journal.out_of_files(), "open-files"),
+            (broker.has_no_leader(), "no-leader"),
         ]
         .into_iter()
         .filter_map(|(holds, reason)| holds.then_some(reason))
