@@ -122,19 +122,11 @@ fn check_raft_record(
         .map_err(|e| e.to_string())?;
     if let Ok(RaftRecord::Entry(entry)) = record::decode(r.kind, r.payload) {
         if let openraft::EntryPayload::Normal(p) = &entry.payload {
-            let mut at = 0usize;
-            let records = &p.records;
-            while at < records.len() {
-                let head = records
-                    .get(at..at + 5)
-                    .ok_or_else(|| format!("entry {}: a record header is cut", entry.log_id))?;
-                let len = u32::from_le_bytes([head[1], head[2], head[3], head[4]]) as usize;
-                let payload = records
-                    .get(at + 5..at + 5 + len)
-                    .ok_or_else(|| format!("entry {}: a record is cut", entry.log_id))?;
-                crate::engine::record::decode_metadata(head[0], payload)
+            for inner in record::inner_records(&p.records) {
+                let (_, kind, payload) =
+                    inner.map_err(|e| format!("entry {}: {e}", entry.log_id))?;
+                crate::engine::record::decode_metadata(kind, payload)
                     .map_err(|e| format!("entry {}: {e}", entry.log_id))?;
-                at += 5 + len;
             }
         }
     }

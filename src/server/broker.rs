@@ -213,10 +213,7 @@ impl State {
         let mut batch = Vec::new();
         for change in &changes {
             let (kind, payload) = record::encode_payload(change);
-            batch.push(kind);
-            batch.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-            batch.extend_from_slice(&payload.head);
-            batch.extend_from_slice(&payload.body);
+            super::cluster::record::push_inner(&mut batch, kind, &payload);
         }
         self.seq += 1;
         // A closed channel means the proposer stopped, which only happens as the process
@@ -290,19 +287,10 @@ fn apply_records(
     let own = st.leading.as_ref().is_some_and(|l| {
         l.leader.leader == log_id.leader_id && l.leader.opening == proposal.opening
     });
-    let records = &proposal.records;
     let first_offset = super::cluster::record::NORMAL_HEAD as u64;
-    let mut at = 0usize;
-    while at < records.len() {
-        let head = records
-            .get(at..at + 5)
-            .ok_or_else(|| format!("entry {log_id}: a record header is cut at byte {at}"))?;
-        let kind = head[0];
-        let len = u32::from_le_bytes([head[1], head[2], head[3], head[4]]) as usize;
-        let payload = records
-            .get(at + 5..at + 5 + len)
-            .ok_or_else(|| format!("entry {log_id}: a record is cut at byte {at}"))?;
-        let offset = pos.offset + first_offset + at as u64 + 5;
+    for inner in super::cluster::record::inner_records(&proposal.records) {
+        let (at, kind, payload) = inner.map_err(|e| format!("entry {log_id}: {e}"))?;
+        let offset = pos.offset + first_offset + at as u64;
         if own {
             if let Ok((Change::Put { id, .. } | Change::Image { id, .. }, Some((start, len)))) =
                 record::decode_metadata(kind, payload)
@@ -321,7 +309,6 @@ fn apply_records(
                 .replay(kind, payload, (lsn.0, pos.segment, offset), now)
                 .map_err(|e| format!("entry {log_id}: {e}"))?;
         }
-        at += 5 + len;
     }
     Ok(own)
 }

@@ -171,25 +171,7 @@ pub async fn run_with(
         return Ok(());
     };
     engine.set_draining(drain_at_start);
-    let journal = Arc::new(Journal::with_backlog(
-        recovered.next_lsn,
-        recovered.wal.layout(),
-        config.connections.max_log_backlog,
-    ));
-    let files = Arc::new(SegmentFiles::new(recovered.wal.dir().to_path_buf()));
-    let mut reserve = DiskReserve::new(
-        config.data_dir.join(super::disk_reserve::FILE_NAME),
-        config.disk_reserve,
-    );
-    if let Err(e) = reserve.take() {
-        tracing::warn!(
-            bytes = config.disk_reserve,
-            error = %e,
-            "cannot take the disk reserve: refusing new jobs until there is space"
-        );
-    }
-    let writer = spawn_writer(journal.clone(), recovered.wal, config.fsync, reserve)
-        .context("starting the log writer thread")?;
+    let (journal, files, writer) = start_log(&config, recovered.wal, recovered.next_lsn)?;
     let broker = Arc::new(Broker::new(
         engine,
         clock,
@@ -227,6 +209,35 @@ struct Serve {
     writer: std::thread::JoinHandle<()>,
     drain_at_start: bool,
     cluster: Option<super::cluster::node::ClusterNode>,
+}
+
+/// The journal over `wal` (whose next record gets `next_lsn`), the open-file cache bodies
+/// are read through, and the writer thread, holding the disk reserve if it can be taken.
+fn start_log(
+    config: &ServerConfig,
+    wal: crate::wal::Wal<crate::wal::storage::FsStorage>,
+    next_lsn: u64,
+) -> anyhow::Result<(Arc<Journal>, Arc<SegmentFiles>, std::thread::JoinHandle<()>)> {
+    let journal = Arc::new(Journal::with_backlog(
+        next_lsn,
+        wal.layout(),
+        config.connections.max_log_backlog,
+    ));
+    let files = Arc::new(SegmentFiles::new(wal.dir().to_path_buf()));
+    let mut reserve = DiskReserve::new(
+        config.data_dir.join(super::disk_reserve::FILE_NAME),
+        config.disk_reserve,
+    );
+    if let Err(e) = reserve.take() {
+        tracing::warn!(
+            bytes = config.disk_reserve,
+            error = %e,
+            "cannot take the disk reserve: refusing new jobs until there is space"
+        );
+    }
+    let writer = spawn_writer(journal.clone(), wal, config.fsync, reserve)
+        .context("starting the log writer thread")?;
+    Ok((journal, files, writer))
 }
 
 /// Makes a new, empty engine with the server's settings (cluster mode rebuilds its engine
@@ -273,25 +284,8 @@ async fn run_cluster(
             .await
             .context("the log replay thread panicked")??
     };
-    let journal = Arc::new(Journal::with_backlog(
-        recovered.wal.next_lsn().0,
-        recovered.wal.layout(),
-        config.connections.max_log_backlog,
-    ));
-    let files = Arc::new(SegmentFiles::new(recovered.wal.dir().to_path_buf()));
-    let mut reserve = DiskReserve::new(
-        config.data_dir.join(super::disk_reserve::FILE_NAME),
-        config.disk_reserve,
-    );
-    if let Err(e) = reserve.take() {
-        tracing::warn!(
-            bytes = config.disk_reserve,
-            error = %e,
-            "cannot take the disk reserve: refusing new jobs until there is space"
-        );
-    }
-    let writer = spawn_writer(journal.clone(), recovered.wal, config.fsync, reserve)
-        .context("starting the log writer thread")?;
+    let next_lsn = recovered.wal.next_lsn().0;
+    let (journal, files, writer) = start_log(&config, recovered.wal, next_lsn)?;
     // The writer thread always writes (see `serve_clients`).
     journal.set_clients(usize::MAX);
     let (proposals, batches) = tokio::sync::mpsc::unbounded_channel();

@@ -334,8 +334,12 @@ impl RaftLogReader<LarderRaft> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, StorageError> {
-        self.shared
-            .read_range(range.start_bound().cloned(), range.end_bound().cloned())
+        // The store reads as its readers do.
+        LogReader {
+            shared: self.shared.clone(),
+        }
+        .try_get_log_entries(range)
+        .await
     }
 }
 

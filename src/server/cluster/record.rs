@@ -39,6 +39,39 @@ const BLANK: u8 = 0;
 const NORMAL: u8 = 1;
 const MEMBERSHIP: u8 = 2;
 
+/// Appends one engine record to a proposal's records: `[kind u8][len u32 LE][payload]`.
+pub fn push_inner(records: &mut Vec<u8>, kind: u8, payload: &Payload) {
+    records.push(kind);
+    records.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    records.extend_from_slice(&payload.head);
+    records.extend_from_slice(&payload.body);
+}
+
+/// The engine records of a proposal, in order: (offset of the payload in `records`, kind,
+/// payload), or an error naming the byte where a record is cut short.
+pub fn inner_records(records: &[u8]) -> impl Iterator<Item = Result<(usize, u8, &[u8]), String>> {
+    let mut at = 0usize;
+    std::iter::from_fn(move || {
+        if at >= records.len() {
+            return None;
+        }
+        let Some(head) = records.get(at..at + 5) else {
+            let cut = at;
+            at = records.len();
+            return Some(Err(format!("a record header is cut at byte {cut}")));
+        };
+        let len = u32::from_le_bytes([head[1], head[2], head[3], head[4]]) as usize;
+        let Some(payload) = records.get(at + 5..at + 5 + len) else {
+            let cut = at;
+            at = records.len();
+            return Some(Err(format!("a record is cut at byte {cut}")));
+        };
+        let item = (at + 5, head[0], payload);
+        at += 5 + len;
+        Some(Ok(item))
+    })
+}
+
 /// Whether `code` is one of the raft record kinds.
 pub fn is_raft_kind(code: u8) -> bool {
     (RAFT_ENTRY..=RAFT_PURGE).contains(&code)
@@ -409,6 +442,32 @@ mod tests {
         );
         assert!(decode(RAFT_ENTRY, &[]).is_err());
         assert!(decode(3, &[0; 8]).is_err());
+    }
+
+    #[test]
+    fn inner_records_read_back_what_was_pushed_and_name_a_cut() {
+        let mut records = Vec::new();
+        push_inner(&mut records, 3, &vec![7; 8].into());
+        push_inner(
+            &mut records,
+            1,
+            &Payload {
+                head: vec![1, 2],
+                body: Bytes::from_static(b"xyz"),
+            },
+        );
+        let got: Vec<(usize, u8, Vec<u8>)> = inner_records(&records)
+            .map(|r| r.map(|(at, k, p)| (at, k, p.to_vec())).expect("whole"))
+            .collect();
+        assert_eq!(
+            got,
+            vec![(5, 3, vec![7; 8]), (18, 1, b"\x01\x02xyz".to_vec())]
+        );
+        let cut: Vec<_> = inner_records(&records[..records.len() - 1]).collect();
+        assert_eq!(cut.len(), 2);
+        assert_eq!(cut[1], Err("a record is cut at byte 13".to_owned()));
+        let cut: Vec<_> = inner_records(&records[..15]).collect();
+        assert_eq!(cut[1], Err("a record header is cut at byte 13".to_owned()));
     }
 
     #[test]
