@@ -360,6 +360,45 @@ impl Conn {
     }
 }
 
+/// A client's connection to one of the nodes, moving to the next node whenever the
+/// current one fails it (after a short back-off, so a node that is down is not hammered).
+struct Roaming {
+    addrs: Vec<SocketAddr>,
+    at: usize,
+    conn: Option<Conn>,
+}
+
+impl Roaming {
+    fn new(addrs: Vec<SocketAddr>, first: usize) -> Roaming {
+        Roaming {
+            addrs,
+            at: first,
+            conn: None,
+        }
+    }
+
+    /// The connection, opened if needed; `None` (after moving on) if it cannot be.
+    fn conn(&mut self) -> Option<&mut Conn> {
+        if self.conn.is_none() {
+            match Conn::open(self.addrs[self.at % self.addrs.len()]) {
+                Ok(c) => self.conn = Some(c),
+                Err(_) => {
+                    self.next_node();
+                    return None;
+                }
+            }
+        }
+        self.conn.as_mut()
+    }
+
+    /// Drops the connection and moves to the next node.
+    fn next_node(&mut self) {
+        self.conn = None;
+        self.at += 1;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Everything clients were told.
 #[derive(Default)]
 struct Seen {
@@ -393,21 +432,10 @@ impl Load {
             let (stop, seen, confirmed, addrs) =
                 (stop.clone(), seen.clone(), confirmed.clone(), addrs.clone());
             threads.push(std::thread::spawn(move || {
-                let mut at = p;
+                let mut roam = Roaming::new(addrs, p);
                 let mut n = 0u64;
-                let mut conn: Option<Conn> = None;
                 while !stop.load(Ordering::SeqCst) {
-                    let c = match &mut conn {
-                        Some(c) => c,
-                        None => match Conn::open(addrs[at % addrs.len()]) {
-                            Ok(c) => conn.insert(c),
-                            Err(_) => {
-                                at += 1;
-                                std::thread::sleep(Duration::from_millis(50));
-                                continue;
-                            }
-                        },
-                    };
+                    let Some(c) = roam.conn() else { continue };
                     n += 1;
                     let body = format!("p{p}-{n}-{}", "x".repeat((n % 200) as usize));
                     let reply = c.cmd(&format!("put 0 0 60 {}\r\n{body}\r\n", body.len()));
@@ -420,13 +448,8 @@ impl Load {
                             }
                             confirmed.fetch_add(1, Ordering::SeqCst);
                         }
-                        _ => {
-                            // Closed, timed out or NO_QUORUM: the outcome is unknown;
-                            // try the next node.
-                            conn = None;
-                            at += 1;
-                            std::thread::sleep(Duration::from_millis(50));
-                        }
+                        // Closed, timed out or NO_QUORUM: the outcome is unknown.
+                        _ => roam.next_node(),
                     }
                 }
             }));
@@ -434,20 +457,9 @@ impl Load {
         {
             let (stop, seen, addrs) = (stop.clone(), seen.clone(), addrs.clone());
             threads.push(std::thread::spawn(move || {
-                let mut at = 0usize;
-                let mut conn: Option<Conn> = None;
+                let mut roam = Roaming::new(addrs, 0);
                 while !stop.load(Ordering::SeqCst) {
-                    let c = match &mut conn {
-                        Some(c) => c,
-                        None => match Conn::open(addrs[at % addrs.len()]) {
-                            Ok(c) => conn.insert(c),
-                            Err(_) => {
-                                at += 1;
-                                std::thread::sleep(Duration::from_millis(50));
-                                continue;
-                            }
-                        },
-                    };
+                    let Some(c) = roam.conn() else { continue };
                     let step = (|| -> std::io::Result<()> {
                         let line = c.cmd("reserve-with-timeout 1\r\n")?;
                         if line == "TIMED_OUT" {
@@ -476,9 +488,7 @@ impl Load {
                         Ok(())
                     })();
                     if step.is_err() {
-                        conn = None;
-                        at += 1;
-                        std::thread::sleep(Duration::from_millis(50));
+                        roam.next_node();
                     }
                 }
             }));
