@@ -48,17 +48,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-executable() {
-    jq -r --arg name "$1" --arg kind "$2" \
-        'select(.reason == "compiler-artifact" and .target.name == $name
-                and (.target.kind | index($kind)) and .executable != null) | .executable' |
-        tail -n 1
-}
-
-echo "building larder and loadgen in release mode..." >&2
-larder=$(cargo build --release --bin larder --message-format=json | executable larder bin)
-loadgen=$(cargo bench --bench loadgen --no-run --message-format=json | executable loadgen bench)
-[[ -x $larder && -x $loadgen ]] || { echo "cluster.sh: build produced no binaries" >&2; exit 1; }
+# shellcheck source=benches/build.sh
+source "benches/build.sh" cluster.sh
 
 # Sets $port to a port nobody listens on, and moves past it.
 next_port() {

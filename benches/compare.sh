@@ -54,19 +54,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# Prints the path of the executable cargo built for target $1 of kind $2, reading cargo's
-# JSON messages on standard input.
-executable() {
-    jq -r --arg name "$1" --arg kind "$2" \
-        'select(.reason == "compiler-artifact" and .target.name == $name
-                and (.target.kind | index($kind)) and .executable != null) | .executable' |
-        tail -n 1
-}
-
-echo "building larder and loadgen in release mode..." >&2
-larder=$(cargo build --release --bin larder --message-format=json | executable larder bin)
-loadgen=$(cargo bench --bench loadgen --no-run --message-format=json | executable loadgen bench)
-[[ -x $larder && -x $loadgen ]] || { echo "compare.sh: build produced no binaries" >&2; exit 1; }
+# shellcheck source=benches/build.sh
+source "benches/build.sh" compare.sh
 
 # Starts server $1 on the next free port and waits until it accepts connections.
 start_server() {
