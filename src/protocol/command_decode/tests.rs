@@ -203,10 +203,11 @@ fn the_cluster_commands_parse_strictly() {
         "cluster-add x 127.0.0.1:1\r\n",
         "cluster-remove 0\r\n",
         "cluster-remove 2 3\r\n",
-        "cluster-remove\r\n",
     ] {
-        assert!(one(bad).is_err(), "{bad:?} parsed");
+        assert_eq!(one(bad), Err(ProtocolError::BadFormat), "{bad:?}");
     }
+    // Without its space and arguments, like every command that takes some.
+    assert_eq!(one("cluster-remove\r\n"), Err(ProtocolError::UnknownCommand));
 }
 
 /// A valid value of `setting` derived from `raw`.
