@@ -207,7 +207,10 @@ fn the_cluster_commands_parse_strictly() {
         assert_eq!(one(bad), Err(ProtocolError::BadFormat), "{bad:?}");
     }
     // Without its space and arguments, like every command that takes some.
-    assert_eq!(one("cluster-remove\r\n"), Err(ProtocolError::UnknownCommand));
+    assert_eq!(
+        one("cluster-remove\r\n"),
+        Err(ProtocolError::UnknownCommand)
+    );
 }
 
 /// A valid value of `setting` derived from `raw`.
