@@ -140,5 +140,12 @@ async fn status(args: &StatusArgs, out: &mut impl Write) -> anyhow::Result<()> {
         ]);
     }
     writeln!(out, "{table}")?;
+    writeln!(
+        out,
+        "node {}: newest snapshot covers entries to {}, log purged to {}",
+        get("cluster-node"),
+        get("cluster-snapshot-index"),
+        get("cluster-purged-index"),
+    )?;
     Ok(())
 }

@@ -88,19 +88,30 @@ impl Engine {
     /// nothing, if the job is gone or its body has moved since. A reserved job is imaged
     /// as ready (what a restart makes it); its reservation carries on.
     pub fn relocate(&mut self, id: JobId, from: BodyRef, body: Bytes) -> bool {
-        let Some(job) = self.jobs.get(&id) else {
-            return false;
-        };
-        if job.body != from || body.len() != from.len as usize {
-            return false;
+        match self.jobs.get(&id) {
+            Some(job) if job.body == from && body.len() == from.len as usize => {}
+            _ => return false,
         }
+        let changes = self.image_of(id, body);
+        self.changes.extend(changes);
+        true
+    }
+
+    /// The records that recreate job `id` with `body` as it is now (an
+    /// [`Change::Image`], and its [`Change::JobNotes`] if it has any): what compaction
+    /// writes, and what a cluster snapshot holds for each job. A reserved job is imaged as
+    /// ready. Empty if the job is gone.
+    pub fn image_of(&self, id: JobId, body: Bytes) -> Vec<Change> {
+        let Some(job) = self.jobs.get(&id) else {
+            return Vec::new();
+        };
         let tally = self.tally_of(job);
         let state = match job.state() {
             JobState::Ready | JobState::Reserved { .. } => ImageState::Ready,
             JobState::Delayed { until } => ImageState::Delayed(until),
             JobState::Buried { .. } => ImageState::Buried,
         };
-        self.changes.push(Change::Image {
+        let mut changes = vec![Change::Image {
             id,
             tube: self.tubes.get(job.tube).name.clone(),
             pri: job.pri,
@@ -110,20 +121,46 @@ impl Engine {
             state,
             counters: tally.counters,
             body,
-        });
+        }];
         let notes = self
             .notes
             .get(&id)
             .filter(|n| n.last_error.is_some() || n.burial.is_some());
         if tally.attempts > 0 || notes.is_some() {
-            self.changes.push(Change::JobNotes {
+            changes.push(Change::JobNotes {
                 id,
                 attempts: tally.attempts,
                 last_error: notes.and_then(|n| n.last_error.clone()),
                 burial: notes.and_then(|n| n.burial),
             });
         }
-        true
+        changes
+    }
+
+    /// Points job `id`'s body at `to` if it is at `from` now (the same bytes, copied
+    /// elsewhere: a cluster snapshot). Returns whether it did.
+    pub fn rebase_body(&mut self, id: JobId, from: BodyRef, to: BodyRef) -> bool {
+        match self.jobs.get(&id) {
+            Some(job) if job.body == from && from.len == to.len => self.place_body(id, to),
+            _ => false,
+        }
+    }
+
+    /// Whether a live job's body is in a segment numbered `lo..=hi`.
+    pub fn has_live_bodies_in(&self, lo: u64, hi: u64) -> bool {
+        self.segment_use.range(lo..=hi).next().is_some()
+    }
+
+    /// The live jobs' ids with their bodies' places, from id `from` on, at most `limit`
+    /// of them; and where to continue (`None` at the end).
+    pub fn bodies_from(&self, from: JobId, limit: usize) -> (Vec<(JobId, BodyRef)>, Option<JobId>) {
+        let mut iter = self.jobs.range_from(from);
+        let found = iter
+            .by_ref()
+            .take(limit)
+            .map(|job| (job.id, job.body))
+            .collect();
+        (found, iter.next().map(|job| job.id))
     }
 
     /// Queues a [`Change::PauseTube`] for every paused tube, so a pause survives the
@@ -170,9 +207,14 @@ impl Engine {
         (found, iter.next().map(|job| job.id))
     }
 
-    /// The oldest log segment holding a live job's body, if any.
+    /// The oldest log segment holding a live job's body, if any (a cluster snapshot's
+    /// windows are not log segments).
     pub fn oldest_live_segment(&self) -> Option<u64> {
-        self.segment_use.keys().next().copied()
+        self.segment_use
+            .keys()
+            .next()
+            .copied()
+            .filter(|&s| s < BodyRef::SNAPSHOT_SEGMENTS)
     }
 
     /// Live jobs and bytes per log segment, oldest segment first.
@@ -197,7 +239,7 @@ pub(super) fn body_from(mem_bodies: &HashMap<JobId, Bytes>, job: &Job) -> Body {
     if job.body.is_placed() {
         return Body::Stored(StoredBody {
             segment: job.body.segment,
-            offset: u64::from(job.body.offset),
+            offset: job.body.file_offset(),
             len: job.body.len,
             file: None,
         });

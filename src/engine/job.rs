@@ -221,6 +221,40 @@ pub struct BodyRef {
 impl BodyRef {
     const IN_MEMORY: u64 = u64::MAX;
 
+    /// Segment numbers from here on are not log segments but 4 GiB windows of a cluster
+    /// node's snapshot files: `SNAPSHOT_SEGMENTS + (file number << 16) + window`, the
+    /// offset counting from the window's start (see `server::cluster::snapshot`).
+    pub const SNAPSHOT_SEGMENTS: u64 = 1 << 62;
+
+    /// Where a body at byte `at` of snapshot file `file` is.
+    pub fn in_snapshot(file: u64, at: u64, len: u32) -> BodyRef {
+        BodyRef {
+            segment: Self::SNAPSHOT_SEGMENTS + (file << 16) + (at >> 32),
+            offset: at as u32,
+            len,
+        }
+    }
+
+    /// The snapshot file a body is in, if it is in one.
+    pub fn snapshot_file(&self) -> Option<u64> {
+        (self.is_placed() && self.segment >= Self::SNAPSHOT_SEGMENTS)
+            .then(|| (self.segment - Self::SNAPSHOT_SEGMENTS) >> 16)
+    }
+
+    /// The segment numbers of snapshot file `file`'s windows.
+    pub fn snapshot_segments(file: u64) -> (u64, u64) {
+        let first = Self::SNAPSHOT_SEGMENTS + (file << 16);
+        (first, first + 0xffff)
+    }
+
+    /// The body's first byte in its file: for a snapshot, counted from the file's start.
+    pub fn file_offset(&self) -> u64 {
+        match self.snapshot_file() {
+            Some(_) => ((self.segment & 0xffff) << 32) + u64::from(self.offset),
+            None => u64::from(self.offset),
+        }
+    }
+
     /// A body of `len` bytes held in memory.
     pub fn in_memory(len: u32) -> BodyRef {
         BodyRef {

@@ -28,6 +28,10 @@ pub const MAX_OPEN_SEGMENTS: usize = 32;
 /// Open segment files by sequence number.
 pub struct SegmentFiles {
     dir: PathBuf,
+    /// A cluster node's snapshot directory: segment numbers from
+    /// [`BodyRef::SNAPSHOT_SEGMENTS`](crate::engine::BodyRef::SNAPSHOT_SEGMENTS) on are
+    /// windows of the snapshot files there.
+    snapshots: std::sync::OnceLock<PathBuf>,
     open: Mutex<HashMap<u64, Arc<File>>>,
     /// Segments replies are still to open, with how many replies each.
     opening: Mutex<BTreeMap<u64, usize>>,
@@ -80,6 +84,7 @@ impl SegmentFiles {
     pub fn new(dir: PathBuf) -> SegmentFiles {
         SegmentFiles {
             dir,
+            snapshots: std::sync::OnceLock::new(),
             open: Mutex::new(HashMap::new()),
             opening: Mutex::new(BTreeMap::new()),
         }
@@ -91,6 +96,32 @@ impl SegmentFiles {
 
     fn lock_opening(&self) -> MutexGuard<'_, BTreeMap<u64, usize>> {
         self.opening.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Cluster mode: bodies may also be in the snapshot files in `dir`.
+    pub fn set_snapshot_dir(&self, dir: PathBuf) {
+        let _ = self.snapshots.set(dir);
+    }
+
+    /// Whether a reply is still to open a segment numbered `lo..=hi`.
+    pub fn opening_in(&self, lo: u64, hi: u64) -> bool {
+        self.lock_opening().range(lo..=hi).next().is_some()
+    }
+
+    /// Closes the handles of segments numbered `lo..=hi` (a snapshot file that was
+    /// removed). Replies that hold one keep it open until they are written.
+    pub fn forget_range(&self, lo: u64, hi: u64) {
+        self.lock().retain(|&s, _| s < lo || s > hi);
+    }
+
+    fn path(&self, seq: u64) -> PathBuf {
+        if seq >= crate::engine::BodyRef::SNAPSHOT_SEGMENTS && seq != u64::MAX {
+            if let Some(dir) = self.snapshots.get() {
+                let file = (seq - crate::engine::BodyRef::SNAPSHOT_SEGMENTS) >> 16;
+                return crate::server::cluster::snapshot::file_path(dir, file);
+            }
+        }
+        crate::wal::segment::path(&self.dir, seq)
     }
 
     /// The oldest segment a reply is still to open (`u64::MAX` if none): the log keeps it.
@@ -107,7 +138,7 @@ impl SegmentFiles {
         if let Some(f) = self.lock().get(&seq) {
             return Ok(f.clone());
         }
-        let file = Arc::new(File::open(crate::wal::segment::path(&self.dir, seq))?);
+        let file = Arc::new(File::open(self.path(seq))?);
         let mut open = self.lock();
         if open.len() >= MAX_OPEN_SEGMENTS {
             if let Some(&oldest) = open.keys().min() {
@@ -120,7 +151,8 @@ impl SegmentFiles {
     /// Closes segments numbered below `seq` (they have been removed). Replies that hold
     /// one keep it open until they are written.
     pub fn forget_before(&self, seq: u64) {
-        self.lock().retain(|&s, _| s >= seq);
+        self.lock()
+            .retain(|&s, _| s >= seq || s >= crate::engine::BodyRef::SNAPSHOT_SEGMENTS);
     }
 
     /// Gives a reply's stored body its segment's handle if that is open already. It runs

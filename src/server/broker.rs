@@ -263,11 +263,6 @@ pub type Located = (
 
 /// Applies a committed normal entry to `st` (see [`Broker::apply_entry`]); returns whether
 /// it was this leader's own (so the replies waiting on it may go).
-///
-/// An entry whose proposal was made in another term than the entry's own is applied as
-/// empty, on every node alike: a proposal queued by a leader that has since lost its term
-/// can reach openraft after this node leads again, and its changes came from an engine
-/// that was thrown away.
 fn apply_records(
     st: &mut State,
     log_id: super::cluster::LogId,
@@ -276,41 +271,65 @@ fn apply_records(
     now: Timestamp,
 ) -> Result<bool, String> {
     st.applied = Some(log_id.index);
+    let own = proposal.term == log_id.leader_id.term
+        && st.leading.as_ref().is_some_and(|l| {
+            l.leader.leader == log_id.leader_id && l.leader.opening == proposal.opening
+        });
+    if !own {
+        replay_entry(&mut st.engine, log_id, proposal, (lsn, pos), now)?;
+        return Ok(false);
+    }
+    let first_offset = super::cluster::record::NORMAL_HEAD as u64;
+    for inner in super::cluster::record::inner_records(&proposal.records) {
+        let (at, kind, payload) = inner.map_err(|e| format!("entry {log_id}: {e}"))?;
+        let offset = pos.offset + first_offset + at as u64;
+        if let Ok((Change::Put { id, .. } | Change::Image { id, .. }, Some((start, len)))) =
+            record::decode_metadata(kind, payload)
+        {
+            if let Ok(offset) = u32::try_from(offset + start as u64) {
+                let body = BodyRef {
+                    segment: pos.segment,
+                    offset,
+                    len,
+                };
+                st.engine.place_body(id, body);
+            }
+        }
+    }
+    Ok(true)
+}
+
+/// Replays a committed normal entry's records into `engine`, as at start-up: what every
+/// node but the leader that proposed it does, and what rebuilding from the log does.
+///
+/// An entry whose proposal was made in another term than the entry's own is applied as
+/// empty, on every node alike: a proposal queued by a leader that has since lost its term
+/// can reach openraft after this node leads again, and its changes came from an engine
+/// that was thrown away.
+pub fn replay_entry(
+    engine: &mut Engine,
+    log_id: super::cluster::LogId,
+    proposal: &super::cluster::Proposal,
+    (lsn, pos): (crate::wal::Lsn, crate::wal::RecordPos),
+    now: Timestamp,
+) -> Result<(), String> {
     if proposal.term != log_id.leader_id.term {
         tracing::warn!(
             entry = %log_id,
             proposed_in = proposal.term,
             "skipped an entry proposed in an earlier term"
         );
-        return Ok(false);
+        return Ok(());
     }
-    let own = st.leading.as_ref().is_some_and(|l| {
-        l.leader.leader == log_id.leader_id && l.leader.opening == proposal.opening
-    });
     let first_offset = super::cluster::record::NORMAL_HEAD as u64;
     for inner in super::cluster::record::inner_records(&proposal.records) {
         let (at, kind, payload) = inner.map_err(|e| format!("entry {log_id}: {e}"))?;
         let offset = pos.offset + first_offset + at as u64;
-        if own {
-            if let Ok((Change::Put { id, .. } | Change::Image { id, .. }, Some((start, len)))) =
-                record::decode_metadata(kind, payload)
-            {
-                if let Ok(offset) = u32::try_from(offset + start as u64) {
-                    let body = BodyRef {
-                        segment: pos.segment,
-                        offset,
-                        len,
-                    };
-                    st.engine.place_body(id, body);
-                }
-            }
-        } else {
-            st.engine
-                .replay(kind, payload, (lsn.0, pos.segment, offset), now)
-                .map_err(|e| format!("entry {log_id}: {e}"))?;
-        }
+        engine
+            .replay(kind, payload, (lsn.0, pos.segment, offset), now)
+            .map_err(|e| format!("entry {log_id}: {e}"))?;
     }
-    Ok(own)
+    Ok(())
 }
 
 /// Logs what the engine reported (it does no logging itself).
@@ -421,6 +440,7 @@ impl Broker {
         files: Arc<SegmentFiles>,
         proposals: mpsc::UnboundedSender<Batch>,
         fresh: Box<dyn Fn(Timestamp) -> Engine + Send + Sync>,
+        applied: Option<u64>,
     ) -> Broker {
         let state = State {
             engine,
@@ -433,7 +453,7 @@ impl Broker {
             leading: None,
             clustered: true,
             seq: 0,
-            applied: None,
+            applied,
             openings: 0,
         };
         Broker {
@@ -550,12 +570,14 @@ impl Broker {
     }
 
     /// Stops leading: the engine, which ran ahead of the commit index, is replaced by one
-    /// rebuilt from the committed log — `read(from, to)` returns the entries with indexes
-    /// `from..to` — up to the last applied entry, as a restart would rebuild it; every
-    /// client connection is then closed (see [`Broker::deposed`]), and commands get
-    /// `NO_QUORUM` until this node leads again.
+    /// rebuilt from the committed state — `base` loads the newest snapshot into the empty
+    /// engine and returns the first entry index after it, `read(from, to)` returns the
+    /// entries with indexes `from..to` — up to the last applied entry, as a restart would
+    /// rebuild it; every client connection is then closed (see [`Broker::deposed`]), and
+    /// commands get `NO_QUORUM` until this node leads again.
     pub fn step_down(
         &self,
+        base: impl FnOnce(&mut Engine, Timestamp) -> Result<u64, String>,
         mut read: impl FnMut(u64, u64) -> Result<Vec<Located>, String>,
     ) -> Result<(), String> {
         let Some(cluster) = &self.cluster else {
@@ -570,7 +592,7 @@ impl Broker {
         st.outboxes.clear();
         st.timer_at = None;
         let end = st.applied.map_or(0, |a| a + 1);
-        let mut from = 0;
+        let mut from = base(&mut st.engine, now)?;
         while from < end {
             let to = end.min(from + 1024);
             for (entry, at) in read(from, to)? {
@@ -586,6 +608,47 @@ impl Broker {
         Ok(())
     }
 
+    /// A new, empty engine (cluster mode), for rebuilding state elsewhere.
+    pub fn fresh_engine(&self) -> Option<Engine> {
+        let cluster = self.cluster.as_ref()?;
+        Some((cluster.fresh)(self.clock.now()))
+    }
+
+    /// Replaces the engine of a node that does not lead by `engine`, the state after entry
+    /// `applied` (an installed snapshot).
+    pub fn install_engine(&self, mut engine: Engine, applied: u64) {
+        let mut st = self.lock();
+        engine.continue_session_ids(st.engine.next_session_id());
+        st.engine = engine;
+        st.applied = Some(applied);
+        st.timer_at = None;
+    }
+
+    /// Points bodies that are the same bytes in a new snapshot file at it (see
+    /// `cluster::snapshot`), a slice at a time; returns how many moved.
+    pub fn rebase_bodies(&self, moved: &[(crate::protocol::JobId, BodyRef, BodyRef)]) -> usize {
+        let mut n = 0;
+        for slice in moved.chunks(4096) {
+            let mut st = self.lock();
+            for &(id, from, to) in slice {
+                if st.engine.rebase_body(id, from, to) {
+                    n += 1;
+                }
+            }
+        }
+        n
+    }
+
+    /// The oldest log segment holding a live body (`u64::MAX` if none).
+    pub fn oldest_live_log_segment(&self) -> u64 {
+        self.lock().engine.oldest_live_segment().unwrap_or(u64::MAX)
+    }
+
+    /// Whether a live body is in a segment numbered `lo..=hi`.
+    pub fn has_live_bodies_in(&self, lo: u64, hi: u64) -> bool {
+        self.lock().engine.has_live_bodies_in(lo, hi)
+    }
+
     /// Resolves when this node has stopped leading (never on a single node).
     pub async fn deposed(&self) {
         match &self.cluster {
@@ -595,7 +658,7 @@ impl Broker {
     }
 
     /// The open segment files bodies are read from.
-    pub fn files(&self) -> &SegmentFiles {
+    pub fn files(&self) -> &Arc<SegmentFiles> {
         &self.files
     }
 

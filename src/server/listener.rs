@@ -284,8 +284,30 @@ async fn run_cluster(
             .await
             .context("the log replay thread panicked")??
     };
+    // The newest snapshot is the engine's starting point; openraft applies the committed
+    // entries after it.
+    let snapshot_dir = super::cluster::snapshot::dir(data_dir.path());
+    let (snapshots, engine, applied) = {
+        let mut engine = engine;
+        let now = clock.now();
+        tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+            use super::cluster::snapshot;
+            let snapshots = snapshot::Snapshots::open(snapshot_dir)?;
+            let mut applied = None;
+            if let Some((pin, _)) = snapshots.newest() {
+                let path = snapshot::file_path(snapshots.dir(), pin.number());
+                let meta = snapshot::load(&path, pin.number(), &mut engine, now)?;
+                tracing::info!(snapshot = %meta.snapshot_id, jobs = engine.job_count(), "snapshot loaded");
+                applied = meta.last_log_id.map(|l| l.index);
+            }
+            Ok((snapshots, engine, applied))
+        })
+        .await
+        .context("the snapshot loading thread panicked")??
+    };
     let next_lsn = recovered.wal.next_lsn().0;
     let (journal, files, writer) = start_log(&config, recovered.wal, next_lsn)?;
+    files.set_snapshot_dir(snapshots.dir().to_path_buf());
     // The writer thread always writes (see `serve_clients`).
     journal.set_clients(usize::MAX);
     let (proposals, batches) = tokio::sync::mpsc::unbounded_channel();
@@ -296,6 +318,7 @@ async fn run_cluster(
         files,
         proposals,
         fresh_engine(&config),
+        applied,
     ));
     let node = super::cluster::node::start(
         &cluster,
@@ -305,6 +328,8 @@ async fn run_cluster(
         broker.clone(),
         batches,
         clock,
+        snapshots,
+        config.segment_size,
     )
     .await?;
     serve_clients(
@@ -388,9 +413,6 @@ async fn serve_clients(
         tracing::warn!(
             "compaction is off (-n): a long-lived job keeps its log segment, and every later one, on disk"
         );
-    }
-    if cluster.is_some() && config.compaction {
-        tracing::info!("cluster mode: no compaction yet; the raft log keeps every segment");
     }
     let compactor = (config.compaction && cluster.is_none()).then(|| {
         tokio::spawn(super::compact::run(

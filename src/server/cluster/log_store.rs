@@ -57,6 +57,10 @@ pub struct RaftLogState {
     committed: Option<LogId>,
     purged: Option<LogId>,
     entries: BTreeMap<u64, Located>,
+    /// Segments of the newest vote, committed and purge records: the log keeps them.
+    vote_segment: u64,
+    committed_segment: u64,
+    purge_segment: u64,
 }
 
 /// A raft record that cannot follow what the log already holds.
@@ -95,10 +99,19 @@ impl RaftLogState {
                 pos,
                 len: payload.len() as u32,
             })?,
-            RaftRecord::Vote(v) => self.vote = Some(v),
-            RaftRecord::Committed(c) => self.committed = c,
+            RaftRecord::Vote(v) => {
+                self.vote = Some(v);
+                self.vote_segment = pos.segment;
+            }
+            RaftRecord::Committed(c) => {
+                self.committed = c;
+                self.committed_segment = pos.segment;
+            }
             RaftRecord::Truncate(index) => self.truncate(index),
-            RaftRecord::Purge(id) => self.purge(id),
+            RaftRecord::Purge(id) => {
+                self.purge(id);
+                self.purge_segment = pos.segment;
+            }
         }
         Ok(true)
     }
@@ -151,6 +164,22 @@ impl RaftLogState {
     /// The id of the last purged entry.
     pub fn purged(&self) -> Option<LogId> {
         self.purged
+    }
+
+    /// The oldest segment the raft records need: the first entry after the purged ones,
+    /// the newest vote, committed and purge records. Before any purge every segment stays.
+    pub fn keep_segment(&self) -> u64 {
+        if self.purged.is_none() {
+            return 0;
+        }
+        let first = self
+            .entries
+            .first_key_value()
+            .map_or(u64::MAX, |(_, l)| l.pos.segment);
+        first
+            .min(self.vote_segment)
+            .min(self.committed_segment)
+            .min(self.purge_segment)
     }
 
     /// Live entries' indexes, in order.
@@ -280,6 +309,32 @@ impl LogReader {
             .collect()
     }
 
+    /// The oldest segment the raft records need (see [`RaftLogState::keep_segment`]).
+    pub fn keep_segment(&self) -> u64 {
+        self.shared.lock().log.keep_segment()
+    }
+
+    /// The purged id and the first live entry's index.
+    pub fn purged(&self) -> Option<LogId> {
+        self.shared.lock().log.purged
+    }
+
+    /// Closes the reader's handles on segments before `seq` (removed).
+    pub fn forget_before(&self, seq: u64) {
+        self.shared.files.forget_before(seq);
+    }
+
+    /// The segment of the first entry after `index`, if it is in the log.
+    pub fn segment_after(&self, index: u64) -> Option<u64> {
+        let inner = self.shared.lock();
+        inner
+            .log
+            .entries
+            .range(index + 1..)
+            .next()
+            .map(|(_, l)| l.pos.segment)
+    }
+
     /// Where entry `index`'s record is: its LSN and its payload's place.
     pub fn locate(&self, index: u64) -> Option<(Lsn, RecordPos)> {
         let inner = self.shared.lock();
@@ -371,7 +426,7 @@ impl RaftLogStorage<LarderRaft> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
-        let (lsn, _) = self.push(record::RAFT_VOTE, record::encode_vote(vote));
+        let (lsn, pos) = self.push(record::RAFT_VOTE, record::encode_vote(vote));
         self.shared
             .journal
             .watermark()
@@ -383,7 +438,9 @@ impl RaftLogStorage<LarderRaft> for LogStore {
                     p.cause()
                 )))
             })?;
-        self.shared.lock().log.vote = Some(*vote);
+        let mut inner = self.shared.lock();
+        inner.log.vote = Some(*vote);
+        inner.log.vote_segment = pos.segment;
         Ok(())
     }
 
@@ -393,8 +450,10 @@ impl RaftLogStorage<LarderRaft> for LogStore {
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
         let payload = record::encode_committed(committed.as_ref());
-        self.push(record::RAFT_COMMITTED, payload);
-        self.shared.lock().log.committed = committed;
+        let mut inner = self.shared.lock();
+        let (_, pos) = self.push(record::RAFT_COMMITTED, payload);
+        inner.log.committed = committed;
+        inner.log.committed_segment = pos.segment;
         Ok(())
     }
 
@@ -468,10 +527,24 @@ impl RaftLogStorage<LarderRaft> for LogStore {
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
         let mut inner = self.shared.lock();
-        self.shared
+        let (_, pos) = self
+            .shared
             .journal
             .push(record::RAFT_PURGE, record::encode_purge(&log_id).into());
         inner.log.purge(log_id);
+        inner.log.purge_segment = pos.segment;
+        // The vote and the committed id are written again at the head, so that the
+        // segments before it can go once nothing else keeps them (see `keep_segment`).
+        if let Some(vote) = inner.log.vote {
+            let (_, pos) = self.push(record::RAFT_VOTE, record::encode_vote(&vote));
+            inner.log.vote_segment = pos.segment;
+        }
+        let committed = inner.log.committed;
+        let (_, pos) = self.push(
+            record::RAFT_COMMITTED,
+            record::encode_committed(committed.as_ref()),
+        );
+        inner.log.committed_segment = pos.segment;
         inner.cache = inner.cache.split_off(&(log_id.index + 1));
         Ok(())
     }

@@ -2,16 +2,14 @@
 //!
 //! A committed normal entry's records go to [`Broker::apply_entry`], which replays them
 //! through the engine's recovery path (or, on the leader that proposed them, places their
-//! bodies and releases the replies waiting on them). The machine starts empty at every
-//! start-up and openraft applies the committed log into it again, so the engine is rebuilt
-//! from the log exactly as a single node's is.
+//! bodies and releases the replies waiting on them). At start-up the engine holds the
+//! newest snapshot and openraft applies the committed entries after it again, so the
+//! engine is rebuilt from snapshot and log as a single node's is from its log.
 //!
-//! Snapshots are not built yet: openraft is configured never to build one and the log is
-//! never purged (see `docs/design/replication.md` §6 for the plan), so a lagging node is
-//! always caught up from the log. The snapshot methods say so with an error instead of
-//! pretending.
+//! Snapshots are files of engine records (see [`super::snapshot`]): built from the
+//! committed state in a task of their own, sent to lagging members in openraft's chunks,
+//! and installed by loading them into a fresh engine.
 
-use std::io::Cursor;
 use std::sync::Arc;
 
 use openraft::storage::{RaftStateMachine, Snapshot};
@@ -20,7 +18,9 @@ use openraft::{
 };
 
 use super::log_store::LogReader;
+use super::snapshot::{self, Snapshots};
 use super::{Entry, LarderRaft, LogId, NodeId, StorageError};
+use crate::server::body_reader::SegmentFiles;
 use crate::server::Broker;
 
 /// Cluster members' addresses as openraft keeps them.
@@ -30,43 +30,130 @@ pub type Node = openraft::BasicNode;
 pub struct Machine {
     broker: Arc<Broker>,
     log: LogReader,
+    snapshots: Arc<Snapshots>,
+    files: Arc<SegmentFiles>,
     applied: Option<LogId>,
     membership: StoredMembership<NodeId, Node>,
+    /// The number of the snapshot file being received.
+    receiving: Option<u64>,
 }
 
 impl Machine {
-    /// A machine over `broker`'s engine (empty), finding entries' places through `log`.
-    pub fn new(broker: Arc<Broker>, log: LogReader) -> Machine {
+    /// A machine over `broker`'s engine, which holds the newest snapshot (`base`, if any),
+    /// finding entries' places through `log` and bodies through `files`.
+    pub fn new(
+        broker: Arc<Broker>,
+        log: LogReader,
+        snapshots: Arc<Snapshots>,
+        files: Arc<SegmentFiles>,
+        base: Option<snapshot::Meta>,
+    ) -> Machine {
+        let (applied, membership) = match base {
+            Some(m) => (m.last_log_id, m.last_membership),
+            None => (None, StoredMembership::default()),
+        };
         Machine {
             broker,
             log,
-            applied: None,
-            membership: StoredMembership::default(),
+            snapshots,
+            files,
+            applied,
+            membership,
+            receiving: None,
         }
     }
 }
 
-fn no_snapshots() -> StorageError {
-    StorageIOError::write_snapshot(
-        None,
-        AnyError::error(
-            "this larder version does not build or install snapshots: the raft log is kept whole",
-        ),
-    )
-    .into()
+fn snapshot_error(
+    meta: Option<&SnapshotMeta<NodeId, Node>>,
+    e: impl std::fmt::Display,
+) -> StorageError {
+    StorageIOError::write_snapshot(meta.map(|m| m.signature()), AnyError::error(e.to_string()))
+        .into()
 }
 
-/// Refuses to build a snapshot (see the module's comment).
-pub struct NoSnapshots;
+/// Opens the newest snapshot file for openraft to send.
+async fn current(snapshots: &Arc<Snapshots>) -> Result<Option<Snapshot<LarderRaft>>, StorageError> {
+    let Some((pin, meta)) = snapshots.newest() else {
+        return Ok(None);
+    };
+    let path = snapshot::file_path(snapshots.dir(), pin.number());
+    let file = tokio::fs::File::open(&path)
+        .await
+        .map_err(|e| snapshot_error(Some(&meta), format!("opening {}: {e}", path.display())))?;
+    Ok(Some(Snapshot {
+        meta,
+        snapshot: Box::new(file),
+    }))
+}
 
-impl RaftSnapshotBuilder<LarderRaft> for NoSnapshots {
+/// Builds a snapshot of the state after the entry applied when it was made.
+pub struct Builder {
+    broker: Arc<Broker>,
+    log: LogReader,
+    snapshots: Arc<Snapshots>,
+    files: Arc<SegmentFiles>,
+    upto: Option<LogId>,
+    membership: StoredMembership<NodeId, Node>,
+}
+
+impl RaftSnapshotBuilder<LarderRaft> for Builder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<LarderRaft>, StorageError> {
-        Err(no_snapshots())
+        let _busy = self.snapshots.busy.lock().await;
+        let Some(upto) = self.upto else {
+            return Err(snapshot_error(
+                None,
+                "nothing is applied yet to make a snapshot of",
+            ));
+        };
+        let newest = self.snapshots.newest_meta();
+        if newest.as_ref().is_some_and(|m| m.last_log_id >= Some(upto)) {
+            if let Some(s) = current(&self.snapshots).await? {
+                return Ok(s);
+            }
+        }
+        let engine = self
+            .broker
+            .fresh_engine()
+            .ok_or_else(|| snapshot_error(None, "not a cluster node"))?;
+        let build = snapshot::Build {
+            snapshots: self.snapshots.clone(),
+            files: self.files.clone(),
+            log: self.log.clone(),
+            engine,
+            upto,
+            membership: self.membership.clone(),
+            now: self.broker.clock().now(),
+        };
+        let started = std::time::Instant::now();
+        let built = tokio::task::spawn_blocking(move || snapshot::build(build))
+            .await
+            .map_err(|e| snapshot_error(None, format!("the snapshot thread failed: {e}")))?
+            .map_err(|e| snapshot_error(None, format!("{e:#}")))?;
+        let moved = self.broker.rebase_bodies(&built.moved);
+        tracing::info!(
+            snapshot = %built.meta.snapshot_id,
+            jobs = built.moved.len(),
+            moved,
+            ms = started.elapsed().as_millis() as u64,
+            "snapshot built"
+        );
+        let path = snapshot::file_path(self.snapshots.dir(), built.number);
+        let file = tokio::fs::File::open(&path).await.map_err(|e| {
+            snapshot_error(
+                Some(&built.meta),
+                format!("opening {}: {e}", path.display()),
+            )
+        })?;
+        Ok(Snapshot {
+            meta: built.meta,
+            snapshot: Box::new(file),
+        })
     }
 }
 
 impl RaftStateMachine<LarderRaft> for Machine {
-    type SnapshotBuilder = NoSnapshots;
+    type SnapshotBuilder = Builder;
 
     async fn applied_state(
         &mut self,
@@ -103,23 +190,72 @@ impl RaftStateMachine<LarderRaft> for Machine {
         Ok(replies)
     }
 
-    async fn get_snapshot_builder(&mut self) -> NoSnapshots {
-        NoSnapshots
+    async fn get_snapshot_builder(&mut self) -> Builder {
+        Builder {
+            broker: self.broker.clone(),
+            log: self.log.clone(),
+            snapshots: self.snapshots.clone(),
+            files: self.files.clone(),
+            upto: self.applied,
+            membership: self.membership.clone(),
+        }
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
-        Err(no_snapshots())
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
+        let (number, path) = self.snapshots.reserve();
+        let file = tokio::fs::File::create(&path)
+            .await
+            .map_err(|e| snapshot_error(None, format!("creating {}: {e}", path.display())))?;
+        self.receiving = Some(number);
+        Ok(Box::new(file))
     }
 
     async fn install_snapshot(
         &mut self,
-        _meta: &SnapshotMeta<NodeId, Node>,
-        _snapshot: Box<Cursor<Vec<u8>>>,
+        meta: &SnapshotMeta<NodeId, Node>,
+        snapshot: Box<tokio::fs::File>,
     ) -> Result<(), StorageError> {
-        Err(no_snapshots())
+        let _busy = self.snapshots.busy.lock().await;
+        let number = self
+            .receiving
+            .take()
+            .ok_or_else(|| snapshot_error(Some(meta), "no snapshot is being received"))?;
+        snapshot.sync_all().await.map_err(|e| {
+            snapshot_error(Some(meta), format!("syncing the received snapshot: {e}"))
+        })?;
+        drop(snapshot);
+        let mut engine = self
+            .broker
+            .fresh_engine()
+            .ok_or_else(|| snapshot_error(Some(meta), "not a cluster node"))?;
+        let now = self.broker.clock().now();
+        let snapshots = self.snapshots.clone();
+        let expected = meta.clone();
+        let started = std::time::Instant::now();
+        let engine =
+            tokio::task::spawn_blocking(move || -> anyhow::Result<crate::engine::Engine> {
+                snapshot::load_received(&snapshots, number, &expected, &mut engine, now)?;
+                snapshots.finish(number, expected)?;
+                Ok(engine)
+            })
+            .await
+            .map_err(|e| snapshot_error(Some(meta), format!("the snapshot thread failed: {e}")))?
+            .map_err(|e| snapshot_error(Some(meta), format!("{e:#}")))?;
+        let jobs = engine.job_count();
+        let applied = meta.last_log_id.map_or(0, |l| l.index);
+        self.broker.install_engine(engine, applied);
+        self.applied = meta.last_log_id;
+        self.membership = meta.last_membership.clone();
+        tracing::info!(
+            snapshot = %meta.snapshot_id,
+            jobs,
+            ms = started.elapsed().as_millis() as u64,
+            "snapshot installed"
+        );
+        Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<LarderRaft>>, StorageError> {
-        Ok(None)
+        current(&self.snapshots).await
     }
 }

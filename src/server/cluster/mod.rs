@@ -19,10 +19,10 @@ pub mod machine;
 pub mod net;
 pub mod node;
 pub mod record;
+#[allow(clippy::result_large_err)]
+pub mod snapshot;
 #[cfg(test)]
 mod tests;
-
-use std::io::Cursor;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -59,7 +59,7 @@ openraft::declare_raft_types!(
         NodeId = NodeId,
         Node = openraft::BasicNode,
         Entry = openraft::Entry<LarderRaft>,
-        SnapshotData = Cursor<Vec<u8>>,
+        SnapshotData = tokio::fs::File,
         AsyncRuntime = openraft::TokioRuntime,
 );
 

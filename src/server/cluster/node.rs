@@ -16,7 +16,8 @@ use tokio::sync::mpsc;
 use super::log_store::{LogStore, RaftLogState};
 use super::machine::Machine;
 use super::net::{self, Network};
-use super::{LarderRaft, NodeId, Proposal};
+use super::snapshot::{self, Snapshots};
+use super::{LarderRaft, LogId, NodeId, Proposal};
 use crate::config::ClusterConfig;
 use crate::server::journal::Journal;
 use crate::server::{Broker, Clock};
@@ -30,6 +31,18 @@ pub const EXIT_LOST_LEADERSHIP: i32 = 75;
 const HEARTBEAT_MS: u64 = 150;
 const ELECTION_MIN_MS: u64 = 750;
 const ELECTION_MAX_MS: u64 = 1500;
+
+/// Entries kept in the log after a snapshot covers them, for members a little behind (a
+/// member further behind gets the snapshot).
+const LOG_KEPT_AFTER_SNAPSHOT: u64 = 256;
+
+/// A snapshot is made once the log since the last one is this many segments long ...
+const SNAPSHOT_AFTER_SEGMENTS: u64 = 4;
+/// ... and this many times the last snapshot's size, so that writing snapshots costs at
+/// most about half the log's own writes however large the live state is.
+const SNAPSHOT_SIZE_FACTOR: u64 = 2;
+/// How often the retention task looks.
+const RETAIN_EVERY: Duration = Duration::from_millis(250);
 
 /// Largest proposal: a batch of change batches packed into one entry.
 const MAX_PROPOSAL: usize = 1 << 20;
@@ -136,9 +149,9 @@ fn raft_config() -> anyhow::Result<Arc<Config>> {
         heartbeat_interval: HEARTBEAT_MS,
         election_timeout_min: ELECTION_MIN_MS,
         election_timeout_max: ELECTION_MAX_MS,
-        // The log is kept whole until snapshots exist (see `machine`).
+        // Snapshots are triggered by the retention task, by the log's size (see `retain`).
         snapshot_policy: SnapshotPolicy::Never,
-        max_in_snapshot_log_to_keep: u64::MAX,
+        max_in_snapshot_log_to_keep: LOG_KEPT_AFTER_SNAPSHOT,
         max_payload_entries: 16,
         ..Config::default()
     };
@@ -147,6 +160,7 @@ fn raft_config() -> anyhow::Result<Arc<Config>> {
 
 /// Starts openraft on the journal and `broker`, the cluster port, the proposer and the
 /// leadership watcher; forms the cluster if this node has never been part of one.
+#[allow(clippy::too_many_arguments)]
 pub async fn start(
     config: &ClusterConfig,
     journal: Arc<Journal>,
@@ -155,14 +169,23 @@ pub async fn start(
     broker: Arc<Broker>,
     proposals: mpsc::UnboundedReceiver<crate::server::broker::Batch>,
     clock: Clock,
+    snapshots: Arc<Snapshots>,
+    segment_size: u64,
 ) -> anyhow::Result<ClusterNode> {
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding the cluster port {}", config.listen))?;
     let pristine = state.vote().is_none() && state.last_log_id().is_none();
+    let journal_for_retain = journal.clone();
     let mut store = LogStore::open(journal, wal_dir.to_path_buf(), state);
     let reader = openraft::storage::RaftLogStorage::get_log_reader(&mut store).await;
-    let machine = Machine::new(broker.clone(), reader.clone());
+    let machine = Machine::new(
+        broker.clone(),
+        reader.clone(),
+        snapshots.clone(),
+        broker.files().clone(),
+        snapshots.newest_meta(),
+    );
     let network = Network {
         routes: config.routes.clone(),
         token: config.token.clone(),
@@ -211,10 +234,19 @@ pub async fn start(
         }));
     }
     tokio::spawn(propose(raft.clone(), proposals, clock, broker.clone()));
+    tokio::spawn(retain(
+        raft.clone(),
+        broker.clone(),
+        journal_for_retain,
+        reader.clone(),
+        snapshots.clone(),
+        segment_size,
+    ));
     tokio::spawn(watch_leadership(
         raft.clone(),
         broker,
         reader,
+        snapshots,
         config.node_id,
     ));
     tracing::info!(
@@ -304,6 +336,7 @@ async fn watch_leadership(
     raft: Raft<LarderRaft>,
     broker: Arc<Broker>,
     log: super::log_store::LogReader,
+    snapshots: Arc<Snapshots>,
     me: NodeId,
 ) {
     let mut metrics = raft.metrics();
@@ -358,7 +391,7 @@ async fn watch_leadership(
                 }
             }
             Some(t) if !leading || term != t => {
-                step_down(&broker, &log, t, "another node leads now");
+                step_down(&broker, &log, &snapshots, t, "another node leads now");
                 opened = None;
             }
             Some(t) if quorum_ack.is_some_and(|ms| ms > ELECTION_MAX_MS) => {
@@ -370,6 +403,7 @@ async fn watch_leadership(
                 step_down(
                     &broker,
                     &log,
+                    &snapshots,
                     t,
                     "no quorum has answered within an election timeout",
                 );
@@ -383,9 +417,23 @@ async fn watch_leadership(
 /// Stops leading: rebuilds the engine from the committed log and closes every client
 /// connection (see `Broker::step_down`). If the log cannot be read back the process stops
 /// (status [`EXIT_LOST_LEADERSHIP`]) so that a restart rebuilds it instead.
-fn step_down(broker: &Broker, log: &super::log_store::LogReader, term: u64, why: &str) {
+fn step_down(
+    broker: &Broker,
+    log: &super::log_store::LogReader,
+    snapshots: &Arc<Snapshots>,
+    term: u64,
+    why: &str,
+) {
     let started = std::time::Instant::now();
-    match broker.step_down(|from, to| log.read_located(from, to)) {
+    let base = |engine: &mut crate::engine::Engine, now| -> Result<u64, String> {
+        let Some((pin, meta)) = snapshots.newest() else {
+            return Ok(0);
+        };
+        let path = snapshot::file_path(snapshots.dir(), pin.number());
+        snapshot::load(&path, pin.number(), engine, now).map_err(|e| format!("{e:#}"))?;
+        Ok(meta.last_log_id.map_or(0, |l| l.index + 1))
+    };
+    match broker.step_down(base, |from, to| log.read_located(from, to)) {
         Ok(()) => tracing::warn!(
             term,
             why,
@@ -395,6 +443,71 @@ fn step_down(broker: &Broker, log: &super::log_store::LogReader, term: u64, why:
         Err(e) => {
             tracing::error!(term, why, error = %e, "lost leadership and cannot rebuild the state: stopping");
             std::process::exit(EXIT_LOST_LEADERSHIP);
+        }
+    }
+}
+
+/// Keeps the log and the snapshot files to what they must hold, every [`RETAIN_EVERY`]:
+/// asks openraft for a snapshot once the log since the last one is long enough (openraft
+/// then purges the entries it covers, but the last [`LOG_KEPT_AFTER_SNAPSHOT`]); tells the
+/// writer which segments must stay — those with entries not purged, the newest vote,
+/// committed and purge records, live bodies, bodies replies are still to read; and removes
+/// snapshot files older than the newest that hold no live body.
+async fn retain(
+    raft: Raft<LarderRaft>,
+    broker: Arc<Broker>,
+    journal: Arc<Journal>,
+    log: super::log_store::LogReader,
+    snapshots: Arc<Snapshots>,
+    segment_size: u64,
+) {
+    let mut tick = tokio::time::interval(RETAIN_EVERY);
+    // When a snapshot was last asked for, and the newest one then: asked again only once
+    // that one is superseded or a while has passed (a build that failed).
+    let mut asked: Option<(std::time::Instant, Option<LogId>)> = None;
+    loop {
+        tick.tick().await;
+        if broker.is_stopping() {
+            return;
+        }
+        // A snapshot, when the log since the newest one has grown enough.
+        let applied = raft.metrics().borrow().last_applied;
+        let covered = snapshots.newest_meta().and_then(|m| m.last_log_id);
+        let waiting = asked.is_some_and(|(at, newest)| {
+            newest == covered && at.elapsed() < Duration::from_secs(10)
+        });
+        if applied > covered && !waiting {
+            let from = match covered {
+                Some(c) => log.segment_after(c.index),
+                None => Some(journal.oldest_segment()),
+            }
+            .unwrap_or_else(|| journal.current_segment());
+            let segments = journal.current_segment().saturating_sub(from);
+            let bytes = segments.saturating_mul(segment_size);
+            if segments >= SNAPSHOT_AFTER_SEGMENTS
+                && bytes >= SNAPSHOT_SIZE_FACTOR.saturating_mul(snapshots.newest_size())
+            {
+                if raft.trigger().snapshot().await.is_err() {
+                    return;
+                }
+                asked = Some((std::time::Instant::now(), covered));
+            }
+        }
+        // The segments that must stay.
+        let files = broker.files();
+        let keep = log
+            .keep_segment()
+            .min(broker.oldest_live_log_segment())
+            .min(files.oldest_opening());
+        journal.set_keep_segment(keep);
+        log.forget_before(journal.oldest_segment());
+        // Snapshot files nothing reads any more.
+        for number in snapshots
+            .remove_unused(|lo, hi| broker.has_live_bodies_in(lo, hi) || files.opening_in(lo, hi))
+        {
+            let (lo, hi) = crate::engine::BodyRef::snapshot_segments(number);
+            files.forget_range(lo, hi);
+            tracing::debug!(number, "removed an old snapshot file");
         }
     }
 }
@@ -423,13 +536,16 @@ pub fn status_yaml(raft: &Raft<LarderRaft>) -> String {
     let _ = write!(
         y,
         "cluster-node: {}\ncluster-role: {role}\ncluster-term: {}\ncluster-leader: {}\n\
-         cluster-members: {}\ncluster-last-log-index: {last}\ncluster-applied-index: {}\n",
+         cluster-members: {}\ncluster-last-log-index: {last}\ncluster-applied-index: {}\n\
+         cluster-snapshot-index: {}\ncluster-purged-index: {}\n",
         m.id,
         m.current_term,
         m.current_leader
             .map_or_else(|| "none".to_owned(), |l| l.to_string()),
         members.join(","),
         m.last_applied.map_or(0, |l| l.index),
+        m.snapshot.map_or(0, |l| l.index),
+        m.purged.map_or(0, |l| l.index),
     );
     if let Some(replication) = &m.replication {
         for (id, matched) in replication {
@@ -471,15 +587,21 @@ async fn change_membership(
             Reply::InternalError
         }
     };
-    let (voters, joint) = {
+    let (voters, joint, me) = {
         let metrics = raft.metrics();
         let m = metrics.borrow();
         let membership = m.membership_config.membership();
         let voters: std::collections::BTreeSet<NodeId> = membership.voter_ids().collect();
-        (voters, membership.get_joint_config().len() > 1)
+        (voters, membership.get_joint_config().len() > 1, m.id)
     };
     if joint {
         return Reply::ClusterBusy;
+    }
+    // A leader that has just removed itself still leads until it steps down, and openraft
+    // 0.9 panics if asked to change the membership then: the change goes to the next
+    // leader instead.
+    if !voters.contains(&me) {
+        return Reply::NoQuorum;
     }
     match change {
         MembershipChange::Add { id, addr } => {

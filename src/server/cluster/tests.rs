@@ -30,7 +30,9 @@ fn broker() -> (Arc<Broker>, mpsc::UnboundedReceiver<Batch>) {
     let (tx, rx) = mpsc::unbounded_channel();
     let fresh = Box::new(|now| Engine::new(EngineConfig::default(), ProcessInfo::fixed(), now));
     (
-        Arc::new(Broker::clustered(engine, clock, journal, files, tx, fresh)),
+        Arc::new(Broker::clustered(
+            engine, clock, journal, files, tx, fresh, None,
+        )),
         rx,
     )
 }
@@ -141,12 +143,15 @@ async fn replies_wait_for_commit_and_stepping_down_keeps_only_committed_changes(
 
     // Deposed: the engine is rebuilt from the committed entries, clients are to be closed.
     broker
-        .step_down(|from, to| {
-            Ok((from..to)
-                .filter(|&i| i == 1)
-                .map(|_| committed.clone())
-                .collect())
-        })
+        .step_down(
+            |_, _| Ok(0),
+            |from, to| {
+                Ok((from..to)
+                    .filter(|&i| i == 1)
+                    .map(|_| committed.clone())
+                    .collect())
+            },
+        )
         .expect("step down");
     assert!(
         broker.deposed().now_or_never().is_some(),

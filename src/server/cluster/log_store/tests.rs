@@ -2,7 +2,6 @@
 //! promise.
 
 use std::collections::BTreeSet;
-use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -181,6 +180,28 @@ impl StoreBuilder<LarderRaft, LogStore, TestMachine, Built> for Builder {
     }
 }
 
+/// A snapshot's data as openraft handles it: an open file (unlinked at once) holding
+/// `bytes`, positioned at its start.
+fn data_file(bytes: &[u8]) -> Result<Box<tokio::fs::File>, StorageError> {
+    use std::io::{Seek, Write};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let path = std::env::temp_dir().join(format!("larder-snapdata-{}-{n}", std::process::id()));
+    let io = |e: std::io::Error| -> StorageError {
+        openraft::StorageIOError::write_snapshot(None, openraft::AnyError::new(&e)).into()
+    };
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .map_err(io)?;
+    std::fs::remove_file(&path).map_err(io)?;
+    f.write_all(bytes).map_err(io)?;
+    f.rewind().map_err(io)?;
+    Ok(Box::new(tokio::fs::File::from_std(f)))
+}
+
 #[derive(Clone, Default)]
 struct Applied {
     last: Option<LogId>,
@@ -216,7 +237,7 @@ impl RaftSnapshotBuilder<LarderRaft> for TestBuilder {
         *self.into.lock().unwrap_or_else(|e| e.into_inner()) = Some((meta.clone(), data.clone()));
         Ok(Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(data)),
+            snapshot: data_file(&data)?,
         })
     }
 }
@@ -253,21 +274,32 @@ impl RaftStateMachine<LarderRaft> for TestMachine {
         }
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
+        data_file(&[])
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta<NodeId, openraft::BasicNode>,
-        snapshot: Box<Cursor<Vec<u8>>>,
+        mut snapshot: Box<tokio::fs::File>,
     ) -> Result<(), StorageError> {
+        use tokio::io::{AsyncReadExt, AsyncSeekExt};
+        let mut data = Vec::new();
+        let read = async {
+            snapshot.seek(std::io::SeekFrom::Start(0)).await?;
+            snapshot.read_to_end(&mut data).await
+        };
+        read.await.map_err(|e| {
+            StorageError::from(openraft::StorageIOError::read_snapshot(
+                None,
+                openraft::AnyError::new(&e),
+            ))
+        })?;
         self.applied = Applied {
             last: meta.last_log_id,
             membership: meta.last_membership.clone(),
         };
-        *self.current.lock().unwrap_or_else(|e| e.into_inner()) =
-            Some((meta.clone(), snapshot.into_inner()));
+        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some((meta.clone(), data));
         Ok(())
     }
 
@@ -277,10 +309,13 @@ impl RaftStateMachine<LarderRaft> for TestMachine {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        Ok(current.map(|(meta, data)| Snapshot {
-            meta,
-            snapshot: Box::new(Cursor::new(data)),
-        }))
+        match current {
+            Some((meta, data)) => Ok(Some(Snapshot {
+                meta,
+                snapshot: data_file(&data)?,
+            })),
+            None => Ok(None),
+        }
     }
 }
 
