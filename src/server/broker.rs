@@ -431,8 +431,9 @@ impl Broker {
     /// A cluster node's broker around an empty `engine`: it runs no command until
     /// [`Broker::open_leader`]; committed entries reach the engine through
     /// [`Broker::apply_entry`]. Batches of changes go to `proposals` as
-    /// (sequence number, encoded records). No retention or compaction runs: the raft log
-    /// keeps every segment.
+    /// (sequence number, encoded records). `engine` holds the state after entry `applied`
+    /// (the newest snapshot's). No compaction runs: snapshots and the cluster's retention
+    /// task (`cluster::node`) decide which segments stay.
     pub fn clustered(
         engine: Engine,
         clock: Clock,

@@ -1,14 +1,16 @@
-//! Cluster mode (issue 12, being built): larder's write-ahead log as openraft's log storage.
+//! Cluster mode (issue 12): larder's write-ahead log as openraft's log storage.
 //!
-//! The plan is `docs/design/replication.md`. What exists so far:
+//! The plan is `docs/design/replication.md` (its §13 says what was built and how it
+//! departs from the plan):
 //!
 //! - [`record`]: the raft record kinds (codes 32–36) that live in the same segmented log as
 //!   the engine's records — one log, no second store;
 //! - [`log_store`]: openraft's `RaftLogStorage` and `RaftLogReader` on that log, fed to the
 //!   journal's writer thread like every other record, so appends share its group commit and
-//!   are reported flushed only once fdatasync'ed; and the replay of those records at start-up.
-//!
-//! Nothing here is reachable from `larder serve` yet: single-node mode is unchanged.
+//!   are reported flushed only once fdatasync'ed; and the replay of those records at start-up;
+//! - [`machine`]: the engine as openraft's state machine; [`snapshot`]: its snapshot files;
+//! - [`node`]: start-up, the proposer, the leadership watcher, retention, status and
+//!   membership; [`net`]: the cluster port.
 
 // openraft's traits return its `StorageError` (over 200 bytes); the helpers that build
 // those results return it too rather than convert at every call.
