@@ -412,7 +412,17 @@ pub fn build(mut b: Build) -> anyhow::Result<Built> {
     let end = b.upto.index + 1;
     while from < end {
         let to = end.min(from + 1024);
-        for (entry, at) in b.log.read_located(from, to).map_err(anyhow::Error::msg)? {
+        let entries = b.log.read_located(from, to).map_err(anyhow::Error::msg)?;
+        // Every entry must be there: a state built past a hole would be wrong.
+        if entries.len() as u64 != to - from
+            || entries
+                .iter()
+                .zip(from..)
+                .any(|((e, _), index)| e.log_id.index != index)
+        {
+            bail!("entries {from}..{to} are not all in the log to build a snapshot from");
+        }
+        for (entry, at) in entries {
             if let EntryPayload::Normal(p) = &entry.payload {
                 crate::server::broker::replay_entry(&mut b.engine, entry.log_id, p, at, b.now)
                     .map_err(anyhow::Error::msg)?;
