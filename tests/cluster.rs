@@ -564,8 +564,44 @@ fn check(seen: &Seen, at: SocketAddr) {
             assert_eq!(line, "NOT_FOUND", "job {id}'s confirmed delete was undone");
         }
     }
+    // The counters agree with the jobs there are: every id up to a little past the last
+    // one given out is peeked (puts whose reply was lost are there too) and the jobs found
+    // are what `stats` counts.
+    let last = seen
+        .inserted
+        .keys()
+        .chain(&seen.deleted)
+        .chain(&seen.delete_sent)
+        .max()
+        .copied()
+        .unwrap_or(0);
+    let mut found = 0u64;
+    for id in 1..=last + 100 {
+        let line = c.cmd(&format!("peek {id}\r\n")).expect("peek");
+        if line.starts_with("FOUND ") {
+            c.body(&line).expect("body");
+            found += 1;
+        }
+    }
+    let line = c.cmd("stats\r\n").expect("stats");
+    let stats = String::from_utf8(c.body(&line).expect("stats")).expect("utf-8");
+    let count = |key: &str| -> u64 {
+        stats
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}: ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {key} in stats:\n{stats}"))
+    };
+    let counted = ["ready", "reserved", "delayed", "buried"]
+        .iter()
+        .map(|state| count(&format!("current-jobs-{state}")))
+        .sum::<u64>();
+    assert_eq!(
+        counted, found,
+        "stats counts {counted} jobs, {found} are there:\n{stats}"
+    );
     eprintln!(
-        "checked: {} confirmed puts ({present} present), {} confirmed deletes",
+        "checked: {} confirmed puts ({present} present, {found} jobs in all, as stats counts), {} confirmed deletes",
         seen.inserted.len(),
         seen.deleted.len()
     );
@@ -1245,13 +1281,17 @@ fn snapshots_bound_the_log_and_catch_up_a_member_that_missed_the_purged_entries(
         );
         let line = c.cmd(&format!("stats-job {id}\r\n")).expect("stats-job");
         let yaml = String::from_utf8(c.body(&line).expect("stats")).expect("utf-8");
-        let state = if buried.contains(id) {
-            "buried"
+        let (state, reserves) = if buried.contains(id) {
+            ("buried", 1)
         } else {
-            "ready"
+            ("ready", 0)
         };
         assert!(
             yaml.contains(&format!("state: {state}\n")),
+            "keeper {id}: {yaml}"
+        );
+        assert!(
+            yaml.contains(&format!("reserves: {reserves}\n")),
             "keeper {id}: {yaml}"
         );
         assert!(
