@@ -15,6 +15,8 @@
 #   BACKLOG=1000   most jobs put but not yet deleted in the mixed load
 #   FAILOVERS=10   failover repetitions
 #   PORT=11600     first port to try
+#   SEGMENT=       the cluster nodes' --wal-segment-size (default: larder's); small segments
+#                  make them snapshot and purge often (the count is reported per run)
 #   BEANSTALKD=beanstalkd
 # Needs: cargo, jq, python3, beanstalkd. The 2-core machine runs three nodes and the load
 # generator at once: cluster figures include that contention.
@@ -118,7 +120,8 @@ start_cluster() {
         clog[$i]=$base/n$i.log
         LARDER_LOG=info "$larder" serve --listen "127.0.0.1:${client[$i]}" --max-jobs 0 \
             --max-bytes 0 --data-dir "$base/n$i" --node-id "$i" \
-            --cluster-listen "127.0.0.1:${cport[$i]}" "${peers[@]}" 2>>"${clog[$i]}" &
+            --cluster-listen "127.0.0.1:${cport[$i]}" "${peers[@]}" \
+            ${SEGMENT:+--wal-segment-size "$SEGMENT"} 2>>"${clog[$i]}" &
         cpid[$i]=$!
         pids+=($!)
     done
@@ -162,6 +165,12 @@ for i in "${!workloads[@]}"; do
             cat "$work/$i.$server.err" >&2
             rm -f "$work/$i.$server.json"
         fi
+        if [[ $server == cluster-* ]]; then
+            built=$(cat "${clog[@]}" | grep -c "snapshot built" || true)
+            installed=$(cat "${clog[@]}" | grep -c "snapshot installed" || true)
+            echo "$name on $server: $built snapshots built, $installed installed (3 nodes)" \
+                >>"$work/snapshots.txt"
+        fi
         stop_all
     done
 done
@@ -187,6 +196,8 @@ for i in "${!workloads[@]}"; do
     done
 done
 
+echo
+cat "$work/snapshots.txt" 2>/dev/null || true
 echo
 echo "failover: SIGKILL the leader while a client puts through the others; time to the first"
 echo "INSERTED from the new leader (${FAILOVERS} repetitions)"

@@ -1229,6 +1229,27 @@ fn snapshots_bound_the_log_and_catch_up_a_member_that_missed_the_purged_entries(
         purged > 1000 && snapshot >= purged,
         "snapshot {snapshot}, purged {purged}"
     );
+    // The same figures, as the node itself sees them, on its metrics listener.
+    let (code, text) = http_get(cluster.node(leader).metrics, "/metrics");
+    assert_eq!(code, 200, "{text}");
+    let metric = |name: &str| -> Option<u64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .map(|v| v as u64)
+    };
+    assert!(
+        metric("larder_cluster_log_index{kind=\"purged\"}").is_some_and(|p| p >= purged),
+        "{text}"
+    );
+    assert_eq!(metric("larder_cluster_leader"), Some(leader), "{text}");
+    assert!(
+        metric(&format!(
+            "larder_cluster_member_match_index{{node=\"{other}\"}}"
+        ))
+        .is_some_and(|m| m > purged),
+        "{text}"
+    );
     // The member that was away needs entries that are gone: it gets the snapshot.
     cluster.launch(away);
     eventually(

@@ -910,10 +910,12 @@ impl Broker {
     /// Runs `f` with the engine locked and its log figures refreshed, and the journal (for
     /// the metrics exporter and the health checks).
     pub(super) fn inspect<R>(&self, f: impl FnOnce(&Engine, &Journal) -> R) -> R {
+        let cluster = self.cluster_yaml();
         let mut st = self.lock();
         st.engine.set_log_stats(self.journal.stats(self.fsync));
         st.engine.set_log_full(self.journal.log_full());
         st.engine.set_out_of_files(self.journal.out_of_files());
+        st.engine.set_cluster_yaml(cluster);
         f(&st.engine, &self.journal)
     }
 

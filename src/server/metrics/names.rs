@@ -66,6 +66,52 @@ pub(super) const INFO_FIELDS: &[(&str, &str)] = &[
     ("log-fsync", "fsync"),
 ];
 
+/// The mapping of a `cluster-*` field of `stats` (without its prefix): this node's view of
+/// the cluster (protocol.md §11).
+fn cluster_field(field: &str) -> Option<Mapping> {
+    let index = |kind: &str| {
+        gauge(
+            "larder_cluster_log_index",
+            "This node's raft log: its last entry, the last applied, the last its newest snapshot covers, the last purged.",
+            None,
+        )
+        .label("kind", kind)
+    };
+    Some(match field {
+        "node" => gauge("larder_cluster_node", "This node's id.", None),
+        "term" => gauge("larder_cluster_term", "The current raft term.", None),
+        "leader" => gauge(
+            "larder_cluster_leader",
+            "The leader's id (absent while there is none).",
+            None,
+        ),
+        "last-log-index" => index("last"),
+        "applied-index" => index("applied"),
+        "snapshot-index" => index("snapshot"),
+        "purged-index" => index("purged"),
+        other => {
+            let rest = other.strip_prefix("node-")?;
+            if let Some(id) = rest.strip_suffix("-match-index") {
+                gauge(
+                    "larder_cluster_member_match_index",
+                    "On the leader: the last entry known to be in each member's log.",
+                    None,
+                )
+                .label("node", id)
+            } else if let Some(id) = rest.strip_suffix("-lag") {
+                gauge(
+                    "larder_cluster_member_lag",
+                    "On the leader: how many entries each member is behind its log.",
+                    None,
+                )
+                .label("node", id)
+            } else {
+                return None;
+            }
+        }
+    })
+}
+
 /// The mapping of a server-wide `stats` field.
 pub(super) fn server_field(field: &str) -> Mapping {
     if let Some(state) = field.strip_prefix("current-jobs-") {
@@ -89,6 +135,11 @@ pub(super) fn server_field(field: &str) -> Mapping {
             None,
         )
         .label("reason", reason);
+    }
+    if let Some(cluster) = field.strip_prefix("cluster-") {
+        if let Some(m) = cluster_field(cluster) {
+            return m;
+        }
     }
     if let Some(limit) = field.strip_prefix("refused-") {
         return counter(
