@@ -1332,3 +1332,66 @@ fn snapshots_bound_the_log_and_catch_up_a_member_that_missed_the_purged_entries(
         .unwrap_or_else(|| panic!("put: {line}"));
     assert!(id > last, "id {id} given out again (the last was {last})");
 }
+
+#[test]
+fn a_node_whose_storage_fails_under_raft_exits_and_the_others_go_on() {
+    let mut cluster = Cluster::start("storage-fault");
+    let failing = cluster.leader();
+    // The leader's snapshot directory becomes a file: its first snapshot cannot be written.
+    let snapshots = cluster.node(failing).dir.join("snapshots");
+    std::fs::remove_dir_all(&snapshots).expect("remove the snapshot directory");
+    std::fs::write(&snapshots, b"not a directory").expect("put a file in its place");
+    let mut c = Conn::open(cluster.node(failing).client).expect("connect to the leader");
+    let filler = "f".repeat(900);
+    let deadline = Instant::now() + PATIENCE;
+    let status = loop {
+        let server = cluster.nodes[(failing - 1) as usize]
+            .server
+            .as_mut()
+            .expect("running");
+        if let Ok(Some(status)) = server.child.try_wait() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the node never stopped:\n{}",
+            server.log()
+        );
+        // Churn until the log is long enough for a snapshot (errors once it is gone).
+        if let Ok(line) = c.cmd(&format!("put 0 0 60 {}\r\n{filler}\r\n", filler.len())) {
+            if let Some(id) = line.strip_prefix("INSERTED ") {
+                let _ = c.cmd(&format!("delete {id}\r\n"));
+            }
+        }
+    };
+    let server = cluster.nodes[(failing - 1) as usize]
+        .server
+        .take()
+        .expect("its process");
+    let log = server.log();
+    assert_eq!(status.code(), Some(76), "{log}");
+    assert!(
+        log.contains("openraft stopped after a fatal error"),
+        "{log}"
+    );
+    assert!(log.contains("snapshot"), "the cause is not logged:\n{log}");
+    drop(server);
+    // The others elect a leader and serve.
+    let next = cluster.leader();
+    assert_ne!(next, failing);
+    let mut c = Conn::open(cluster.node(next).client).expect("connect to the new leader");
+    let line = c.cmd("put 0 0 60 5\r\nafter\r\n").expect("put");
+    assert!(line.starts_with("INSERTED "), "{line}");
+    // Repaired and restarted, the node rejoins and catches up.
+    std::fs::remove_file(&snapshots).expect("remove the file");
+    cluster.launch(failing);
+    let at = cluster.node(next).client;
+    eventually(
+        &mut cluster,
+        "the repaired node did not catch up",
+        |_| match cluster_field(at, &format!("cluster-node-{failing}-lag")) {
+            Some(0) => Ok(()),
+            other => Err(format!("lag {other:?}")),
+        },
+    );
+}

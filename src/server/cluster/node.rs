@@ -26,6 +26,8 @@ use crate::wal::{Wal, WalOptions};
 
 /// Exit status of a node that lost leadership and could not rebuild its state from its log.
 pub const EXIT_LOST_LEADERSHIP: i32 = 75;
+/// Exit status of a node whose openraft stopped on a fatal (storage) error.
+pub const EXIT_RAFT_STOPPED: i32 = 76;
 
 /// Heartbeat and election timeouts (ms): generous, for busy small machines.
 const HEARTBEAT_MS: u64 = 150;
@@ -343,13 +345,22 @@ async fn watch_leadership(
     let mut opened: Option<u64> = None;
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     loop {
-        tokio::select! {
-            changed = metrics.changed() => if changed.is_err() { return },
-            _ = tick.tick() => {}
-        }
+        let stopped = tokio::select! {
+            changed = metrics.changed() => changed.is_err(),
+            _ = tick.tick() => false,
+        };
         if broker.is_stopping() {
             // Shutting down: openraft stops too, which is not a lost election.
             return;
+        }
+        if stopped || metrics.borrow().state == openraft::ServerState::Shutdown {
+            // openraft stops by itself only on a fatal error (its storage failed: the log
+            // could not be written, a snapshot could not be built or installed). Such a
+            // node can neither lead nor follow; a restart rebuilds it from its log.
+            tracing::error!(
+                "openraft stopped after a fatal error (logged above): exiting so that a restart recovers this node"
+            );
+            std::process::exit(EXIT_RAFT_STOPPED);
         }
         let (leading, term, quorum_ack) = {
             let m = metrics.borrow();
