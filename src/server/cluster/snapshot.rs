@@ -260,6 +260,10 @@ pub fn read(
     mut each: impl FnMut(u8, &[u8], u64) -> anyhow::Result<()>,
 ) -> anyhow::Result<Meta> {
     let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let size = file
+        .metadata()
+        .with_context(|| format!("reading {}", path.display()))?
+        .len();
     let mut r = BufReader::with_capacity(1 << 20, file);
     let mut offset = 0u64;
     let mut meta = None;
@@ -280,6 +284,13 @@ pub fn read(
         let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
         let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
         let kind = head[8];
+        // A damaged length must not make this allocate more than the file holds.
+        if offset + (RECORD_HEADER_LEN as u64) + u64::from(len) > size {
+            bail!(
+                "{}: record at byte {offset} runs past the end of the file",
+                path.display()
+            );
+        }
         payload.resize(len as usize, 0);
         r.read_exact(&mut payload)
             .with_context(|| format!("{}: record at byte {offset} is cut short", path.display()))?;
@@ -649,10 +660,14 @@ mod tests {
         assert!(format!("{e:#}").contains("checksum"), "{e:#}");
         std::fs::write(&path, &good[..good.len() - 3]).expect("cut");
         let e = load(&path, number, &mut engine(), Timestamp(2)).expect_err("cut file loaded");
-        assert!(
-            format!("{e:#}").contains("cut short") || format!("{e:#}").contains("end record"),
-            "{e:#}"
-        );
+        assert!(format!("{e:#}").contains("past the end"), "{e:#}");
+        // A length damaged to claim gigabytes is refused before anything is allocated.
+        let mut huge = good.clone();
+        let last_frame = good.len() - (RECORD_HEADER_LEN + 8);
+        huge[last_frame..last_frame + 4].copy_from_slice(&0xf000_0000u32.to_le_bytes());
+        std::fs::write(&path, &huge).expect("damage a length");
+        let e = load(&path, number, &mut engine(), Timestamp(2)).expect_err("damaged file loaded");
+        assert!(format!("{e:#}").contains("past the end"), "{e:#}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
