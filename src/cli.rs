@@ -116,6 +116,16 @@ pub struct ServeArgs {
     #[arg(long, env = "LARDER_DISK_RESERVE", value_name = "SIZE",
           default_value_t = Size(crate::config::DEFAULT_DISK_RESERVE))]
     pub disk_reserve: Size,
+    /// For tests: run the server's clock this many milliseconds off the system clock (a
+    /// cluster member whose clock disagrees with the others').
+    #[arg(
+        long,
+        value_name = "MS",
+        hide = true,
+        allow_negative_numbers = true,
+        default_value_t = 0
+    )]
+    pub clock_offset_ms: i64,
     /// beanstalkd's -f MS: sync at most every MS milliseconds (0 means always); overrides
     /// --fsync.
     #[arg(short = 'f', value_name = "MS", conflicts_with = "fsync_never")]
@@ -373,6 +383,7 @@ impl ServeArgs {
             fsync,
             segment_size: self.wal_segment_size.0,
             disk_reserve: self.disk_reserve.0,
+            clock_offset_ms: self.clock_offset_ms,
             limits: Limits {
                 max_jobs: self.max_jobs,
                 max_bytes: self.max_bytes.0,

@@ -111,6 +111,8 @@ pub struct ServerConfig {
     pub segment_size: u64,
     /// Bytes of disk held in reserve for when the disk fills (0: none).
     pub disk_reserve: u64,
+    /// Milliseconds the server's clock runs off the system clock (tests only; 0).
+    pub clock_offset_ms: i64,
     /// Back-pressure limits (protocol.md §9.2).
     pub limits: crate::engine::Limits,
     /// How often free space on the data directory's filesystem is measured for
@@ -303,6 +305,7 @@ impl Default for ServerConfig {
             fsync: FsyncPolicy::Always,
             segment_size: DEFAULT_SEGMENT_SIZE,
             disk_reserve: DEFAULT_DISK_RESERVE,
+            clock_offset_ms: 0,
             limits: crate::engine::Limits::DEFAULT,
             disk_check_interval: DEFAULT_DISK_CHECK_INTERVAL,
             free_space: crate::datadir::FreeSpaceProbe::default(),

@@ -107,6 +107,8 @@ struct Cluster {
     nodes: Vec<Node>,
     /// (from, to) → the proxy `from` dials to reach `to`.
     links: BTreeMap<(u64, u64), Link>,
+    /// More arguments for some nodes.
+    extra: BTreeMap<u64, Vec<String>>,
 }
 
 fn addr() -> SocketAddr {
@@ -117,6 +119,11 @@ fn addr() -> SocketAddr {
 
 impl Cluster {
     fn start(name: &str) -> Cluster {
+        Cluster::start_with(name, BTreeMap::new())
+    }
+
+    /// Starts three nodes, giving node `id` the arguments `extra[id]` too.
+    fn start_with(name: &str, extra: BTreeMap<u64, Vec<String>>) -> Cluster {
         let base =
             std::env::temp_dir().join(format!("larder-cluster-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&base);
@@ -152,7 +159,11 @@ impl Cluster {
             *link.target.lock().unwrap_or_else(|e| e.into_inner()) =
                 nodes[(to - 1) as usize].cluster;
         }
-        let mut cluster = Cluster { nodes, links };
+        let mut cluster = Cluster {
+            nodes,
+            links,
+            extra,
+        };
         for id in 1..=3 {
             cluster.launch(id);
         }
@@ -223,6 +234,7 @@ impl Cluster {
                 }
             }
         }
+        args.extend(self.extra.get(&id).cloned().unwrap_or_default());
         let mut server = ChildServer::larder_unchecked(&args, me.client);
         if !server.wait_for_log("cluster node started") {
             return Err(server.log());
@@ -1271,23 +1283,7 @@ fn snapshots_bound_the_log_and_catch_up_a_member_that_missed_the_purged_entries(
     );
     // Leave the returning member alone in the cluster (the others removed, then stopped),
     // so that everything is read from the state it got from the snapshot and the log.
-    for gone in [leader, other] {
-        // Through whichever member leads by now (a follower forwards; right after a
-        // leader is gone there may be none for a moment).
-        eventually(&mut cluster, "a member could not be removed", |cluster| {
-            let current = cluster.leader();
-            let (ok, text) =
-                cluster_cli(cluster.node(current).client, &["remove", &gone.to_string()]);
-            if ok {
-                Ok(())
-            } else {
-                Err(text)
-            }
-        });
-        cluster.kill9(gone);
-    }
-    let next = cluster.leader();
-    assert_eq!(next, away, "the last member should lead");
+    leave_alone(&mut cluster, away);
     let mut c = Conn::open(cluster.node(away).client).expect("connect to the new leader");
     for (id, body) in &keepers {
         let line = c.cmd(&format!("peek {id}\r\n")).expect("peek");
@@ -1426,4 +1422,67 @@ fn a_node_whose_storage_fails_under_raft_exits_and_the_others_go_on() {
             other => Err(format!("lag {other:?}")),
         },
     );
+}
+
+/// Removes every member but `keep` (through whoever leads meanwhile) and stops them, so
+/// that `keep` leads alone.
+fn leave_alone(cluster: &mut Cluster, keep: u64) {
+    let gone: Vec<u64> = (1..=3).filter(|&i| i != keep).collect();
+    for id in gone {
+        eventually(cluster, "a member could not be removed", |cluster| {
+            let current = cluster.leader();
+            let (ok, text) =
+                cluster_cli(cluster.node(current).client, &["remove", &id.to_string()]);
+            if ok {
+                Ok(())
+            } else {
+                Err(text)
+            }
+        });
+        cluster.kill9(id);
+    }
+    assert_eq!(cluster.leader(), keep, "the last member should lead");
+}
+
+#[test]
+fn a_new_leader_whose_clock_is_behind_moves_it_forward_and_delays_stay_on_time() {
+    // Node 3's clock runs a minute behind the others'.
+    let extra = BTreeMap::from([(3, vec!["--clock-offset-ms".to_owned(), "-60000".to_owned()])]);
+    let mut cluster = Cluster::start_with("clock", extra);
+    let mut leader = cluster.leader();
+    if leader == 3 {
+        cluster.kill9(3);
+        leader = cluster.leader();
+        cluster.launch(3);
+    }
+    let at = cluster.node(leader).client;
+    let mut c = Conn::open(at).expect("connect to the leader");
+    let line = c.cmd("put 0 2 60 5\r\nlater\r\n").expect("put");
+    let id: u64 = line
+        .strip_prefix("INSERTED ")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("put: {line}"));
+    drop(c);
+    eventually(
+        &mut cluster,
+        "node 3 did not catch up",
+        |_| match cluster_field(at, "cluster-node-3-lag") {
+            Some(0) => Ok(()),
+            other => Err(format!("lag {other:?}")),
+        },
+    );
+    leave_alone(&mut cluster, 3);
+    let log = cluster
+        .node(3)
+        .server
+        .as_ref()
+        .map(|s| s.log())
+        .unwrap_or_default();
+    assert!(log.contains("clock is behind the previous leader"), "{log}");
+    // Due 2 s after it was put by the leader's clock: with node 3's own clock it would be
+    // another minute.
+    let mut c = Conn::open(cluster.node(3).client).expect("connect to node 3");
+    let line = c.cmd("reserve-with-timeout 20\r\n").expect("reserve");
+    assert!(line.starts_with(&format!("RESERVED {id} ")), "{line}");
+    assert_eq!(c.body(&line).expect("body"), b"later");
 }

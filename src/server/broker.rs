@@ -139,6 +139,9 @@ struct State {
     applied: Option<u64>,
     /// Cluster mode: openings as leader so far.
     openings: u64,
+    /// Cluster mode: the latest leader clock reading among the entries applied (see
+    /// [`Broker::open_leader`]).
+    leader_time: u64,
 }
 
 impl State {
@@ -271,6 +274,7 @@ fn apply_records(
     now: Timestamp,
 ) -> Result<bool, String> {
     st.applied = Some(log_id.index);
+    st.leader_time = st.leader_time.max(proposal.leader_time);
     let own = proposal.term == log_id.leader_id.term
         && st.leading.as_ref().is_some_and(|l| {
             l.leader.leader == log_id.leader_id && l.leader.opening == proposal.opening
@@ -411,6 +415,7 @@ impl Broker {
             seq: 0,
             applied: None,
             openings: 0,
+            leader_time: 0,
         };
         // Recovery does not track which records set the settings; writing them afresh
         // gives every setting a known place.
@@ -456,6 +461,7 @@ impl Broker {
             seq: 0,
             applied,
             openings: 0,
+            leader_time: 0,
         };
         Broker {
             state: Mutex::new(state),
@@ -565,6 +571,15 @@ impl Broker {
             },
             proposals: cluster.proposals.clone(),
         });
+        // Never behind the previous leaders: their entries carry their clocks, and a leader
+        // whose clock is behind would hand out delayed jobs late and stamp new jobs as
+        // older than the old ones. A clock ahead is left alone (nothing can move it back).
+        if let Some(behind) = self.clock.advance_to(Timestamp(st.leader_time)) {
+            tracing::warn!(
+                behind_ms = behind.as_millis() as u64,
+                "this node's clock is behind the previous leader's: moved forward to it"
+            );
+        }
         st.engine.tick(self.clock.now());
         st.settle(&self.timer);
         self.timer.notify_one();

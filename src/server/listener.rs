@@ -123,7 +123,7 @@ pub async fn run_with(
     if let Some(user) = &config.user {
         super::user::become_user(user, data_dir.path())?;
     }
-    let clock = Clock::new();
+    let clock = Clock::shifted(config.clock_offset_ms);
     let mut engine = Engine::new(
         EngineConfig {
             max_job_size: config.max_job_size,
