@@ -124,10 +124,15 @@ impl Cluster {
 
     /// Starts three nodes, giving node `id` the arguments `extra[id]` too.
     fn start_with(name: &str, extra: BTreeMap<u64, Vec<String>>) -> Cluster {
+        Cluster::start_sized(name, 3, extra)
+    }
+
+    /// Starts `size` nodes, giving node `id` the arguments `extra[id]` too.
+    fn start_sized(name: &str, size: u64, extra: BTreeMap<u64, Vec<String>>) -> Cluster {
         let base =
             std::env::temp_dir().join(format!("larder-cluster-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&base);
-        let nodes: Vec<Node> = (1..=3)
+        let nodes: Vec<Node> = (1..=size)
             .map(|id| Node {
                 id,
                 client: addr(),
@@ -164,7 +169,7 @@ impl Cluster {
             links,
             extra,
         };
-        for id in 1..=3 {
+        for id in 1..=size {
             cluster.launch(id);
         }
         cluster
@@ -915,70 +920,95 @@ fn a_cluster_node_refuses_a_single_node_data_directory_and_bad_settings() {
 /// cluster::random_faults` is the long run (`LARDER_CLUSTER_SOAK_SEED` repeats one).
 #[test]
 fn random_faults_for_a_while_lose_no_confirmation() {
-    use rand::{Rng, SeedableRng};
-    let secs: u64 = std::env::var("LARDER_CLUSTER_SOAK_SECS")
+    let secs = std::env::var("LARDER_CLUSTER_SOAK_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(8);
+    soak("soak", 3, secs);
+}
+
+#[test]
+fn five_nodes_lose_no_confirmation_with_two_down_at_once() {
+    let secs = std::env::var("LARDER_CLUSTER_SOAK5_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(6);
+    soak("soak5", 5, secs);
+}
+
+/// Random faults on a cluster of `size` nodes under load for `secs` seconds: the leader or
+/// a follower killed or cut off from every other node (with five nodes, two of them at
+/// once, a leader among them or not), each healed after a while; then every confirmation
+/// checked on the leader and again on the next one. `LARDER_CLUSTER_SOAK_SEED` repeats a
+/// run.
+fn soak(name: &str, size: u64, secs: u64) {
+    use rand::seq::SliceRandom;
+    use rand::{Rng, SeedableRng};
     let seed: u64 = std::env::var("LARDER_CLUSTER_SOAK_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| rand::thread_rng().gen());
-    eprintln!("soak: {secs} s, seed {seed}");
+    eprintln!("soak: {size} nodes, {secs} s, seed {seed}");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let mut cluster = Cluster::start("soak");
+    let mut cluster = Cluster::start_sized(name, size, BTreeMap::new());
     let addrs: Vec<SocketAddr> = cluster.nodes.iter().map(|n| n.client).collect();
     cluster.leader();
     let load = Load::start(addrs, 2);
     load.progress(&mut cluster, 20, "before any fault");
     let started = Instant::now();
-    let mut faults: BTreeMap<&str, u32> = BTreeMap::new();
+    let mut faults: BTreeMap<String, u32> = BTreeMap::new();
     let mut longest = Duration::ZERO;
     while started.elapsed() < Duration::from_secs(secs) {
         let leader = cluster.leader();
-        let others: Vec<u64> = cluster
+        let mut others: Vec<u64> = cluster
             .running()
             .into_iter()
             .filter(|&i| i != leader)
             .collect();
-        let follower = others[rng.gen_range(0..others.len())];
-        let kind = [
-            "kill leader",
-            "kill follower",
-            "cut off leader",
-            "cut off follower",
-        ][rng.gen_range(0..4)];
-        *faults.entry(kind).or_default() += 1;
+        others.shuffle(&mut rng);
+        // Up to a minority of the nodes at once.
+        let count = rng.gen_range(1..=((size - 1) / 2) as usize);
+        let with_leader = rng.gen_bool(0.5);
+        let mut victims: Vec<u64> = others
+            .into_iter()
+            .take(count - usize::from(with_leader))
+            .collect();
+        if with_leader {
+            victims.push(leader);
+        }
+        let kill = rng.gen_bool(0.5);
+        let kind = format!(
+            "{} {} node(s){}",
+            if kill { "kill" } else { "cut off" },
+            victims.len(),
+            if with_leader {
+                ", the leader among them"
+            } else {
+                ""
+            }
+        );
+        *faults.entry(kind.clone()).or_default() += 1;
         let fault_at = Instant::now();
-        match kind {
-            "kill leader" | "kill follower" => {
-                let victim = if kind == "kill leader" {
-                    leader
-                } else {
-                    follower
-                };
+        if kill {
+            for &victim in &victims {
                 cluster.kill9(victim);
-                load.progress(&mut cluster, 5, &format!("after: {kind} {victim}"));
-                longest = longest.max(fault_at.elapsed());
+            }
+            load.progress(&mut cluster, 5, &format!("after: {kind} {victims:?}"));
+            longest = longest.max(fault_at.elapsed());
+            for &victim in &victims {
                 cluster.launch(victim);
             }
-            _ => {
-                let victim = if kind == "cut off leader" {
-                    leader
-                } else {
-                    follower
-                };
-                for ((from, to), link) in &cluster.links {
-                    if *from == victim || *to == victim {
-                        link.block();
-                    }
+        } else {
+            for ((from, to), link) in &cluster.links {
+                if victims.contains(from) || victims.contains(to) {
+                    link.block();
                 }
-                load.progress(&mut cluster, 5, &format!("after: {kind} {victim}"));
-                longest = longest.max(fault_at.elapsed());
-                std::thread::sleep(Duration::from_millis(rng.gen_range(500..2000)));
-                for link in cluster.links.values() {
-                    link.heal();
-                }
+            }
+            load.progress(&mut cluster, 5, &format!("after: {kind} {victims:?}"));
+            longest = longest.max(fault_at.elapsed());
+            std::thread::sleep(Duration::from_millis(rng.gen_range(500..2000)));
+            for link in cluster.links.values() {
+                link.heal();
             }
         }
         load.progress(&mut cluster, 5, &format!("after healing: {kind}"));
@@ -990,7 +1020,7 @@ fn random_faults_for_a_while_lose_no_confirmation() {
     let next = cluster.leader();
     check(&seen, cluster.node(next).client);
     eprintln!(
-        "soak: {:?}, {} confirmed puts, {} confirmed deletes, faults {faults:?}, longest wait for a confirmation after a fault {longest:?}",
+        "soak: {size} nodes, {:?}, {} confirmed puts, {} confirmed deletes, faults {faults:?}, longest wait for a confirmation after a fault {longest:?}",
         started.elapsed(),
         seen.inserted.len(),
         seen.deleted.len()
