@@ -202,6 +202,10 @@ impl RaftStateMachine<LarderRaft> for Machine {
     }
 
     async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
+        // A stream that was abandoned (the leader changed, say) leaves its file behind.
+        if let Some(stale) = self.receiving.take() {
+            self.snapshots.discard(stale);
+        }
         let (number, path) = self.snapshots.reserve();
         let file = tokio::fs::File::create(&path)
             .await
@@ -234,9 +238,13 @@ impl RaftStateMachine<LarderRaft> for Machine {
         let started = std::time::Instant::now();
         let engine =
             tokio::task::spawn_blocking(move || -> anyhow::Result<crate::engine::Engine> {
-                snapshot::load_received(&snapshots, number, &expected, &mut engine, now)?;
-                snapshots.finish(number, expected)?;
-                Ok(engine)
+                let loaded =
+                    snapshot::load_received(&snapshots, number, &expected, &mut engine, now)
+                        .and_then(|()| snapshots.finish(number, expected));
+                if loaded.is_err() {
+                    snapshots.discard(number);
+                }
+                loaded.map(|()| engine)
             })
             .await
             .map_err(|e| snapshot_error(Some(meta), format!("the snapshot thread failed: {e}")))?

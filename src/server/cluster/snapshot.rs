@@ -199,6 +199,16 @@ impl Snapshots {
         (number, part_path(&self.dir, number))
     }
 
+    /// Removes the `.part` file `number` (a snapshot whose receiving was abandoned).
+    pub fn discard(&self, number: u64) {
+        let part = part_path(&self.dir, number);
+        if let Err(e) = std::fs::remove_file(&part) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(path = %part.display(), error = %e, "could not remove an abandoned snapshot file");
+            }
+        }
+    }
+
     /// Makes the `.part` file `number` (written and fsync'ed) the snapshot file `number`.
     pub fn finish(&self, number: u64, meta: Meta) -> anyhow::Result<()> {
         let part = part_path(&self.dir, number);
@@ -643,6 +653,12 @@ mod tests {
         assert_eq!(bodies_of(&second, &files), bodies);
         assert_eq!(second.next_job_id(), 4);
         assert_eq!(snapshots.newest_meta(), Some(meta(9)));
+
+        // A receiving that was abandoned leaves nothing behind.
+        let (abandoned, part) = snapshots.reserve();
+        std::fs::write(&part, b"a first chunk").expect("part");
+        snapshots.discard(abandoned);
+        assert!(!part.exists(), "an abandoned file was left");
 
         // The old file goes once nothing holds a body in it; the newest always stays.
         assert!(snapshots.remove_unused(|_, _| true).is_empty());
