@@ -1233,6 +1233,13 @@ fn snapshots_bound_the_log_and_catch_up_a_member_that_missed_the_purged_entries(
         assert_eq!(c.cmd(&format!("bury {id} 1\r\n")).expect("bury"), "BURIED");
         buried.insert(id);
     }
+    // A setting and a pause that must outlive the log they were recorded in.
+    assert_eq!(
+        c.cmd("config-tube keep max-attempts 5\r\n")
+            .expect("config"),
+        "CONFIGURED"
+    );
+    assert_eq!(c.cmd("pause-tube keep 3600\r\n").expect("pause"), "PAUSED");
     // Churn: many times the segment size of jobs put and deleted, so the log is
     // snapshotted and purged again and again.
     assert_eq!(c.cmd("use churn\r\n").expect("use"), "USING churn");
@@ -1346,6 +1353,16 @@ fn snapshots_bound_the_log_and_catch_up_a_member_that_missed_the_purged_entries(
             "{yaml}"
         );
     }
+    assert_eq!(c.cmd("extended-stats\r\n").expect("extended"), "EXTENDED");
+    let line = c.cmd("stats-tube keep\r\n").expect("stats-tube");
+    let yaml = String::from_utf8(c.body(&line).expect("stats")).expect("utf-8");
+    assert!(yaml.contains("max-attempts: 5\n"), "{yaml}");
+    let pause_left: u64 = yaml
+        .lines()
+        .find_map(|l| l.strip_prefix("pause-time-left: "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(pause_left > 3000, "the pause was lost: {yaml}");
     for id in [1, last / 2, last] {
         if !keepers.contains_key(&id) {
             assert_eq!(c.cmd(&format!("peek {id}\r\n")).expect("peek"), "NOT_FOUND");
