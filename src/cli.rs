@@ -411,6 +411,7 @@ impl ServeArgs {
                         Some(path) => Some(read_cluster_token(path)?),
                         None => None,
                     },
+                    tls: None,
                 }),
                 _ => None,
             },
