@@ -285,10 +285,63 @@ pub struct ServeArgs {
         requires = "node_id"
     )]
     pub cluster_token_file: Option<std::path::PathBuf>,
+    /// Cluster mode: this member's certificate chain (PEM, leaf first) for mutual TLS on
+    /// every connection to and from the cluster port; needs --cluster-tls-key and
+    /// --cluster-tls-ca. Its names must match the addresses the members dial (IP SANs for
+    /// IP addresses); see README's "Running a cluster".
+    #[arg(long, env = "LARDER_CLUSTER_TLS_CERT", value_name = "PEM")]
+    pub cluster_tls_cert: Option<std::path::PathBuf>,
+    /// Cluster mode: the private key of --cluster-tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "LARDER_CLUSTER_TLS_KEY", value_name = "PEM")]
+    pub cluster_tls_key: Option<std::path::PathBuf>,
+    /// Cluster mode: the CA certificates (PEM) every member's certificate must chain to;
+    /// members that cannot show one are refused at the handshake, both ways.
+    #[arg(long, env = "LARDER_CLUSTER_TLS_CA", value_name = "PEM")]
+    pub cluster_tls_ca: Option<std::path::PathBuf>,
     /// For tests: dial this address to reach member ID (a fault-injecting proxy, say)
     /// while the membership keeps its own address.
     #[arg(long, value_name = "ID=HOST:PORT", hide = true, requires = "node_id")]
     pub peer_route: Vec<String>,
+}
+
+/// The `--cluster-tls-*` flags: all three or none, and only in cluster mode.
+fn cluster_tls_files(
+    cluster_mode: bool,
+    cert: &Option<std::path::PathBuf>,
+    key: &Option<std::path::PathBuf>,
+    ca: &Option<std::path::PathBuf>,
+) -> anyhow::Result<Option<crate::config::ClusterTlsFiles>> {
+    let given = [
+        ("--cluster-tls-cert", cert),
+        ("--cluster-tls-key", key),
+        ("--cluster-tls-ca", ca),
+    ];
+    if given.iter().all(|(_, f)| f.is_none()) {
+        return Ok(None);
+    }
+    if !cluster_mode {
+        bail!(
+            "--cluster-tls-cert, --cluster-tls-key and --cluster-tls-ca are for cluster mode (--node-id and --cluster-listen)"
+        );
+    }
+    match (cert, key, ca) {
+        (Some(cert), Some(key), Some(ca)) => Ok(Some(crate::config::ClusterTlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+            ca: ca.clone(),
+        })),
+        _ => {
+            let missing: Vec<&str> = given
+                .iter()
+                .filter(|(_, f)| f.is_none())
+                .map(|(name, _)| *name)
+                .collect();
+            bail!(
+                "--cluster-tls-cert, --cluster-tls-key and --cluster-tls-ca go together: {} missing",
+                missing.join(" and ")
+            )
+        }
+    }
 }
 
 /// Reads `--cluster-token-file`: 1 to 255 bytes, a final newline left out.
@@ -376,6 +429,12 @@ impl ServeArgs {
         let mut setting_defaults = self.setting_defaults()?;
         setting_defaults.set(TubeSetting::MaxTubeJobs, self.max_tube_jobs);
         setting_defaults.set(TubeSetting::MaxTubeBytes, self.max_tube_bytes.0);
+        let cluster_tls = cluster_tls_files(
+            self.node_id.is_some() && self.cluster_listen.is_some(),
+            &self.cluster_tls_cert,
+            &self.cluster_tls_key,
+            &self.cluster_tls_ca,
+        )?;
         let config = ServerConfig {
             listen,
             max_job_size,
@@ -422,6 +481,7 @@ impl ServeArgs {
                         Some(path) => Some(read_cluster_token(path)?),
                         None => None,
                     },
+                    tls: cluster_tls,
                 }),
                 _ => None,
             },

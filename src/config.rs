@@ -153,6 +153,23 @@ pub struct ClusterConfig {
     /// The shared secret every connection to a cluster port must present
     /// (`--cluster-token-file`); `None`: none (the port must then be on a private network).
     pub token: Option<Vec<u8>>,
+    /// Mutual TLS on every connection to and from the cluster port (`--cluster-tls-cert`,
+    /// `--cluster-tls-key`, `--cluster-tls-ca`); `None`: plain TCP.
+    pub tls: Option<ClusterTlsFiles>,
+}
+
+/// PEM files for mutual TLS among cluster members, read once at start-up.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterTlsFiles {
+    /// This member's certificate chain, leaf first (`--cluster-tls-cert`): presented both
+    /// when it accepts and when it dials, so it needs IP (or DNS) names matching the
+    /// addresses the other members dial, and both the serverAuth and clientAuth usages if
+    /// it lists extended key usages.
+    pub cert: PathBuf,
+    /// Its private key (`--cluster-tls-key`): PKCS#8, PKCS#1 or SEC1.
+    pub key: PathBuf,
+    /// The CA certificates every member's certificate must chain to (`--cluster-tls-ca`).
+    pub ca: PathBuf,
 }
 
 /// TLS on the TCP listener and token or certificate authentication (protocol.md §10).

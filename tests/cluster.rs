@@ -109,6 +109,9 @@ struct Cluster {
     links: BTreeMap<(u64, u64), Link>,
     /// More arguments for some nodes.
     extra: BTreeMap<u64, Vec<String>>,
+    /// With mutual TLS among members: the directory of `ca.pem` and each member's
+    /// `n{id}.pem` and `n{id}.key`.
+    tls: Option<PathBuf>,
 }
 
 fn addr() -> SocketAddr {
@@ -119,16 +122,28 @@ fn addr() -> SocketAddr {
 
 impl Cluster {
     fn start(name: &str) -> Cluster {
-        Cluster::start_with(name, BTreeMap::new())
+        Cluster::start_full(name, 3, BTreeMap::new(), false)
     }
 
     /// Starts three nodes, giving node `id` the arguments `extra[id]` too.
     fn start_with(name: &str, extra: BTreeMap<u64, Vec<String>>) -> Cluster {
-        Cluster::start_sized(name, 3, extra)
+        Cluster::start_full(name, 3, extra, false)
     }
 
     /// Starts `size` nodes, giving node `id` the arguments `extra[id]` too.
     fn start_sized(name: &str, size: u64, extra: BTreeMap<u64, Vec<String>>) -> Cluster {
+        Cluster::start_full(name, size, extra, false)
+    }
+
+    /// Three nodes with mutual TLS on their cluster ports.
+    fn start_tls(name: &str) -> Cluster {
+        Cluster::start_full(name, 3, BTreeMap::new(), true)
+    }
+
+    /// `size` nodes, node `id` with the arguments `extra[id]` too, and with mutual TLS on
+    /// their cluster ports if `tls`: a CA made here, and a certificate for 127.0.0.1 (the
+    /// address every member dials, proxy or not) per member.
+    fn start_full(name: &str, size: u64, extra: BTreeMap<u64, Vec<String>>, tls: bool) -> Cluster {
         let base =
             std::env::temp_dir().join(format!("larder-cluster-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&base);
@@ -164,10 +179,23 @@ impl Cluster {
             *link.target.lock().unwrap_or_else(|e| e.into_inner()) =
                 nodes[(to - 1) as usize].cluster;
         }
+        let tls = tls.then(|| {
+            let dir = base.join("tls");
+            std::fs::create_dir_all(&dir).expect("certificate directory");
+            let ca = crate::security::Ca::new("cluster CA");
+            std::fs::write(dir.join("ca.pem"), ca.pem()).expect("CA file");
+            for node in &nodes {
+                let (cert, key) = member_certificate(&ca);
+                std::fs::write(dir.join(format!("n{}.pem", node.id)), cert).expect("cert file");
+                std::fs::write(dir.join(format!("n{}.key", node.id)), key).expect("key file");
+            }
+            dir
+        });
         let mut cluster = Cluster {
             nodes,
             links,
             extra,
+            tls,
         };
         for id in 1..=size {
             cluster.launch(id);
@@ -228,6 +256,16 @@ impl Cluster {
             "--metrics-listen".to_owned(),
             me.metrics.to_string(),
         ];
+        if let Some(dir) = &self.tls {
+            for (flag, file) in [
+                ("--cluster-tls-cert", format!("n{id}.pem")),
+                ("--cluster-tls-key", format!("n{id}.key")),
+                ("--cluster-tls-ca", "ca.pem".to_owned()),
+            ] {
+                args.push(flag.to_owned());
+                args.push(dir.join(file).display().to_string());
+            }
+        }
         for other in &self.nodes {
             if other.id != id {
                 args.push("--peer".to_owned());
@@ -331,6 +369,13 @@ impl Drop for Cluster {
             }
         }
     }
+}
+
+/// A cluster member's certificate for 127.0.0.1 signed by `ca`, and its key, as PEM: for
+/// serving and for dialling alike.
+fn member_certificate(ca: &crate::security::Ca) -> (String, String) {
+    use rcgen::ExtendedKeyUsagePurpose as Usage;
+    ca.issue_for(&["127.0.0.1"], vec![Usage::ServerAuth, Usage::ClientAuth])
 }
 
 /// A blocking client connection with a reply timeout.
@@ -902,12 +947,74 @@ fn a_cluster_node_refuses_a_single_node_data_directory_and_bad_settings() {
             &["--peer-route", "9=127.0.0.1:1"][..],
             "--peer-route names 9",
         ),
+        (
+            &["--cluster-tls-cert", "n1.pem"][..],
+            "--cluster-tls-cert, --cluster-tls-key and --cluster-tls-ca go together: --cluster-tls-key and --cluster-tls-ca missing",
+        ),
+        (
+            &[
+                "--cluster-tls-cert",
+                "/nonexistent/n1.pem",
+                "--cluster-tls-key",
+                "/nonexistent/n1.key",
+                "--cluster-tls-ca",
+                "/nonexistent/ca.pem",
+            ][..],
+            "reading --cluster-tls-cert /nonexistent/n1.pem",
+        ),
     ] {
         let mut node = lonely_node(&dir, extra);
         let status = node.child.wait().expect("exit");
         assert_ne!(status.code(), Some(0));
         assert!(node.log().contains(says), "{says}: {}", node.log());
     }
+    let _ = std::fs::remove_dir_all(&dir);
+    // A key file that holds no key, and the flags without cluster mode.
+    std::fs::create_dir_all(&dir).expect("dir");
+    let ca = crate::security::Ca::new("cluster CA");
+    let (cert, _) = member_certificate(&ca);
+    let (cert_file, ca_file) = (dir.join("n1.pem"), dir.join("ca.pem"));
+    std::fs::write(&cert_file, cert).expect("cert file");
+    std::fs::write(&ca_file, ca.pem()).expect("CA file");
+    let flags = |key: &std::path::Path| {
+        [
+            "--cluster-tls-cert".to_owned(),
+            cert_file.display().to_string(),
+            "--cluster-tls-key".to_owned(),
+            key.display().to_string(),
+            "--cluster-tls-ca".to_owned(),
+            ca_file.display().to_string(),
+        ]
+    };
+    let no_key = flags(&cert_file);
+    let no_key: Vec<&str> = no_key.iter().map(String::as_str).collect();
+    let mut node = lonely_node(&dir.join("data"), &no_key);
+    assert_ne!(node.child.wait().expect("exit").code(), Some(0));
+    assert!(
+        node.log().contains(&format!(
+            "reading --cluster-tls-key {}",
+            cert_file.display()
+        )),
+        "{}",
+        node.log()
+    );
+    let client = addr();
+    let mut args = vec![
+        "--listen".to_owned(),
+        client.to_string(),
+        "--data-dir".to_owned(),
+        dir.join("single").display().to_string(),
+    ];
+    args.extend(flags(&dir.join("n1.key")));
+    let mut single = ChildServer::larder_unchecked(&args, client);
+    assert_ne!(single.child.wait().expect("exit").code(), Some(0));
+    assert!(
+        single.log().contains(
+            "--cluster-tls-cert, --cluster-tls-key and --cluster-tls-ca are for cluster mode"
+        ),
+        "{}",
+        single.log()
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -1532,4 +1639,223 @@ fn a_new_leader_whose_clock_is_behind_moves_it_forward_and_delays_stay_on_time()
     let line = c.cmd("reserve-with-timeout 20\r\n").expect("reserve");
     assert!(line.starts_with(&format!("RESERVED {id} ")), "{line}");
     assert_eq!(c.body(&line).expect("body"), b"later");
+}
+
+/// Puts `body` through the node at `at` until it is confirmed (a follower that does not
+/// know the leader yet answers `NO_QUORUM`); returns the job's id.
+fn confirmed_put(cluster: &mut Cluster, at: SocketAddr, body: &str) -> u64 {
+    let mut id = None;
+    eventually(cluster, &format!("no confirmed put through {at}"), |_| {
+        let mut c = Conn::open(at).map_err(|e| e.to_string())?;
+        let line = c
+            .cmd(&format!("put 0 0 60 {}\r\n{body}\r\n", body.len()))
+            .map_err(|e| e.to_string())?;
+        id = line
+            .strip_prefix("INSERTED ")
+            .and_then(|i| i.parse::<u64>().ok());
+        id.map(|_| ()).ok_or(line)
+    });
+    id.expect("confirmed")
+}
+
+#[test]
+fn a_cluster_with_mutual_tls_elects_forwards_and_survives_losing_its_leader() {
+    let mut cluster = Cluster::start_tls("tls");
+    for node in &cluster.nodes {
+        let log = node.server.as_ref().expect("running").log();
+        assert!(
+            log.contains("cluster port: mutual TLS among members"),
+            "node {}:\n{log}",
+            node.id
+        );
+    }
+    let leader = cluster.leader();
+    let follower = (1..=3).find(|&i| i != leader).expect("a follower");
+    let mut seen = Seen::default();
+    for (at, body) in [
+        (leader, "through the leader"),
+        (follower, "through a follower"),
+    ] {
+        let addr = cluster.node(at).client;
+        let id = confirmed_put(&mut cluster, addr, body);
+        seen.inserted.insert(id, body.to_owned());
+    }
+    // A follower answers a put itself only with NO_QUORUM: the second INSERTED came from
+    // the leader, through the connection the follower forwarded over TLS.
+    assert_eq!(seen.inserted.len(), 2);
+    check(&seen, cluster.node(leader).client);
+    // Raft and forwarding over TLS carry on under a new leader, which holds both puts.
+    cluster.kill9(leader);
+    let next = cluster.leader();
+    assert_ne!(next, leader);
+    let other = (1..=3).find(|&i| i != leader && i != next).expect("other");
+    let addr = cluster.node(other).client;
+    let id = confirmed_put(&mut cluster, addr, "after the failover");
+    seen.inserted.insert(id, "after the failover".to_owned());
+    check(&seen, cluster.node(next).client);
+}
+
+/// The raft term node `metrics` reports.
+fn metrics_term(metrics: SocketAddr) -> u64 {
+    let (code, body) = http_get(metrics, "/metrics");
+    assert_eq!(code, 200, "{body}");
+    body.lines()
+        .find_map(|l| l.strip_prefix("larder_cluster_term "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no larder_cluster_term in:\n{body}"))
+}
+
+/// A TLS client trusting `ca` and presenting `identity` (certificate, key) if given.
+fn tls_client(
+    ca: &std::path::Path,
+    identity: Option<(PathBuf, PathBuf)>,
+) -> Arc<rustls::ClientConfig> {
+    let roots = larder::pem::read_roots(ca, "CA").expect("CA");
+    let builder = rustls::ClientConfig::builder_with_provider(larder::pem::provider())
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_root_certificates(roots);
+    Arc::new(match identity {
+        Some((cert, key)) => builder
+            .with_client_auth_cert(
+                larder::pem::read_certs(&cert, "cert").expect("cert"),
+                larder::pem::read_key(&key, "key").expect("key"),
+            )
+            .expect("client certificate"),
+        None => builder.with_no_client_auth(),
+    })
+}
+
+/// Opens TLS to `addr` with `config` and sends `bytes`; the stream, to read the answer.
+fn tls_send(
+    addr: SocketAddr,
+    config: Arc<rustls::ClientConfig>,
+    bytes: &[u8],
+) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    let tcp = TcpStream::connect(addr).expect("connect");
+    tcp.set_read_timeout(Some(REPLY_WAIT)).expect("timeout");
+    let name = rustls_pki_types::ServerName::try_from("127.0.0.1").expect("name");
+    let conn = rustls::ClientConnection::new(config, name).expect("TLS client");
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    // A refused certificate may show here already, or only at the first read (TLS 1.3).
+    let _ = tls.write_all(bytes).and_then(|()| tls.flush());
+    tls
+}
+
+#[test]
+fn a_tls_cluster_port_closes_strangers_without_effect() {
+    use rcgen::ExtendedKeyUsagePurpose as Usage;
+    let dir = std::env::temp_dir().join(format!("larder-cluster-tls-port-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let file = |name: &str, text: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).expect("write");
+        path
+    };
+    let ca = crate::security::Ca::new("cluster CA");
+    let ca_pem = file("ca.pem", &ca.pem());
+    let (cert, key) = member_certificate(&ca);
+    let (cert, key) = (file("n1.pem", &cert), file("n1.key", &key));
+    let (other, other_key) = member_certificate(&ca);
+    let member = (file("n2.pem", &other), file("n2.key", &other_key));
+    let stranger_ca = crate::security::Ca::new("stranger CA");
+    let (forged, forged_key) =
+        stranger_ca.issue_for(&["127.0.0.1"], vec![Usage::ServerAuth, Usage::ClientAuth]);
+    let stranger = (file("s.pem", &forged), file("s.key", &forged_key));
+    let token = file("token", "s3cret\n");
+    let (cluster_port, metrics) = (addr(), addr());
+    let mut node = lonely_node_at(
+        &dir.join("data"),
+        &[
+            "--cluster-token-file",
+            &token.display().to_string(),
+            "--cluster-tls-cert",
+            &cert.display().to_string(),
+            "--cluster-tls-key",
+            &key.display().to_string(),
+            "--cluster-tls-ca",
+            &ca_pem.display().to_string(),
+            "--metrics-listen",
+            &metrics.to_string(),
+        ],
+        cluster_port,
+    );
+    assert!(node.wait_for_log("cluster node started"), "{}", node.log());
+    // A connection that never starts its handshake is closed once the limit passes.
+    let mut silent = TcpStream::connect(cluster_port).expect("connect");
+    silent.set_read_timeout(Some(REPLY_WAIT)).expect("timeout");
+    let opened = Instant::now();
+
+    // A vote for candidate 2 in term 1000000, with a log ahead of anything node 1 has:
+    // node 1 would grant it and move to that term.
+    const BOGUS_TERM: u64 = 1_000_000;
+    let vote = openraft::raft::VoteRequest::<u64>::new(
+        openraft::Vote::new(BOGUS_TERM, 2),
+        Some(openraft::LogId::new(
+            openraft::CommittedLeaderId::new(BOGUS_TERM, 2),
+            BOGUS_TERM,
+        )),
+    );
+    let body = bincode::serialize(&vote).expect("encode the vote");
+    let mut raft = b"R\x06s3cret".to_vec();
+    raft.extend_from_slice(&(body.len() as u32 + 1).to_le_bytes());
+    raft.push(2);
+    raft.extend_from_slice(&body);
+
+    // Plain TCP with the right token: at most a TLS alert back, then closed.
+    let mut s = TcpStream::connect(cluster_port).expect("connect");
+    s.set_read_timeout(Some(REPLY_WAIT)).expect("timeout");
+    let _ = s.write_all(&raft);
+    let mut got = Vec::new();
+    s.read_to_end(&mut got).expect("closed, not timed out");
+    assert!(got.is_empty() || got[0] == 0x15, "not an alert: {got:?}");
+    // TLS with a certificate of another CA, or none, and the right token: no answer.
+    for (what, identity) in [
+        ("a stranger's certificate", Some(stranger)),
+        ("no certificate", None),
+    ] {
+        let mut tls = tls_send(cluster_port, tls_client(&ca_pem, identity), &raft);
+        let mut got = Vec::new();
+        let read = tls.read_to_end(&mut got);
+        assert!(got.is_empty(), "{what}: answered {got:?}");
+        assert!(
+            read.as_ref()
+                .is_err_and(|e| e.kind() != std::io::ErrorKind::WouldBlock),
+            "{what}: not closed: {read:?}"
+        );
+    }
+    assert!(
+        node.log().contains("TLS handshake failed"),
+        "{}",
+        node.log()
+    );
+    // Nothing changed: the vote was not counted, the node still serves.
+    assert!(metrics_term(metrics) < BOGUS_TERM);
+    let mut c = Conn::open(node.addr).expect("connect");
+    assert_eq!(c.cmd("stats\r\n").expect("stats"), "NO_QUORUM");
+    assert!(matches!(node.child.try_wait(), Ok(None)));
+
+    // The silent connection was closed within the 5-second handshake limit.
+    let mut got = Vec::new();
+    silent.read_to_end(&mut got).expect("closed, not timed out");
+    assert!(got.is_empty(), "{got:?}");
+    assert!(opened.elapsed() < REPLY_WAIT);
+
+    // The same bytes from a member's certificate are a vote node 1 answers and counts:
+    // the refusals above were the TLS layer's.
+    let mut tls = tls_send(cluster_port, tls_client(&ca_pem, Some(member)), &raft);
+    let mut len = [0u8; 4];
+    tls.read_exact(&mut len).expect("an answer frame");
+    assert!(u32::from_le_bytes(len) > 0);
+    let deadline = Instant::now() + PATIENCE;
+    while metrics_term(metrics) < BOGUS_TERM {
+        assert!(
+            Instant::now() < deadline,
+            "the member's vote was not counted"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(node);
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -13,10 +13,10 @@ use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose
 use crate::support::{larder_bin, ChildServer, InProcess, Raw};
 
 /// A directory of PEM files, removed when dropped.
-struct Files(PathBuf);
+pub(crate) struct Files(PathBuf);
 
 impl Files {
-    fn new(name: &str) -> Files {
+    pub(crate) fn new(name: &str) -> Files {
         static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let dir =
@@ -26,13 +26,13 @@ impl Files {
         Files(dir)
     }
 
-    fn write(&self, name: &str, text: &str) -> PathBuf {
+    pub(crate) fn write(&self, name: &str, text: &str) -> PathBuf {
         let path = self.0.join(name);
         std::fs::write(&path, text).expect("write a PEM file");
         path
     }
 
-    fn path(&self, name: &str) -> PathBuf {
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
         self.0.join(name)
     }
 }
@@ -44,13 +44,13 @@ impl Drop for Files {
 }
 
 /// A certificate authority made for one test.
-struct Ca {
+pub(crate) struct Ca {
     cert: rcgen::Certificate,
     key: KeyPair,
 }
 
 impl Ca {
-    fn new(name: &str) -> Ca {
+    pub(crate) fn new(name: &str) -> Ca {
         let key = KeyPair::generate().expect("CA key");
         let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -61,17 +61,27 @@ impl Ca {
 
     /// A leaf certificate for `names` (DNS names or IP addresses) and its key, as PEM.
     fn issue(&self, names: &[&str], purpose: ExtendedKeyUsagePurpose) -> (String, String) {
+        self.issue_for(names, vec![purpose])
+    }
+
+    /// A leaf certificate for `names` with the extended key usages `purposes` (a cluster
+    /// member's needs both serverAuth and clientAuth), and its key, as PEM.
+    pub(crate) fn issue_for(
+        &self,
+        names: &[&str],
+        purposes: Vec<ExtendedKeyUsagePurpose>,
+    ) -> (String, String) {
         let key = KeyPair::generate().expect("leaf key");
         let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
         let mut params = CertificateParams::new(names).expect("leaf params");
-        params.extended_key_usages = vec![purpose];
+        params.extended_key_usages = purposes;
         let cert = params
             .signed_by(&key, &self.cert, &self.key)
             .expect("sign the leaf");
         (cert.pem(), key.serialize_pem())
     }
 
-    fn pem(&self) -> String {
+    pub(crate) fn pem(&self) -> String {
         self.cert.pem()
     }
 }

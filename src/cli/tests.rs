@@ -138,3 +138,56 @@ fn limits_default_to_the_documented_values() {
     assert_eq!(config.setting_defaults.get(TubeSetting::MaxTubeJobs), 0);
     assert_eq!(config.setting_defaults.get(TubeSetting::MaxTubeBytes), 0);
 }
+
+#[test]
+fn cluster_tls_flags_go_together_and_only_in_cluster_mode() {
+    let cluster = [
+        "--node-id",
+        "1",
+        "--cluster-listen",
+        "127.0.0.1:7001",
+        "--peer",
+        "2=127.0.0.1:7002",
+    ];
+    let tls = [
+        "--cluster-tls-cert",
+        "n1.pem",
+        "--cluster-tls-key",
+        "n1.key",
+        "--cluster-tls-ca",
+        "ca.pem",
+    ];
+    let all: Vec<&str> = cluster.iter().chain(&tls).copied().collect();
+    let files = serve_config(&all)
+        .cluster
+        .and_then(|c| c.tls)
+        .expect("cluster TLS files");
+    assert_eq!(
+        (files.cert.to_str(), files.key.to_str(), files.ca.to_str()),
+        (Some("n1.pem"), Some("n1.key"), Some("ca.pem"))
+    );
+    assert_eq!(
+        serve_config(&cluster).cluster.map(|c| c.tls),
+        Some(None),
+        "plain TCP without the flags"
+    );
+    let refused = |args: &[&str]| {
+        let cli = Cli::try_parse_from(["larder", "serve"].iter().chain(args)).expect("parse");
+        match cli.command {
+            Cmd::Serve(args) => args.config().expect_err("refused").to_string(),
+            other => panic!("parsed as {other:?}"),
+        }
+    };
+    let err = refused(&tls);
+    assert!(err.contains("are for cluster mode (--node-id"), "{err}");
+    let err = refused(&[&cluster[..], &tls[..2]].concat());
+    assert!(
+        err.contains("go together: --cluster-tls-key and --cluster-tls-ca missing"),
+        "{err}"
+    );
+    let err = refused(&[&cluster[..], &tls[2..]].concat());
+    assert!(
+        err.contains("go together: --cluster-tls-cert missing"),
+        "{err}"
+    );
+}

@@ -11,6 +11,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use super::body_reader::SegmentFiles;
+use super::cluster::tls::Stream;
 use super::disk_reserve::DiskReserve;
 use super::journal::{spawn_writer, Journal};
 use super::signals::Drain;
@@ -276,6 +277,11 @@ async fn run_cluster(
     clock: Clock,
     engine: Engine,
 ) -> anyhow::Result<()> {
+    // Read before the log, so that a bad file is reported at once.
+    let cluster_tls = match &cluster.tls {
+        Some(files) => Some(Arc::new(super::cluster::tls::ClusterTls::load(files)?)),
+        None => None,
+    };
     let wal_dir = super::recovery::wal_dir(data_dir.path());
     let recovered = {
         let dir = wal_dir.clone();
@@ -322,6 +328,7 @@ async fn run_cluster(
     ));
     let node = super::cluster::node::start(
         &cluster,
+        cluster_tls,
         journal.clone(),
         &wal_dir,
         recovered.state,
@@ -465,13 +472,17 @@ async fn serve_clients(
         };
         // A follower forwards a client connection to the leader it knows of, as it is.
         let forward_to = match (&accepted, &cluster) {
-            (Ok(Accepted::Tcp(_)), Some(node)) if !broker.is_leader() => node
-                .leader_addr()
-                .map(|addr| (addr, node.preamble(super::cluster::net::PROXIED_CONNECTION))),
+            (Ok(Accepted::Tcp(_)), Some(node)) if !broker.is_leader() => {
+                node.leader_addr().map(|addr| Upstream {
+                    addr,
+                    preamble: node.preamble(super::cluster::net::PROXIED_CONNECTION),
+                    tls: node.tls(),
+                })
+            }
             _ => None,
         };
         match (accepted, admitted) {
-            (Ok(Accepted::Tcp(stream) | Accepted::Proxied(stream)), Some(place)) => {
+            (Ok(Accepted::Tcp(stream) | Accepted::Proxied(Stream::Plain(stream))), Some(place)) => {
                 let _ = stream.set_nodelay(true);
                 if let Some(keepalive) = &keepalive {
                     let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(keepalive);
@@ -480,7 +491,7 @@ async fn serve_clients(
                 let serving = serving.clone();
                 conns.spawn(async move {
                     let stream = match forward_to {
-                        Some((addr, preamble)) => match forward(stream, &addr, &preamble).await {
+                        Some(upstream) => match forward(stream, upstream).await {
                             Ok(()) => {
                                 drop(place);
                                 return;
@@ -493,6 +504,23 @@ async fn serve_clients(
                     drop(place);
                 });
             }
+            (Ok(Accepted::Proxied(Stream::Tls(stream))), Some(place)) => {
+                // Forwarded over the cluster port's TLS: the client's own bytes (its own
+                // TLS included) are inside it.
+                let tcp = stream.get_ref().0;
+                let peer = tcp
+                    .peer_addr()
+                    .map(|a| a.to_string())
+                    .unwrap_or_else(|_| "tcp".to_owned());
+                if let Some(keepalive) = &keepalive {
+                    let _ = socket2::SockRef::from(tcp).set_tcp_keepalive(keepalive);
+                }
+                let serve = security.clone().serve_stream(stream, peer, serving.clone());
+                conns.spawn(async move {
+                    serve.await;
+                    drop(place);
+                });
+            }
             (Ok(Accepted::Unix(stream)), Some(place)) => {
                 let serve = security.clone().serve_unix(stream, serving.clone());
                 conns.spawn(async move {
@@ -500,7 +528,12 @@ async fn serve_clients(
                     drop(place);
                 });
             }
-            (Ok(Accepted::Tcp(stream) | Accepted::Proxied(stream)), None) => {
+            (Ok(Accepted::Tcp(stream) | Accepted::Proxied(Stream::Plain(stream))), None) => {
+                if let Some(refusal) = gate.turn_away(stream, broker.clone()) {
+                    conns.spawn(refusal);
+                }
+            }
+            (Ok(Accepted::Proxied(stream @ Stream::Tls(_))), None) => {
                 if let Some(refusal) = gate.turn_away(stream, broker.clone()) {
                     conns.spawn(refusal);
                 }
@@ -548,33 +581,37 @@ async fn serve_clients(
 }
 
 /// The next client connection a follower forwarded to this node (never, on a single node).
-async fn next_proxied(
-    cluster: &mut Option<super::cluster::node::ClusterNode>,
-) -> Option<tokio::net::TcpStream> {
+async fn next_proxied(cluster: &mut Option<super::cluster::node::ClusterNode>) -> Option<Stream> {
     match cluster {
         Some(node) => node.proxied.recv().await,
         None => std::future::pending().await,
     }
 }
 
-/// Forwards `client` to the leader's cluster port at `addr` and copies bytes both ways
-/// until either side closes. Gives the client back if the leader cannot be reached, to be
-/// served here (with `NO_QUORUM`).
+/// Where a follower forwards a client connection: the leader's cluster port, what the
+/// connection starts with there, and the cluster's TLS if on.
+struct Upstream {
+    addr: String,
+    preamble: Vec<u8>,
+    tls: Option<Arc<super::cluster::tls::ClusterTls>>,
+}
+
+/// Forwards `client` to the leader's cluster port and copies bytes both ways until either
+/// side closes. Gives the client back if the leader cannot be reached (nor its TLS
+/// handshake completed), to be served here (with `NO_QUORUM`).
 async fn forward(
     mut client: tokio::net::TcpStream,
-    addr: &str,
-    preamble: &[u8],
+    to: Upstream,
 ) -> Result<(), tokio::net::TcpStream> {
     use tokio::io::AsyncWriteExt;
-    let mut upstream = match tokio::net::TcpStream::connect(addr).await {
+    let mut upstream = match super::cluster::net::dial(&to.addr, to.tls.as_deref()).await {
         Ok(s) => s,
         Err(e) => {
-            tracing::debug!(%addr, error = %e, "cannot reach the leader to forward a client");
+            tracing::debug!(addr = %to.addr, error = %e, "cannot reach the leader to forward a client");
             return Err(client);
         }
     };
-    let _ = upstream.set_nodelay(true);
-    if upstream.write_all(preamble).await.is_err() {
+    if upstream.write_all(&to.preamble).await.is_err() || upstream.flush().await.is_err() {
         return Err(client);
     }
     let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
@@ -584,7 +621,7 @@ async fn forward(
 enum Accepted {
     Tcp(tokio::net::TcpStream),
     /// A client connection forwarded by a follower: served here, never forwarded again.
-    Proxied(tokio::net::TcpStream),
+    Proxied(Stream),
     Unix(tokio::net::UnixStream),
 }
 

@@ -111,9 +111,24 @@ impl Security {
             .peer_addr()
             .map(|a| a.to_string())
             .unwrap_or_else(|_| "tcp".to_owned());
-        let Some(tls) = &self.tls else {
+        if self.tls.is_none() {
             let gate = self.auth.as_ref().map(|a| a.gate(peer, None));
             let (r, w) = stream.into_split();
+            return serve(r, w, s, gate).await;
+        }
+        self.serve_stream(stream, peer, s).await
+    }
+
+    /// Serves a connection from `peer` over any byte stream (a client connection a follower
+    /// forwarded over the cluster port's TLS, say) as a TCP connection: the TLS handshake
+    /// first when TLS is on.
+    pub async fn serve_stream<S>(self, stream: S, peer: String, s: Serving)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        let Some(tls) = &self.tls else {
+            let gate = self.auth.as_ref().map(|a| a.gate(peer, None));
+            let (r, w) = tokio::io::split(stream);
             return serve(r, w, s, gate).await;
         };
         let handshake = tls.acceptor().accept(stream);

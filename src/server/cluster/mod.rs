@@ -10,7 +10,7 @@
 //!   are reported flushed only once fdatasync'ed; and the replay of those records at start-up;
 //! - [`machine`]: the engine as openraft's state machine; [`snapshot`]: its snapshot files;
 //! - [`node`]: start-up, the proposer, the leadership watcher, retention, status and
-//!   membership; [`net`]: the cluster port.
+//!   membership; [`net`]: the cluster port, with mutual TLS from [`tls`] when it is on.
 
 // openraft's traits return its `StorageError` (over 200 bytes); the helpers that build
 // those results return it too rather than convert at every call.
@@ -25,6 +25,7 @@ pub mod record;
 pub mod snapshot;
 #[cfg(test)]
 mod tests;
+pub mod tls;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};

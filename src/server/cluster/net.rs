@@ -12,12 +12,18 @@
 //!   client's own bytes (TLS included), served like a connection accepted on the client
 //!   port.
 //!
+//! With `--cluster-tls-*`, every connection to and from the port is mutual TLS (see
+//! [`super::tls`]) and all of the above travels inside it; a connection whose handshake
+//! fails, or does not finish within [`HANDSHAKE_TIMEOUT`], is closed before anything is
+//! read from it.
+//!
 //! At most [`MAX_CLUSTER_CONNECTIONS`] raft connections are served at once (members need one
 //! each way); further ones are closed at once. Frames are read as their bytes arrive, up to
 //! [`MAX_FRAME`], so a peer cannot make a node allocate more than it sends.
 
 use std::collections::BTreeMap;
 use std::io;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use openraft::error::{
@@ -35,7 +41,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
+use super::tls::{ClusterTls, ReadHalf, Stream, WriteHalf};
 use super::{LarderRaft, NodeId};
+use crate::server::auth::FailureLog;
 
 /// First byte of a raft RPC connection.
 pub const RAFT_CONNECTION: u8 = b'R';
@@ -49,7 +57,8 @@ pub const MAX_FRAME: usize = 32 << 20;
 /// Raft connections served at once.
 pub const MAX_CLUSTER_CONNECTIONS: usize = 64;
 
-/// Time a new connection has to send its type and token.
+/// Time a new connection has to finish its TLS handshake (if on) and send its type and
+/// token; also the longest a member waits for its own TLS handshake when it dials.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The bytes a connection of type `kind` starts with.
@@ -118,6 +127,26 @@ pub struct Network {
     pub routes: BTreeMap<NodeId, String>,
     /// The cluster's shared token.
     pub token: Option<Vec<u8>>,
+    /// Mutual TLS among members, if on.
+    pub tls: Option<Arc<ClusterTls>>,
+}
+
+/// Connects to the cluster port at `addr` (`host:port`), with the TLS handshake when `tls`
+/// is on (bounded by [`HANDSHAKE_TIMEOUT`]).
+pub async fn dial(addr: &str, tls: Option<&ClusterTls>) -> io::Result<Stream> {
+    let stream = TcpStream::connect(addr).await?;
+    let _ = stream.set_nodelay(true);
+    match tls {
+        None => Ok(Stream::Plain(stream)),
+        Some(tls) => tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.connect(stream, addr))
+            .await
+            .map_err(|_| {
+                io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("no TLS handshake with {addr} within {HANDSHAKE_TIMEOUT:?}"),
+                )
+            })?,
+    }
 }
 
 impl RaftNetworkFactory<LarderRaft> for Network {
@@ -132,15 +161,13 @@ impl RaftNetworkFactory<LarderRaft> for Network {
                 .cloned()
                 .unwrap_or_else(|| node.addr.clone()),
             token: self.token.clone(),
+            tls: self.tls.clone(),
             conn: None,
         }
     }
 }
 
-type Conn = (
-    BufReader<tokio::net::tcp::OwnedReadHalf>,
-    BufWriter<tokio::net::tcp::OwnedWriteHalf>,
-);
+type Conn = (BufReader<ReadHalf>, BufWriter<WriteHalf>);
 
 /// One member, as openraft sends to it: one connection, dialled when first needed and
 /// again after any failure.
@@ -148,6 +175,7 @@ pub struct Peer {
     target: NodeId,
     addr: String,
     token: Option<Vec<u8>>,
+    tls: Option<Arc<ClusterTls>>,
     conn: Option<Conn>,
 }
 
@@ -162,10 +190,9 @@ enum Failed {
 impl Peer {
     async fn connect(&mut self) -> Result<&mut Conn, Failed> {
         if self.conn.is_none() {
-            let stream = TcpStream::connect(&self.addr)
+            let stream = dial(&self.addr, self.tls.as_deref())
                 .await
                 .map_err(Failed::Unreachable)?;
-            let _ = stream.set_nodelay(true);
             let (r, w) = stream.into_split();
             let mut w = BufWriter::new(w);
             w.write_all(&preamble(RAFT_CONNECTION, self.token.as_deref()))
@@ -262,15 +289,19 @@ impl RaftNetwork<LarderRaft> for Peer {
 }
 
 /// Serves the cluster port until the listener fails: raft RPCs go to `raft`, proxied client
-/// connections to `proxied`; every connection must present `token`.
+/// connections to `proxied`; every connection must complete the TLS handshake when `tls`
+/// is on, then present `token`.
 pub async fn serve(
     listener: TcpListener,
     raft: Raft<LarderRaft>,
-    proxied: mpsc::Sender<TcpStream>,
+    proxied: mpsc::Sender<Stream>,
     token: Option<Vec<u8>>,
+    tls: Option<Arc<ClusterTls>>,
 ) {
-    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CLUSTER_CONNECTIONS));
-    let token = std::sync::Arc::new(token);
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CLUSTER_CONNECTIONS));
+    let token = Arc::new(token);
+    // Failed TLS handshakes are logged a few a second at most, however many strangers try.
+    let refusals: Arc<Mutex<FailureLog>> = Arc::default();
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
@@ -291,12 +322,34 @@ pub async fn serve(
         let raft = raft.clone();
         let proxied = proxied.clone();
         let token = token.clone();
+        let tls = tls.clone();
+        let refusals = refusals.clone();
         tokio::spawn(async move {
             let peer = stream
                 .peer_addr()
                 .map(|a| a.to_string())
                 .unwrap_or_default();
-            if let Err(e) = serve_one(stream, raft, proxied, &token, slot).await {
+            let opened = tokio::time::timeout(
+                HANDSHAKE_TIMEOUT,
+                open(stream, tls.as_deref(), &peer, &refusals),
+            )
+            .await;
+            let (stream, kind, presented) = match opened {
+                Ok(Ok(Some(opened))) => opened,
+                // A failed TLS handshake, logged already.
+                Ok(Ok(None)) => return,
+                Ok(Err(e)) => {
+                    if e.kind() != io::ErrorKind::UnexpectedEof {
+                        tracing::debug!(%peer, error = %e, "cluster connection ended");
+                    }
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "cluster port: no handshake in time; closed");
+                    return;
+                }
+            };
+            if let Err(e) = serve_one(stream, kind, presented, raft, proxied, &token, slot).await {
                 if e.kind() != io::ErrorKind::UnexpectedEof {
                     tracing::debug!(%peer, error = %e, "cluster connection ended");
                 }
@@ -305,8 +358,33 @@ pub async fn serve(
     }
 }
 
+/// The TLS handshake when `tls` is on (`None` if it fails: logged here, rate-limited),
+/// then the connection's type and token.
+async fn open(
+    stream: TcpStream,
+    tls: Option<&ClusterTls>,
+    peer: &str,
+    refusals: &Mutex<FailureLog>,
+) -> io::Result<Option<(Stream, u8, Vec<u8>)>> {
+    let mut stream = match tls {
+        None => Stream::Plain(stream),
+        Some(tls) => match tls.accept(stream).await {
+            Ok(stream) => stream,
+            Err(e) => {
+                let mut log = refusals.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(left_out) = log.admit(std::time::Instant::now()) {
+                    tracing::warn!(%peer, error = %e, left_out, "cluster port: TLS handshake failed; closed");
+                }
+                return Ok(None);
+            }
+        },
+    };
+    let (kind, token) = handshake(&mut stream).await?;
+    Ok(Some((stream, kind, token)))
+}
+
 /// Reads a connection's type and token.
-async fn handshake(stream: &mut TcpStream) -> io::Result<(u8, Vec<u8>)> {
+async fn handshake(stream: &mut Stream) -> io::Result<(u8, Vec<u8>)> {
     let kind = stream.read_u8().await?;
     let len = stream.read_u8().await?;
     let mut token = vec![0; usize::from(len)];
@@ -315,15 +393,14 @@ async fn handshake(stream: &mut TcpStream) -> io::Result<(u8, Vec<u8>)> {
 }
 
 async fn serve_one(
-    mut stream: TcpStream,
+    stream: Stream,
+    kind: u8,
+    presented: Vec<u8>,
     raft: Raft<LarderRaft>,
-    proxied: mpsc::Sender<TcpStream>,
+    proxied: mpsc::Sender<Stream>,
     token: &Option<Vec<u8>>,
     slot: tokio::sync::OwnedSemaphorePermit,
 ) -> io::Result<()> {
-    let (kind, presented) = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(&mut stream))
-        .await
-        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no handshake in time"))??;
     let expected = token.as_deref().unwrap_or_default();
     if !crate::server::auth::constant_time_eq(&presented, expected) {
         tracing::warn!("cluster port: a connection with the wrong token was closed");

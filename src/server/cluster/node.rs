@@ -10,13 +10,14 @@ use std::time::Duration;
 use anyhow::Context;
 use bytes::Bytes;
 use openraft::{BasicNode, Config, Raft, SnapshotPolicy};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 use super::log_store::{LogStore, RaftLogState};
 use super::machine::Machine;
 use super::net::{self, Network};
 use super::snapshot::{self, Snapshots};
+use super::tls::{ClusterTls, Stream};
 use super::{LarderRaft, LogId, NodeId, Proposal};
 use crate::config::ClusterConfig;
 use crate::server::journal::Journal;
@@ -113,14 +114,20 @@ pub struct ClusterNode {
     /// openraft.
     pub raft: Raft<LarderRaft>,
     /// Client connections followers forwarded here.
-    pub proxied: mpsc::Receiver<TcpStream>,
+    pub proxied: mpsc::Receiver<Stream>,
     config: ClusterConfig,
+    tls: Option<Arc<ClusterTls>>,
 }
 
 impl ClusterNode {
     /// What a connection to another member's cluster port starts with, for type `kind`.
     pub fn preamble(&self, kind: u8) -> Vec<u8> {
         net::preamble(kind, self.config.token.as_deref())
+    }
+
+    /// Mutual TLS among members, if on: a forwarded client connection goes over it too.
+    pub fn tls(&self) -> Option<Arc<ClusterTls>> {
+        self.tls.clone()
     }
 
     /// The address to forward a client connection to: the leader's cluster port (or its
@@ -160,11 +167,13 @@ fn raft_config() -> anyhow::Result<Arc<Config>> {
     Ok(Arc::new(config.validate().context("openraft's settings")?))
 }
 
-/// Starts openraft on the journal and `broker`, the cluster port, the proposer and the
-/// leadership watcher; forms the cluster if this node has never been part of one.
+/// Starts openraft on the journal and `broker`, the cluster port (with `tls`, read from
+/// `config.tls` by the caller, when on), the proposer and the leadership watcher; forms the
+/// cluster if this node has never been part of one.
 #[allow(clippy::too_many_arguments)]
 pub async fn start(
     config: &ClusterConfig,
+    tls: Option<Arc<ClusterTls>>,
     journal: Arc<Journal>,
     wal_dir: &Path,
     state: RaftLogState,
@@ -191,6 +200,7 @@ pub async fn start(
     let network = Network {
         routes: config.routes.clone(),
         token: config.token.clone(),
+        tls: tls.clone(),
     };
     let raft = Raft::new(config.node_id, raft_config()?, network, store, machine)
         .await
@@ -201,10 +211,14 @@ pub async fn start(
         raft.clone(),
         proxied_tx,
         config.token.clone(),
+        tls.clone(),
     ));
-    if config.token.is_none() {
+    if tls.is_some() {
+        tracing::info!("cluster port: mutual TLS among members");
+    }
+    if config.token.is_none() && tls.is_none() {
         tracing::warn!(
-            "cluster port without --cluster-token-file: anyone who can reach it can take part"
+            "cluster port without --cluster-token-file or --cluster-tls-*: anyone who can reach it can take part"
         );
     }
     let first = config.peers.keys().all(|&peer| config.node_id < peer);
@@ -261,6 +275,7 @@ pub async fn start(
         raft,
         proxied,
         config: config.clone(),
+        tls,
     })
 }
 
