@@ -13,34 +13,7 @@ the check can fail, e.g. with --fsync never).
 """
 import argparse, os, random, socket, subprocess, sys, tempfile, threading, time
 
-def connect(port):
-    s = socket.create_connection(("127.0.0.1", port), timeout=5)
-    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return s
-
-class Conn:
-    def __init__(self, port):
-        self.s = connect(port)
-        self.buf = b""
-    def line(self):
-        while b"\r\n" not in self.buf:
-            chunk = self.s.recv(65536)
-            if not chunk:
-                raise ConnectionError("closed")
-            self.buf += chunk
-        line, self.buf = self.buf.split(b"\r\n", 1)
-        return line.decode()
-    def body(self, n):
-        while len(self.buf) < n + 2:
-            chunk = self.s.recv(65536)
-            if not chunk:
-                raise ConnectionError("closed")
-            self.buf += chunk
-        data, self.buf = self.buf[:n], self.buf[n + 2:]
-        return data
-    def cmd(self, raw):
-        self.s.sendall(raw)
-        return self.line()
+from bsclient import Conn, connect
 
 def wait_listening(port, proc):
     for _ in range(1000):

@@ -30,6 +30,8 @@ Each node's standard error goes to a file; on a failure the script prints those 
 """
 import argparse, os, random, re, shutil, signal, socket, subprocess, sys, tempfile, threading, time, traceback
 
+import bsclient
+
 NODES = (1, 2, 3)
 REPLY_WAIT = 10  # seconds a client waits for one reply before it gives up on the connection
 PATIENCE = 30  # seconds to wait for a start, a leader, or progress
@@ -40,37 +42,9 @@ class Failure(Exception):
     pass
 
 
-class Conn:
+class Conn(bsclient.Conn):
     def __init__(self, port):
-        self.s = socket.create_connection(("127.0.0.1", port), timeout=2)
-        self.s.settimeout(REPLY_WAIT)
-        self.s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.buf = b""
-
-    def line(self):
-        while b"\r\n" not in self.buf:
-            chunk = self.s.recv(65536)
-            if not chunk:
-                raise ConnectionError("closed")
-            self.buf += chunk
-        line, self.buf = self.buf.split(b"\r\n", 1)
-        return line.decode()
-
-    def body(self, n):
-        while len(self.buf) < n + 2:
-            chunk = self.s.recv(65536)
-            if not chunk:
-                raise ConnectionError("closed")
-            self.buf += chunk
-        data, self.buf = self.buf[:n], self.buf[n + 2:]
-        return data
-
-    def cmd(self, raw):
-        self.s.sendall(raw)
-        return self.line()
-
-    def close(self):
-        self.s.close()
+        super().__init__(port, connect_timeout=2, reply_wait=REPLY_WAIT)
 
 
 def bindable(port):
