@@ -17,6 +17,8 @@
 #   PORT=11600     first port to try
 #   SEGMENT=       the cluster nodes' --wal-segment-size (default: larder's); small segments
 #                  make them snapshot and purge often (the count is reported per run)
+#   CLUSTER_TLS=1  mutual TLS among the cluster nodes (one certificate for 127.0.0.1 from a
+#                  CA made here with openssl)
 #   BEANSTALKD=beanstalkd
 # Needs: cargo, jq, python3, beanstalkd. The 2-core machine runs three nodes and the load
 # generator at once: cluster figures include that contention.
@@ -37,6 +39,21 @@ cd "$(dirname "$0")/.."
 
 work=$(mktemp -d)
 pids=()
+
+cluster_tls=()
+if [[ ${CLUSTER_TLS:-} == 1 ]]; then
+    command -v openssl >/dev/null || { echo "cluster.sh: openssl not found" >&2; exit 1; }
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+        -keyout "$work/ca.key" -out "$work/ca.pem" -subj "/CN=bench CA" 2>/dev/null
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+        -keyout "$work/node.key" -out "$work/node.csr" -subj "/CN=bench node" 2>/dev/null
+    printf 'subjectAltName = IP:127.0.0.1\nextendedKeyUsage = serverAuth, clientAuth\n' \
+        >"$work/node.ext"
+    openssl x509 -req -in "$work/node.csr" -CA "$work/ca.pem" -CAkey "$work/ca.key" \
+        -CAcreateserial -days 2 -extfile "$work/node.ext" -out "$work/node.pem" 2>/dev/null
+    cluster_tls=(--cluster-tls-cert "$work/node.pem" --cluster-tls-key "$work/node.key"
+        --cluster-tls-ca "$work/ca.pem")
+fi
 
 stop_all() {
     for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
@@ -121,7 +138,7 @@ start_cluster() {
         LARDER_LOG=info "$larder" serve --listen "127.0.0.1:${client[$i]}" --max-jobs 0 \
             --max-bytes 0 --data-dir "$base/n$i" --node-id "$i" \
             --cluster-listen "127.0.0.1:${cport[$i]}" "${peers[@]}" \
-            ${SEGMENT:+--wal-segment-size "$SEGMENT"} 2>>"${clog[$i]}" &
+            ${SEGMENT:+--wal-segment-size "$SEGMENT"} "${cluster_tls[@]}" 2>>"${clog[$i]}" &
         cpid[$i]=$!
         pids+=($!)
     done
@@ -164,6 +181,10 @@ for i in "${!workloads[@]}"; do
             echo "cluster.sh: loadgen failed for $name on $server:" >&2
             cat "$work/$i.$server.err" >&2
             rm -f "$work/$i.$server.json"
+        fi
+        if [[ $server == cluster-* && ${#cluster_tls[@]} -gt 0 ]]; then
+            tls_nodes=$(cat "${clog[@]}" | grep -c "mutual TLS among members" || true)
+            echo "$name on $server: $tls_nodes of 3 nodes with mutual TLS" >>"$work/snapshots.txt"
         fi
         if [[ $server == cluster-* ]]; then
             built=$(cat "${clog[@]}" | grep -c "snapshot built" || true)
