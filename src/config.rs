@@ -158,7 +158,7 @@ pub struct ClusterConfig {
     pub tls: Option<ClusterTlsFiles>,
 }
 
-/// PEM files for mutual TLS among cluster members, read once at start-up.
+/// PEM files for mutual TLS among cluster members, read at start-up and again on SIGHUP.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClusterTlsFiles {
     /// This member's certificate chain, leaf first (`--cluster-tls-cert`): presented both

@@ -130,11 +130,6 @@ impl Cluster {
         Cluster::start_full(name, 3, extra, false)
     }
 
-    /// Starts `size` nodes, giving node `id` the arguments `extra[id]` too.
-    fn start_sized(name: &str, size: u64, extra: BTreeMap<u64, Vec<String>>) -> Cluster {
-        Cluster::start_full(name, size, extra, false)
-    }
-
     /// Three nodes with mutual TLS on their cluster ports.
     fn start_tls(name: &str) -> Cluster {
         Cluster::start_full(name, 3, BTreeMap::new(), true)
@@ -1047,7 +1042,7 @@ fn five_nodes_lose_no_confirmation_with_two_down_at_once() {
 /// a follower killed or cut off from every other node (with five nodes, two of them at
 /// once, a leader among them or not), each healed after a while; then every confirmation
 /// checked on the leader and again on the next one. `LARDER_CLUSTER_SOAK_SEED` repeats a
-/// run.
+/// run; `LARDER_CLUSTER_SOAK_TLS=1` runs it with mutual TLS among the members.
 fn soak(name: &str, size: u64, secs: u64) {
     use rand::seq::SliceRandom;
     use rand::{Rng, SeedableRng};
@@ -1057,7 +1052,9 @@ fn soak(name: &str, size: u64, secs: u64) {
         .unwrap_or_else(|| rand::thread_rng().gen());
     eprintln!("soak: {size} nodes, {secs} s, seed {seed}");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let mut cluster = Cluster::start_sized(name, size, BTreeMap::new());
+    // LARDER_CLUSTER_SOAK_TLS=1: with mutual TLS among the members.
+    let tls = std::env::var("LARDER_CLUSTER_SOAK_TLS").is_ok_and(|v| v == "1");
+    let mut cluster = Cluster::start_full(name, size, BTreeMap::new(), tls);
     let addrs: Vec<SocketAddr> = cluster.nodes.iter().map(|n| n.client).collect();
     cluster.leader();
     let load = Load::start(addrs, 2);
@@ -1858,4 +1855,120 @@ fn a_tls_cluster_port_closes_strangers_without_effect() {
     }
     drop(node);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Completes a TLS handshake with `addr` as a client with `config`.
+fn handshake(addr: SocketAddr, config: Arc<rustls::ClientConfig>) -> Result<(), String> {
+    let mut tcp = TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    tcp.set_read_timeout(Some(REPLY_WAIT))
+        .map_err(|e| e.to_string())?;
+    let name = rustls_pki_types::ServerName::try_from("127.0.0.1").map_err(|e| e.to_string())?;
+    let mut conn = rustls::ClientConnection::new(config, name).map_err(|e| e.to_string())?;
+    while conn.is_handshaking() {
+        conn.complete_io(&mut tcp).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+#[test]
+fn cluster_certificates_are_replaced_on_sighup_without_a_restart() {
+    let mut cluster = Cluster::start_tls("tls-reload");
+    let leader = cluster.leader();
+    let at = cluster.node(leader).client;
+    let first = confirmed_put(&mut cluster, at, "before");
+    let dir = cluster.tls.clone().expect("a TLS cluster");
+    let old_ca = std::fs::read_to_string(dir.join("ca.pem")).expect("the first CA");
+    let sighup_all = |cluster: &mut Cluster, reloads: usize| {
+        for node in &cluster.nodes {
+            let pid = node.server.as_ref().expect("running").child.id();
+            let status = std::process::Command::new("kill")
+                .args(["-HUP", &pid.to_string()])
+                .status()
+                .expect("kill -HUP");
+            assert!(status.success());
+        }
+        eventually(
+            cluster,
+            "a member did not reload its certificates",
+            |cluster| {
+                for node in &cluster.nodes {
+                    let log = node.server.as_ref().map(|s| s.log()).unwrap_or_default();
+                    let done = log.matches("cluster TLS certificates reloaded").count();
+                    if done < reloads {
+                        return Err(format!("node {}: {done} reloads:\n{log}", node.id));
+                    }
+                }
+                Ok(())
+            },
+        );
+    };
+    // Rotate to a new CA: first trust both and move every member to a certificate of the
+    // new one, then trust only the new one.
+    let new_ca = crate::security::Ca::new("second cluster CA");
+    std::fs::write(dir.join("ca.pem"), format!("{old_ca}{}", new_ca.pem())).expect("CA bundle");
+    for id in 1..=3 {
+        let (cert, key) = member_certificate(&new_ca);
+        std::fs::write(dir.join(format!("n{id}.pem")), cert).expect("cert file");
+        std::fs::write(dir.join(format!("n{id}.key")), key).expect("key file");
+    }
+    sighup_all(&mut cluster, 1);
+    std::fs::write(dir.join("ca.pem"), new_ca.pem()).expect("the new CA alone");
+    sighup_all(&mut cluster, 2);
+    // Node 1 now presents its new certificate: a client trusting only the new CA completes
+    // a handshake with its cluster port, one trusting only the first CA does not.
+    let old_ca_file = dir.join("old-ca.pem");
+    std::fs::write(&old_ca_file, &old_ca).expect("old CA file");
+    let member = Some((dir.join("n2.pem"), dir.join("n2.key")));
+    let port = cluster.node(1).cluster;
+    handshake(port, tls_client(&dir.join("ca.pem"), member.clone()))
+        .expect("a handshake trusting the new CA");
+    assert!(
+        handshake(port, tls_client(&old_ca_file, member)).is_err(),
+        "node 1 still presents a certificate of the first CA"
+    );
+    // Every connection between members made again: only the reloaded certificates and CA
+    // can carry them now (the first CA's certificates would be refused).
+    for link in cluster.links.values() {
+        link.block();
+    }
+    for link in cluster.links.values() {
+        link.heal();
+    }
+    let next = cluster.leader();
+    let at = cluster.node(next).client;
+    let second = confirmed_put(&mut cluster, at, "after");
+    assert!(second > first);
+    // A reload that fails (a missing key) keeps the certificates in force.
+    std::fs::remove_file(dir.join("n1.key")).expect("remove a key");
+    let pid = cluster.node(1).server.as_ref().expect("running").child.id();
+    std::process::Command::new("kill")
+        .args(["-HUP", &pid.to_string()])
+        .status()
+        .expect("kill -HUP");
+    eventually(
+        &mut cluster,
+        "the failed reload was not reported",
+        |cluster| {
+            let log = cluster
+                .node(1)
+                .server
+                .as_ref()
+                .map(|s| s.log())
+                .unwrap_or_default();
+            if log.contains("cluster TLS reload failed") {
+                Ok(())
+            } else {
+                Err(log)
+            }
+        },
+    );
+    for link in cluster.links.values() {
+        link.block();
+    }
+    for link in cluster.links.values() {
+        link.heal();
+    }
+    let next = cluster.leader();
+    let at = cluster.node(next).client;
+    confirmed_put(&mut cluster, at, "still");
 }

@@ -279,7 +279,11 @@ async fn run_cluster(
 ) -> anyhow::Result<()> {
     // Read before the log, so that a bad file is reported at once.
     let cluster_tls = match &cluster.tls {
-        Some(files) => Some(Arc::new(super::cluster::tls::ClusterTls::load(files)?)),
+        Some(files) => {
+            let tls = Arc::new(super::cluster::tls::ClusterTls::load(files)?);
+            tls.spawn_reload()?;
+            Some(tls)
+        }
         None => None,
     };
     let wal_dir = super::recovery::wal_dir(data_dir.path());

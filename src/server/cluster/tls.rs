@@ -9,7 +9,7 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::task::{Context as TaskContext, Poll};
 
 use anyhow::Context;
@@ -22,51 +22,39 @@ use tokio_rustls::{TlsAcceptor, TlsConnector};
 use crate::config::ClusterTlsFiles;
 use crate::pem::{provider, read_certs, read_key, read_roots};
 
-/// The acceptor and the connector of a member, from its `--cluster-tls-*` files.
+/// The acceptor and the connector of a member, from its `--cluster-tls-*` files. SIGHUP
+/// reads the files again ([`ClusterTls::reload`]): connections made after that use the new
+/// certificate and CA, connections already made keep the session they have.
 pub struct ClusterTls {
-    acceptor: TlsAcceptor,
-    connector: TlsConnector,
+    files: ClusterTlsFiles,
+    sides: RwLock<(TlsAcceptor, TlsConnector)>,
 }
 
 impl ClusterTls {
     /// Reads the certificate, key and CA files; any that cannot be read or used is an
     /// error naming its flag and file.
     pub fn load(files: &ClusterTlsFiles) -> anyhow::Result<ClusterTls> {
-        let certs = read_certs(&files.cert, "--cluster-tls-cert")?;
-        let key = read_key(&files.key, "--cluster-tls-key")?;
-        let roots = Arc::new(read_roots(&files.ca, "--cluster-tls-ca")?);
-        let provider = provider();
-        let pair = || {
-            format!(
-                "using --cluster-tls-cert {} with --cluster-tls-key {}",
-                files.cert.display(),
-                files.key.display()
-            )
-        };
-        let verifier = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
-            .build()
-            .with_context(|| format!("using --cluster-tls-ca {}", files.ca.display()))?;
-        let server = ServerConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .context("choosing TLS versions")?
-            .with_client_cert_verifier(verifier)
-            .with_single_cert(certs.clone(), key.clone_key())
-            .with_context(pair)?;
-        let client = ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .context("choosing TLS versions")?
-            .with_root_certificates(roots)
-            .with_client_auth_cert(certs, key)
-            .with_context(pair)?;
         Ok(ClusterTls {
-            acceptor: TlsAcceptor::from(Arc::new(server)),
-            connector: TlsConnector::from(Arc::new(client)),
+            files: files.clone(),
+            sides: RwLock::new(sides(files)?),
         })
+    }
+
+    /// Reads the files again; on an error the configuration in force stays.
+    pub fn reload(&self) -> anyhow::Result<()> {
+        let new = sides(&self.files)?;
+        *self.sides.write().unwrap_or_else(|e| e.into_inner()) = new;
+        Ok(())
+    }
+
+    fn current(&self) -> (TlsAcceptor, TlsConnector) {
+        self.sides.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// The server side of the handshake on a connection accepted on the cluster port.
     pub async fn accept(&self, stream: TcpStream) -> io::Result<Stream> {
-        let stream = self.acceptor.accept(stream).await?;
+        let (acceptor, _) = self.current();
+        let stream = acceptor.accept(stream).await?;
         Ok(Stream::Tls(Box::new(stream.into())))
     }
 
@@ -75,9 +63,63 @@ impl ClusterTls {
     pub async fn connect(&self, stream: TcpStream, addr: &str) -> io::Result<Stream> {
         let name = crate::client_tls::server_name(addr, None)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
-        let stream = self.connector.connect(name, stream).await?;
+        let (_, connector) = self.current();
+        let stream = connector.connect(name, stream).await?;
         Ok(Stream::Tls(Box::new(stream.into())))
     }
+
+    /// Reloads the files on every SIGHUP, logging the outcome, until the runtime stops.
+    pub fn spawn_reload(self: &Arc<Self>) -> anyhow::Result<()> {
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("installing the SIGHUP handler for the cluster port")?;
+        let this = self.clone();
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                match this.reload() {
+                    Ok(()) => tracing::info!("SIGHUP: cluster TLS certificates reloaded"),
+                    Err(e) => tracing::error!(
+                        error = %format!("{e:#}"),
+                        "SIGHUP: cluster TLS reload failed; the certificates in force stay"
+                    ),
+                }
+            }
+        });
+        Ok(())
+    }
+}
+
+/// The acceptor and the connector the files make.
+fn sides(files: &ClusterTlsFiles) -> anyhow::Result<(TlsAcceptor, TlsConnector)> {
+    let certs = read_certs(&files.cert, "--cluster-tls-cert")?;
+    let key = read_key(&files.key, "--cluster-tls-key")?;
+    let roots = Arc::new(read_roots(&files.ca, "--cluster-tls-ca")?);
+    let provider = provider();
+    let pair = || {
+        format!(
+            "using --cluster-tls-cert {} with --cluster-tls-key {}",
+            files.cert.display(),
+            files.key.display()
+        )
+    };
+    let verifier = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
+        .build()
+        .with_context(|| format!("using --cluster-tls-ca {}", files.ca.display()))?;
+    let server = ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .context("choosing TLS versions")?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certs.clone(), key.clone_key())
+        .with_context(pair)?;
+    let client = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("choosing TLS versions")?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(certs, key)
+        .with_context(pair)?;
+    Ok((
+        TlsAcceptor::from(Arc::new(server)),
+        TlsConnector::from(Arc::new(client)),
+    ))
 }
 
 /// A connection to or from the cluster port.
