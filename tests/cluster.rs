@@ -281,6 +281,26 @@ impl Cluster {
         Ok(())
     }
 
+    /// Breaks every connection between members (they are made again at once).
+    fn reconnect_all(&self) {
+        for link in self.links.values() {
+            link.block();
+        }
+        for link in self.links.values() {
+            link.heal();
+        }
+    }
+
+    /// Sends SIGHUP to node `id`.
+    fn sighup(&self, id: u64) {
+        let pid = self.node(id).server.as_ref().expect("running").child.id();
+        let status = std::process::Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .status()
+            .expect("kill -HUP");
+        assert!(status.success(), "kill -HUP {pid}");
+    }
+
     fn kill9(&mut self, id: u64) {
         if let Some(server) = self.nodes[(id - 1) as usize].server.take() {
             server.kill9();
@@ -1879,13 +1899,8 @@ fn cluster_certificates_are_replaced_on_sighup_without_a_restart() {
     let dir = cluster.tls.clone().expect("a TLS cluster");
     let old_ca = std::fs::read_to_string(dir.join("ca.pem")).expect("the first CA");
     let sighup_all = |cluster: &mut Cluster, reloads: usize| {
-        for node in &cluster.nodes {
-            let pid = node.server.as_ref().expect("running").child.id();
-            let status = std::process::Command::new("kill")
-                .args(["-HUP", &pid.to_string()])
-                .status()
-                .expect("kill -HUP");
-            assert!(status.success());
+        for id in 1..=3 {
+            cluster.sighup(id);
         }
         eventually(
             cluster,
@@ -1928,23 +1943,14 @@ fn cluster_certificates_are_replaced_on_sighup_without_a_restart() {
     );
     // Every connection between members made again: only the reloaded certificates and CA
     // can carry them now (the first CA's certificates would be refused).
-    for link in cluster.links.values() {
-        link.block();
-    }
-    for link in cluster.links.values() {
-        link.heal();
-    }
+    cluster.reconnect_all();
     let next = cluster.leader();
     let at = cluster.node(next).client;
     let second = confirmed_put(&mut cluster, at, "after");
     assert!(second > first);
     // A reload that fails (a missing key) keeps the certificates in force.
     std::fs::remove_file(dir.join("n1.key")).expect("remove a key");
-    let pid = cluster.node(1).server.as_ref().expect("running").child.id();
-    std::process::Command::new("kill")
-        .args(["-HUP", &pid.to_string()])
-        .status()
-        .expect("kill -HUP");
+    cluster.sighup(1);
     eventually(
         &mut cluster,
         "the failed reload was not reported",
@@ -1962,12 +1968,7 @@ fn cluster_certificates_are_replaced_on_sighup_without_a_restart() {
             }
         },
     );
-    for link in cluster.links.values() {
-        link.block();
-    }
-    for link in cluster.links.values() {
-        link.heal();
-    }
+    cluster.reconnect_all();
     let next = cluster.leader();
     let at = cluster.node(next).client;
     confirmed_put(&mut cluster, at, "still");

@@ -212,15 +212,20 @@ def main():
 
     ports_order = [nodes[nid].port for nid in NODES]
 
+    def roam(at, stop):
+        """A connection to the node `at` points to, or (None, the next node) after a pause."""
+        try:
+            return Conn(ports_order[at % 3]), at
+        except OSError:
+            stop.wait(0.05)
+            return None, at + 1
+
     def producer(rnd, p, stop):
         at, i, c = p, 0, None
         while not stop.is_set():
             if c is None:
-                try:
-                    c = Conn(ports_order[at % 3])
-                except OSError:
-                    at += 1
-                    stop.wait(0.05)
+                c, at = roam(at, stop)
+                if c is None:
                     continue
             body = ("r%dp%di%d-" % (rnd, p, i)).encode() + b"x" * (i % 97)
             i += 1
@@ -244,11 +249,8 @@ def main():
         at, c = 0, None
         while not stop.is_set():
             if c is None:
-                try:
-                    c = Conn(ports_order[at % 3])
-                except OSError:
-                    at += 1
-                    stop.wait(0.05)
+                c, at = roam(at, stop)
+                if c is None:
                     continue
             try:
                 r = c.cmd(b"reserve-with-timeout 1\r\n")
