@@ -410,6 +410,14 @@ async fn serve_clients(
     let reload = security.spawn_reload()?;
     security.warn_if_open(listener.tcp_addr());
 
+    // The log writer's publishes wake this one task, which wakes the connections waiting on
+    // them from inside the runtime (see `wal::commit`): one runtime wake-up per fsync
+    // instead of one per waiting connection.
+    let relay = tokio::spawn({
+        let journal = journal.clone();
+        async move { journal.watermark().relay().await }
+    });
+
     let timer_broker = broker.clone();
     let mut timer_stop = stop_rx.clone();
     let timers = tokio::spawn(async move {
@@ -574,6 +582,10 @@ async fn serve_clients(
             tracing::warn!(error = %e, "openraft did not stop cleanly");
         }
     }
+    // Dropping the relay hands the waking back to the writer's publishes, which the log's
+    // last records (and openraft, on a cluster node) may still need.
+    relay.abort();
+    let _ = relay.await;
     journal.close();
     tokio::task::spawn_blocking(move || writer.join())
         .await

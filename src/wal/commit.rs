@@ -20,6 +20,16 @@
 //! - Waking costs O(released · log n), not O(waiting): task waiters are kept in a map ordered by
 //!   LSN and a publish takes only the front of it. Blocked threads share one condvar, which is
 //!   meant for the few synchronous callers (tests, shutdown), not for connections.
+//! - While a [`Relay`] runs, a publish wakes only the relay, which then wakes the released
+//!   tasks from inside their runtime; once it is dropped, a publish wakes the tasks itself
+//!   again and whatever the relay had not woken yet is woken by its drop. No waiter is lost
+//!   either way.
+//!
+//! Why a relay: the writer is a thread of its own, and a task woken from outside its runtime
+//! costs the waking thread a wake-up of that runtime (an eventfd write for tokio's), one per
+//! task. With a few dozen connections waiting on each fsync, that was most of the writer's
+//! time between two fsyncs. Through the relay the writer makes one such wake-up per fsync,
+//! and the runtime wakes the tasks itself, which only queues them.
 //!
 //! The state is a plain [`crate::sync::Mutex`] and [`crate::sync::Condvar`], with no async
 //! runtime inside, so that loom can check every interleaving of publishers, waiters and
@@ -93,6 +103,11 @@ struct State {
     /// there are some: the server's waiters are all tasks, and signalling a condvar nobody
     /// waits on still costs the writer a futex call per fsync.
     blocked: usize,
+    /// The running [`Relay`]'s waker, if one runs: a publish then hands the task wakers it
+    /// releases to `relayed` and wakes only this one.
+    relay: Option<Waker>,
+    /// Task wakers released by publishes that the relay has not taken yet.
+    relayed: Vec<Waker>,
 }
 
 impl State {
@@ -117,6 +132,8 @@ impl Watermark {
                 tasks: BTreeMap::new(),
                 next_ticket: 0,
                 blocked: 0,
+                relay: None,
+                relayed: Vec::new(),
             }),
             advanced: Condvar::new(),
         }
@@ -137,22 +154,38 @@ impl Watermark {
     /// Called by the log writer after each successful fsync. An `lsn` at or below the current
     /// watermark, or any publish after [`Watermark::fail`], is ignored.
     pub fn publish(&self, lsn: u64) {
-        let mut state = self.lock();
+        let mut guard = self.lock();
+        let state = &mut *guard;
         if lsn <= state.durable || state.failure.is_some() {
             return;
         }
         state.durable = lsn;
         let mut released = Vec::new();
+        let relay_idle = state.relayed.is_empty();
+        let to = if state.relay.is_some() {
+            &mut state.relayed
+        } else {
+            &mut released
+        };
         while let Some(entry) = state.tasks.first_entry() {
             if entry.key().0 > lsn {
                 break;
             }
-            released.push(entry.remove());
+            to.push(entry.remove());
         }
+        // The relay is woken when the wakers it must pass on go from none to some; while
+        // some wait, it has been woken already and will take them all.
+        let relay = match &state.relay {
+            Some(relay) if relay_idle && !state.relayed.is_empty() => Some(relay.clone()),
+            _ => None,
+        };
         let blocked = state.blocked > 0;
-        drop(state);
+        drop(guard);
         if blocked {
             self.advanced.notify_all();
+        }
+        if let Some(relay) = relay {
+            relay.wake();
         }
         released.into_iter().for_each(Waker::wake);
     }
@@ -206,6 +239,17 @@ impl Watermark {
             watermark: self,
             lsn,
             ticket: None,
+        }
+    }
+
+    /// A future that never resolves and, while it is polled, wakes the tasks each publish
+    /// releases, so that the publishing thread wakes only it (see the module docs). Run one
+    /// per watermark, as a task on the runtime that runs the waiting tasks. Dropping it hands
+    /// the waking back to the publishes.
+    pub fn relay(&self) -> Relay<'_> {
+        Relay {
+            watermark: self,
+            taken: Vec::new(),
         }
     }
 
@@ -272,7 +316,47 @@ impl fmt::Debug for Watermark {
             .field("durable", &state.durable)
             .field("failure", &state.failure)
             .field("waiting", &state.tasks.len())
+            .field("relayed", &state.relay.is_some())
             .finish()
+    }
+}
+
+/// Passes on the wake-ups of a watermark's publishes; made by [`Watermark::relay`].
+#[must_use = "futures do nothing unless awaited"]
+#[derive(Debug)]
+pub struct Relay<'a> {
+    /// The watermark relayed.
+    watermark: &'a Watermark,
+    /// The wakers taken at the last poll; kept to reuse its allocation.
+    taken: Vec<Waker>,
+}
+
+impl Future for Relay<'_> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = &mut *self;
+        {
+            let mut state = this.watermark.lock();
+            match &state.relay {
+                Some(registered) if registered.will_wake(cx.waker()) => {}
+                _ => state.relay = Some(cx.waker().clone()),
+            }
+            mem::swap(&mut state.relayed, &mut this.taken);
+        }
+        this.taken.drain(..).for_each(Waker::wake);
+        Poll::Pending
+    }
+}
+
+impl Drop for Relay<'_> {
+    fn drop(&mut self) {
+        let left = {
+            let mut state = self.watermark.lock();
+            state.relay = None;
+            mem::take(&mut state.relayed)
+        };
+        left.into_iter().for_each(Waker::wake);
     }
 }
 

@@ -169,3 +169,52 @@ fn publishes_from_two_threads_keep_the_higher_one() {
         assert_eq!(watermark.waiting(), 0);
     });
 }
+
+/// The server's arrangement: one thread runs the relay and a waiting task together (as the
+/// runtime does), another publishes. However they interleave, the task is released, and
+/// only once its LSN is durable.
+#[test]
+fn a_task_behind_a_relay_loses_no_wakeup() {
+    model(|| {
+        let watermark = Arc::new(Watermark::new(0));
+        let runtime = {
+            let watermark = watermark.clone();
+            thread::spawn(move || {
+                block_on(async {
+                    let relay = std::pin::pin!(watermark.relay());
+                    let wait = std::pin::pin!(watermark.reached(1));
+                    match futures_util::future::select(relay, wait).await {
+                        futures_util::future::Either::Right((outcome, _)) => outcome,
+                        futures_util::future::Either::Left(((), _)) => {
+                            unreachable!("the relay never resolves")
+                        }
+                    }
+                })
+            })
+        };
+        watermark.publish(1);
+        runtime.join().unwrap().unwrap();
+        assert_eq!(watermark.waiting(), 0);
+    });
+}
+
+/// A relay dropped (its task aborted) while a publish hands it a waiter: the waiter is
+/// still released, by the publish or by the drop.
+#[test]
+fn a_relay_dropped_while_a_publish_runs_loses_no_wakeup() {
+    model(|| {
+        let watermark = Arc::new(Watermark::new(0));
+        let waiter = spawn_waiter(&watermark, 1, How::Async);
+        let relay = {
+            let watermark = watermark.clone();
+            thread::spawn(move || {
+                let waker = Waker::from(std::sync::Arc::new(Inert));
+                let mut relay = watermark.relay();
+                let _ = Pin::new(&mut relay).poll(&mut Context::from_waker(&waker));
+            })
+        };
+        watermark.publish(1);
+        relay.join().unwrap();
+        waiter.join().unwrap().unwrap();
+    });
+}

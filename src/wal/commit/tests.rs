@@ -234,3 +234,132 @@ async fn fail_wakes_every_task_with_an_error() {
     assert!(watermark.reached(11).await.is_err());
     assert!(watermark.reached(10).await.is_ok());
 }
+
+fn poll_relay(relay: &mut Relay<'_>, waker: &Waker) -> Poll<()> {
+    Pin::new(relay).poll(&mut Context::from_waker(waker))
+}
+
+#[test]
+fn a_running_relay_is_woken_once_per_publish_and_wakes_the_released_tasks() {
+    let watermark = Watermark::new(0);
+    let (relay_count, relay_waker) = counter();
+    let mut relay = watermark.relay();
+    assert!(poll_relay(&mut relay, &relay_waker).is_pending());
+    let waiters: Vec<_> = (1..=3).map(|_| counter()).collect();
+    let mut waits: Vec<_> = (1..=3).map(|lsn| watermark.reached(lsn)).collect();
+    for (wait, (_, waker)) in waits.iter_mut().zip(&waiters) {
+        assert!(poll(wait, waker).is_pending());
+    }
+
+    // The publisher wakes the relay alone, once, however many tasks it releases.
+    watermark.publish(2);
+    assert_eq!(woken(&relay_count), 1);
+    assert!(waiters.iter().all(|(count, _)| woken(count) == 0));
+    // A second publish before the relay ran does not wake it again: it will take both.
+    watermark.publish(3);
+    assert_eq!(woken(&relay_count), 1);
+
+    // The relay, polled, wakes every task released so far, and only them, once each.
+    assert!(poll_relay(&mut relay, &relay_waker).is_pending());
+    let counts: Vec<_> = waiters.iter().map(|(count, _)| woken(count)).collect();
+    assert_eq!(counts, [1, 1, 1]);
+    for (wait, (_, waker)) in waits.iter_mut().zip(&waiters) {
+        assert!(matches!(poll(wait, waker), Poll::Ready(Ok(()))));
+    }
+    assert_eq!(watermark.waiting(), 0);
+
+    // A publish that releases nobody does not wake the relay.
+    watermark.publish(4);
+    assert_eq!(woken(&relay_count), 1);
+}
+
+#[test]
+fn dropping_the_relay_wakes_what_it_held_and_publishes_wake_tasks_again() {
+    let watermark = Watermark::new(0);
+    let (relay_count, relay_waker) = counter();
+    let mut relay = watermark.relay();
+    assert!(poll_relay(&mut relay, &relay_waker).is_pending());
+    let (first_count, first) = counter();
+    let (second_count, second) = counter();
+    let mut first_wait = watermark.reached(1);
+    let mut second_wait = watermark.reached(2);
+    assert!(poll(&mut first_wait, &first).is_pending());
+    assert!(poll(&mut second_wait, &second).is_pending());
+
+    watermark.publish(1);
+    assert_eq!((woken(&relay_count), woken(&first_count)), (1, 0));
+    // The relay's task is gone before it ran: its drop wakes the task it was handed.
+    drop(relay);
+    assert_eq!(woken(&first_count), 1);
+    // With no relay, the publisher wakes the task itself.
+    watermark.publish(2);
+    assert_eq!(woken(&second_count), 1);
+    assert_eq!(woken(&relay_count), 1);
+    assert!(matches!(
+        poll(&mut second_wait, &second),
+        Poll::Ready(Ok(()))
+    ));
+}
+
+#[test]
+fn a_relay_polled_by_another_task_takes_over_the_wake_ups() {
+    let watermark = Watermark::new(0);
+    let (old_count, old) = counter();
+    let (new_count, new) = counter();
+    let mut relay = watermark.relay();
+    assert!(poll_relay(&mut relay, &old).is_pending());
+    assert!(poll_relay(&mut relay, &new).is_pending());
+    let (_, waiter) = counter();
+    let mut wait = watermark.reached(1);
+    assert!(poll(&mut wait, &waiter).is_pending());
+    watermark.publish(1);
+    assert_eq!((woken(&old_count), woken(&new_count)), (0, 1));
+}
+
+/// The server's arrangement: the tasks and the relay on one current-thread runtime, the
+/// publishes from a thread of their own, as the log writer makes them.
+#[test]
+fn tasks_on_a_runtime_with_a_relay_are_released_by_a_publishing_thread() {
+    const RECORDS: u64 = 300;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    let watermark = Arc::new(Watermark::new(0));
+    runtime.block_on(async {
+        let relay = tokio::spawn({
+            let watermark = watermark.clone();
+            async move { watermark.relay().await }
+        });
+        let waiters: Vec<_> = (1..=RECORDS)
+            .map(|lsn| {
+                let watermark = watermark.clone();
+                tokio::spawn(async move {
+                    watermark.reached(lsn).await.unwrap();
+                    assert!(watermark.durable() >= lsn, "released before {lsn}");
+                })
+            })
+            .collect();
+        while watermark.waiting() < RECORDS as usize || watermark.lock().relay.is_none() {
+            tokio::task::yield_now().await;
+        }
+        let publisher = {
+            let watermark = watermark.clone();
+            thread::spawn(move || {
+                for lsn in (0..=RECORDS).step_by(11).chain([RECORDS]) {
+                    watermark.publish(lsn);
+                }
+            })
+        };
+        for waiter in waiters {
+            waiter.await.unwrap();
+        }
+        publisher.join().unwrap();
+        relay.abort();
+        assert!(relay.await.unwrap_err().is_cancelled());
+    });
+    assert_eq!(watermark.waiting(), 0);
+    assert!(
+        watermark.lock().relay.is_none(),
+        "the aborted relay deregistered"
+    );
+}
