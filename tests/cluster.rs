@@ -1042,20 +1042,25 @@ fn a_cluster_node_refuses_a_single_node_data_directory_and_bad_settings() {
 /// cluster::random_faults` is the long run (`LARDER_CLUSTER_SOAK_SEED` repeats one).
 #[test]
 fn random_faults_for_a_while_lose_no_confirmation() {
-    let secs = std::env::var("LARDER_CLUSTER_SOAK_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(8);
-    soak("soak", 3, secs);
+    soak(
+        "soak",
+        3,
+        env_number("LARDER_CLUSTER_SOAK_SECS").unwrap_or(8),
+    );
 }
 
 #[test]
 fn five_nodes_lose_no_confirmation_with_two_down_at_once() {
-    let secs = std::env::var("LARDER_CLUSTER_SOAK5_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(6);
-    soak("soak5", 5, secs);
+    soak(
+        "soak5",
+        5,
+        env_number("LARDER_CLUSTER_SOAK5_SECS").unwrap_or(6),
+    );
+}
+
+/// The environment variable `name` read as a number, if set to one.
+fn env_number<T: std::str::FromStr>(name: &str) -> Option<T> {
+    std::env::var(name).ok().and_then(|s| s.parse().ok())
 }
 
 /// Random faults on a cluster of `size` nodes under load for `secs` seconds: the leader or
@@ -1066,10 +1071,8 @@ fn five_nodes_lose_no_confirmation_with_two_down_at_once() {
 fn soak(name: &str, size: u64, secs: u64) {
     use rand::seq::SliceRandom;
     use rand::{Rng, SeedableRng};
-    let seed: u64 = std::env::var("LARDER_CLUSTER_SOAK_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| rand::thread_rng().gen());
+    let seed: u64 =
+        env_number("LARDER_CLUSTER_SOAK_SEED").unwrap_or_else(|| rand::thread_rng().gen());
     eprintln!("soak: {size} nodes, {secs} s, seed {seed}");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     // LARDER_CLUSTER_SOAK_TLS=1: with mutual TLS among the members.

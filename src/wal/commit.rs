@@ -316,7 +316,8 @@ impl fmt::Debug for Watermark {
             .field("durable", &state.durable)
             .field("failure", &state.failure)
             .field("waiting", &state.tasks.len())
-            .field("relayed", &state.relay.is_some())
+            .field("relay_running", &state.relay.is_some())
+            .field("relayed", &state.relayed.len())
             .finish()
     }
 }

@@ -171,8 +171,7 @@ fn publishes_from_two_threads_keep_the_higher_one() {
 }
 
 /// The server's arrangement: one thread runs the relay and a waiting task together (as the
-/// runtime does), another publishes. However they interleave, the task is released, and
-/// only once its LSN is durable.
+/// runtime does), another publishes. However they interleave, the task is released.
 #[test]
 fn a_task_behind_a_relay_loses_no_wakeup() {
     model(|| {
